@@ -1,0 +1,57 @@
+/** The validated configuration the rest of the program works from. */
+import type { Secret } from "./secret.ts";
+
+/** `[MONSTER]`: settings of the shore itself. */
+export interface MonsterConfig {
+  /** Bytes per part. */
+  readonly chunkSize: number;
+  /** Absolute path of the SQLite state database. */
+  readonly database: string;
+}
+
+/** `[Directory NAME]`: one source directory on the shore. */
+export interface DirectoryConfig {
+  readonly name: string;
+  /** Absolute path on the shore. */
+  readonly location: string;
+  /** Absolute path on every vessel (default: same as `location`). */
+  readonly destination: string;
+}
+
+/** `StrictHostKeyChecking`, as OpenSSH means it. */
+export type HostKeyPolicy = "yes" | "accept-new" | "no";
+
+/** `[Vessel NAME]`: one destination server. */
+export interface VesselConfig {
+  readonly name: string;
+  readonly transport: "sftp" | "local";
+  /** Local transport: the shore path where the vessel's `/` lies. */
+  readonly root?: string;
+  readonly address?: string;
+  readonly port: number;
+  readonly username: string;
+  readonly password?: Secret;
+  readonly passphrase?: Secret;
+  readonly identityFile?: string;
+  readonly knownHostsFile: string;
+  readonly strictHostKeyChecking: HostKeyPolicy;
+  /** Absolute vessel path where parts are uploaded. */
+  readonly tempDir: string;
+  /** Names of directories not replicated to this vessel. */
+  readonly ignoreDirs: readonly string[];
+  /** Seconds: connect timeout and idle detection. */
+  readonly timeout: number;
+  /** Whether to fsync a file before publishing it. */
+  readonly fsync: boolean;
+}
+
+/** The whole validated `settings.ini`. */
+export interface Config {
+  /** Absolute path of the file it was read from. */
+  readonly path: string;
+  readonly monster: MonsterConfig;
+  readonly directories: readonly DirectoryConfig[];
+  readonly vessels: readonly VesselConfig[];
+  /** Non-fatal problems (unknown keys), to be logged once at start. */
+  readonly warnings: readonly string[];
+}

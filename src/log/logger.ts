@@ -1,0 +1,64 @@
+/**
+ * The only module that writes to the console. Lines name their subject first;
+ * under systemd (`JOURNAL_STREAM` set) they carry `<N>` priority prefixes and
+ * no timestamps, since journald adds its own.
+ */
+
+/** Severity, ordered from most to least severe. */
+export type Level = "error" | "warn" | "info" | "debug";
+
+const PRIORITY: Record<Level, number> = { error: 3, warn: 4, info: 6, debug: 7 };
+
+let threshold: Level = (Deno.env.get("CONTENTMONSTER_LOG") as Level | undefined) ?? "info";
+if (!(threshold in PRIORITY)) threshold = "info";
+const journald = Deno.env.get("JOURNAL_STREAM") !== undefined;
+
+/** Sets the most detailed level that is still written. */
+export function setLogLevel(level: Level): void {
+  threshold = level;
+}
+
+/** Writes one log line for `subject` (a vessel, a file, or "" for the daemon). */
+export function log(level: Level, subject: string, message: string): void {
+  if (PRIORITY[level] > PRIORITY[threshold]) return;
+  const text = subject ? `${subject}: ${message}` : message;
+  const line = journald
+    ? `<${PRIORITY[level]}>${text}`
+    : `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${text}`;
+  console.error(line.replaceAll("\n", "\\n"));
+}
+
+/** A logger bound to one subject. */
+export interface Logger {
+  error(message: string): void;
+  warn(message: string): void;
+  info(message: string): void;
+  debug(message: string): void;
+}
+
+/** A logger whose lines all start with `subject`. */
+export function logger(subject: string): Logger {
+  return {
+    error: (message) => log("error", subject, message),
+    warn: (message) => log("warn", subject, message),
+    info: (message) => log("info", subject, message),
+    debug: (message) => log("debug", subject, message),
+  };
+}
+
+/** Writes command output (status tables, help) to stdout. */
+export function print(text: string): void {
+  console.log(text);
+}
+
+/** Describes an error with its cause chain, for logs and the exit message. */
+export function describeError(error: unknown): string {
+  const parts: string[] = [];
+  let current: unknown = error;
+  for (let depth = 0; current !== undefined && depth < 5; depth++) {
+    const message = current instanceof Error ? current.message : String(current);
+    if (!parts.some((part) => part.includes(message))) parts.push(message);
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return parts.join(": ");
+}

@@ -1,0 +1,213 @@
+/**
+ * The conformance suite every transport passes unchanged. A transport's test
+ * file opens a fresh target and calls {@linkcode transportConformance}.
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { tempPathFor, type Transport, TransportError } from "../transports/transport.ts";
+
+/** A transport under test and a way to look at the vessel behind it. */
+export interface ConformanceTarget {
+  transport: Transport;
+  /** Absolute vessel path of a fresh, empty directory for destinations. */
+  base: string;
+  /** The vessel's TempDir as configured (absolute vessel path). */
+  tempDir: string;
+  /** Bytes of a vessel file, `undefined` if it does not exist. */
+  read(vesselPath: string): Promise<Uint8Array | undefined>;
+  /** Names in a vessel directory, `[]` if it does not exist. */
+  list(vesselPath: string): Promise<string[]>;
+  cleanup(): Promise<void>;
+}
+
+/** Names an operator will meet sooner or later. */
+export const HOSTILE_NAMES = [
+  "plain.txt",
+  "with space.txt",
+  'it\'s "quoted".txt',
+  "$HOME and $(id) and `id`.txt",
+  "new\nline.txt",
+  "-leading-dash.txt",
+  "--help",
+  "ünïcødé 文件 🚀.bin",
+  "semi;colon & pipe | star * ? [x].txt",
+  "back\\slash.txt",
+];
+
+const encoder = new TextEncoder();
+
+function sha256(...chunks: Uint8Array[]): string {
+  const hash = createHash("sha256");
+  for (const chunk of chunks) hash.update(chunk);
+  return hash.digest("hex");
+}
+
+function bytes(length: number, seed: number): Uint8Array {
+  const data = new Uint8Array(length);
+  let state = seed >>> 0;
+  for (let i = 0; i < length; i++) {
+    state = (state * 1664525 + 1013904223) >>> 0;
+    data[i] = state >>> 24;
+  }
+  return data;
+}
+
+let keyCounter = 0;
+function freshKey(): string {
+  return `conf-${Date.now().toString(36)}-${(keyCounter++).toString(36)}`;
+}
+
+/** Registers the shared conformance tests for one transport. */
+export function transportConformance(
+  name: string,
+  open: () => Promise<ConformanceTarget>,
+  options: { ignore?: boolean } = {},
+): void {
+  Deno.test({
+    name: `${name} transport conformance`,
+    ignore: options.ignore,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async (t) => {
+      const target = await open();
+      const { transport, base } = target;
+      try {
+        await t.step("parts put out of order assemble in order and publish", async () => {
+          const key = freshKey();
+          const destination = `${base}/nested/deeper/file.bin`;
+          const parts = [bytes(1000, 1), bytes(70_000, 2), bytes(3, 3)];
+          await transport.prepare(key, destination);
+          for (const index of [2, 0, 1]) await transport.putPart(key, index, parts[index]);
+          assert.deepEqual([...await transport.listParts(key)].sort(), [0, 1, 2]);
+          const assembled = await transport.assemble(key, 3, destination);
+          assert.equal(assembled.tempPath, tempPathFor(key, destination));
+          assert.equal(assembled.sha256, sha256(...parts));
+          assert.equal(assembled.size, 71_003);
+          assert.equal(await target.read(destination), undefined, "visible before publish");
+          const tempName = assembled.tempPath.slice(assembled.tempPath.lastIndexOf("/") + 1);
+          assert.ok(tempName.startsWith("."), "temp name must be hidden");
+          await transport.publish(assembled.tempPath, destination);
+          const onVessel = await target.read(destination);
+          assert.ok(onVessel);
+          assert.equal(sha256(onVessel), sha256(...parts));
+          assert.equal(await target.read(assembled.tempPath), undefined);
+          await transport.removeParts(key);
+          assert.deepEqual([...await transport.listParts(key)], []);
+          assert.ok(!(await target.list(target.tempDir)).includes(key), "part dir left behind");
+        });
+
+        await t.step("hostile names replicate byte-identical", async () => {
+          for (const [i, fileName] of HOSTILE_NAMES.entries()) {
+            const key = freshKey();
+            const destination = `${base}/dir with 'quote' $x/${fileName}`;
+            const data = encoder.encode(`content of ${fileName}\n`);
+            await transport.prepare(key, destination);
+            await transport.putPart(key, 0, data);
+            const assembled = await transport.assemble(key, 1, destination);
+            assert.equal(assembled.sha256, sha256(data), `hash of ${JSON.stringify(fileName)}`);
+            await transport.publish(assembled.tempPath, destination);
+            assert.deepEqual(await target.read(destination), data, `bytes of #${i}`);
+            assert.equal(await transport.hash(destination), sha256(data));
+            await transport.removeParts(key);
+          }
+          const names = await target.list(`${base}/dir with 'quote' $x`);
+          assert.deepEqual(names.sort(), [...HOSTILE_NAMES].sort());
+        });
+
+        await t.step("a zero-length file is one empty part", async () => {
+          const key = freshKey();
+          const destination = `${base}/empty`;
+          await transport.prepare(key, destination);
+          await transport.putPart(key, 0, new Uint8Array(0));
+          const assembled = await transport.assemble(key, 1, destination);
+          assert.equal(assembled.size, 0);
+          assert.equal(assembled.sha256, sha256());
+          await transport.publish(assembled.tempPath, destination);
+          assert.deepEqual(await target.read(destination), new Uint8Array(0));
+          await transport.removeParts(key);
+        });
+
+        await t.step("assembly with a missing part leaves nothing behind", async () => {
+          const key = freshKey();
+          const destination = `${base}/missing-part.bin`;
+          await transport.prepare(key, destination);
+          await transport.putPart(key, 0, bytes(100, 4));
+          await transport.putPart(key, 2, bytes(100, 5));
+          await assert.rejects(
+            () => transport.assemble(key, 3, destination),
+            (error: unknown) => {
+              assert.ok(error instanceof TransportError, String(error));
+              assert.equal(error.code, "part-missing");
+              assert.equal(error.retryable, true);
+              return true;
+            },
+          );
+          assert.equal(await target.read(destination), undefined);
+          assert.equal(await target.read(tempPathFor(key, destination)), undefined);
+          assert.deepEqual((await target.list(base)).filter((n) => n.startsWith(".")), []);
+          await transport.removeParts(key);
+        });
+
+        await t.step("putting a part again replaces it", async () => {
+          const key = freshKey();
+          const destination = `${base}/reput.bin`;
+          await transport.prepare(key, destination);
+          await transport.putPart(key, 0, bytes(5000, 6));
+          await transport.putPart(key, 0, bytes(10, 7));
+          await transport.putPart(key, 0, bytes(10, 7));
+          assert.deepEqual([...await transport.listParts(key)], [0]);
+          const assembled = await transport.assemble(key, 1, destination);
+          assert.equal(assembled.sha256, sha256(bytes(10, 7)));
+          assert.equal(assembled.size, 10);
+          await transport.remove(assembled.tempPath);
+          assert.equal(await target.read(assembled.tempPath), undefined);
+          await transport.removeParts(key);
+        });
+
+        await t.step("publish replaces an existing file", async () => {
+          const key = freshKey();
+          const destination = `${base}/replace.txt`;
+          for (const version of ["old version", "new version, longer"]) {
+            await transport.prepare(key, destination);
+            await transport.putPart(key, 0, encoder.encode(version));
+            const assembled = await transport.assemble(key, 1, destination);
+            await transport.publish(assembled.tempPath, destination);
+            await transport.removeParts(key);
+          }
+          assert.deepEqual(await target.read(destination), encoder.encode("new version, longer"));
+        });
+
+        await t.step(
+          "absent things are no errors; hash of a missing file is undefined",
+          async () => {
+            const key = freshKey();
+            assert.deepEqual([...await transport.listParts(key)], []);
+            await transport.removeParts(key);
+            await transport.remove(`${base}/does not exist`);
+            assert.equal(await transport.hash(`${base}/does not exist`), undefined);
+            await transport.prepare(key, `${base}/twice/x`);
+            await transport.prepare(key, `${base}/twice/x`);
+            await transport.removeParts(key);
+          },
+        );
+
+        await t.step("free space and probe report the vessel", async () => {
+          const space = await transport.freeSpace(`${base}/x`);
+          if (space !== undefined) assert.ok(space.freeBytes > 0);
+          const items = await transport.probe([base]);
+          assert.ok(items.length > 0);
+          for (const item of items) assert.ok(item.ok, `${item.check}: ${item.detail}`);
+        });
+
+        await t.step("nothing is left in TempDir", async () => {
+          const left = (await target.list(target.tempDir)).filter((n) => n.startsWith("conf-"));
+          assert.deepEqual(left, []);
+        });
+      } finally {
+        await transport.close();
+        await transport.close();
+        await target.cleanup();
+      }
+    },
+  });
+}

@@ -1,0 +1,243 @@
+/**
+ * The local transport: a vessel whose `/` lies at a shore path (`Root`), for
+ * tests and for mounted targets (NFS, USB disks). Same semantics as SFTP.
+ */
+import { createHash } from "node:crypto";
+import type { VesselConfig } from "../src/config/types.ts";
+import {
+  type Assembled,
+  joinPath,
+  parentOf,
+  parsePartName,
+  partName,
+  partTempName,
+  type ProbeItem,
+  type SpaceInfo,
+  tempPathFor,
+  type Transport,
+  type TransportCapabilities,
+  TransportError,
+  type TransportErrorCode,
+} from "./transport.ts";
+
+const COPY_BUFFER = 1 << 20;
+
+/** A transport that writes below a local directory. */
+export class LocalTransport implements Transport {
+  readonly vessel: string;
+  readonly capabilities: TransportCapabilities = { parallelParts: 2, parallelDeliveries: 4 };
+  readonly #root: string;
+  readonly #tempDir: string;
+  readonly #fsync: boolean;
+
+  constructor(vessel: VesselConfig) {
+    if (!vessel.root) throw new TypeError(`Vessel "${vessel.name}" has no Root`);
+    this.vessel = vessel.name;
+    this.#root = vessel.root.replace(/\/+$/, "");
+    this.#tempDir = vessel.tempDir;
+    this.#fsync = vessel.fsync;
+  }
+
+  #local(vesselPath: string): string {
+    if (!vesselPath.startsWith("/")) {
+      throw new TypeError(`Vessel path "${vesselPath}" is not absolute`);
+    }
+    return this.#root + vesselPath;
+  }
+
+  #partDir(key: string): string {
+    return this.#local(joinPath(this.#tempDir, key));
+  }
+
+  #fail(action: string, error: unknown): TransportError {
+    return new TransportError(
+      `Cannot ${action} on vessel "${this.vessel}": ${errorText(error)}`,
+      classify(error),
+      { cause: error },
+    );
+  }
+
+  async prepare(key: string, destination: string): Promise<void> {
+    try {
+      await Deno.mkdir(this.#partDir(key), { recursive: true });
+      await Deno.mkdir(this.#local(parentOf(destination)), { recursive: true });
+    } catch (error) {
+      throw this.#fail(`prepare "${key}" for "${destination}"`, error);
+    }
+  }
+
+  async listParts(key: string): Promise<Set<number>> {
+    const indices = new Set<number>();
+    try {
+      for await (const entry of Deno.readDir(this.#partDir(key))) {
+        const index = parsePartName(entry.name);
+        if (index !== undefined && entry.isFile) indices.add(index);
+      }
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return indices;
+      throw this.#fail(`list parts of "${key}"`, error);
+    }
+    return indices;
+  }
+
+  async putPart(key: string, index: number, data: Uint8Array): Promise<void> {
+    const dir = this.#partDir(key);
+    const temp = `${dir}/${partTempName(index)}`;
+    try {
+      await Deno.writeFile(temp, data);
+      await Deno.rename(temp, `${dir}/${partName(index)}`);
+    } catch (error) {
+      await Deno.remove(temp).catch(() => {});
+      throw this.#fail(`put part ${index} of "${key}"`, error);
+    }
+  }
+
+  async assemble(key: string, count: number, destination: string): Promise<Assembled> {
+    const dir = this.#partDir(key);
+    const present = await this.listParts(key);
+    for (let index = 0; index < count; index++) {
+      if (!present.has(index)) {
+        throw new TransportError(
+          `Cannot assemble "${destination}" on vessel "${this.vessel}": part ${index} of "${key}" is missing`,
+          "part-missing",
+        );
+      }
+    }
+    const tempPath = tempPathFor(key, destination);
+    const localTemp = this.#local(tempPath);
+    const hash = createHash("sha256");
+    let size = 0;
+    try {
+      using output = await Deno.open(localTemp, { write: true, create: true, truncate: true });
+      const buffer = new Uint8Array(COPY_BUFFER);
+      for (let index = 0; index < count; index++) {
+        using input = await Deno.open(`${dir}/${partName(index)}`);
+        for (let read; (read = await input.read(buffer)) !== null;) {
+          const chunk = buffer.subarray(0, read);
+          hash.update(chunk);
+          await writeAll(output, chunk);
+          size += read;
+        }
+      }
+      if (this.#fsync) await output.sync();
+    } catch (error) {
+      await Deno.remove(localTemp).catch(() => {});
+      if (error instanceof Deno.errors.NotFound) {
+        throw new TransportError(
+          `Cannot assemble "${destination}" on vessel "${this.vessel}": a part of "${key}" vanished`,
+          "part-missing",
+          { cause: error },
+        );
+      }
+      throw this.#fail(`assemble "${destination}"`, error);
+    }
+    return { tempPath, sha256: hash.digest("hex"), size };
+  }
+
+  async hash(path: string): Promise<string | undefined> {
+    try {
+      using file = await Deno.open(this.#local(path));
+      const hash = createHash("sha256");
+      const buffer = new Uint8Array(COPY_BUFFER);
+      for (let read; (read = await file.read(buffer)) !== null;) {
+        hash.update(buffer.subarray(0, read));
+      }
+      return hash.digest("hex");
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      throw this.#fail(`hash "${path}"`, error);
+    }
+  }
+
+  async publish(tempPath: string, destination: string): Promise<void> {
+    try {
+      await Deno.rename(this.#local(tempPath), this.#local(destination));
+    } catch (error) {
+      throw this.#fail(`publish "${destination}"`, error);
+    }
+  }
+
+  async removeParts(key: string): Promise<void> {
+    try {
+      await Deno.remove(this.#partDir(key), { recursive: true });
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) {
+        throw this.#fail(`remove parts of "${key}"`, error);
+      }
+    }
+  }
+
+  async remove(path: string): Promise<void> {
+    try {
+      await Deno.remove(this.#local(path));
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw this.#fail(`remove "${path}"`, error);
+    }
+  }
+
+  freeSpace(_destination: string): Promise<SpaceInfo | undefined> {
+    // Deno has no statvfs; a full disk still shows as a "no-space" error.
+    return Promise.resolve(undefined);
+  }
+
+  async probe(destinations: readonly string[]): Promise<ProbeItem[]> {
+    const items: ProbeItem[] = [];
+    try {
+      const info = await Deno.stat(this.#root);
+      items.push({
+        check: "root",
+        ok: info.isDirectory,
+        detail: info.isDirectory ? this.#root : `"${this.#root}" is not a directory`,
+      });
+    } catch (error) {
+      items.push({ check: "root", ok: false, detail: errorText(error) });
+      return items;
+    }
+    for (
+      const [check, dir] of [
+        ["TempDir", this.#tempDir],
+        ...destinations.map((d) => [
+          `writable ${d}`,
+          d,
+        ]),
+      ]
+    ) {
+      items.push(await this.#probeWritable(check, dir));
+    }
+    return items;
+  }
+
+  async #probeWritable(check: string, dir: string): Promise<ProbeItem> {
+    const probe = this.#local(joinPath(dir, `.contentmonster-probe-${crypto.randomUUID()}`));
+    try {
+      await Deno.mkdir(this.#local(dir), { recursive: true });
+      await Deno.writeFile(probe, new Uint8Array(1));
+      await Deno.remove(probe);
+      return { check, ok: true, detail: dir };
+    } catch (error) {
+      return { check, ok: false, detail: `"${dir}": ${errorText(error)}` };
+    }
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
+  for (let written = 0; written < data.length;) {
+    written += await file.write(data.subarray(written));
+  }
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function classify(error: unknown): TransportErrorCode {
+  const code = (error as { code?: string })?.code;
+  if (code === "ENOSPC" || code === "EDQUOT" || /no space left/i.test(errorText(error))) {
+    return "no-space";
+  }
+  return "failed";
+}

@@ -1,0 +1,191 @@
+/**
+ * The transport interface: the few semantic operations the engine needs from a
+ * vessel. The engine owns every policy (temp name, verify, atomic publish,
+ * retries); a transport only does I/O and classifies its errors.
+ *
+ * Paths given to a transport are absolute vessel paths ("/srv/inbox/a.bin").
+ * A delivery `key` names the delivery's own part directory under the
+ * vessel's TempDir; it is unique per shore and delivery and safe as a file
+ * name (`[A-Za-z0-9_-]+`).
+ *
+ * @module
+ */
+
+/** What a transport can do beyond the required contract. */
+export interface TransportCapabilities {
+  /** How many parts of one delivery may be put at the same time. */
+  readonly parallelParts: number;
+  /** How many deliveries this vessel should run at the same time. */
+  readonly parallelDeliveries: number;
+}
+
+/** A file assembled from parts under its hidden temp name, not yet published. */
+export interface Assembled {
+  /** Absolute vessel path of the hidden temp file beside the destination. */
+  readonly tempPath: string;
+  /** Lower-case hex sha256 of the assembled bytes, computed on the vessel. */
+  readonly sha256: string;
+  /** Size in bytes of the assembled file. */
+  readonly size: number;
+}
+
+/** One line of `contentmonster check` for a vessel. */
+export interface ProbeItem {
+  /** What was checked, e.g. "connect", "host key", "posix-rename". */
+  readonly check: string;
+  readonly ok: boolean;
+  /** The finding: a value when it passed, the reason when it failed. */
+  readonly detail: string;
+}
+
+/** Free space on the vessel, in bytes. */
+export interface SpaceInfo {
+  readonly freeBytes: number;
+}
+
+/** One connection to one vessel. Methods may be called concurrently. */
+export interface Transport {
+  /** The vessel's name, for messages. */
+  readonly vessel: string;
+  readonly capabilities: TransportCapabilities;
+
+  /**
+   * Creates the delivery's part directory and the destination's parent
+   * directories. No error if they exist already.
+   */
+  prepare(key: string, destination: string): Promise<void>;
+
+  /**
+   * Indices of the whole parts present for `key` (`N.part`; a `N.part.tmp`
+   * never counts). Empty when the part directory does not exist.
+   */
+  listParts(key: string): Promise<Set<number>>;
+
+  /**
+   * Stores part `index` atomically: written to `N.part.tmp`, then renamed to
+   * `N.part`, so a present part is always whole. Putting a part again
+   * replaces it. Parts may be put in any order. The part directory must
+   * have been prepared.
+   */
+  putPart(key: string, index: number, data: Uint8Array): Promise<void>;
+
+  /**
+   * Concatenates parts `0..count-1` in order into `tempPathFor(key,
+   * destination)`, makes it durable and returns its sha256 and size. If a
+   * part is missing it throws a retryable {@linkcode TransportError} with code
+   * `"part-missing"` and nothing is left at the temp path or the destination.
+   * On any error nothing is left at the temp path.
+   */
+  assemble(key: string, count: number, destination: string): Promise<Assembled>;
+
+  /** The sha256 of a vessel file, or `undefined` if it does not exist. */
+  hash(path: string): Promise<string | undefined>;
+
+  /**
+   * Renames `tempPath` onto `destination` atomically, replacing a file that is
+   * there. Never deletes the destination first.
+   */
+  publish(tempPath: string, destination: string): Promise<void>;
+
+  /** Removes the part directory of `key`. No error if it does not exist. */
+  removeParts(key: string): Promise<void>;
+
+  /** Removes one file. No error if it does not exist. */
+  remove(path: string): Promise<void>;
+
+  /** Free space where parts and `destination` go, if the vessel can tell. */
+  freeSpace(destination: string): Promise<SpaceInfo | undefined>;
+
+  /**
+   * Checks the vessel for `contentmonster check`: connection, host key,
+   * authentication, what the transport needs on the vessel, and that TempDir
+   * and every destination directory are writable. Never throws: each failure
+   * is one item with `ok: false`.
+   */
+  probe(destinations: readonly string[]): Promise<ProbeItem[]>;
+
+  /** Closes connections. Pending calls reject. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** Why a transport call failed, so the engine can decide what to do. */
+export type TransportErrorCode =
+  /** Network, timeout, closed connection: reconnect and retry. */
+  | "connection"
+  /** A part asked for is not on the vessel: upload it again. */
+  | "part-missing"
+  /** The vessel's disk is full: retry later. */
+  | "no-space"
+  /** Host key unknown or changed: refuse until the operator acts. */
+  | "host-key"
+  /** Authentication refused. */
+  | "auth"
+  /** The vessel lacks something required (posix-rename, sftp, cat). */
+  | "unsupported"
+  /** Any other failure of one operation (permission denied, not a dir). */
+  | "failed";
+
+const RETRYABLE: ReadonlySet<TransportErrorCode> = new Set([
+  "connection",
+  "part-missing",
+  "no-space",
+  "failed",
+]);
+
+/** An error from a transport, classified by {@linkcode TransportErrorCode}. */
+export class TransportError extends Error {
+  /** The classification of the failure. */
+  readonly code: TransportErrorCode;
+  /** Whether trying the same operation again later may succeed. */
+  readonly retryable: boolean;
+
+  constructor(
+    message: string,
+    code: TransportErrorCode,
+    options?: { cause?: unknown; retryable?: boolean },
+  ) {
+    super(message, { cause: options?.cause });
+    this.name = "TransportError";
+    this.code = code;
+    this.retryable = options?.retryable ?? RETRYABLE.has(code);
+  }
+}
+
+/** Name of the temp part file; renamed to {@linkcode partName} when whole. */
+export function partTempName(index: number): string {
+  return `${index}.part.tmp`;
+}
+
+/** Name of a whole part file in a delivery's part directory. */
+export function partName(index: number): string {
+  return `${index}.part`;
+}
+
+/** Parses a part file name (`N.part`) to its index, or `undefined`. */
+export function parsePartName(name: string): number | undefined {
+  const match = /^(0|[1-9][0-9]*)\.part$/.exec(name);
+  return match ? Number(match[1]) : undefined;
+}
+
+/** Prefix of every temp name ContentMonster creates beside a destination. */
+export const TEMP_PREFIX = ".contentmonster-";
+
+/**
+ * The hidden temp name beside `destination` that a delivery assembles into.
+ * Short and fixed-length so any valid destination name keeps a valid temp name.
+ */
+export function tempPathFor(key: string, destination: string): string {
+  const slash = destination.lastIndexOf("/");
+  return `${destination.slice(0, slash + 1)}${TEMP_PREFIX}${key}.tmp`;
+}
+
+/** The parent directory of an absolute vessel path. */
+export function parentOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash <= 0 ? "/" : path.slice(0, slash);
+}
+
+/** Joins absolute vessel path segments with single slashes. */
+export function joinPath(...segments: string[]): string {
+  return segments.join("/").replace(/\/{2,}/g, "/");
+}
