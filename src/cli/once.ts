@@ -1,0 +1,37 @@
+/** `contentmonster once`: replicate what is there now, wait, exit. */
+import type { Config } from "../config/types.ts";
+import { logger } from "../log/logger.ts";
+import { startReplicator } from "./replicator.ts";
+
+const POLL_MS = 50;
+
+/** Exit 0 when everything was delivered and moved, 1 on failure or timeout. */
+export async function runOnce(
+  config: Config,
+  signal: AbortSignal,
+  timeoutSeconds?: number,
+): Promise<number> {
+  const log = logger("");
+  const replicator = await startReplicator(config, { once: true });
+  const deadline = timeoutSeconds === undefined ? Infinity : Date.now() + timeoutSeconds * 1000;
+  try {
+    while (!signal.aborted) {
+      if (replicator.watcher.idle() && replicator.engine.idle()) break;
+      if (Date.now() >= deadline) {
+        log.error(`timed out after ${timeoutSeconds} s with work left`);
+        return 1;
+      }
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+    if (signal.aborted) return 1;
+    const { failed, files } = replicator.store.counts();
+    if (failed > 0) {
+      log.error(`${failed} deliveries failed; see \`contentmonster status\``);
+      return 1;
+    }
+    log.info(files === 0 ? "everything delivered" : `${files} files wait for vessels`);
+    return files === 0 ? 0 : 1;
+  } finally {
+    await replicator.stop();
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * One delivery: one file to one vessel. Parts are uploaded (only those the
+ * vessel lacks), assembled on the vessel, verified against the source's
+ * sha256 and renamed into place; a file that changed or vanished meanwhile is
+ * never published as a mix.
+ */
+import type { DirectoryConfig } from "../config/types.ts";
+import type { DeliveryRecord, FileRecord, Store } from "../store/store.ts";
+import { tempPathFor, type Transport, TransportError } from "../../transports/transport.ts";
+import { partCount, readPart, sameVersion, SourceChangedError, statSource } from "./source.ts";
+
+/** How a delivery attempt ended when it did not throw. */
+export type DeliveryOutcome =
+  /** The vessel holds a verified copy. */
+  | "delivered"
+  /** The source vanished: remote leftovers removed, delivery dropped. */
+  | "dropped"
+  /** The source changed: the file was queued again as a new version. */
+  | "changed";
+
+/** What a delivery needs from the engine. */
+export interface DeliveryContext {
+  readonly store: Store;
+  readonly transport: Transport;
+  readonly chunkSize: number;
+  readonly signal: AbortSignal;
+  /** The source's sha256 for this version (shared by all vessels). */
+  fileHash(file: FileRecord, sourcePath: string): Promise<string>;
+  /** Called after each part is whole on the vessel (for progress). */
+  onPart?(delivery: DeliveryRecord, index: number, bytes: number): void;
+}
+
+/** Files this small are not worth a free-space round trip. */
+const SPACE_CHECK_MIN_BYTES = 1 << 20;
+
+/** The source path on the shore and the destination path on the vessel. */
+export function deliveryPaths(
+  directory: DirectoryConfig,
+  relpath: string,
+): { source: string; destination: string } {
+  return {
+    source: `${directory.location}/${relpath}`,
+    destination: `${directory.destination.replace(/\/+$/, "")}/${relpath}`,
+  };
+}
+
+/** The name of a delivery's part directory on its vessel. */
+export function deliveryKey(store: Store, deliveryId: number): string {
+  return `${store.instanceId}-${deliveryId}`;
+}
+
+/** Runs one attempt of a delivery. Throws on failure; the caller backs off. */
+export async function runDelivery(
+  context: DeliveryContext,
+  delivery: DeliveryRecord,
+  directory: DirectoryConfig,
+): Promise<DeliveryOutcome> {
+  const { store, transport } = context;
+  const { file } = delivery;
+  const { source, destination } = deliveryPaths(directory, file.relpath);
+  const key = deliveryKey(store, delivery.id);
+
+  const sourceChanged = async (): Promise<DeliveryOutcome> => {
+    const now = await statSource(source);
+    if (now === undefined) {
+      await transport.removeParts(key);
+      await transport.remove(tempPathFor(key, destination));
+      store.dropDelivery(delivery.id);
+      return "dropped";
+    }
+    if (!sameVersion(now, file)) store.fileChanged(file.id, now.size, now.mtimeMs);
+    return "changed";
+  };
+
+  if (!sameVersion(await statSource(source), file)) return await sourceChanged();
+  const expectedHash = context.fileHash(file, source);
+  expectedHash.catch(() => {}); // awaited below; an early failure must not go unhandled
+
+  try {
+    if (delivery.state === "publishing") {
+      // A crash between the rename and the store's commit: the vessel may hold it already.
+      const [remote, expected] = await Promise.all([transport.hash(destination), expectedHash]);
+      if (remote === expected) return finish();
+    }
+
+    if (delivery.partsVersion !== file.version) {
+      await transport.removeParts(key);
+      store.startParts(delivery.id, file.version);
+    }
+    await transport.prepare(key, destination);
+    const count = partCount(file.size, context.chunkSize);
+    const present = await transport.listParts(key);
+    const missing = [];
+    for (let index = 0; index < count; index++) if (!present.has(index)) missing.push(index);
+    if (missing.length > 0 && file.size >= SPACE_CHECK_MIN_BYTES) {
+      await checkFreeSpace(context, destination, file.size, missing.length);
+    }
+    await uploadParts(context, delivery, source, key, missing);
+
+    const expected = await expectedHash;
+    const assembled = await assembleOrForget(context, delivery, key, count, destination);
+    if (assembled.sha256 !== expected || assembled.size !== file.size) {
+      await transport.remove(assembled.tempPath);
+      const now = await statSource(source);
+      if (!sameVersion(now, file)) return await sourceChanged();
+      await transport.removeParts(key);
+      store.startParts(delivery.id, file.version);
+      throw new Error(
+        `Verification of "${destination}" failed: vessel has sha256 ${assembled.sha256} ` +
+          `(${assembled.size} bytes), source has ${expected} (${file.size} bytes); sending again`,
+      );
+    }
+    if (!store.markPublishing(delivery.id, file.version)) {
+      await transport.remove(assembled.tempPath);
+      return "changed";
+    }
+    await transport.publish(assembled.tempPath, destination);
+    return await finish();
+  } catch (error) {
+    if (error instanceof SourceChangedError) return await sourceChanged();
+    throw error;
+  }
+
+  async function finish(): Promise<DeliveryOutcome> {
+    await transport.removeParts(key);
+    return store.markDelivered(delivery.id, file.version) ? "delivered" : "changed";
+  }
+}
+
+async function checkFreeSpace(
+  context: DeliveryContext,
+  destination: string,
+  size: number,
+  missingParts: number,
+): Promise<void> {
+  const space = await context.transport.freeSpace(destination);
+  if (space === undefined) return;
+  // The missing parts plus the assembled copy must fit at the same time.
+  const needed = Math.min(size, missingParts * context.chunkSize) + size;
+  if (space.freeBytes < needed) {
+    throw new TransportError(
+      `Not enough space on vessel "${context.transport.vessel}" for "${destination}": ` +
+        `${needed} bytes needed, ${space.freeBytes} free`,
+      "no-space",
+    );
+  }
+}
+
+async function uploadParts(
+  context: DeliveryContext,
+  delivery: DeliveryRecord,
+  source: string,
+  key: string,
+  missing: number[],
+): Promise<void> {
+  const { file } = delivery;
+  const queue = [...missing];
+  const worker = async () => {
+    for (let index = queue.shift(); index !== undefined; index = queue.shift()) {
+      context.signal.throwIfAborted();
+      const data = await readPart(source, index, context.chunkSize, file.size);
+      await context.transport.putPart(key, index, data);
+      context.store.markPartDone(delivery.id, index);
+      context.onPart?.(delivery, index, data.length);
+    }
+  };
+  const lanes = Math.max(1, Math.min(context.transport.capabilities.parallelParts, queue.length));
+  const results = await Promise.allSettled(Array.from({ length: lanes }, worker));
+  const failure = results.find((result) => result.status === "rejected");
+  if (failure) throw (failure as PromiseRejectedResult).reason;
+}
+
+async function assembleOrForget(
+  context: DeliveryContext,
+  delivery: DeliveryRecord,
+  key: string,
+  count: number,
+  destination: string,
+) {
+  try {
+    return await context.transport.assemble(key, count, destination);
+  } catch (error) {
+    // The vessel lost parts (rebooted, TempDir wiped): forget them so the next try sends them.
+    if (error instanceof TransportError && error.code === "part-missing") {
+      context.store.startParts(delivery.id, delivery.file.version);
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * The replication engine: turns ready files into deliveries, runs one worker
+ * per vessel, and finalizes files once every vessel holds them.
+ */
+import type { Config, DirectoryConfig } from "../config/types.ts";
+import { describeError, logger } from "../log/logger.ts";
+import type { DeliveryRecord, FileRecord, Store } from "../store/store.ts";
+import type { Transport } from "../../transports/transport.ts";
+import type { BackoffPolicy } from "./backoff.ts";
+import type { DeliveryOutcome } from "./delivery.ts";
+import { finalizeFile } from "./finalizer.ts";
+import { hashSource } from "./source.ts";
+import { VesselWorker } from "./vessel_worker.ts";
+
+const log = logger("engine");
+
+/** A file the watcher found ready. */
+export interface ReadyFileInfo {
+  readonly directory: string;
+  readonly relpath: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+}
+
+/** How the engine behaves. */
+export interface EngineOptions {
+  /** Retry permanently failed deliveries after a long back-off (daemon mode). */
+  readonly retryFailed: boolean;
+  readonly backoff?: BackoffPolicy;
+  /** Called when a file moved to processed/ (the watcher forgets it). */
+  readonly onProcessed?: (directory: string, relpath: string) => void;
+}
+
+/** Replicates queued files to every vessel. */
+export class Engine {
+  readonly #config: Config;
+  readonly #store: Store;
+  readonly #transports: readonly Transport[];
+  readonly #options: EngineOptions;
+  readonly #directories: Map<string, DirectoryConfig>;
+  readonly #workers: VesselWorker[];
+  readonly #hashes = new Map<string, Promise<string>>();
+  readonly #finalizing = new Set<number>();
+  readonly #abort = new AbortController();
+  #running: Promise<unknown> | undefined;
+  #finalizations: Promise<void> = Promise.resolve();
+
+  constructor(
+    config: Config,
+    store: Store,
+    transports: readonly Transport[],
+    options: EngineOptions,
+  ) {
+    this.#config = config;
+    this.#store = store;
+    this.#transports = transports;
+    this.#options = options;
+    this.#directories = new Map(config.directories.map((d) => [d.name, d]));
+    this.#workers = transports.map((transport) =>
+      new VesselWorker(transport, {
+        store,
+        chunkSize: config.monster.chunkSize,
+        retryFailed: options.retryFailed,
+        backoff: options.backoff,
+        directory: (name) => this.#directories.get(name),
+        fileHash: (file, path) => this.#fileHash(file, path),
+        onOutcome: (delivery, outcome) => this.#onOutcome(delivery, outcome),
+      })
+    );
+  }
+
+  /** The vessels that take files of `directory` (those not ignoring it). */
+  vesselsFor(directory: string): string[] {
+    return this.#config.vessels
+      .filter((vessel) => !vessel.ignoreDirs.includes(directory))
+      .map((vessel) => vessel.name);
+  }
+
+  /** Aligns the queue with the config, finalizes what is done, starts the workers. */
+  async start(): Promise<void> {
+    for (const directory of this.#config.directories) {
+      this.#store.reconcile(directory.name, this.vesselsFor(directory.name));
+    }
+    for (const orphan of this.#store.orphanDirectories([...this.#directories.keys()])) {
+      log.warn(`queued files of directory "${orphan}" wait: it is no longer configured`);
+    }
+    for (const file of this.#store.doneFiles()) this.#finalize(file);
+    await this.#finalizations;
+    this.#running = Promise.all(this.#workers.map((worker) => worker.run(this.#abort.signal)));
+  }
+
+  /** Queues a ready file (new, or changed since it was queued). */
+  enqueue(file: ReadyFileInfo): void {
+    if (!this.#directories.has(file.directory)) return;
+    const { fileId, result } = this.#store.enqueue(
+      file.directory,
+      file.relpath,
+      file.size,
+      file.mtimeMs,
+      this.vesselsFor(file.directory),
+    );
+    if (result !== "unchanged") {
+      log.debug(`${result} "${file.directory}/${file.relpath}" (${file.size} bytes)`);
+      this.#notifyAll();
+    }
+    if (this.#store.isFileDone(fileId)) {
+      const record = this.#store.file(fileId);
+      if (record) this.#finalize(record);
+    }
+  }
+
+  /** Whether nothing is running and nothing is due, for `once`. */
+  idle(): boolean {
+    return this.#store.counts().pending === 0 && this.#finalizing.size === 0 &&
+      !this.#workers.some((worker) => worker.active) && this.#store.doneFiles().length === 0;
+  }
+
+  /** Stops the workers and closes the transports; unfinished work resumes at the next start. */
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    // Closing rejects calls in flight, so a stalled transfer cannot delay the stop.
+    await Promise.allSettled(this.#transports.map((transport) => transport.close()));
+    await this.#running;
+    await this.#finalizations;
+  }
+
+  #notifyAll(): void {
+    for (const worker of this.#workers) worker.notify();
+  }
+
+  #fileHash(file: FileRecord, path: string): Promise<string> {
+    if (file.sha256 !== null) return Promise.resolve(file.sha256);
+    const key = `${file.id}:${file.version}`;
+    let hash = this.#hashes.get(key);
+    if (!hash) {
+      hash = hashSource(path, file).then((sha256) => {
+        this.#store.setFileHash(file.id, file.version, sha256);
+        return sha256;
+      });
+      hash.catch(() => {}).finally(() => this.#hashes.delete(key));
+      this.#hashes.set(key, hash);
+    }
+    return hash;
+  }
+
+  #onOutcome(delivery: DeliveryRecord, outcome: DeliveryOutcome): void {
+    const fileId = delivery.file.id;
+    if (outcome === "changed") {
+      this.#notifyAll();
+      return;
+    }
+    const file = this.#store.file(fileId);
+    if (!file) return;
+    if (outcome === "dropped" && !this.#store.hasDeliveries(fileId)) {
+      this.#store.removeFile(fileId);
+      log.info(`"${file.directory}/${file.relpath}" vanished before delivery; dropped`);
+      return;
+    }
+    if (outcome === "delivered" && this.#store.isFileDone(fileId)) this.#finalize(file);
+  }
+
+  #finalize(file: FileRecord): void {
+    const directory = this.#directories.get(file.directory);
+    if (!directory || this.#finalizing.has(file.id)) return;
+    this.#finalizing.add(file.id);
+    this.#finalizations = this.#finalizations.then(async () => {
+      try {
+        const outcome = await finalizeFile(this.#store, directory, file);
+        if (outcome === "changed") this.#notifyAll();
+        else this.#options.onProcessed?.(file.directory, file.relpath);
+      } catch (error) {
+        logger(`"${file.directory}/${file.relpath}"`).error(
+          `cannot move to processed/: ${describeError(error)}`,
+        );
+      } finally {
+        this.#finalizing.delete(file.id);
+      }
+    });
+  }
+}

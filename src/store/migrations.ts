@@ -1,0 +1,42 @@
+/**
+ * Numbered schema migrations of the state database. Append only: a released
+ * migration never changes, a new one gets the next number.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: files, one delivery per (file, vessel), the parts each delivery has sent.
+  `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+   CREATE TABLE files (
+     id INTEGER PRIMARY KEY,
+     directory TEXT NOT NULL,
+     relpath TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     mtime_ms REAL NOT NULL,
+     version INTEGER NOT NULL DEFAULT 1,
+     sha256 TEXT,
+     queued_at INTEGER NOT NULL,
+     UNIQUE (directory, relpath)
+   );
+   CREATE TABLE deliveries (
+     id INTEGER PRIMARY KEY,
+     file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+     vessel TEXT NOT NULL,
+     state TEXT NOT NULL DEFAULT 'pending'
+       CHECK (state IN ('pending', 'publishing', 'done', 'failed')),
+     parts_version INTEGER,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     next_attempt_at INTEGER NOT NULL DEFAULT 0,
+     last_error TEXT,
+     UNIQUE (file_id, vessel)
+   );
+   CREATE INDEX deliveries_by_vessel ON deliveries (vessel, state, next_attempt_at);
+   CREATE TABLE parts (
+     delivery_id INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+     idx INTEGER NOT NULL,
+     PRIMARY KEY (delivery_id, idx)
+   ) WITHOUT ROWID;
+   CREATE TABLE vessels (
+     name TEXT PRIMARY KEY,
+     last_error TEXT,
+     error_at INTEGER
+   );`,
+];

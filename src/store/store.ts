@@ -1,0 +1,468 @@
+/**
+ * The state store: the only module that speaks SQL. The queue is a query on
+ * it, so a restart (even after `kill -9`) resumes from here.
+ */
+import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { MIGRATIONS } from "./migrations.ts";
+
+/** A file the shore is replicating. */
+export interface FileRecord {
+  readonly id: number;
+  readonly directory: string;
+  readonly relpath: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+  /** Bumped each time the source changes while queued. */
+  readonly version: number;
+  readonly sha256: string | null;
+}
+
+/** Where one delivery stands. */
+export type DeliveryState = "pending" | "publishing" | "done" | "failed";
+
+/** One file to one vessel, with its file. */
+export interface DeliveryRecord {
+  readonly id: number;
+  readonly vessel: string;
+  readonly state: DeliveryState;
+  /** The file version the parts on the vessel belong to. */
+  readonly partsVersion: number | null;
+  readonly attempts: number;
+  readonly lastError: string | null;
+  readonly file: FileRecord;
+}
+
+/** What `enqueue` did with a ready file. */
+export type EnqueueResult = "new" | "changed" | "unchanged";
+
+/** One row of `contentmonster status`. */
+export interface QueueStatus {
+  readonly directory: string;
+  readonly vessel: string;
+  readonly queuedFiles: number;
+  readonly queuedBytes: number;
+  readonly inProgress: number;
+  readonly failed: number;
+  readonly lastError: string | null;
+}
+
+/** A vessel's connection-level error, if it has one now. */
+export interface VesselStatus {
+  readonly vessel: string;
+  readonly lastError: string | null;
+  readonly errorAt: number | null;
+}
+
+type Row = Record<string, SQLInputValue>;
+
+const DELIVERY_COLUMNS = `d.id AS d_id, d.vessel, d.state, d.parts_version, d.attempts,
+  d.last_error, f.id, f.directory, f.relpath, f.size, f.mtime_ms, f.version, f.sha256`;
+
+/** The SQLite state database of one shore. */
+export class Store {
+  readonly #db: DatabaseSync;
+  /** Unique per database, so several shores can share a vessel's TempDir. */
+  readonly instanceId: string;
+
+  private constructor(db: DatabaseSync) {
+    this.#db = db;
+    this.instanceId = this.#instanceId();
+  }
+
+  /** Opens (creating if needed) the database at `path` and migrates it. */
+  static async open(path: string): Promise<Store> {
+    const slash = path.lastIndexOf("/");
+    if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
+    let db: DatabaseSync;
+    try {
+      db = new DatabaseSync(path);
+      db.exec("PRAGMA journal_mode = WAL");
+      db.exec("PRAGMA synchronous = FULL");
+      db.exec("PRAGMA foreign_keys = ON");
+      db.exec("PRAGMA busy_timeout = 5000");
+      migrate(db);
+    } catch (error) {
+      throw new Error(`Cannot open state database "${path}"`, { cause: error });
+    }
+    return new Store(db);
+  }
+
+  #instanceId(): string {
+    const row = this.#db.prepare("SELECT value FROM meta WHERE key = 'instance_id'").get();
+    if (row) return String(row.value);
+    const id = crypto.randomUUID().replaceAll("-", "").slice(0, 12);
+    this.#db.prepare("INSERT INTO meta (key, value) VALUES ('instance_id', ?)").run(id);
+    return id;
+  }
+
+  #transaction<T>(work: () => T): T {
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      const result = work();
+      this.#db.exec("COMMIT");
+      return result;
+    } catch (error) {
+      this.#db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+
+  /**
+   * Records a ready file with a delivery to each of `vessels`. A file already
+   * queued with another size or mtime becomes a new version: its deliveries
+   * start over.
+   */
+  enqueue(
+    directory: string,
+    relpath: string,
+    size: number,
+    mtimeMs: number,
+    vessels: readonly string[],
+  ): { fileId: number; result: EnqueueResult } {
+    return this.#transaction(() => {
+      const existing = this.#db
+        .prepare("SELECT id, size, mtime_ms FROM files WHERE directory = ? AND relpath = ?")
+        .get(directory, relpath);
+      let fileId: number;
+      let result: EnqueueResult;
+      if (!existing) {
+        fileId = Number(
+          this.#db.prepare(
+            `INSERT INTO files (directory, relpath, size, mtime_ms, queued_at)
+             VALUES (?, ?, ?, ?, ?)`,
+          ).run(directory, relpath, size, mtimeMs, Date.now()).lastInsertRowid,
+        );
+        result = "new";
+      } else {
+        fileId = Number(existing.id);
+        const same = existing.size === size && existing.mtime_ms === mtimeMs;
+        if (!same) this.#newVersion(fileId, size, mtimeMs);
+        result = same ? "unchanged" : "changed";
+      }
+      const insert = this.#db.prepare(
+        "INSERT OR IGNORE INTO deliveries (file_id, vessel) VALUES (?, ?)",
+      );
+      for (const vessel of vessels) insert.run(fileId, vessel);
+      return { fileId, result };
+    });
+  }
+
+  #newVersion(fileId: number, size: number, mtimeMs: number): void {
+    this.#db.prepare(
+      `UPDATE files SET size = ?, mtime_ms = ?, version = version + 1, sha256 = NULL
+       WHERE id = ?`,
+    ).run(size, mtimeMs, fileId);
+    this.#db.prepare(
+      `UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = 0,
+         last_error = NULL WHERE file_id = ?`,
+    ).run(fileId);
+    this.#db.prepare(
+      "DELETE FROM parts WHERE delivery_id IN (SELECT id FROM deliveries WHERE file_id = ?)",
+    ).run(fileId);
+  }
+
+  /** The source changed under a queued file: send it again as a new version. */
+  fileChanged(fileId: number, size: number, mtimeMs: number): void {
+    this.#transaction(() => this.#newVersion(fileId, size, mtimeMs));
+  }
+
+  /**
+   * Makes the queue match the config: every queued file of `directory` gets a
+   * delivery to each of `vessels`, and loses its unfinished deliveries to any
+   * other vessel.
+   */
+  reconcile(directory: string, vessels: readonly string[]): void {
+    this.#transaction(() => {
+      const wanted = JSON.stringify(vessels);
+      this.#db.prepare(
+        `DELETE FROM deliveries WHERE state != 'done'
+           AND vessel NOT IN (SELECT value FROM json_each(?))
+           AND file_id IN (SELECT id FROM files WHERE directory = ?)`,
+      ).run(wanted, directory);
+      this.#db.prepare(
+        `INSERT OR IGNORE INTO deliveries (file_id, vessel)
+         SELECT f.id, v.value FROM files f, json_each(?) v WHERE f.directory = ?`,
+      ).run(wanted, directory);
+    });
+  }
+
+  /** Queued files of directories no longer configured; they are left alone. */
+  orphanDirectories(configured: readonly string[]): string[] {
+    return this.#db.prepare(
+      `SELECT DISTINCT directory FROM files
+       WHERE directory NOT IN (SELECT value FROM json_each(?))`,
+    ).all(JSON.stringify(configured)).map((row) => String(row.directory));
+  }
+
+  /** Makes failed deliveries pending again (at start-up: the operator may have fixed things). */
+  retryFailed(): number {
+    return Number(
+      this.#db.prepare(
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = 0 WHERE state = 'failed'",
+      ).run().changes,
+    );
+  }
+
+  /** Records the sha256 of a file version, unless the file changed meanwhile. */
+  setFileHash(fileId: number, version: number, sha256: string): void {
+    this.#db.prepare("UPDATE files SET sha256 = ? WHERE id = ? AND version = ?")
+      .run(sha256, fileId, version);
+  }
+
+  /** A queued file, or `undefined` once it is finished. */
+  file(fileId: number): FileRecord | undefined {
+    const row = this.#db.prepare(
+      "SELECT id, directory, relpath, size, mtime_ms, version, sha256 FROM files WHERE id = ?",
+    ).get(fileId);
+    return row ? toFile(row) : undefined;
+  }
+
+  /** A file by its place, or `undefined` when it is not queued. */
+  fileAt(directory: string, relpath: string): FileRecord | undefined {
+    const row = this.#db.prepare(
+      `SELECT id, directory, relpath, size, mtime_ms, version, sha256 FROM files
+       WHERE directory = ? AND relpath = ?`,
+    ).get(directory, relpath);
+    return row ? toFile(row) : undefined;
+  }
+
+  /** One delivery with its file, or `undefined` if it no longer exists. */
+  delivery(deliveryId: number): DeliveryRecord | undefined {
+    const row = this.#db.prepare(
+      `SELECT ${DELIVERY_COLUMNS} FROM deliveries d JOIN files f ON f.id = d.file_id
+       WHERE d.id = ?`,
+    ).get(deliveryId);
+    return row ? toDelivery(row) : undefined;
+  }
+
+  /**
+   * Deliveries to `vessel` due at `now`, oldest file first, skipping `busy`.
+   * Failed deliveries are due again after their back-off when `includeFailed`.
+   */
+  nextDeliveries(
+    vessel: string,
+    now: number,
+    limit: number,
+    busy: Iterable<number>,
+    includeFailed: boolean,
+  ): DeliveryRecord[] {
+    const states = includeFailed
+      ? "('pending', 'publishing', 'failed')"
+      : "('pending', 'publishing')";
+    return this.#db.prepare(
+      `SELECT ${DELIVERY_COLUMNS} FROM deliveries d JOIN files f ON f.id = d.file_id
+       WHERE d.vessel = ? AND d.state IN ${states} AND d.next_attempt_at <= ?
+         AND d.id NOT IN (SELECT value FROM json_each(?))
+       ORDER BY f.id LIMIT ?`,
+    ).all(vessel, now, JSON.stringify([...busy]), limit).map(toDelivery);
+  }
+
+  /** When the next delivery to `vessel` that waits for its back-off is due. */
+  nextDueAt(vessel: string, includeFailed: boolean): number | undefined {
+    const states = includeFailed
+      ? "('pending', 'publishing', 'failed')"
+      : "('pending', 'publishing')";
+    const row = this.#db.prepare(
+      `SELECT MIN(next_attempt_at) AS due FROM deliveries
+       WHERE vessel = ? AND state IN ${states}`,
+    ).get(vessel);
+    return row?.due === null || row?.due === undefined ? undefined : Number(row.due);
+  }
+
+  /** The vessel's parts now belong to `version`; parts recorded before are gone. */
+  startParts(deliveryId: number, version: number): void {
+    this.#transaction(() => {
+      this.#db.prepare("DELETE FROM parts WHERE delivery_id = ?").run(deliveryId);
+      this.#db.prepare("UPDATE deliveries SET parts_version = ? WHERE id = ?")
+        .run(version, deliveryId);
+    });
+  }
+
+  /** Part `index` of a delivery is whole on its vessel. */
+  markPartDone(deliveryId: number, index: number): void {
+    this.#db.prepare("INSERT OR IGNORE INTO parts (delivery_id, idx) VALUES (?, ?)")
+      .run(deliveryId, index);
+  }
+
+  /** How many parts of a delivery are recorded as sent. */
+  partsDone(deliveryId: number): number {
+    return Number(
+      this.#db.prepare("SELECT COUNT(*) AS n FROM parts WHERE delivery_id = ?").get(deliveryId)
+        ?.n ?? 0,
+    );
+  }
+
+  /**
+   * The assembled, verified `version` is about to be renamed into place.
+   * False when the file has become a newer version meanwhile.
+   */
+  markPublishing(deliveryId: number, version: number): boolean {
+    return this.#db.prepare(
+      `UPDATE deliveries SET state = 'publishing' WHERE id = ?
+         AND (SELECT version FROM files WHERE id = file_id) = ?`,
+    ).run(deliveryId, version).changes === 1;
+  }
+
+  /**
+   * The vessel holds a verified copy of `version`: the delivery is done.
+   * False when the file has become a newer version meanwhile.
+   */
+  markDelivered(deliveryId: number, version: number): boolean {
+    return this.#transaction(() => {
+      const changed = this.#db.prepare(
+        `UPDATE deliveries SET state = 'done', last_error = NULL, attempts = 0
+         WHERE id = ? AND (SELECT version FROM files WHERE id = file_id) = ?`,
+      ).run(deliveryId, version).changes === 1;
+      if (changed) this.#db.prepare("DELETE FROM parts WHERE delivery_id = ?").run(deliveryId);
+      return changed;
+    });
+  }
+
+  /** A delivery failed; it is tried again at `retryAt` (as `failed` when permanent). */
+  markAttemptFailed(deliveryId: number, error: string, retryAt: number, permanent: boolean): void {
+    this.#db.prepare(
+      `UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,
+         state = CASE WHEN ? THEN 'failed' WHEN state = 'done' THEN 'done' ELSE 'pending' END
+       WHERE id = ?`,
+    ).run(error, retryAt, permanent ? 1 : 0, deliveryId);
+  }
+
+  /** Drops one delivery (its source vanished); the file row stays until all are gone. */
+  dropDelivery(deliveryId: number): void {
+    this.#db.prepare("DELETE FROM deliveries WHERE id = ?").run(deliveryId);
+  }
+
+  /** Whether every delivery of a file is done (true when it has none). */
+  isFileDone(fileId: number): boolean {
+    const row = this.#db.prepare(
+      "SELECT COUNT(*) AS n FROM deliveries WHERE file_id = ? AND state != 'done'",
+    ).get(fileId);
+    return Number(row?.n ?? 0) === 0;
+  }
+
+  /** Whether the file has any delivery left (done or not). */
+  hasDeliveries(fileId: number): boolean {
+    return this.#db.prepare("SELECT 1 FROM deliveries WHERE file_id = ? LIMIT 1").get(fileId) !==
+      undefined;
+  }
+
+  /** Files whose every delivery is done, waiting to move to processed/. */
+  doneFiles(): FileRecord[] {
+    return this.#db.prepare(
+      `SELECT id, directory, relpath, size, mtime_ms, version, sha256 FROM files f
+       WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.file_id = f.id AND d.state != 'done')`,
+    ).all().map(toFile);
+  }
+
+  /** Forgets a finished or vanished file and its deliveries. */
+  removeFile(fileId: number): void {
+    this.#db.prepare("DELETE FROM files WHERE id = ?").run(fileId);
+  }
+
+  /** Counts of files still queued and of deliveries failed permanently. */
+  counts(): { files: number; pending: number; failed: number } {
+    const row = this.#db.prepare(
+      `SELECT (SELECT COUNT(*) FROM files) AS files,
+         (SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'publishing')) AS pending,
+         (SELECT COUNT(*) FROM deliveries WHERE state = 'failed') AS failed`,
+    ).get();
+    return {
+      files: Number(row?.files),
+      pending: Number(row?.pending),
+      failed: Number(row?.failed),
+    };
+  }
+
+  /** Records a vessel-wide error (`null` when the vessel works again). */
+  setVesselError(vessel: string, error: string | null): void {
+    this.#db.prepare(
+      `INSERT INTO vessels (name, last_error, error_at) VALUES (?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET last_error = excluded.last_error,
+         error_at = excluded.error_at`,
+    ).run(vessel, error, error === null ? null : Date.now());
+  }
+
+  /** Vessel-wide errors, for `status`. */
+  vesselStatus(): VesselStatus[] {
+    return this.#db.prepare("SELECT name, last_error, error_at FROM vessels ORDER BY name")
+      .all().map((row) => ({
+        vessel: String(row.name),
+        lastError: row.last_error === null ? null : String(row.last_error),
+        errorAt: row.error_at === null ? null : Number(row.error_at),
+      }));
+  }
+
+  /** The queue per directory and vessel, for `status`. */
+  queueStatus(): QueueStatus[] {
+    return this.#db.prepare(
+      `SELECT f.directory, d.vessel,
+         SUM(d.state != 'done') AS queued_files,
+         SUM(CASE WHEN d.state != 'done' THEN f.size ELSE 0 END) AS queued_bytes,
+         SUM(d.state = 'publishing' OR (d.state = 'pending'
+           AND EXISTS (SELECT 1 FROM parts p WHERE p.delivery_id = d.id))) AS in_progress,
+         SUM(d.state = 'failed') AS failed,
+         (SELECT d2.last_error FROM deliveries d2 JOIN files f2 ON f2.id = d2.file_id
+           WHERE f2.directory = f.directory AND d2.vessel = d.vessel
+             AND d2.last_error IS NOT NULL ORDER BY d2.id DESC LIMIT 1) AS last_error
+       FROM deliveries d JOIN files f ON f.id = d.file_id
+       GROUP BY f.directory, d.vessel ORDER BY f.directory, d.vessel`,
+    ).all().map((row) => ({
+      directory: String(row.directory),
+      vessel: String(row.vessel),
+      queuedFiles: Number(row.queued_files),
+      queuedBytes: Number(row.queued_bytes),
+      inProgress: Number(row.in_progress),
+      failed: Number(row.failed),
+      lastError: row.last_error === null ? null : String(row.last_error),
+    }));
+  }
+
+  /** Closes the database. */
+  close(): void {
+    if (this.#db.isOpen) this.#db.close();
+  }
+}
+
+function migrate(db: DatabaseSync): void {
+  const version = Number(db.prepare("PRAGMA user_version").get()?.user_version ?? 0);
+  if (version > MIGRATIONS.length) {
+    throw new Error(
+      `schema version ${version} is newer than this ContentMonster knows (${MIGRATIONS.length})`,
+    );
+  }
+  for (let next = version; next < MIGRATIONS.length; next++) {
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      db.exec(MIGRATIONS[next]);
+      db.exec(`PRAGMA user_version = ${next + 1}`);
+      db.exec("COMMIT");
+    } catch (error) {
+      db.exec("ROLLBACK");
+      throw new Error(`Cannot apply migration ${next + 1}`, { cause: error });
+    }
+  }
+}
+
+function toFile(row: Row): FileRecord {
+  return {
+    id: Number(row.id),
+    directory: String(row.directory),
+    relpath: String(row.relpath),
+    size: Number(row.size),
+    mtimeMs: Number(row.mtime_ms),
+    version: Number(row.version),
+    sha256: row.sha256 === null ? null : String(row.sha256),
+  };
+}
+
+function toDelivery(row: Row): DeliveryRecord {
+  return {
+    id: Number(row.d_id),
+    vessel: String(row.vessel),
+    state: String(row.state) as DeliveryState,
+    partsVersion: row.parts_version === null ? null : Number(row.parts_version),
+    attempts: Number(row.attempts),
+    lastError: row.last_error === null ? null : String(row.last_error),
+    file: toFile(row),
+  };
+}
