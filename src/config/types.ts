@@ -43,6 +43,8 @@ export interface VesselConfig {
   readonly timeout: number;
   /** Whether to fsync a file before publishing it. */
   readonly fsync: boolean;
+  /** Bytes per second uploads to this vessel may average; unlimited when absent. */
+  readonly bandwidthLimit?: number;
 }
 
 /** The whole validated `settings.ini`. */

@@ -26,6 +26,8 @@ export interface DeliveryContext {
   readonly signal: AbortSignal;
   /** The source's sha256 for this version (shared by all vessels). */
   fileHash(file: FileRecord, sourcePath: string): Promise<string>;
+  /** Waits until `bytes` may be sent (the vessel's BandwidthLimit). */
+  pace?(bytes: number, signal: AbortSignal): Promise<void>;
   /** Called after each part is whole on the vessel (for progress). */
   onPart?(delivery: DeliveryRecord, index: number, bytes: number): void;
 }
@@ -159,6 +161,7 @@ async function uploadParts(
     for (let index = queue.shift(); index !== undefined; index = queue.shift()) {
       context.signal.throwIfAborted();
       const data = await readPart(source, index, context.chunkSize, file.size);
+      await context.pace?.(data.length, context.signal);
       await context.transport.putPart(key, index, data);
       context.store.markPartDone(delivery.id, index);
       context.onPart?.(delivery, index, data.length);

@@ -59,6 +59,7 @@ export class Engine {
     this.#workers = transports.map((transport) =>
       new VesselWorker(transport, {
         store,
+        bandwidthLimit: config.vessels.find((v) => v.name === transport.vessel)?.bandwidthLimit,
         chunkSize: config.monster.chunkSize,
         retryFailed: options.retryFailed,
         backoff: options.backoff,

@@ -9,6 +9,7 @@ import type { DeliveryRecord, FileRecord, Store } from "../store/store.ts";
 import { type Transport, TransportError } from "../../transports/transport.ts";
 import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.ts";
 import { type DeliveryOutcome, runDelivery } from "./delivery.ts";
+import { RateLimit } from "./rate_limit.ts";
 
 /** What a worker needs from the engine. */
 export interface WorkerContext {
@@ -17,6 +18,8 @@ export interface WorkerContext {
   /** Whether permanently failed deliveries are retried after their back-off. */
   readonly retryFailed: boolean;
   readonly backoff?: BackoffPolicy;
+  /** Bytes per second this vessel's uploads may average; unlimited when absent. */
+  readonly bandwidthLimit?: number;
   directory(name: string): DirectoryConfig | undefined;
   fileHash(file: FileRecord, sourcePath: string): Promise<string>;
   /** A delivery ended without error. */
@@ -39,6 +42,7 @@ export class VesselWorker {
   readonly #context: WorkerContext;
   readonly #log: Logger;
   readonly #busy = new Map<number, Promise<void>>();
+  readonly #rateLimit: RateLimit | undefined;
   #wake: () => void = () => {};
   #blockedUntil = 0;
   #vesselFailures = 0;
@@ -49,6 +53,7 @@ export class VesselWorker {
     this.#transport = transport;
     this.#context = context;
     this.#log = logger(`vessel "${transport.vessel}"`);
+    this.#rateLimit = context.bandwidthLimit ? new RateLimit(context.bandwidthLimit) : undefined;
   }
 
   /** Whether a delivery is running now. */
@@ -139,6 +144,8 @@ export class VesselWorker {
           chunkSize: this.#context.chunkSize,
           signal,
           fileHash: (file, path) => this.#context.fileHash(file, path),
+          pace: this.#rateLimit && ((bytes, signal) => this.#rateLimit!.take(bytes, signal)),
+          onPart: (_, index, bytes) => logger(subject).debug(`part ${index} sent (${bytes} bytes)`),
         },
         delivery,
         directory,
