@@ -51,7 +51,14 @@ export async function readPart(
   const offset = index * chunkSize;
   const length = Math.max(0, Math.min(chunkSize, size - offset));
   const data = new Uint8Array(length);
-  using file = await Deno.open(path);
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) throw new SourceChangedError(path, undefined);
+    throw error;
+  }
+  using _file = file;
   await file.seek(offset, Deno.SeekMode.Start);
   for (let filled = 0; filled < length;) {
     const read = await file.read(data.subarray(filled));
