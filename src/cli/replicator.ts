@@ -30,12 +30,11 @@ export async function startReplicator(
     const retried = store.retryFailed();
     if (retried > 0) log.info(`retrying ${retried} deliveries that had failed`);
   }
-  let watcher: Watcher | undefined;
   const engine = new Engine(config, store, transports, {
     retryFailed: !options.once,
-    onProcessed: (directory, relpath) => watcher?.forget(directory, relpath),
+    onProcessed: (directory, relpath) => watcher.forget(directory, relpath),
   });
-  watcher = new Watcher(config.directories, (file) => engine.enqueue(file), {
+  const watcher = new Watcher(config.directories, (file) => engine.enqueue(file), {
     trustExisting: options.once,
   });
   await engine.start();
@@ -43,13 +42,12 @@ export async function startReplicator(
   log.info(
     `replicating ${config.directories.length} directories to ${config.vessels.length} vessels`,
   );
-  const running = watcher;
   return {
     engine,
-    watcher: running,
+    watcher,
     store,
     async stop() {
-      await running.stop();
+      await watcher.stop();
       await engine.stop();
       store.close();
     },

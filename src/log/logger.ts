@@ -25,6 +25,7 @@ export function log(level: Level, subject: string, message: string): void {
   const line = journald
     ? `<${PRIORITY[level]}>${text}`
     : `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${text}`;
+  // deno-lint-ignore no-console
   console.error(line.replaceAll("\n", "\\n"));
 }
 
@@ -48,6 +49,7 @@ export function logger(subject: string): Logger {
 
 /** Writes command output (status tables, help) to stdout. */
 export function print(text: string): void {
+  // deno-lint-ignore no-console
   console.log(text);
 }
 
