@@ -167,3 +167,18 @@ Deno.test("--version, --help and a bad command line", async () => {
   const badOption = await runCli(["--nope"]);
   assert.equal(badOption.code, 2);
 });
+
+Deno.test("under systemd (JOURNAL_STREAM set) log lines carry priorities and no timestamps", async () => {
+  const { ws, config } = await newShore();
+  try {
+    await ws.write("outbox/j.txt", "journal");
+    const result = await runCli(["once", "--config", config], { env: { JOURNAL_STREAM: "8:1" } });
+    assert.equal(result.code, 0, result.stderr);
+    const lines = result.stderr.trim().split("\n");
+    assert.ok(lines.length > 0);
+    for (const line of lines) assert.match(line, /^<[3467]>[^<]/, line);
+    assert.ok(lines.some((line) => line.startsWith('<6>"outbox/j.txt": delivered')), result.stderr);
+  } finally {
+    await ws.cleanup();
+  }
+});
