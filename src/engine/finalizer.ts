@@ -2,10 +2,8 @@
 import type { DirectoryConfig } from "../config/types.ts";
 import { logger } from "../log/logger.ts";
 import type { FileRecord, Store } from "../store/store.ts";
+import { PROCESSED_DIR } from "../watch/scan.ts";
 import { sameVersion, statSource } from "./source.ts";
-
-/** The subdirectory of each source directory that finished files move to. */
-export const PROCESSED_DIR = "processed";
 
 /** What finalizing a file did. */
 export type FinalizeOutcome = "processed" | "vanished" | "changed";

@@ -1,0 +1,118 @@
+/**
+ * Scanning a source directory: every regular file below it, with its path
+ * relative to the directory.
+ *
+ * What counts as a source file (the same rules apply to watcher events):
+ * - Only regular files. Symlinks are neither followed nor reported: a link
+ *   could point outside the tree or at a file that is still being written,
+ *   and moving it to `processed/` would move the link, not the data.
+ * - Names starting with `.` are ignored at any depth, for files and for
+ *   directories: writers' temp files and our own temp names
+ *   (`TEMP_PREFIX`) start with a dot.
+ * - `processed/` at the top of the directory is ours (where finished files
+ *   go) and is never reported. A `processed/` deeper down is an ordinary
+ *   name: only `<Location>/processed/` holds finished files.
+ *
+ * @module
+ */
+import { TEMP_PREFIX } from "../../transports/transport.ts";
+import { logger } from "../log/logger.ts";
+
+/** The subdirectory at the top of a location where finished files are moved. */
+export const PROCESSED_DIR = "processed";
+
+/** One regular file found by a scan. */
+export interface ScannedFile {
+  /** Path relative to the scanned location, "/"-separated ("a/b/c.txt"). */
+  readonly relpath: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+  /** Inode number, when the platform has one; a renamed-in file has a new one. */
+  readonly ino: number | null;
+}
+
+/** Whether a single path component names something we never report. */
+export function isIgnoredName(name: string): boolean {
+  return name.startsWith(".") || name.startsWith(TEMP_PREFIX);
+}
+
+/** Whether a relative path ("a/b/c.txt") lies in an ignored place. */
+export function isIgnoredPath(relpath: string): boolean {
+  const names = relpath.split("/");
+  return names[0] === PROCESSED_DIR || names.some(isIgnoredName);
+}
+
+/** How many `lstat` calls a scan keeps in flight. */
+const STAT_BATCH = 64;
+
+/**
+ * Lists every regular file below `location` (absolute), skipping the
+ * top-level `processed/`, dot names and symlinks. With `under` (a relative
+ * directory path), only that subtree is scanned; relpaths stay relative to
+ * `location`. Throws if `location/under` cannot be read; files and
+ * subdirectories that vanish during the scan are skipped silently, and
+ * unreadable subdirectories are skipped with a warning.
+ */
+export async function scanDirectory(location: string, under = ""): Promise<ScannedFile[]> {
+  const files: ScannedFile[] = [];
+  const start = under ? `${location}/${under}` : location;
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(start));
+  } catch (error) {
+    throw new Error(`Cannot scan directory "${start}": ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  await scanEntries(location, under, entries, files);
+  return files;
+}
+
+async function scanEntries(
+  location: string,
+  dir: string,
+  entries: Deno.DirEntry[],
+  files: ScannedFile[],
+): Promise<void> {
+  const subdirs: string[] = [];
+  const candidates: string[] = [];
+  for (const entry of entries) {
+    if (isIgnoredName(entry.name) || entry.isSymlink) continue;
+    const relpath = dir ? `${dir}/${entry.name}` : entry.name;
+    if (entry.isDirectory) {
+      if (dir || entry.name !== PROCESSED_DIR) subdirs.push(relpath);
+    } else if (entry.isFile) {
+      candidates.push(relpath);
+    }
+  }
+  for (let i = 0; i < candidates.length; i += STAT_BATCH) {
+    const batch = candidates.slice(i, i + STAT_BATCH);
+    const found = await Promise.all(batch.map((relpath) => statFile(location, relpath)));
+    for (const file of found) if (file) files.push(file);
+  }
+  for (const subdir of subdirs) {
+    let children: Deno.DirEntry[];
+    try {
+      children = await Array.fromAsync(Deno.readDir(`${location}/${subdir}`));
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory)) {
+        logger(`directory "${location}"`).warn(
+          `Cannot scan subdirectory "${subdir}", skipped: ${(error as Error).message}`,
+        );
+      }
+      continue;
+    }
+    await scanEntries(location, subdir, children, files);
+  }
+}
+
+async function statFile(location: string, relpath: string): Promise<ScannedFile | undefined> {
+  try {
+    const info = await Deno.lstat(`${location}/${relpath}`);
+    if (!info.isFile) return undefined;
+    return { relpath, size: info.size, mtimeMs: info.mtime?.getTime() ?? 0, ino: info.ino };
+  } catch {
+    // Vanished (or became unreadable) between readDir and lstat: not a file to report now.
+    return undefined;
+  }
+}
