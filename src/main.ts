@@ -24,6 +24,7 @@ export async function main(args: readonly string[]): Promise<number> {
   }
   if (invocation.verbose) setLogLevel("debug");
   const config = await loadConfig(invocation.configPath);
+  for (const warning of config.warnings) log("warn", "", warning);
   const stop = new AbortController();
   const onSignal = () => stop.abort();
   const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];

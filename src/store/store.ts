@@ -73,7 +73,7 @@ export class Store {
   static async open(path: string): Promise<Store> {
     const slash = path.lastIndexOf("/");
     if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
-    let db: DatabaseSync;
+    let db: DatabaseSync | undefined;
     try {
       db = new DatabaseSync(path);
       db.exec("PRAGMA journal_mode = WAL");
@@ -82,6 +82,7 @@ export class Store {
       db.exec("PRAGMA busy_timeout = 5000");
       migrate(db);
     } catch (error) {
+      if (db?.isOpen) db.close();
       throw new Error(`Cannot open state database "${path}"`, { cause: error });
     }
     return new Store(db);

@@ -1,0 +1,549 @@
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { MIGRATIONS } from "./migrations.ts";
+import { Store } from "./store.ts";
+
+/** Runs `work` with a store on a fresh database file below a temp dir. */
+async function withStore(work: (store: Store, path: string) => Promise<void> | void) {
+  const dir = await Deno.makeTempDir({ prefix: "cm-store-" });
+  const path = `${dir}/state/cm.db`;
+  const store = await Store.open(path);
+  try {
+    await work(store, path);
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** The ids of `vessel`'s deliveries that are due now, failed ones included. */
+function dueIds(store: Store, vessel: string): number[] {
+  return store.nextDeliveries(vessel, Date.now(), 1000, [], true).map((d) => d.id);
+}
+
+/** The delivery of `fileId` to `vessel` that is due now. */
+function deliveryOf(store: Store, fileId: number, vessel: string) {
+  const found = store.nextDeliveries(vessel, Date.now(), 1000, [], true)
+    .find((d) => d.file.id === fileId);
+  assert.ok(found, `no due delivery of file ${fileId} to "${vessel}"`);
+  return found;
+}
+
+Deno.test("Store.open() creates the database, its directory and the schema", async () => {
+  await withStore((store, path) => {
+    assert.match(store.instanceId, /^[0-9a-f]{12}$/);
+    const db = new DatabaseSync(path, { readOnly: true });
+    try {
+      assert.equal(db.prepare("PRAGMA user_version").get()?.user_version, MIGRATIONS.length);
+      assert.equal(db.prepare("PRAGMA journal_mode").get()?.journal_mode, "wal");
+      const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .all().map((row) => row.name);
+      assert.deepEqual(tables, ["deliveries", "files", "meta", "parts", "vessels"]);
+    } finally {
+      db.close();
+    }
+  });
+});
+
+Deno.test("Store.open() again keeps the data and the instance id", async () => {
+  await withStore(async (store, path) => {
+    const { fileId } = store.enqueue("out", "a.bin", 10, 1000, ["a"]);
+    store.setVesselError("a", "connection refused");
+    store.close();
+    const again = await Store.open(path);
+    try {
+      assert.equal(again.instanceId, store.instanceId);
+      assert.deepEqual(again.fileAt("out", "a.bin"), {
+        id: fileId,
+        directory: "out",
+        relpath: "a.bin",
+        size: 10,
+        mtimeMs: 1000,
+        version: 1,
+        sha256: null,
+      });
+      assert.equal(again.vesselStatus()[0].lastError, "connection refused");
+      assert.deepEqual(again.counts(), { files: 1, pending: 1, failed: 0 });
+    } finally {
+      again.close();
+    }
+  });
+});
+
+Deno.test("Store instance ids differ between databases", async () => {
+  await withStore(async (first) => {
+    await withStore((second) => assert.notEqual(first.instanceId, second.instanceId));
+  });
+});
+
+Deno.test("Store.enqueue() tells new, unchanged and changed files apart", async () => {
+  await withStore((store) => {
+    const first = store.enqueue("out", "a.bin", 10, 1000, ["a", "b"]);
+    assert.equal(first.result, "new");
+    const same = store.enqueue("out", "a.bin", 10, 1000, ["a", "b"]);
+    assert.deepEqual(same, { fileId: first.fileId, result: "unchanged" });
+    assert.equal(store.file(first.fileId)?.version, 1);
+    assert.equal(dueIds(store, "a").length, 1, "no duplicate delivery");
+
+    assert.equal(store.enqueue("out", "a.bin", 11, 1000, ["a", "b"]).result, "changed");
+    assert.equal(store.file(first.fileId)?.version, 2);
+    assert.equal(store.enqueue("out", "a.bin", 11, 2000, ["a", "b"]).result, "changed");
+    assert.equal(store.file(first.fileId)?.version, 3, "an mtime change alone is a new version");
+
+    // The same relpath in another directory is another file.
+    const other = store.enqueue("in", "a.bin", 11, 2000, ["a"]);
+    assert.equal(other.result, "new");
+    assert.notEqual(other.fileId, first.fileId);
+  });
+});
+
+Deno.test("Store.enqueue() of a changed file restarts its deliveries and forgets its parts", async () => {
+  await withStore((store) => {
+    const { fileId } = store.enqueue("out", "a.bin", 100, 1000, ["a", "b"]);
+    store.setFileHash(fileId, 1, "aa".repeat(32));
+    const a = deliveryOf(store, fileId, "a");
+    const b = deliveryOf(store, fileId, "b");
+    store.startParts(a.id, 1);
+    store.markPartDone(a.id, 0);
+    store.markPartDone(a.id, 1);
+    store.markPartDone(b.id, 0);
+    assert.equal(store.partsDone(a.id), 2);
+    assert.equal(store.markDelivered(a.id, 1), true);
+    store.markAttemptFailed(b.id, "timeout", Date.now() + 60_000, false);
+    assert.equal(store.delivery(a.id)?.state, "done");
+
+    assert.equal(store.enqueue("out", "a.bin", 200, 2000, ["a", "b"]).result, "changed");
+    const file = store.file(fileId);
+    assert.equal(file?.version, 2);
+    assert.equal(file?.size, 200);
+    assert.equal(file?.mtimeMs, 2000);
+    assert.equal(file?.sha256, null, "the old hash is forgotten");
+    for (const id of [a.id, b.id]) {
+      const delivery = store.delivery(id);
+      assert.equal(delivery?.state, "pending");
+      assert.equal(delivery?.attempts, 0);
+      assert.equal(delivery?.lastError, null);
+      assert.equal(store.partsDone(id), 0);
+    }
+    assert.deepEqual(
+      store.nextDeliveries("b", Date.now(), 10, [], false).map((d) => d.id),
+      [b.id],
+      "the back-off of the old version no longer applies",
+    );
+    assert.equal(store.isFileDone(fileId), false);
+  });
+});
+
+Deno.test("Store.enqueue() with more vessels adds the missing deliveries", async () => {
+  await withStore((store) => {
+    const { fileId } = store.enqueue("out", "a.bin", 1, 1, ["a"]);
+    assert.equal(store.enqueue("out", "a.bin", 1, 1, ["a", "b"]).result, "unchanged");
+    assert.equal(deliveryOf(store, fileId, "b").file.id, fileId);
+  });
+});
+
+Deno.test("Store.fileChanged() makes a new version like a changed enqueue", async () => {
+  await withStore((store) => {
+    const { fileId } = store.enqueue("out", "a.bin", 1, 1, ["a"]);
+    const a = deliveryOf(store, fileId, "a");
+    store.markPartDone(a.id, 0);
+    store.fileChanged(fileId, 5, 6);
+    assert.deepEqual(
+      { ...store.file(fileId)!, id: 0 },
+      { id: 0, directory: "out", relpath: "a.bin", size: 5, mtimeMs: 6, version: 2, sha256: null },
+    );
+    assert.equal(store.partsDone(a.id), 0);
+  });
+});
+
+Deno.test("Store.reconcile() adds deliveries for a new vessel and drops unfinished ones to a removed vessel", async () => {
+  await withStore((store) => {
+    const done = store.enqueue("out", "done.bin", 1, 1, ["a", "b"]).fileId;
+    const open = store.enqueue("out", "open.bin", 2, 1, ["a", "b"]).fileId;
+    const elsewhere = store.enqueue("other", "x.bin", 3, 1, ["b"]).fileId;
+    const doneToB = deliveryOf(store, done, "b");
+    assert.equal(store.markDelivered(doneToB.id, 1), true);
+    const failedToB = deliveryOf(store, open, "b");
+    store.markAttemptFailed(failedToB.id, "auth", 0, true);
+
+    store.reconcile("out", ["a", "c"]);
+
+    assert.equal(store.delivery(doneToB.id)?.state, "done", "a done delivery stays");
+    assert.equal(store.delivery(failedToB.id), undefined, "a failed delivery goes");
+    assert.deepEqual(
+      store.nextDeliveries("c", Date.now(), 10, [], true).map((d) => d.file.id),
+      [done, open],
+    );
+    assert.deepEqual(
+      store.nextDeliveries("a", Date.now(), 10, [], true).map((d) => d.file.id),
+      [done, open],
+    );
+    assert.deepEqual(
+      store.nextDeliveries("b", Date.now(), 10, [], true).map((d) => d.file.id),
+      [elsewhere],
+      "other directories are untouched",
+    );
+
+    store.reconcile("out", ["a", "c"]);
+    assert.equal(dueIds(store, "c").length, 2, "reconcile is idempotent");
+    assert.deepEqual(store.orphanDirectories(["out"]), ["other"]);
+    assert.deepEqual(store.orphanDirectories(["out", "other"]), []);
+  });
+});
+
+Deno.test("Store.nextDeliveries() respects the back-off time", async () => {
+  await withStore((store) => {
+    const now = 1_000_000;
+    const { fileId } = store.enqueue("out", "a.bin", 1, 1, ["a"]);
+    const id = deliveryOf(store, fileId, "a").id;
+    store.markAttemptFailed(id, "timeout", now + 5000, false);
+    assert.deepEqual(store.nextDeliveries("a", now, 10, [], false), []);
+    assert.deepEqual(store.nextDeliveries("a", now + 4999, 10, [], true), []);
+    const due = store.nextDeliveries("a", now + 5000, 10, [], false);
+    assert.equal(due.length, 1);
+    assert.equal(due[0].state, "pending");
+    assert.equal(due[0].attempts, 1);
+    assert.equal(due[0].lastError, "timeout");
+    assert.equal(store.nextDueAt("a", false), now + 5000);
+    assert.equal(store.nextDueAt("nobody", true), undefined);
+  });
+});
+
+Deno.test("Store.nextDeliveries() skips busy ids, other vessels and done deliveries", async () => {
+  await withStore((store) => {
+    const ids = ["x", "y", "z"].map((name) => {
+      const { fileId } = store.enqueue("out", name, 1, 1, ["a", "b"]);
+      return deliveryOf(store, fileId, "a").id;
+    });
+    assert.deepEqual(store.nextDeliveries("a", Date.now(), 10, [ids[0]], false).map((d) => d.id), [
+      ids[1],
+      ids[2],
+    ]);
+    assert.deepEqual(
+      store.nextDeliveries("a", Date.now(), 10, new Set([ids[0], ids[2]]), false).map((d) => d.id),
+      [ids[1]],
+    );
+    assert.equal(store.markDelivered(ids[1], 1), true);
+    assert.deepEqual(store.nextDeliveries("a", Date.now(), 10, [], true).map((d) => d.id), [
+      ids[0],
+      ids[2],
+    ]);
+    assert.equal(store.nextDeliveries("b", Date.now(), 10, [], false).length, 3);
+    assert.deepEqual(store.nextDeliveries("c", Date.now(), 10, [], true), []);
+  });
+});
+
+Deno.test("Store.nextDeliveries() returns failed deliveries only with includeFailed", async () => {
+  await withStore((store) => {
+    const { fileId } = store.enqueue("out", "a.bin", 1, 1, ["a"]);
+    const id = deliveryOf(store, fileId, "a").id;
+    store.markAttemptFailed(id, "Authentication failed", 0, true);
+    assert.equal(store.delivery(id)?.state, "failed");
+    assert.deepEqual(store.nextDeliveries("a", Date.now(), 10, [], false), []);
+    assert.equal(store.nextDueAt("a", false), undefined);
+    const failed = store.nextDeliveries("a", Date.now(), 10, [], true);
+    assert.equal(failed.length, 1);
+    assert.equal(failed[0].state, "failed");
+    assert.equal(failed[0].lastError, "Authentication failed");
+    assert.equal(store.nextDueAt("a", true), 0);
+
+    assert.equal(store.retryFailed(), 1);
+    assert.equal(store.delivery(id)?.state, "pending");
+    assert.equal(store.nextDeliveries("a", Date.now(), 10, [], false).length, 1);
+  });
+});
+
+Deno.test("Store.nextDeliveries() returns the oldest files first, up to the limit", async () => {
+  await withStore((store) => {
+    for (const name of ["c", "a", "b", "d"]) store.enqueue("out", name, 1, 1, ["v"]);
+    const all = store.nextDeliveries("v", Date.now(), 10, [], false);
+    assert.deepEqual(all.map((d) => d.file.relpath), ["c", "a", "b", "d"]);
+    const two = store.nextDeliveries("v", Date.now(), 2, [], false);
+    assert.deepEqual(two.map((d) => d.file.relpath), ["c", "a"]);
+    // A changed file keeps its place in the queue.
+    store.enqueue("out", "c", 2, 2, ["v"]);
+    assert.equal(store.nextDeliveries("v", Date.now(), 1, [], false)[0].file.relpath, "c");
+  });
+});
+
+Deno.test("Store.markPublishing() and markDelivered() refuse a version that moved on", async () => {
+  await withStore((store) => {
+    const { fileId } = store.enqueue("out", "a.bin", 1, 1, ["a"]);
+    const id = deliveryOf(store, fileId, "a").id;
+    store.markPartDone(id, 0);
+    store.fileChanged(fileId, 2, 2);
+    assert.equal(store.markPublishing(id, 1), false);
+    assert.equal(store.delivery(id)?.state, "pending");
+    assert.equal(store.markDelivered(id, 1), false);
+    assert.equal(store.delivery(id)?.state, "pending");
+    assert.equal(store.isFileDone(fileId), false);
+
+    store.startParts(id, 2);
+    assert.equal(store.delivery(id)?.partsVersion, 2);
+    store.markPartDone(id, 0);
+    store.markPartDone(id, 0);
+    assert.equal(store.partsDone(id), 1, "a part is counted once");
+    assert.equal(store.markPublishing(id, 2), true);
+    const publishing = store.delivery(id);
+    assert.equal(publishing?.state, "publishing");
+    assert.equal(
+      store.nextDeliveries("a", Date.now(), 10, [], false)[0]?.id,
+      id,
+      "a publishing delivery is resumed after a crash",
+    );
+    store.markAttemptFailed(id, "rename failed", 0, false);
+    assert.equal(store.markDelivered(id, 2), true);
+    const done = store.delivery(id);
+    assert.equal(done?.state, "done");
+    assert.equal(done?.lastError, null);
+    assert.equal(done?.attempts, 0);
+    assert.equal(store.partsDone(id), 0, "parts of a delivered file are forgotten");
+    store.markAttemptFailed(id, "late failure", 0, false);
+    assert.equal(store.delivery(id)?.state, "done", "a late transient failure keeps it done");
+  });
+});
+
+Deno.test("Store.setFileHash() ignores a hash of an older version", async () => {
+  await withStore((store) => {
+    const { fileId } = store.enqueue("out", "a.bin", 1, 1, ["a"]);
+    store.fileChanged(fileId, 2, 2);
+    store.setFileHash(fileId, 1, "11".repeat(32));
+    assert.equal(store.file(fileId)?.sha256, null);
+    store.setFileHash(fileId, 2, "22".repeat(32));
+    assert.equal(store.file(fileId)?.sha256, "22".repeat(32));
+  });
+});
+
+Deno.test("Store.isFileDone() and doneFiles() wait for every delivery", async () => {
+  await withStore((store) => {
+    const { fileId } = store.enqueue("out", "a.bin", 1, 1, ["a", "b"]);
+    const other = store.enqueue("out", "b.bin", 1, 1, ["a", "b"]).fileId;
+    assert.equal(store.isFileDone(fileId), false);
+    assert.deepEqual(store.doneFiles(), []);
+    store.markDelivered(deliveryOf(store, fileId, "a").id, 1);
+    assert.equal(store.isFileDone(fileId), false);
+    assert.deepEqual(store.doneFiles(), []);
+    const toB = deliveryOf(store, fileId, "b").id;
+    store.markAttemptFailed(toB, "auth", 0, true);
+    assert.equal(store.isFileDone(fileId), false, "a failed delivery is not done");
+    assert.equal(store.markDelivered(toB, 1), true);
+    assert.equal(store.isFileDone(fileId), true);
+    assert.deepEqual(store.doneFiles().map((f) => f.id), [fileId]);
+    assert.equal(store.isFileDone(other), false);
+
+    // A file whose every vessel ignores it has no deliveries: it is done.
+    const ignored = store.enqueue("photos", "p.jpg", 1, 1, []).fileId;
+    assert.equal(store.isFileDone(ignored), true);
+    assert.equal(store.hasDeliveries(ignored), false);
+    assert.deepEqual(store.doneFiles().map((f) => f.id), [fileId, ignored]);
+
+    store.removeFile(fileId);
+    assert.equal(store.file(fileId), undefined);
+    assert.equal(store.delivery(toB), undefined, "deliveries go with their file");
+    assert.deepEqual(store.doneFiles().map((f) => f.id), [ignored]);
+  });
+});
+
+Deno.test("Store.dropDelivery() leaves the file until its last delivery is gone", async () => {
+  await withStore((store) => {
+    const { fileId } = store.enqueue("out", "a.bin", 1, 1, ["a", "b"]);
+    store.dropDelivery(deliveryOf(store, fileId, "a").id);
+    assert.equal(store.hasDeliveries(fileId), true);
+    store.dropDelivery(deliveryOf(store, fileId, "b").id);
+    assert.equal(store.hasDeliveries(fileId), false);
+    assert.ok(store.file(fileId));
+  });
+});
+
+Deno.test("Store.counts() counts queued files, pending and failed deliveries", async () => {
+  await withStore((store) => {
+    assert.deepEqual(store.counts(), { files: 0, pending: 0, failed: 0 });
+    const one = store.enqueue("out", "1", 1, 1, ["a", "b"]).fileId;
+    const two = store.enqueue("out", "2", 1, 1, ["a", "b"]).fileId;
+    assert.deepEqual(store.counts(), { files: 2, pending: 4, failed: 0 });
+    store.markDelivered(deliveryOf(store, one, "a").id, 1);
+    store.markPublishing(deliveryOf(store, one, "b").id, 1);
+    store.markAttemptFailed(deliveryOf(store, two, "a").id, "auth", 0, true);
+    store.markAttemptFailed(deliveryOf(store, two, "b").id, "timeout", Date.now() + 1e6, false);
+    assert.deepEqual(store.counts(), { files: 2, pending: 2, failed: 1 });
+  });
+});
+
+Deno.test("Store.queueStatus() sums files, bytes, progress and failures per directory and vessel", async () => {
+  await withStore((store) => {
+    assert.deepEqual(store.queueStatus(), []);
+    const small = store.enqueue("out", "small", 100, 1, ["a", "b"]).fileId;
+    const big = store.enqueue("out", "big", 250, 1, ["a", "b"]).fileId;
+    const third = store.enqueue("out", "third", 1000, 1, ["a"]).fileId;
+    store.enqueue("photos", "p.jpg", 7, 1, ["b"]);
+
+    store.markDelivered(deliveryOf(store, small, "a").id, 1);
+    store.markPartDone(deliveryOf(store, big, "a").id, 0); // in progress: parts sent
+    store.markPublishing(deliveryOf(store, third, "a").id, 1); // in progress: publishing
+    store.markAttemptFailed(deliveryOf(store, small, "b").id, "disk full", 0, true);
+    store.markAttemptFailed(deliveryOf(store, big, "b").id, "timeout", Date.now() + 1e6, false);
+
+    assert.deepEqual(store.queueStatus(), [
+      {
+        directory: "out",
+        vessel: "a",
+        queuedFiles: 2,
+        queuedBytes: 1250,
+        inProgress: 2,
+        failed: 0,
+        lastError: null,
+      },
+      {
+        directory: "out",
+        vessel: "b",
+        queuedFiles: 2,
+        queuedBytes: 350,
+        inProgress: 0,
+        failed: 1,
+        lastError: "timeout",
+      },
+      {
+        directory: "photos",
+        vessel: "b",
+        queuedFiles: 1,
+        queuedBytes: 7,
+        inProgress: 0,
+        failed: 0,
+        lastError: null,
+      },
+    ]);
+  });
+});
+
+Deno.test("Store.setVesselError() records and clears a vessel-wide error", async () => {
+  await withStore((store) => {
+    assert.deepEqual(store.vesselStatus(), []);
+    const before = Date.now();
+    store.setVesselError("b", "connection refused");
+    store.setVesselError("a", "host key changed");
+    const status = store.vesselStatus();
+    assert.deepEqual(status.map((v) => [v.vessel, v.lastError]), [
+      ["a", "host key changed"],
+      ["b", "connection refused"],
+    ]);
+    for (const vessel of status) {
+      assert.ok(
+        vessel.errorAt !== null && vessel.errorAt >= before && vessel.errorAt <= Date.now(),
+      );
+    }
+    store.setVesselError("b", "timeout");
+    store.setVesselError("a", null);
+    assert.deepEqual(store.vesselStatus(), [
+      { vessel: "a", lastError: null, errorAt: null },
+      { vessel: "b", lastError: "timeout", errorAt: store.vesselStatus()[1].errorAt },
+    ]);
+  });
+});
+
+Deno.test("Store.open() refuses a database from a newer ContentMonster and leaves it alone", async () => {
+  await withStore(async (store, path) => {
+    store.enqueue("out", "a.bin", 1, 1, ["a"]);
+    store.close();
+    const future = MIGRATIONS.length + 41;
+    const db = new DatabaseSync(path);
+    db.exec(`PRAGMA user_version = ${future}`);
+    db.close();
+
+    const error = await Store.open(path).then(
+      () => assert.fail("a newer schema was accepted"),
+      (error: unknown) => error,
+    );
+    assert.ok(error instanceof Error);
+    assert.equal(error.message, `Cannot open state database "${path}"`);
+    assert.ok(error.cause instanceof Error);
+    assert.equal(
+      error.cause.message,
+      `schema version ${future} is newer than this ContentMonster knows (${MIGRATIONS.length})`,
+    );
+
+    const check = new DatabaseSync(path, { readOnly: true });
+    try {
+      assert.equal(check.prepare("PRAGMA user_version").get()?.user_version, future);
+      assert.equal(check.prepare("SELECT COUNT(*) AS n FROM files").get()?.n, 1);
+    } finally {
+      check.close();
+    }
+  });
+});
+
+Deno.test("Store commits survive a store that is never closed", async () => {
+  await withStore(async (store, path) => {
+    const { fileId } = store.enqueue("out", "a.bin", 10, 1000, ["a", "b"]);
+    const id = deliveryOf(store, fileId, "a").id;
+    store.startParts(id, 1);
+    store.markPartDone(id, 0);
+    store.markPartDone(id, 3);
+    store.setFileHash(fileId, 1, "ab".repeat(32));
+    store.markAttemptFailed(deliveryOf(store, fileId, "b").id, "timeout", 42, false);
+
+    const second = await Store.open(path); // the first one "crashed": never closed
+    try {
+      assert.equal(second.instanceId, store.instanceId);
+      assert.equal(second.file(fileId)?.sha256, "ab".repeat(32));
+      assert.equal(second.partsDone(id), 2);
+      assert.equal(second.delivery(id)?.partsVersion, 1);
+      assert.equal(second.nextDueAt("b", false), 42);
+      assert.deepEqual(second.counts(), { files: 1, pending: 2, failed: 0 });
+      // Both handles can write; the second sees the first's later commits.
+      store.markDelivered(id, 1);
+      assert.equal(second.delivery(id)?.state, "done");
+    } finally {
+      second.close();
+    }
+  });
+});
+
+Deno.test("Store commits survive kill -9 of the process that made them", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cm-store-" });
+  const path = `${dir}/cm.db`;
+  const storeUrl = new URL("./store.ts", import.meta.url).href;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { Store } from ${JSON.stringify(storeUrl)};
+       const store = await Store.open(${JSON.stringify(path)});
+       store.enqueue("out", "a.bin", 10, 1000, ["a"]);
+       store.markPartDone(store.nextDeliveries("a", Date.now(), 1, [], false)[0].id, 0);
+       console.log("committed " + store.instanceId);
+       await new Promise(() => setInterval(() => {}, 1000));`,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let output = "";
+    while (!output.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      output += value;
+    }
+    child.kill("SIGKILL");
+    await reader.cancel();
+    await child.status;
+    const instanceId = /^committed (\w+)/.exec(output)?.[1];
+    assert.ok(instanceId, `child said: ${output}`);
+
+    const store = await Store.open(path);
+    try {
+      assert.equal(store.instanceId, instanceId);
+      const file = store.fileAt("out", "a.bin");
+      assert.equal(file?.size, 10);
+      assert.equal(store.partsDone(deliveryOf(store, file!.id, "a").id), 1);
+    } finally {
+      store.close();
+    }
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+});
