@@ -86,7 +86,8 @@ export async function runDelivery(
     }
 
     if (delivery.partsVersion !== file.version) {
-      await transport.removeParts(key);
+      // No parts version means nothing was ever uploaded: startParts runs before any upload.
+      if (delivery.partsVersion !== null) await transport.removeParts(key);
       store.startParts(delivery.id, file.version);
     }
     await transport.prepare(key, destination);

@@ -1,0 +1,327 @@
+/**
+ * `deno task bench`: ContentMonster next to scp and rsync, measured in the same
+ * run against real OpenSSH servers on loopback. Prints each figure, the
+ * reference it is compared with, and the ratio.
+ *
+ *   deno task bench [--size-mib 1024] [--files 1000] [--fanout-mib 256] [--quick]
+ */
+import { parseArgs } from "node:util";
+import { randomBytes, sha256 } from "../cli_harness.ts";
+import { startOpenSsh, type TestServer } from "../servers.ts";
+import { vesselIni } from "../vessel_ini.ts";
+
+const MAIN = new URL("../../src/main.ts", import.meta.url).pathname;
+const PERMISSIONS = ["--allow-read", "--allow-write", "--allow-env", "--allow-net", "--allow-sys"];
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    "size-mib": { type: "string" },
+    files: { type: "string" },
+    "fanout-mib": { type: "string" },
+    quick: { type: "boolean" },
+  },
+});
+const quick = values.quick ?? false;
+const sizeMiB = Number(values["size-mib"] ?? (quick ? 128 : 1024));
+const fileCount = Number(values.files ?? (quick ? 200 : 1000));
+const fanoutMiB = Number(values["fanout-mib"] ?? (quick ? 64 : 256));
+
+interface Row {
+  scenario: string;
+  ours: string;
+  reference: string;
+  ratio: string;
+  target: string;
+}
+const rows: Row[] = [];
+
+function report(text: string) {
+  Deno.stdout.writeSync(new TextEncoder().encode(text + "\n"));
+}
+
+async function run(command: string, args: string[], env?: Record<string, string>) {
+  const output = await new Deno.Command(command, { args, env, stdout: "piped", stderr: "piped" })
+    .output();
+  if (!output.success) {
+    throw new Error(
+      `${command} ${args.join(" ")} failed (${output.code}): ${
+        new TextDecoder().decode(output.stderr)
+      }`,
+    );
+  }
+}
+
+async function timed(work: () => Promise<unknown>): Promise<number> {
+  const start = performance.now();
+  await work();
+  return (performance.now() - start) / 1000;
+}
+
+function sshOptions(server: TestServer): string[] {
+  return [
+    "-i",
+    server.identityFile,
+    "-o",
+    `UserKnownHostsFile=${server.knownHostsFile}`,
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    "BatchMode=yes",
+  ];
+}
+
+function scp(server: TestServer, source: string, target: string) {
+  return run("scp", [
+    "-q",
+    "-P",
+    String(server.port),
+    ...sshOptions(server),
+    source,
+    `root@127.0.0.1:${target}`,
+  ]);
+}
+
+/** Runs `contentmonster once` and returns seconds and peak RSS in MiB. */
+async function contentMonsterOnce(config: string): Promise<{ seconds: number; peakMiB: number }> {
+  const start = performance.now();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...PERMISSIONS, MAIN, "once", "--config", config],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let peakKiB = 0;
+  const poll = setInterval(() => {
+    try {
+      const status = Deno.readTextFileSync(`/proc/${child.pid}/status`);
+      const match = /VmHWM:\s+(\d+) kB/.exec(status);
+      if (match) peakKiB = Math.max(peakKiB, Number(match[1]));
+    } catch { /* exited */ }
+  }, 50);
+  const output = await child.output();
+  clearInterval(poll);
+  const seconds = (performance.now() - start) / 1000;
+  if (!output.success) {
+    throw new Error(`contentmonster once failed: ${new TextDecoder().decode(output.stderr)}`);
+  }
+  return { seconds, peakMiB: peakKiB / 1024 };
+}
+
+async function writeRandomFile(path: string, bytes: number): Promise<string> {
+  using file = await Deno.open(path, { write: true, create: true, truncate: true });
+  const { createHash } = await import("node:crypto");
+  const hash = createHash("sha256");
+  const block = randomBytes(8 << 20, bytes % 997 + 3);
+  for (let written = 0; written < bytes;) {
+    const chunk = block.subarray(0, Math.min(block.length, bytes - written));
+    // Vary every block so no two parts are equal.
+    chunk[0] = written / chunk.length;
+    hash.update(chunk);
+    for (let done = 0; done < chunk.length;) done += await file.write(chunk.subarray(done));
+    written += chunk.length;
+  }
+  return hash.digest("hex");
+}
+
+async function fileHash(path: string): Promise<string> {
+  const { createHash } = await import("node:crypto");
+  const hash = createHash("sha256");
+  using file = await Deno.open(path);
+  const buffer = new Uint8Array(1 << 20);
+  for (let read; (read = await file.read(buffer)) !== null;) hash.update(buffer.subarray(0, read));
+  return hash.digest("hex");
+}
+
+function configText(location: string, destination: string, vessels: string): string {
+  return `[MONSTER]\nDatabase = state.db\n\n[Directory bench]\nLocation = ${location}\nDestination = ${destination}\n\n${vessels}`;
+}
+
+async function bigFile(work: string) {
+  report(`--- one ${sizeMiB} MiB file to one vessel`);
+  const server = await startOpenSsh();
+  try {
+    const source = `${work}/big.bin`;
+    const expected = await writeRandomFile(source, sizeMiB << 20);
+    await Deno.mkdir(`${work}/scp-dest`);
+    const scpSeconds = await timed(() => scp(server, source, `${work}/scp-dest/big.bin`));
+    await Deno.remove(`${work}/scp-dest`, { recursive: true });
+    await Deno.mkdir(`${work}/big-out`);
+    await Deno.rename(source, `${work}/big-out/big.bin`);
+    const config = `${work}/big.ini`;
+    await Deno.writeTextFile(
+      config,
+      configText(`${work}/big-out`, `${work}/big-dest`, vesselIni(server, "v")),
+    );
+    const ours = await contentMonsterOnce(config);
+    const got = await fileHash(`${work}/big-dest/big.bin`);
+    if (got !== expected) throw new Error("the replicated file differs from the source");
+    rows.push({
+      scenario: `${sizeMiB} MiB, 1 vessel`,
+      ours: `${ours.seconds.toFixed(2)} s (${(sizeMiB / ours.seconds).toFixed(0)} MiB/s)`,
+      reference: `scp ${scpSeconds.toFixed(2)} s (${(sizeMiB / scpSeconds).toFixed(0)} MiB/s)`,
+      ratio: `${(scpSeconds / ours.seconds).toFixed(2)}x scp speed`,
+      target: ">= 1.00x",
+    });
+    rows.push({
+      scenario: `peak memory, ${sizeMiB} MiB file`,
+      ours: `${ours.peakMiB.toFixed(0)} MiB RSS`,
+      reference: "",
+      ratio: "",
+      target: "<= 128 MiB (4 GiB file)",
+    });
+  } finally {
+    await server.stop();
+  }
+}
+
+async function smallFiles(work: string) {
+  report(`--- ${fileCount} files of 16 KiB to one vessel`);
+  const server = await startOpenSsh();
+  try {
+    const source = `${work}/small`;
+    await Deno.mkdir(source);
+    for (let i = 0; i < fileCount; i++) {
+      await Deno.writeFile(`${source}/f${i}.bin`, randomBytes(16 << 10, i + 1));
+    }
+    const rsyncSeconds = await timed(() =>
+      run("rsync", [
+        "-a",
+        "-e",
+        `ssh -p ${server.port} ${sshOptions(server).join(" ")}`,
+        `${source}/`,
+        `root@127.0.0.1:${work}/rsync-dest/`,
+      ])
+    );
+    const config = `${work}/small.ini`;
+    await Deno.writeTextFile(
+      config,
+      configText(source, `${work}/small-dest`, vesselIni(server, "v")),
+    );
+    const ours = await contentMonsterOnce(config);
+    const sample = `f${fileCount - 1}.bin`;
+    if (
+      await fileHash(`${work}/small-dest/${sample}`) !== sha256(randomBytes(16 << 10, fileCount))
+    ) {
+      throw new Error("a replicated small file differs from the source");
+    }
+    rows.push({
+      scenario: `${fileCount} x 16 KiB, 1 vessel`,
+      ours: `${ours.seconds.toFixed(2)} s (${(fileCount / ours.seconds).toFixed(0)} files/s)`,
+      reference: `rsync ${rsyncSeconds.toFixed(2)} s (${
+        (fileCount / rsyncSeconds).toFixed(0)
+      } files/s)`,
+      ratio: `${(rsyncSeconds / ours.seconds).toFixed(2)}x rsync speed`,
+      target: ">= 1.00x",
+    });
+  } finally {
+    await server.stop();
+  }
+}
+
+async function fanOut(work: string) {
+  report(`--- ${fanoutMiB} MiB to three vessels`);
+  // Each vessel sees its own directory at the same absolute path, as real vessels would.
+  const mount = "/srv/cm-bench-fanout";
+  const roots = await Promise.all([0, 1, 2].map(async (i) => {
+    const root = `${work}/fan-vessel-${i}`;
+    await Deno.mkdir(root);
+    return root;
+  }));
+  const servers = await Promise.all(
+    roots.map((root) => startOpenSsh({ binds: { [mount]: root } })),
+  );
+  try {
+    const source = `${work}/fan.bin`;
+    await writeRandomFile(source, fanoutMiB << 20);
+    const scpSeconds = await timed(() =>
+      Promise.all(servers.map((server) => scp(server, source, `${mount}/scp.bin`)))
+    );
+    await Deno.mkdir(`${work}/fan-out`);
+    await Deno.rename(source, `${work}/fan-out/fan.bin`);
+    const config = `${work}/fan.ini`;
+    const vessels = servers.map((server, i) => vesselIni(server, `v${i}`)).join("\n");
+    await Deno.writeTextFile(config, configText(`${work}/fan-out`, `${mount}/cm`, vessels));
+    const ours = await contentMonsterOnce(config);
+    rows.push({
+      scenario: `${fanoutMiB} MiB, 3 vessels`,
+      ours: `${ours.seconds.toFixed(2)} s`,
+      reference: `3 parallel scp ${scpSeconds.toFixed(2)} s`,
+      ratio: `${(scpSeconds / ours.seconds).toFixed(2)}x scp speed`,
+      target: ">= 1.00x",
+    });
+  } finally {
+    await Promise.all(servers.map((server) => server.stop()));
+  }
+}
+
+async function pickupLatency(work: string) {
+  report("--- pickup latency of a 4 KiB file (daemon running)");
+  const server = await startOpenSsh();
+  const outbox = `${work}/latency-out`;
+  const dest = `${work}/latency-dest`;
+  await Deno.mkdir(outbox);
+  const config = `${work}/latency.ini`;
+  await Deno.writeTextFile(config, configText(outbox, dest, vesselIni(server, "v")));
+  const daemon = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...PERMISSIONS, MAIN, "run", "--config", config],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const latencies: number[] = [];
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    for (let i = 0; i < 10; i++) {
+      const written = performance.now();
+      await Deno.writeFile(`${outbox}/l${i}.bin`, randomBytes(4096, i + 7));
+      const target = `${dest}/l${i}.bin`;
+      for (;;) {
+        try {
+          await Deno.stat(target);
+          break;
+        } catch {
+          if (performance.now() - written > 30_000) throw new Error(`${target} never arrived`);
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+      }
+      latencies.push((performance.now() - written) / 1000);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  } finally {
+    daemon.kill("SIGTERM");
+    await daemon.status;
+    await server.stop();
+  }
+  latencies.sort((a, b) => a - b);
+  rows.push({
+    scenario: "pickup latency, 4 KiB",
+    ours: `median ${latencies[5].toFixed(3)} s, max ${latencies[9].toFixed(3)} s`,
+    reference: "lsyncd (delay 0) 0.23 s, measured earlier",
+    ratio: "",
+    target: "<= 0.25 s",
+  });
+}
+
+const work = await Deno.makeTempDir({ prefix: "cm-bench-" });
+try {
+  await bigFile(work);
+  await smallFiles(work);
+  await fanOut(work);
+  await pickupLatency(work);
+} finally {
+  await Deno.remove(work, { recursive: true }).catch(() => {});
+}
+
+const header: Row = {
+  scenario: "SCENARIO",
+  ours: "CONTENTMONSTER",
+  reference: "REFERENCE (same run)",
+  ratio: "RATIO",
+  target: "TARGET",
+};
+const all = [header, ...rows];
+const keys = Object.keys(header) as (keyof Row)[];
+const widths = keys.map((key) => Math.max(...all.map((row) => row[key].length)));
+report("");
+for (const row of all) {
+  report(keys.map((key, i) => row[key].padEnd(widths[i])).join("  ").trimEnd());
+}
