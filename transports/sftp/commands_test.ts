@@ -1,0 +1,171 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import {
+  assembleCommand,
+  EMPTY_SHA256,
+  EXIT_PART_MISSING,
+  hashCommand,
+  parseSha256,
+  PROBE_COMMAND,
+} from "./commands.ts";
+
+const HOSTILE_DIR = "dir with 'quotes' $HOME `id` \n newline -x Ünï";
+const HOSTILE_FILE = '-leading dash; $(touch pwned) "q" 日本.bin';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function sh(command: string, env?: Record<string, string>): Promise<Run> {
+  const output = await new Deno.Command("/bin/sh", {
+    args: ["-c", command],
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+function sha256(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+async function withParts(
+  parts: Uint8Array[],
+  body: (partDir: string, tempPath: string, root: string) => Promise<void>,
+): Promise<void> {
+  const root = await Deno.makeTempDir();
+  try {
+    const partDir = `${root}/${HOSTILE_DIR}/parts`;
+    const destDir = `${root}/${HOSTILE_DIR}/dest`;
+    await Deno.mkdir(partDir, { recursive: true });
+    await Deno.mkdir(destDir, { recursive: true });
+    for (const [index, data] of parts.entries()) {
+      await Deno.writeFile(`${partDir}/${index}.part`, data);
+    }
+    await body(partDir, `${destDir}/${HOSTILE_FILE}`, root);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+Deno.test("assembleCommand() concatenates parts in order and prints their sha256", async () => {
+  const parts = [
+    new TextEncoder().encode("first\n"),
+    new Uint8Array(0),
+    new Uint8Array(70_000).map((_, index) => (index * 7919) % 251),
+  ];
+  await withParts(parts, async (partDir, tempPath, root) => {
+    const run = await sh(assembleCommand(partDir, parts.length, tempPath, true));
+    assert.equal(run.code, 0, run.stderr);
+    const whole = new Uint8Array(await Deno.readFile(tempPath));
+    assert.deepEqual(whole, new Uint8Array([...parts[0], ...parts[2]]));
+    assert.equal(parseSha256(run.stdout), sha256(whole));
+    const names = [...Deno.readDirSync(root)].map((entry) => entry.name);
+    assert.deepEqual(names, [HOSTILE_DIR], "no file was created by a hostile name");
+  });
+});
+
+Deno.test("assembleCommand() with zero parts makes an empty file", async () => {
+  await withParts([], async (partDir, tempPath) => {
+    await Deno.remove(partDir);
+    const run = await sh(assembleCommand(partDir, 0, tempPath, false));
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal((await Deno.stat(tempPath)).size, 0);
+    assert.equal(parseSha256(run.stdout), EMPTY_SHA256);
+  });
+});
+
+Deno.test("assembleCommand() exits 66 on a missing part and leaves no temp file", async () => {
+  await withParts([new Uint8Array([1]), new Uint8Array([2])], async (partDir, tempPath) => {
+    await Deno.writeTextFile(tempPath, "stale temp from an earlier try");
+    await Deno.remove(`${partDir}/1.part`);
+    await Deno.writeTextFile(`${partDir}/1.part.tmp`, "a half-written part never counts");
+    const run = await sh(assembleCommand(partDir, 2, tempPath, true));
+    assert.equal(run.code, EXIT_PART_MISSING);
+    await assert.rejects(Deno.stat(tempPath), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("assembleCommand() fails with cat's status and removes the temp file when the disk is full", async () => {
+  await withParts([new Uint8Array(256 * 1024)], async (partDir, tempPath) => {
+    const destDir = tempPath.slice(0, tempPath.lastIndexOf("/"));
+    // A 64 KiB tmpfs over the destination directory, in a private mount namespace.
+    const inner = [
+      `mount -t tmpfs -o size=64k tmpfs "$1"`,
+      `sh -c "$2"`,
+      `s=$?; ls -A "$1"; exit $s`,
+    ].join("; ");
+    const output = await new Deno.Command("unshare", {
+      args: [
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        inner,
+        "sh",
+        destDir,
+        assembleCommand(partDir, 1, tempPath, true),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 1, stderr);
+    assert.match(stderr, /No space left on device/);
+    assert.equal(new TextDecoder().decode(output.stdout), "", "the temp file was removed");
+  });
+});
+
+Deno.test("hashCommand() uses sha256sum when the vessel has no openssl", async () => {
+  const bin = await Deno.makeTempDir();
+  try {
+    for (const tool of ["sha256sum", "cat"]) {
+      const path = (await sh(`command -v ${tool}`)).stdout.trim();
+      await Deno.symlink(path, `${bin}/${tool}`);
+    }
+    const data = crypto.getRandomValues(new Uint8Array(5000));
+    await Deno.writeFile(`${bin}/-data file`, data);
+    const withoutOpenssl = await sh(hashCommand(`${bin}/-data file`), { PATH: bin });
+    assert.equal(withoutOpenssl.code, 0, withoutOpenssl.stderr);
+    assert.equal(parseSha256(withoutOpenssl.stdout), sha256(data));
+    const withOpenssl = await sh(hashCommand(`${bin}/-data file`));
+    assert.equal(parseSha256(withOpenssl.stdout), sha256(data));
+    const missing = await sh(hashCommand(`${bin}/absent`));
+    assert.notEqual(missing.code, 0);
+  } finally {
+    await Deno.remove(bin, { recursive: true });
+  }
+});
+
+Deno.test("PROBE_COMMAND reports cat, the hasher and the empty hash", async () => {
+  const run = await sh(PROBE_COMMAND);
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stdout, /^cat ok$/m);
+  assert.match(run.stdout, /^hasher (openssl|sha256sum)$/m);
+  assert.equal(parseSha256(run.stdout), EMPTY_SHA256);
+});
+
+Deno.test("parseSha256() reads openssl and sha256sum output, escaped names included", () => {
+  const hex = "a".repeat(64);
+  assert.equal(parseSha256(`${hex} *stdin\n`), hex);
+  assert.equal(parseSha256(`${hex}  -\n`), hex);
+  assert.equal(parseSha256(`\\${hex}  file\\nname\n`), hex);
+  assert.equal(parseSha256(`cat ok\n${hex} *stdin\n`), hex);
+  assert.equal(parseSha256("a".repeat(65)), undefined);
+  assert.equal(parseSha256(""), undefined);
+});
+
+Deno.test("vessel commands refuse relative paths", () => {
+  assert.throws(() => hashCommand("relative/path"), TypeError);
+  assert.throws(() => assembleCommand("/parts", 1, "-rf", true), TypeError);
+});

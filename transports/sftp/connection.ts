@@ -1,0 +1,411 @@
+/**
+ * One SSH connection to a vessel that cannot hang: keepalive on, a handshake
+ * timeout, SFTP requests failed after `Timeout` seconds without any reply,
+ * commands failed after a deadline, and every pending call rejected with
+ * code `"connection"` when the connection closes ('close' is the only event
+ * that always fires). Exec output is always drained.
+ *
+ * @module
+ */
+import type { Client, ClientChannel, SFTPWrapper } from "./_ssh2.ts";
+import { Buffer } from "node:buffer";
+import type { VesselConfig } from "../../src/config/types.ts";
+import type { Logger } from "../../src/log/logger.ts";
+import { TransportError } from "../transport.ts";
+import { type ConnectionInfo, type ConnectOptions, handshake } from "./handshake.ts";
+
+export type { ConnectionInfo, ConnectOptions } from "./handshake.ts";
+
+/** The outcome of a remote command. */
+export interface ExecResult {
+  /** Exit status; `undefined` if the command died of a signal or sent none. */
+  readonly code: number | undefined;
+  readonly signal: string | undefined;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** An SFTP status error as ssh2 reports it (`code` is the SFTP status). */
+export interface SftpStatusError extends Error {
+  code?: number | string;
+}
+
+/** SFTP status codes (draft-ietf-secsh-filexfer-02). */
+export const SFTP_STATUS = {
+  EOF: 1,
+  NO_SUCH_FILE: 2,
+  PERMISSION_DENIED: 3,
+  FAILURE: 4,
+  OP_UNSUPPORTED: 8,
+} as const;
+
+/** Whether `error` is an SFTP status error with `status`. */
+export function hasStatus(error: unknown, status: number): boolean {
+  return error instanceof Error && (error as SftpStatusError).code === status;
+}
+
+/**
+ * Bytes of write requests in flight per file. OpenSSH's channel window is
+ * 2 MiB, so more only waits in ssh2's buffers (as copies, costing memory).
+ */
+const WRITE_WINDOW = 2 << 20;
+/** Most commands a connection runs at once (OpenSSH allows 10 sessions). */
+const MAX_EXECS = 8;
+/** Most bytes of command output kept; the rest is drained and dropped. */
+const MAX_OUTPUT = 1 << 20;
+
+interface Pending {
+  fail(error: TransportError): void;
+  /** Commands only: when the command has run too long. */
+  deadline?: number;
+}
+
+/** A connected, authenticated SSH connection with a lazily opened SFTP session. */
+export class SshConnection {
+  /** What was negotiated; see {@linkcode ConnectionInfo}. */
+  readonly info: ConnectionInfo;
+  readonly #client: Client;
+  readonly #vessel: VesselConfig;
+  readonly #log: Logger;
+  readonly #timeoutMs: number;
+  readonly #pending = new Set<Pending>();
+  readonly #watchdog: ReturnType<typeof setInterval>;
+  #sftp?: Promise<SFTPWrapper>;
+  #closed?: TransportError;
+  #socketClosed = false;
+  #lastError?: Error;
+  #sftpInFlight = 0;
+  #lastReply = Date.now();
+  #execs = 0;
+  readonly #execWaiters: (() => void)[] = [];
+
+  private constructor(client: Client, options: ConnectOptions, info: ConnectionInfo) {
+    this.#client = client;
+    this.#vessel = options.vessel;
+    this.#log = options.log;
+    this.#timeoutMs = options.vessel.timeout * 1000;
+    this.info = info;
+    client.on("error", (error: Error) => {
+      this.#lastError = error;
+    });
+    client.on("close", () => {
+      this.#socketClosed = true;
+      const why = this.#lastError ? `: ${this.#lastError.message}` : "";
+      this.#shutDown(
+        new TransportError(`Connection to ${this.where} closed${why}`, "connection", {
+          cause: this.#lastError,
+        }),
+      );
+    });
+    this.#watchdog = setInterval(
+      () => this.#watch(),
+      Math.max(100, Math.min(1000, this.#timeoutMs / 4)),
+    );
+  }
+
+  /** `vessel "web1" (root@host:port)`, for messages. */
+  get where(): string {
+    const vessel = this.#vessel;
+    return `vessel "${vessel.name}" (${vessel.username}@${vessel.address}:${vessel.port})`;
+  }
+
+  /** Whether the connection has closed; a closed connection is not reused. */
+  get closed(): boolean {
+    return this.#closed !== undefined;
+  }
+
+  /** Calls in progress on this connection. */
+  get load(): number {
+    return this.#pending.size;
+  }
+
+  /**
+   * Connects, verifies the host key and authenticates. Rejects with a
+   * {@linkcode TransportError}: `"connection"`, `"host-key"` or `"auth"`.
+   */
+  static open(options: ConnectOptions): Promise<SshConnection> {
+    return handshake(options, (client, info) => new SshConnection(client, options, info));
+  }
+
+  /** The SFTP session, opened on first use. */
+  sftp(): Promise<SFTPWrapper> {
+    this.#sftp ??= this.#track<SFTPWrapper>("start the SFTP subsystem", true, (done) => {
+      this.#client.sftp((error, sftp) => {
+        if (error) return done(error);
+        // Without a listener, an 'error' event would crash the process.
+        sftp.on("error", (error: Error) => {
+          this.#log.warn(`SFTP protocol error on ${this.where}: ${error.message}`);
+          this.destroy(error);
+        });
+        sftp.on("close", () => {
+          if (!this.closed) {
+            this.#log.warn(`SFTP session on ${this.where} ended; reconnecting on next use`);
+            this.destroy(new Error("the SFTP session ended"));
+          }
+        });
+        done(undefined, sftp);
+      });
+    }).catch((error) => {
+      this.#sftp = undefined;
+      if (error instanceof TransportError) throw error;
+      const status = (error as SftpStatusError).code;
+      const why = status === 126 || status === 127
+        ? `the vessel cannot run its SFTP server (exit ${status}: ${
+          status === 126 ? "not executable" : "not found"
+        }); check the Subsystem sftp line of sshd_config`
+        : /Unable to start subsystem/i.test(error.message)
+        ? "the vessel has no SFTP subsystem (sshd_config needs a Subsystem sftp line)"
+        : error.message;
+      throw new TransportError(`Cannot start SFTP on ${this.where}: ${why}`, "unsupported", {
+        cause: error,
+      });
+    });
+    return this.#sftp;
+  }
+
+  /** The largest write the SFTP server accepts in one request. */
+  async maxWriteLength(): Promise<number> {
+    const sftp = await this.sftp();
+    const length = (sftp as unknown as { _maxWriteLen?: number })._maxWriteLen;
+    return typeof length === "number" && length > 0 ? length : 32 * 1024;
+  }
+
+  /** The largest read the SFTP server answers in one request. */
+  async maxReadLength(): Promise<number> {
+    const sftp = await this.sftp();
+    const length = (sftp as unknown as { _maxReadLen?: number })._maxReadLen;
+    return typeof length === "number" && length > 0 ? length : 32 * 1024;
+  }
+
+  /** Whether the SFTP server announced `extension` (e.g. `posix-rename@openssh.com`). */
+  async hasExtension(extension: string): Promise<boolean> {
+    const sftp = await this.sftp();
+    const extensions = (sftp as unknown as { _extensions?: Record<string, string> })._extensions;
+    return extensions !== undefined && extension in extensions;
+  }
+
+  /** The SFTP extensions the server announced. */
+  async extensions(): Promise<string[]> {
+    const sftp = await this.sftp();
+    return Object.keys((sftp as unknown as { _extensions?: object })._extensions ?? {});
+  }
+
+  /** Runs one SFTP request; rejects with the server's status error or `"connection"`. */
+  async request<T>(
+    what: string,
+    call: (sftp: SFTPWrapper, callback: (error?: Error | null, value?: T) => void) => void,
+  ): Promise<T> {
+    const sftp = await this.sftp();
+    return this.#track<T>(what, true, (done) => call(sftp, done));
+  }
+
+  /**
+   * Writes `data` to the open handle with many write requests in flight at
+   * once, each as long as the server allows.
+   */
+  async writeAll(handle: Buffer, data: Uint8Array): Promise<void> {
+    if (data.byteLength === 0) return;
+    const chunk = await this.maxWriteLength();
+    const buffer = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const window = Math.max(2, Math.ceil(WRITE_WINDOW / chunk));
+    let next = 0;
+    let failed = false;
+    const writer = async () => {
+      while (next < buffer.length && !failed) {
+        const offset = next;
+        const length = Math.min(chunk, buffer.length - offset);
+        next += length;
+        await this.request<void>(
+          "write",
+          (sftp, done) =>
+            sftp.write(handle, buffer, offset, length, offset, (error) => done(error)),
+        ).catch((error) => {
+          failed = true; // Issue no more writes; those in flight still finish.
+          throw error;
+        });
+      }
+    };
+    const writers = Math.min(window, Math.ceil(buffer.length / chunk));
+    const results = await Promise.allSettled(Array.from({ length: writers }, writer));
+    const rejected = results.find((result) => result.status === "rejected");
+    if (rejected) throw (rejected as PromiseRejectedResult).reason;
+  }
+
+  /**
+   * Runs `command` through the vessel's shell, reading all output, and
+   * resolves when the channel closes. Fails with `"connection"` if the
+   * connection drops, and is abandoned after `deadlineMs`.
+   */
+  async exec(command: string, deadlineMs: number): Promise<ExecResult> {
+    await this.#acquireExec();
+    try {
+      return await this.#track<ExecResult>("run a command", false, (done, pending) => {
+        pending.deadline = Date.now() + deadlineMs;
+        this.#client.exec(command, (error, stream: ClientChannel) => {
+          if (error) return done(error);
+          stream.end(); // Nothing is sent on stdin: a command reading it gets EOF.
+          // Channel errors end in 'close' (or the connection's); they must not throw.
+          stream.on("error", (error: Error) => {
+            this.#log.debug(`command channel error on ${this.where}: ${error.message}`);
+          });
+          const stdout: Buffer[] = [];
+          const stderr: Buffer[] = [];
+          let kept = 0;
+          const keep = (into: Buffer[]) => (data: Buffer) => {
+            if (kept >= MAX_OUTPUT) return;
+            kept += data.length;
+            into.push(data);
+          };
+          let code: number | undefined;
+          let signal: string | undefined;
+          stream.on("data", keep(stdout));
+          stream.stderr.on("data", keep(stderr));
+          stream.on("exit", (exitCode: number | null, exitSignal?: string) => {
+            code = typeof exitCode === "number" ? exitCode : undefined;
+            signal = exitSignal ?? undefined;
+          });
+          stream.on("close", () =>
+            done(undefined, {
+              code,
+              signal,
+              stdout: Buffer.concat(stdout).toString("utf8"),
+              stderr: Buffer.concat(stderr).toString("utf8"),
+            }));
+        });
+      });
+    } finally {
+      this.#releaseExec();
+    }
+  }
+
+  /** Closes the connection; pending calls reject with `"connection"`. */
+  destroy(reason?: Error): void {
+    if (reason && !this.#lastError) this.#lastError = reason;
+    this.#shutDown(
+      new TransportError(
+        `Connection to ${this.where} closed${reason ? `: ${reason.message}` : ""}`,
+        "connection",
+        { cause: reason },
+      ),
+    );
+    try {
+      this.#client.end();
+    } catch {
+      // Already gone.
+    }
+    this.#client.destroy();
+  }
+
+  /** Closes the connection and waits until ssh2 reports it closed. */
+  async close(): Promise<void> {
+    if (this.#socketClosed) return;
+    const closed = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 2000);
+      this.#client.once("close", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    this.destroy(new Error("closed by ContentMonster"));
+    await closed;
+  }
+
+  #shutDown(error: TransportError): void {
+    if (this.#closed) return;
+    this.#closed = error;
+    clearInterval(this.#watchdog);
+    for (const pending of [...this.#pending]) pending.fail(error);
+    this.#pending.clear();
+    for (const wake of this.#execWaiters.splice(0)) wake();
+  }
+
+  /**
+   * Registers a call so that closing the connection rejects it. SFTP calls
+   * count towards the no-reply watchdog.
+   */
+  #track<T>(
+    what: string,
+    isSftp: boolean,
+    start: (done: (error?: Error | null, value?: T) => void, pending: Pending) => void,
+  ): Promise<T> {
+    if (this.#closed) return Promise.reject(this.#closed);
+    return new Promise<T>((resolve, reject) => {
+      let finished = false;
+      const finish = () => {
+        if (finished) return false;
+        finished = true;
+        this.#pending.delete(pending);
+        if (isSftp) {
+          this.#sftpInFlight--;
+          this.#lastReply = Date.now();
+        }
+        return true;
+      };
+      const pending: Pending = {
+        fail: (error) => {
+          if (finish()) reject(error);
+        },
+      };
+      this.#pending.add(pending);
+      if (isSftp) {
+        if (this.#sftpInFlight === 0) this.#lastReply = Date.now();
+        this.#sftpInFlight++;
+      }
+      const done = (error?: Error | null, value?: T) => {
+        if (!finish()) return;
+        if (error) {
+          reject(
+            this.#closed ??
+              (isConnectionLoss(error)
+                ? new TransportError(
+                  `Cannot ${what} on ${this.where}: ${error.message}`,
+                  "connection",
+                  { cause: error },
+                )
+                : error),
+          );
+        } else resolve(value as T);
+      };
+      try {
+        start(done, pending);
+      } catch (error) {
+        done(error instanceof Error ? error : new Error(String(error)));
+      }
+    });
+  }
+
+  #watch(): void {
+    const now = Date.now();
+    if (this.#sftpInFlight > 0 && now - this.#lastReply > this.#timeoutMs) {
+      const seconds = Math.round((now - this.#lastReply) / 1000);
+      this.#log.warn(`no SFTP reply from ${this.where} for ${seconds} s; dropping the connection`);
+      this.destroy(new Error(`no SFTP reply for ${seconds} s (Timeout ${this.#vessel.timeout})`));
+      return;
+    }
+    for (const pending of this.#pending) {
+      if (pending.deadline !== undefined && now > pending.deadline) {
+        this.#log.warn(`a command on ${this.where} ran past its deadline; dropping the connection`);
+        this.destroy(new Error("a command ran past its deadline"));
+        return;
+      }
+    }
+  }
+
+  async #acquireExec(): Promise<void> {
+    while (this.#execs >= MAX_EXECS && !this.#closed) {
+      await new Promise<void>((resolve) => this.#execWaiters.push(resolve));
+    }
+    this.#execs++;
+  }
+
+  #releaseExec(): void {
+    this.#execs--;
+    this.#execWaiters.shift()?.();
+  }
+}
+
+function isConnectionLoss(error: Error): boolean {
+  return /No response from server|Not connected|Channel open failure|ECONNRESET|EPIPE/i.test(
+    error.message,
+  );
+}

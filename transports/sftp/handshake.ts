@@ -1,0 +1,246 @@
+/**
+ * The SSH handshake with a vessel: TCP without Nagle's delay, ChaCha20 first,
+ * host key algorithms known for the vessel first, host key verification,
+ * authentication, keepalive and a handshake timeout of `Timeout` seconds.
+ *
+ * @module
+ */
+import {
+  type AnyAuthMethod,
+  chacha20CiphersFinalized,
+  type CipherAlgorithm,
+  Client,
+  type ServerHostKeyAlgorithm,
+} from "./_ssh2.ts";
+import { Buffer } from "node:buffer";
+import type { VesselConfig } from "../../src/config/types.ts";
+import type { Logger } from "../../src/log/logger.ts";
+import { TransportError } from "../transport.ts";
+import type { Credentials } from "./auth.ts";
+import { verifyHostKey } from "./host_key.ts";
+import { coalescingSocket } from "./_coalesce.ts";
+
+/** What was learned while connecting, for `check` and logs. */
+export interface ConnectionInfo {
+  /** The server's software version, e.g. `OpenSSH_9.2p1`. */
+  readonly server: string;
+  readonly cipher: string;
+  /** Host key type and fingerprint, and how it was accepted. */
+  readonly hostKey: string;
+  /** The authentication method that succeeded. */
+  readonly auth: string;
+}
+
+/** How to reach a vessel; built once per transport. */
+export interface ConnectOptions {
+  readonly vessel: VesselConfig;
+  readonly credentials: Credentials;
+  /** Key types known_hosts lists for the vessel, preferred in negotiation. */
+  readonly knownKeyTypes: readonly string[];
+  readonly log: Logger;
+}
+
+const CIPHERS: CipherAlgorithm[] = [
+  "chacha20-poly1305@openssh.com",
+  "aes128-gcm@openssh.com",
+  "aes256-gcm@openssh.com",
+  "aes128-ctr",
+  "aes192-ctr",
+  "aes256-ctr",
+];
+
+/** Set when ssh2 was loaded before the ChaCha20 leak fix took effect. */
+let chacha20Leaks = false;
+
+/** The cipher preference: ChaCha20 (fastest under Deno) unless its leak fix is bypassed. */
+function ciphers(): CipherAlgorithm[] {
+  return chacha20Leaks ? CIPHERS.filter((cipher) => !cipher.startsWith("chacha20")) : CIPHERS;
+}
+
+const HOST_KEY_ALGORITHMS: ServerHostKeyAlgorithm[] = [
+  "ssh-ed25519",
+  "ecdsa-sha2-nistp256",
+  "ecdsa-sha2-nistp384",
+  "ecdsa-sha2-nistp521",
+  "rsa-sha2-512",
+  "rsa-sha2-256",
+  "ssh-rsa",
+];
+
+/**
+ * Connects, verifies the host key and authenticates, then calls `connected`
+ * synchronously (so no event is missed) and resolves with its result. Rejects
+ * with a {@linkcode TransportError}: `"connection"`, `"host-key"` or `"auth"`.
+ */
+export function handshake<T>(
+  options: ConnectOptions,
+  connected: (client: Client, info: ConnectionInfo) => T,
+): Promise<T> {
+  const { vessel, credentials, log } = options;
+  const where = `vessel "${vessel.name}" (${vessel.username}@${vessel.address}:${vessel.port})`;
+  const timeoutMs = vessel.timeout * 1000;
+  const client = new Client();
+  let hostKeyError: TransportError | undefined;
+  let hostKey = "";
+  let acceptedKey: Buffer | undefined;
+  let cipher = "";
+  let attempt = -1;
+  let firstError: Error | undefined;
+  const preferred = HOST_KEY_ALGORITHMS.filter((algorithm) =>
+    options.knownKeyTypes.some((type) => algorithmsFor(type).includes(algorithm))
+  );
+  const hostKeyAlgorithms = [
+    ...preferred,
+    ...HOST_KEY_ALGORITHMS.filter((algorithm) => !preferred.includes(algorithm)),
+  ];
+
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    client.on("handshake", (negotiated) => {
+      cipher = negotiated.cs.cipher;
+    });
+    client.on("error", (error: Error) => {
+      firstError ??= error; // Later ones ("Connection lost before handshake") say less.
+    });
+    client.on("ready", () => {
+      settled = true;
+      if (cipher.startsWith("chacha20") && chacha20CiphersFinalized() === 0 && !chacha20Leaks) {
+        chacha20Leaks = true;
+        log.warn(
+          "ssh2 was loaded before the ChaCha20 leak fix (import it only through " +
+            "transports/sftp/_ssh2.ts); new connections use AES",
+        );
+      }
+      const auth = credentials.names[attempt] ?? "none";
+      const info = {
+        server: serverVersion(client),
+        cipher,
+        hostKey,
+        auth,
+      };
+      log.debug(
+        `connected to ${vessel.address}:${vessel.port} (${info.server}, ${cipher}, ${auth})`,
+      );
+      resolve(connected(client, info));
+    });
+    client.on("close", () => {
+      if (settled) return;
+      settled = true;
+      reject(openError(where, credentials, hostKeyError, firstError, timeoutMs));
+    });
+    const config = {
+      host: vessel.address,
+      port: vessel.port,
+      username: vessel.username,
+      readyTimeout: timeoutMs,
+      keepaliveInterval: Math.max(1000, Math.round(timeoutMs / 3)),
+      keepaliveCountMax: 3,
+      algorithms: {
+        cipher: Deno.env.get("CM_CIPHER")
+          ? [Deno.env.get("CM_CIPHER") as CipherAlgorithm]
+          : ciphers(),
+        serverHostKey: hostKeyAlgorithms,
+      },
+      hostVerifier: (key: Buffer, verify: (valid: boolean) => void): undefined => {
+        // Must return undefined: ssh2 treats any other return value as the verdict.
+        if (acceptedKey?.equals(key)) {
+          // A re-key (OpenSSH re-keys ChaCha20 every 1 GiB) offers the key already
+          // checked. Answer at once: while an answer is pending, ssh2 sends data
+          // with the new keys before its NEWKEYS, and sshd drops the connection
+          // ("Bad packet length").
+          verify(true);
+          return undefined;
+        }
+        verifyHostKey(vessel, key, log).then(
+          (accepted) => {
+            hostKey = accepted;
+            acceptedKey = Buffer.from(key);
+            verify(true);
+          },
+          (error) => {
+            hostKeyError = error instanceof TransportError ? error : new TransportError(
+              `Cannot verify the host key of ${where}: ${error}`,
+              "host-key",
+              { cause: error },
+            );
+            verify(false);
+          },
+        );
+        return undefined;
+      },
+      authHandler: (
+        _methodsLeft: unknown,
+        _partialSuccess: unknown,
+        next: (method: AnyAuthMethod | false) => void,
+      ) => {
+        attempt++;
+        next(credentials.methods[attempt] ?? false);
+      },
+    };
+    try {
+      // Our own socket: connected here, Nagle off, writes coalesced. ssh2 waits
+      // for its 'connect' and times the handshake from now on.
+      const sock = coalescingSocket();
+      sock.connect({ host: vessel.address, port: vessel.port });
+      client.connect({ ...config, sock } as Parameters<Client["connect"]>[0]);
+    } catch (error) {
+      settled = true;
+      reject(
+        new TransportError(`Cannot connect to ${where}: ${messageOf(error)}`, "connection", {
+          cause: error,
+        }),
+      );
+    }
+  });
+}
+
+/** Host key algorithms that carry keys of `type`. */
+function algorithmsFor(type: string): string[] {
+  return type === "ssh-rsa" ? ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] : [type];
+}
+
+function serverVersion(client: Client): string {
+  const remote = (client as unknown as { _remoteVer?: string })._remoteVer;
+  return remote ?? "unknown server";
+}
+
+function openError(
+  where: string,
+  credentials: Credentials,
+  hostKeyError: TransportError | undefined,
+  error: Error | undefined,
+  timeoutMs: number,
+): TransportError {
+  if (hostKeyError) return hostKeyError;
+  const level = (error as { level?: string } | undefined)?.level;
+  if (level === "client-authentication") {
+    return new TransportError(
+      `Cannot log in to ${where}: authentication refused (tried ${credentials.names.join(", ")})`,
+      "auth",
+      { cause: error },
+    );
+  }
+  if (level === "client-timeout" && /handshake/i.test(error?.message ?? "")) {
+    return new TransportError(
+      `Cannot connect to ${where}: no SSH handshake within ${timeoutMs / 1000} s (Timeout)`,
+      "connection",
+      { cause: error },
+    );
+  }
+  const detail = error ? messageOf(error) : "the connection closed during the handshake";
+  return new TransportError(
+    `Cannot connect to ${where}: ${detail}`,
+    "connection",
+    { cause: error },
+  );
+}
+
+function messageOf(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    return typeof code === "string" && !error.message.includes(code)
+      ? `${error.message} (${code})`
+      : error.message;
+  }
+  return String(error);
+}

@@ -1,0 +1,299 @@
+/**
+ * File operations over one {@linkcode SshConnection}'s SFTP session, shared
+ * by the transport and its probe. They reject with the server's SFTP status
+ * errors or a {@linkcode TransportError}; callers add what they were doing.
+ *
+ * @module
+ */
+import type { Stats } from "./_ssh2.ts";
+import { Buffer } from "node:buffer";
+import { parentOf } from "../transport.ts";
+import { hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
+
+/** One directory entry: its name and size. */
+export interface Entry {
+  readonly name: string;
+  readonly size: number;
+}
+
+/** Metadata of a path, or `undefined` if nothing is there. */
+export async function statPath(
+  connection: SshConnection,
+  path: string,
+): Promise<Stats | undefined> {
+  try {
+    return await connection.request<Stats>("stat", (sftp, done) => sftp.stat(path, done));
+  } catch (error) {
+    if (hasStatus(error, SFTP_STATUS.NO_SUCH_FILE)) return undefined;
+    throw error;
+  }
+}
+
+/** The entries of a directory, or `undefined` if it does not exist. */
+export async function readDirectory(
+  connection: SshConnection,
+  path: string,
+): Promise<Entry[] | undefined> {
+  try {
+    const list = await connection.request<{ filename: string; attrs: { size?: number } }[]>(
+      "read a directory",
+      (sftp, done) => sftp.readdir(path, done),
+    );
+    return list.map((item) => ({ name: item.filename, size: Number(item.attrs.size ?? 0) }));
+  } catch (error) {
+    if (hasStatus(error, SFTP_STATUS.NO_SUCH_FILE)) return undefined;
+    throw error;
+  }
+}
+
+/** Creates `path` and missing parents (`mkdir -p`), one level at a time. */
+export async function makeDirectories(connection: SshConnection, path: string): Promise<void> {
+  try {
+    await connection.request<void>("mkdir", (sftp, done) => sftp.mkdir(path, done));
+  } catch (error) {
+    if (hasStatus(error, SFTP_STATUS.NO_SUCH_FILE) && path !== "/") {
+      await makeDirectories(connection, parentOf(path));
+      await makeDirectory(connection, path);
+      return;
+    }
+    await mustBeDirectory(connection, path, error);
+  }
+}
+
+/** Creates one directory; no error if a directory is there already. */
+async function makeDirectory(connection: SshConnection, path: string): Promise<void> {
+  try {
+    await connection.request<void>("mkdir", (sftp, done) => sftp.mkdir(path, done));
+  } catch (error) {
+    await mustBeDirectory(connection, path, error);
+  }
+}
+
+/** Succeeds if `path` is a directory (mkdir failed since it exists), else throws. */
+async function mustBeDirectory(
+  connection: SshConnection,
+  path: string,
+  mkdirError: unknown,
+): Promise<void> {
+  const stats = await statPath(connection, path).catch(() => undefined);
+  if (stats?.isDirectory()) return;
+  if (stats) throw new Error(`${JSON.stringify(path)} exists and is not a directory`);
+  throw mkdirError;
+}
+
+/** Removes a file; no error if it does not exist. */
+export async function removeFile(connection: SshConnection, path: string): Promise<void> {
+  try {
+    await connection.request<void>("unlink", (sftp, done) => sftp.unlink(path, done));
+  } catch (error) {
+    if (!hasStatus(error, SFTP_STATUS.NO_SUCH_FILE)) throw error;
+  }
+}
+
+/** Removes a file if possible, ignoring every error (cleanup after a failure). */
+export async function removeQuietly(connection: SshConnection, path: string): Promise<void> {
+  if (connection.closed) return;
+  await removeFile(connection, path).catch(() => {});
+}
+
+/** Removes an empty directory; no error if it does not exist. */
+export async function removeDirectory(connection: SshConnection, path: string): Promise<void> {
+  try {
+    await connection.request<void>("rmdir", (sftp, done) => sftp.rmdir(path, done));
+  } catch (error) {
+    if (!hasStatus(error, SFTP_STATUS.NO_SUCH_FILE)) throw error;
+  }
+}
+
+/**
+ * Writes `data` to `path` (created or truncated) with pipelined requests.
+ * On failure the partial file is removed.
+ */
+export async function writeFile(
+  connection: SshConnection,
+  path: string,
+  data: Uint8Array,
+): Promise<void> {
+  const handle = await connection.request<Buffer>(
+    "open for writing",
+    (sftp, done) => sftp.open(path, "w", done),
+  );
+  try {
+    await connection.writeAll(handle, data);
+  } catch (error) {
+    await closeHandle(connection, handle).catch(() => {});
+    await removeQuietly(connection, path);
+    throw error;
+  }
+  try {
+    // Some file systems report write errors (NFS: no space) only on close.
+    await closeHandle(connection, handle);
+  } catch (error) {
+    await removeQuietly(connection, path);
+    throw error;
+  }
+}
+
+/**
+ * Reads the `size` bytes of the file at `path` with pipelined requests,
+ * checking that the file has exactly that size.
+ */
+export async function readFile(
+  connection: SshConnection,
+  path: string,
+  size: number,
+): Promise<Uint8Array> {
+  const handle = await openHandle(connection, path, "r");
+  try {
+    return await readHandle(connection, handle, path, size);
+  } finally {
+    // Nothing depends on closing a read-only handle: do not wait for it.
+    closeHandle(connection, handle).catch(() => {});
+  }
+}
+
+/**
+ * Writes `data` to `path` (created or truncated), reads it back on the same
+ * handle, optionally flushes it to disk, and returns the bytes read back.
+ * On failure the file is removed.
+ */
+export async function writeAndReadBack(
+  connection: SshConnection,
+  path: string,
+  data: Uint8Array,
+  options: { sync: boolean },
+): Promise<Uint8Array> {
+  const handle = await openHandle(connection, path, "w+");
+  try {
+    await connection.writeAll(handle, data);
+    const stored = await readHandle(connection, handle, path, data.byteLength);
+    if (options.sync) await fsyncHandle(connection, handle);
+    await closeHandle(connection, handle);
+    return stored;
+  } catch (error) {
+    await closeHandle(connection, handle).catch(() => {});
+    await removeQuietly(connection, path);
+    throw error;
+  }
+}
+
+async function readHandle(
+  connection: SshConnection,
+  handle: Buffer,
+  path: string,
+  size: number,
+): Promise<Uint8Array> {
+  const buffer = new Uint8Array(size);
+  const chunk = await connection.maxReadLength();
+  const reads: Promise<void>[] = [];
+  for (let offset = 0; offset < size; offset += chunk) {
+    reads.push(readRange(connection, handle, buffer, offset, Math.min(chunk, size - offset)));
+  }
+  const [stats] = await Promise.all([
+    connection.request<Stats>("fstat", (sftp, done) => sftp.fstat(handle, done)),
+    ...reads,
+  ]);
+  if (stats.size !== size) {
+    throw new Error(`${JSON.stringify(path)} has ${stats.size} bytes, expected ${size}`);
+  }
+  return buffer;
+}
+
+function openHandle(connection: SshConnection, path: string, flags: string): Promise<Buffer> {
+  return connection.request<Buffer>(
+    `open (${flags})`,
+    (sftp, done) => sftp.open(path, flags as "r", done),
+  );
+}
+
+async function readRange(
+  connection: SshConnection,
+  handle: Buffer,
+  into: Uint8Array,
+  offset: number,
+  length: number,
+): Promise<void> {
+  const target = Buffer.from(into.buffer, into.byteOffset, into.byteLength);
+  while (length > 0) {
+    const position = offset;
+    const wanted = length;
+    const read = await connection.request<number>(
+      "read",
+      (sftp, done) =>
+        sftp.read(handle, target, position, wanted, position, (error, bytes) => done(error, bytes)),
+    );
+    if (read === 0) throw new Error(`the file ended at byte ${offset}`);
+    offset += read;
+    length -= read;
+  }
+}
+
+/** Flushes a file to disk with `fsync@openssh.com` on a read-only handle. */
+export async function syncFile(connection: SshConnection, path: string): Promise<void> {
+  const handle = await connection.request<Buffer>(
+    "open for fsync",
+    (sftp, done) => sftp.open(path, "r", done),
+  );
+  try {
+    await fsyncHandle(connection, handle);
+  } finally {
+    await closeHandle(connection, handle).catch(() => {});
+  }
+}
+
+/**
+ * Renames `from` onto `to`, replacing it atomically with
+ * `posix-rename@openssh.com`. Without that extension, and only when
+ * `allowReplace` says the target may vanish for a moment (parts, never
+ * published files), removes `to` first.
+ */
+export async function renameReplacing(
+  connection: SshConnection,
+  from: string,
+  to: string,
+  allowReplace: boolean,
+): Promise<void> {
+  if (await connection.hasExtension("posix-rename@openssh.com")) {
+    await connection.request<void>(
+      "posix-rename",
+      (sftp, done) => sftp.ext_openssh_rename(from, to, (error) => done(error)),
+    );
+    return;
+  }
+  if (!allowReplace) throw new Error("the SFTP server lacks posix-rename@openssh.com");
+  await removeFile(connection, to);
+  await connection.request<void>("rename", (sftp, done) => sftp.rename(from, to, done));
+}
+
+/**
+ * Free bytes (for unprivileged users) of the file system holding `path` or
+ * its nearest existing ancestor; `undefined` without `statvfs@openssh.com`.
+ */
+export async function freeBytes(
+  connection: SshConnection,
+  path: string,
+): Promise<number | undefined> {
+  if (!(await connection.hasExtension("statvfs@openssh.com"))) return undefined;
+  for (let current = path;; current = parentOf(current)) {
+    try {
+      const info = await connection.request<{ f_bavail: number; f_frsize: number }>(
+        "statvfs",
+        (sftp, done) => sftp.ext_openssh_statvfs(current, done),
+      );
+      return Number(info.f_bavail) * Number(info.f_frsize);
+    } catch (error) {
+      if (!hasStatus(error, SFTP_STATUS.NO_SUCH_FILE) || current === "/") throw error;
+    }
+  }
+}
+
+function fsyncHandle(connection: SshConnection, handle: Buffer): Promise<void> {
+  return connection.request<void>(
+    "fsync",
+    (sftp, done) => sftp.ext_openssh_fsync(handle, (error) => done(error)),
+  );
+}
+
+function closeHandle(connection: SshConnection, handle: Buffer): Promise<void> {
+  return connection.request<void>("close", (sftp, done) => sftp.close(handle, done));
+}

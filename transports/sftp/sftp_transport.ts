@@ -1,0 +1,350 @@
+/**
+ * The SFTP transport (the default): parts are uploaded over SFTP with many
+ * write requests in flight, spread over a few SSH connections per vessel;
+ * assembly and hashing run as one shell command on the vessel (over SFTP
+ * for small files); publishing is an atomic `posix-rename@openssh.com`.
+ *
+ * @module
+ */
+import type { VesselConfig } from "../../src/config/types.ts";
+import { type Logger, logger } from "../../src/log/logger.ts";
+import {
+  type Assembled,
+  joinPath,
+  parentOf,
+  parsePartName,
+  partName,
+  partTempName,
+  type ProbeItem,
+  type SpaceInfo,
+  tempPathFor,
+  type Transport,
+  type TransportCapabilities,
+  TransportError,
+  type TransportErrorCode,
+} from "../transport.ts";
+import { type AuthEnvironment, type Credentials, loadCredentials } from "./auth.ts";
+import { assembleParts, hashFile } from "./assemble.ts";
+import { hasStatus, SFTP_STATUS, SshConnection } from "./connection.ts";
+import { knownKeyTypesOf } from "./host_key.ts";
+import { probeVessel } from "./probe.ts";
+import {
+  freeBytes,
+  makeDirectories,
+  readDirectory,
+  removeDirectory,
+  removeFile,
+  renameReplacing,
+  writeFile,
+} from "./sftp_ops.ts";
+
+/** Tuning and test hooks for {@linkcode SftpTransport}. */
+export interface SftpTransportOptions {
+  /** SSH connections per vessel; parts of one file spread over them. Default 2. */
+  readonly connections?: number;
+  /** Where default keys and the agent are found (default: this process's env). */
+  readonly authEnvironment?: AuthEnvironment;
+}
+
+/** Commands get `Timeout` seconds per this many bytes they read, plus a base. */
+const BYTES_PER_TIMEOUT = 16 << 20;
+const KEY_PATTERN = /^[A-Za-z0-9_-]+$/;
+
+interface Slot {
+  connection?: SshConnection;
+  opening?: Promise<SshConnection>;
+  waiting: number;
+}
+
+/** A {@linkcode Transport} to a vessel over SSH/SFTP. */
+export class SftpTransport implements Transport {
+  readonly vessel: string;
+  readonly capabilities: TransportCapabilities;
+  readonly #config: VesselConfig;
+  readonly #log: Logger;
+  readonly #slots: Slot[];
+  readonly #authEnvironment?: AuthEnvironment;
+  #credentials?: Promise<Credentials>;
+  #closed = false;
+
+  /** Connects lazily: nothing happens until the first call. */
+  constructor(vessel: VesselConfig, options: SftpTransportOptions = {}) {
+    if (!vessel.address) {
+      throw new TypeError(`Cannot use SFTP for vessel "${vessel.name}": it has no Address`);
+    }
+    const connections = Math.max(1, Math.floor(options.connections ?? 2));
+    this.vessel = vessel.name;
+    this.#config = vessel;
+    this.#log = logger(`vessel ${vessel.name}`);
+    this.#authEnvironment = options.authEnvironment;
+    this.#slots = Array.from({ length: connections }, () => ({ waiting: 0 }));
+    // One part per connection fills its 2 MiB SSH window; more only costs memory.
+    this.capabilities = { parallelParts: connections, parallelDeliveries: 4 };
+  }
+
+  async prepare(key: string, destination: string): Promise<void> {
+    const partDir = this.#partDir(key);
+    checkAbsolute(destination);
+    const action = `Cannot prepare the part directory of "${key}" and the directory of ` +
+      `${quote(destination)} on vessel "${this.vessel}"`;
+    return await this.#run(action, async (connection) => {
+      await Promise.all([
+        makeDirectories(connection, partDir),
+        makeDirectories(connection, parentOf(destination)),
+      ]);
+    });
+  }
+
+  async listParts(key: string): Promise<Set<number>> {
+    const partDir = this.#partDir(key);
+    const action = `Cannot list the parts of "${key}" on vessel "${this.vessel}"`;
+    return await this.#run(action, async (connection) => {
+      const entries = await readDirectory(connection, partDir) ?? [];
+      const parts = new Set<number>();
+      for (const entry of entries) {
+        const index = parsePartName(entry.name);
+        if (index !== undefined) parts.add(index);
+      }
+      return parts;
+    });
+  }
+
+  async putPart(key: string, index: number, data: Uint8Array): Promise<void> {
+    const partDir = this.#partDir(key);
+    const action = `Cannot put part ${index} of "${key}" on vessel "${this.vessel}"`;
+    return await this.#run(action, async (connection) => {
+      const temp = joinPath(partDir, partTempName(index));
+      try {
+        await writeFile(connection, temp, data);
+      } catch (error) {
+        throw await this.#noSpace(connection, partDir, data.byteLength, error);
+      }
+      await renameReplacing(connection, temp, joinPath(partDir, partName(index)), true);
+    });
+  }
+
+  async assemble(key: string, count: number, destination: string): Promise<Assembled> {
+    const partDir = this.#partDir(key);
+    checkAbsolute(destination);
+    const tempPath = tempPathFor(key, destination);
+    const action = `Cannot assemble ${quote(destination)} from ${count} parts of "${key}" ` +
+      `on vessel "${this.vessel}"`;
+    return await this.#run(action, async (connection) => {
+      const { sha256, size } = await assembleParts(connection, partDir, count, tempPath, {
+        fsync: this.#config.fsync,
+        deadline: (bytes) => this.#deadline(bytes),
+      });
+      return { tempPath, sha256, size };
+    });
+  }
+
+  async hash(path: string): Promise<string | undefined> {
+    checkAbsolute(path);
+    const action = `Cannot hash ${quote(path)} on vessel "${this.vessel}"`;
+    return await this.#run(
+      action,
+      (connection) => hashFile(connection, path, (bytes) => this.#deadline(bytes)),
+    );
+  }
+
+  async publish(tempPath: string, destination: string): Promise<void> {
+    checkAbsolute(tempPath);
+    checkAbsolute(destination);
+    const action = `Cannot publish ${quote(tempPath)} as ${quote(destination)} on vessel ` +
+      `"${this.vessel}"`;
+    return await this.#run(action, async (connection) => {
+      if (!(await connection.hasExtension("posix-rename@openssh.com"))) {
+        throw new TransportError(
+          "its SFTP server lacks posix-rename@openssh.com, so an existing file cannot be " +
+            "replaced atomically (use OpenSSH's sftp-server on the vessel)",
+          "unsupported",
+        );
+      }
+      await renameReplacing(connection, tempPath, destination, false);
+    });
+  }
+
+  async removeParts(key: string): Promise<void> {
+    const partDir = this.#partDir(key);
+    const action = `Cannot remove the parts of "${key}" on vessel "${this.vessel}"`;
+    return await this.#run(action, async (connection) => {
+      const entries = await readDirectory(connection, partDir);
+      if (!entries) return;
+      await Promise.all(
+        entries
+          .filter((entry) => entry.name !== "." && entry.name !== "..")
+          .map((entry) => removeFile(connection, joinPath(partDir, entry.name))),
+      );
+      await removeDirectory(connection, partDir);
+    });
+  }
+
+  async remove(path: string): Promise<void> {
+    checkAbsolute(path);
+    const action = `Cannot remove ${quote(path)} on vessel "${this.vessel}"`;
+    return await this.#run(action, (connection) => removeFile(connection, path));
+  }
+
+  async freeSpace(destination: string): Promise<SpaceInfo | undefined> {
+    checkAbsolute(destination);
+    const action = `Cannot find the free space for ${quote(destination)} on vessel ` +
+      `"${this.vessel}"`;
+    return await this.#run(action, async (connection) => {
+      const [temp, target] = await Promise.all([
+        freeBytes(connection, this.#config.tempDir),
+        freeBytes(connection, parentOf(destination)),
+      ]);
+      if (temp === undefined || target === undefined) return undefined;
+      return { freeBytes: Math.min(temp, target) };
+    });
+  }
+
+  probe(destinations: readonly string[]): Promise<ProbeItem[]> {
+    return probeVessel(this.#config, () => this.#connection(), destinations);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const closing = this.#slots.map(async (slot) => {
+      const connection = slot.connection ?? await slot.opening?.catch(() => undefined);
+      slot.connection = undefined;
+      await connection?.close();
+    });
+    await Promise.all(closing);
+  }
+
+  #partDir(key: string): string {
+    if (!KEY_PATTERN.test(key)) {
+      throw new TypeError(`Cannot use delivery key ${quote(key)}: it must match ${KEY_PATTERN}`);
+    }
+    return joinPath(this.#config.tempDir, key);
+  }
+
+  /** How long a command reading `bytes` may run before the connection is dropped. */
+  #deadline(bytes: number): number {
+    return this.#config.timeout * 1000 * (3 + bytes / BYTES_PER_TIMEOUT);
+  }
+
+  /** Runs `body` on a connection, turning every failure into a TransportError for `action`. */
+  async #run<T>(action: string, body: (connection: SshConnection) => Promise<T>): Promise<T> {
+    let connection: SshConnection | undefined;
+    try {
+      connection = await this.#connection();
+      return await body(connection);
+    } catch (error) {
+      throw classify(action, error);
+    }
+  }
+
+  /** The least busy connection, opened if needed. */
+  async #connection(): Promise<SshConnection> {
+    if (this.#closed) {
+      throw new TransportError(`The transport of vessel "${this.vessel}" is closed`, "connection");
+    }
+    let best = this.#slots[0];
+    let bestLoad = Infinity;
+    for (const slot of this.#slots) {
+      const live = slot.connection && !slot.connection.closed ? slot.connection : undefined;
+      const load = live ? live.load : slot.opening ? slot.waiting : 0;
+      if (load < bestLoad) {
+        best = slot;
+        bestLoad = load;
+      }
+    }
+    const slot = best;
+    if (slot.connection && !slot.connection.closed) return slot.connection;
+    slot.connection = undefined;
+    slot.opening ??= this.#open().then(
+      (connection) => {
+        slot.opening = undefined;
+        if (this.#closed) {
+          void connection.close();
+          throw new TransportError(
+            `The transport of vessel "${this.vessel}" is closed`,
+            "connection",
+          );
+        }
+        slot.connection = connection;
+        return connection;
+      },
+      (error) => {
+        slot.opening = undefined;
+        throw error;
+      },
+    );
+    slot.waiting++;
+    try {
+      return await slot.opening;
+    } finally {
+      slot.waiting--;
+    }
+  }
+
+  async #open(): Promise<SshConnection> {
+    this.#credentials ??= loadCredentials(this.#config, this.#authEnvironment).then(
+      (credentials) => {
+        for (const reason of credentials.skipped) {
+          this.#log.warn(`skipping a default key: ${reason}`);
+        }
+        return credentials;
+      },
+    );
+    try {
+      const credentials = await this.#credentials;
+      return await SshConnection.open({
+        vessel: this.#config,
+        credentials,
+        knownKeyTypes: await knownKeyTypesOf(this.#config),
+        log: this.#log,
+      });
+    } catch (error) {
+      // Keys, agent or passwords may be fixed before the next try.
+      if (error instanceof TransportError && error.code === "auth") this.#credentials = undefined;
+      throw error;
+    }
+  }
+
+  /** Reclassifies a failed write as "no-space" when the vessel's disk is (nearly) full. */
+  async #noSpace(
+    connection: SshConnection,
+    dir: string,
+    needed: number,
+    error: unknown,
+  ): Promise<unknown> {
+    if (!hasStatus(error, SFTP_STATUS.FAILURE) || connection.closed) return error;
+    const free = await freeBytes(connection, dir).catch(() => undefined);
+    if (free === undefined || free >= needed) return error;
+    return new TransportError(
+      `no space left (${free} bytes free, ${needed} needed): ${messageOf(error)}`,
+      "no-space",
+      { cause: error },
+    );
+  }
+}
+
+/** Turns any failure into a TransportError whose message starts with `action`. */
+function classify(action: string, error: unknown): TransportError {
+  if (error instanceof TransportError) {
+    return new TransportError(`${action}: ${error.message}`, error.code, {
+      cause: error,
+      retryable: error.retryable,
+    });
+  }
+  let code: TransportErrorCode = "failed";
+  if (hasStatus(error, SFTP_STATUS.OP_UNSUPPORTED)) code = "unsupported";
+  return new TransportError(`${action}: ${messageOf(error)}`, code, { cause: error });
+}
+
+function checkAbsolute(path: string): void {
+  if (!path.startsWith("/")) {
+    throw new TypeError(`Cannot use vessel path ${quote(path)}: it is not absolute`);
+  }
+}
+
+function quote(path: string): string {
+  return JSON.stringify(path);
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

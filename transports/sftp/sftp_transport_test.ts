@@ -1,0 +1,488 @@
+/**
+ * SftpTransport against real loopback servers: what the conformance suite
+ * does not cover (dropped and frozen connections, refused logins, vessels
+ * without SFTP, full disks, big files through the remote `cat`).
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { Secret } from "../../src/config/secret.ts";
+import {
+  serverUnavailable,
+  skipNotice,
+  startDropbear,
+  startOpenSsh,
+  type TestServer,
+} from "../../tests/servers.ts";
+import { tempPathFor, type Transport, TransportError } from "../transport.ts";
+import { HOSTILE_NAMES } from "../../tests/conformance.ts";
+import { chacha20CiphersFinalized } from "./_ssh2.ts";
+import { SftpTransport } from "./sftp_transport.ts";
+
+const unavailable = serverUnavailable("openssh") ?? serverUnavailable("dropbear");
+if (unavailable) skipNotice("SFTP transport", unavailable);
+const ignore = unavailable !== undefined;
+
+function sha256(...chunks: Uint8Array[]): string {
+  const hash = createHash("sha256");
+  for (const chunk of chunks) hash.update(chunk);
+  return hash.digest("hex");
+}
+
+function bytes(length: number, seed: number): Uint8Array {
+  const data = new Uint8Array(length);
+  let state = seed;
+  for (let i = 0; i < length; i++) {
+    state = (state * 1664525 + 1013904223) >>> 0;
+    data[i] = state >>> 24;
+  }
+  return data;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<TransportError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof TransportError, String(error));
+    return error;
+  }
+  assert.fail("the call succeeded");
+}
+
+async function withServer(
+  start: () => Promise<TestServer>,
+  body: (server: TestServer) => Promise<void>,
+): Promise<void> {
+  const server = await start();
+  try {
+    await body(server);
+  } finally {
+    await server.stop();
+  }
+}
+
+async function withTransport(
+  transport: Transport,
+  body: (transport: Transport) => Promise<void>,
+): Promise<void> {
+  try {
+    await body(transport);
+  } finally {
+    await transport.close();
+  }
+}
+
+Deno.test({
+  name: "SftpTransport assembles a multi-MiB file with the vessel's cat and hasher",
+  ignore,
+  fn: () =>
+    withServer(startOpenSsh, async (server) => {
+      const vessel = server.vesselConfig();
+      await withTransport(new SftpTransport(vessel), async (transport) => {
+        const destination = `${server.dir}/big/-x $(id).bin`;
+        const parts = [bytes(3 << 20, 1), bytes(3 << 20, 2), bytes(12345, 3)];
+        await transport.prepare("big1", destination);
+        await Promise.all(parts.map((data, index) => transport.putPart("big1", index, data)));
+        const assembled = await transport.assemble("big1", parts.length, destination);
+        assert.equal(assembled.sha256, sha256(...parts));
+        assert.equal(assembled.size, (6 << 20) + 12345);
+        await transport.publish(assembled.tempPath, destination);
+        assert.equal(await transport.hash(destination), sha256(...parts));
+        assert.equal(sha256(await Deno.readFile(destination)), sha256(...parts));
+        await transport.removeParts("big1");
+
+        // Many parts are found by listing the part directory instead of one stat each.
+        const many = Array.from({ length: 20 }, (_, index) => bytes(5000 + index, index));
+        await transport.prepare("many", destination);
+        for (const [index, data] of many.entries()) {
+          if (index !== 7 && index !== 13) await transport.putPart("many", index, data);
+        }
+        const error = await rejection(transport.assemble("many", many.length, destination));
+        assert.equal(error.code, "part-missing");
+        assert.match(error.message, /: parts 7, 13 are missing$/);
+        await transport.putPart("many", 7, many[7]);
+        await transport.putPart("many", 13, many[13]);
+        const whole = await transport.assemble("many", many.length, destination);
+        assert.equal(whole.sha256, sha256(...many));
+        await transport.remove(whole.tempPath);
+        await transport.removeParts("many");
+      });
+      await withTransport(
+        new SftpTransport(server.vesselConfig({ fsync: false })),
+        async (transport) => {
+          const destination = `${server.dir}/big/nofsync.bin`;
+          await transport.prepare("big2", destination);
+          await transport.putPart("big2", 0, bytes(2 << 20, 4));
+          const assembled = await transport.assemble("big2", 1, destination);
+          assert.equal(assembled.sha256, sha256(bytes(2 << 20, 4)));
+          await transport.remove(assembled.tempPath);
+          await transport.removeParts("big2");
+        },
+      );
+    }),
+});
+
+Deno.test({
+  name: "SftpTransport assembles hostile names above the small-file size with the remote cat",
+  ignore,
+  fn: () =>
+    withServer(startDropbear, async (server) => {
+      for (const fsync of [true, false]) {
+        const vessel = server.vesselConfig({ fsync });
+        await withTransport(new SftpTransport(vessel), async (transport) => {
+          for (const [index, name] of HOSTILE_NAMES.entries()) {
+            const key = `hostile${index}${fsync ? "s" : "n"}`;
+            const destination = `${server.dir}/dir with 'quote' $x/${name}`;
+            const parts = [bytes(200_000, index), bytes(100_000, index + 100)];
+            await transport.prepare(key, destination);
+            for (const [part, data] of parts.entries()) await transport.putPart(key, part, data);
+            const assembled = await transport.assemble(key, 2, destination);
+            assert.equal(assembled.sha256, sha256(...parts), JSON.stringify(name));
+            await transport.publish(assembled.tempPath, destination);
+            assert.equal(await transport.hash(destination), sha256(...parts));
+            assert.equal(sha256(await Deno.readFile(destination)), sha256(...parts));
+            await transport.removeParts(key);
+          }
+        });
+        const names = [...Deno.readDirSync(`${server.dir}/dir with 'quote' $x`)].map((e) => e.name);
+        assert.deepEqual(names.sort(), [...HOSTILE_NAMES].sort());
+      }
+    }),
+});
+
+Deno.test({
+  name: "SftpTransport survives OpenSSH's ChaCha20 re-key after 1 GiB without leaking ciphers",
+  ignore,
+  fn: () =>
+    withServer(startOpenSsh, async (server) => {
+      const vessel = server.vesselConfig();
+      await withTransport(new SftpTransport(vessel, { connections: 1 }), async (transport) => {
+        const connect = (await transport.probe([])).find((item) => item.check === "connect");
+        assert.match(connect?.detail ?? "", /chacha20-poly1305@openssh\.com/);
+        await transport.prepare("rekey", `${server.dir}/rekey.bin`);
+        const data = bytes(16 << 20, 7);
+        const before = chacha20CiphersFinalized();
+        // 1.1 GiB over one connection: sshd re-keys ChaCha20 after 1 GiB.
+        for (let round = 0; round < 70; round++) await transport.putPart("rekey", 0, data);
+        // Three ChaCha20 ciphers per packet of at most 32 KiB, all finalized.
+        assert.ok(chacha20CiphersFinalized() - before > 3 * ((70 * 16) << 5));
+        await transport.removeParts("rekey");
+      });
+    }),
+});
+
+Deno.test({
+  name: "SftpTransport rejects pending calls with code connection when the server freezes",
+  ignore,
+  fn: () =>
+    withServer(startOpenSsh, async (server) => {
+      const vessel = server.vesselConfig({ timeout: 2 });
+      await withTransport(new SftpTransport(vessel), async (transport) => {
+        const destination = `${server.dir}/frozen/file.bin`;
+        await transport.prepare("freeze", destination);
+        await transport.putPart("freeze", 0, bytes(1000, 1));
+        await server.signal("SIGSTOP");
+        const started = Date.now();
+        try {
+          const calls = [
+            transport.putPart("freeze", 1, bytes(8 << 20, 2)),
+            transport.assemble("freeze", 1, destination),
+            transport.listParts("freeze"),
+          ];
+          for (const call of calls) {
+            const error = await rejection(call);
+            assert.equal(error.code, "connection", error.message);
+            assert.equal(error.retryable, true);
+            assert.match(error.message, /vessel "openssh"/);
+          }
+          const elapsed = (Date.now() - started) / 1000;
+          assert.ok(elapsed < 2 * vessel.timeout + 3, `took ${elapsed} s`);
+        } finally {
+          await server.signal("SIGCONT");
+        }
+        // The next call reconnects.
+        await transport.putPart("freeze", 1, bytes(1000, 3));
+        assert.deepEqual([...await transport.listParts("freeze")].sort(), [0, 1]);
+        await transport.removeParts("freeze");
+      });
+    }),
+});
+
+Deno.test({
+  name: "SftpTransport rejects with code connection when the session is killed, then reconnects",
+  ignore,
+  fn: () =>
+    withServer(startOpenSsh, async (server) => {
+      const vessel = server.vesselConfig({ timeout: 5 });
+      await withTransport(new SftpTransport(vessel, { connections: 1 }), async (transport) => {
+        const destination = `${server.dir}/killed/file.bin`;
+        await transport.prepare("kill", destination);
+        const [listener] = await server.pids();
+        const upload = transport.putPart("kill", 0, bytes(32 << 20, 1));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        for (const pid of await server.pids()) if (pid !== listener) Deno.kill(pid, "SIGKILL");
+        const started = Date.now();
+        const error = await rejection(upload);
+        assert.equal(error.code, "connection", error.message);
+        assert.match(error.message, /^Cannot put part 0 of "kill" on vessel "openssh": /);
+        assert.ok(Date.now() - started < 5000);
+        await transport.putPart("kill", 0, bytes(1000, 2));
+        assert.deepEqual([...await transport.listParts("kill")], [0]);
+        await transport.removeParts("kill");
+      });
+    }),
+});
+
+Deno.test({
+  name: "SftpTransport reports an unreachable vessel with code connection, also in probe()",
+  ignore,
+  fn: async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+    const transport = new SftpTransport({
+      name: "gone",
+      transport: "sftp",
+      address: "127.0.0.1",
+      port,
+      username: "root",
+      knownHostsFile: "/dev/null",
+      strictHostKeyChecking: "yes",
+      tempDir: "/tmp/.ContentMonster",
+      ignoreDirs: [],
+      timeout: 2,
+      fsync: true,
+      password: new Secret("not-used"),
+    });
+    await withTransport(transport, async () => {
+      const error = await rejection(transport.listParts("k"));
+      assert.equal(error.code, "connection");
+      assert.match(error.message, new RegExp(`vessel "gone" \\(root@127\\.0\\.0\\.1:${port}\\)`));
+      const items = await transport.probe(["/srv"]);
+      assert.deepEqual(items.map((item) => [item.check, item.ok]), [["connect", false]]);
+    });
+  },
+});
+
+Deno.test({
+  name: "SftpTransport gives up on a server that accepts but never speaks, within Timeout",
+  ignore,
+  fn: async () => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const accepted: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const connection of listener) accepted.push(connection);
+    })();
+    const transport = new SftpTransport({
+      name: "mute",
+      transport: "sftp",
+      address: "127.0.0.1",
+      port: (listener.addr as Deno.NetAddr).port,
+      username: "root",
+      knownHostsFile: "/dev/null",
+      strictHostKeyChecking: "yes",
+      tempDir: "/tmp/.ContentMonster",
+      ignoreDirs: [],
+      timeout: 1,
+      fsync: true,
+      password: new Secret("not-used"),
+    });
+    try {
+      const started = Date.now();
+      const error = await rejection(transport.listParts("k"));
+      assert.equal(error.code, "connection");
+      assert.match(error.message, /no SSH handshake within 1 s \(Timeout\)/);
+      assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+    } finally {
+      await transport.close();
+      listener.close();
+      await accepting.catch(() => {});
+      for (const connection of accepted) connection.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "SftpTransport reports refused logins with code auth and never shows the password",
+  ignore,
+  fn: () =>
+    withServer(startOpenSsh, async (server) => {
+      const stranger = `${server.dir}/stranger`;
+      await new Deno.Command("ssh-keygen", {
+        args: ["-q", "-t", "ed25519", "-N", "", "-f", stranger],
+      }).output();
+      const vessel = server.vesselConfig({
+        identityFile: stranger,
+        password: new Secret("hunter2-secret"),
+      });
+      await withTransport(new SftpTransport(vessel), async (transport) => {
+        const error = await rejection(transport.listParts("k"));
+        assert.equal(error.code, "auth");
+        assert.equal(error.retryable, false);
+        assert.match(error.message, /authentication refused/);
+        assert.ok(error.message.includes(`key "${stranger}"`), error.message);
+        assert.ok(error.message.includes("password"));
+        assert.ok(!error.message.includes("hunter2"), error.message);
+        const items = await transport.probe([]);
+        assert.deepEqual(items.map((item) => [item.check, item.ok]), [
+          ["connect", true],
+          ["host key", true],
+          ["auth", false],
+        ]);
+        assert.ok(!JSON.stringify(items).includes("hunter2"));
+      });
+    }),
+});
+
+Deno.test({
+  name: "SftpTransport logs in with a key held by ssh-agent",
+  ignore,
+  fn: () =>
+    withServer(startOpenSsh, async (server) => {
+      const socket = `${server.dir}/agent.sock`;
+      const agent = new Deno.Command("ssh-agent", {
+        args: ["-D", "-a", socket],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      try {
+        for (let i = 0; i < 200 && !(await Deno.stat(socket).catch(() => undefined)); i++) {
+          await new Promise((resolve) => setTimeout(resolve, 25));
+        }
+        const added = await new Deno.Command("ssh-add", {
+          args: [server.identityFile],
+          env: { SSH_AUTH_SOCK: socket },
+          stderr: "null",
+        }).output();
+        assert.equal(added.code, 0);
+        const vessel = server.vesselConfig({ identityFile: undefined });
+        const transport = new SftpTransport(vessel, {
+          authEnvironment: { agentSocket: socket, home: `${server.dir}/no-home` },
+        });
+        await withTransport(transport, async () => {
+          assert.deepEqual([...await transport.listParts("agent")], []);
+          const auth = (await transport.probe([])).find((item) => item.check === "auth");
+          assert.equal(auth?.detail, "root with ssh-agent");
+        });
+      } finally {
+        agent.kill();
+        await agent.status;
+      }
+    }),
+});
+
+for (
+  const [name, start, expected] of [
+    [
+      "OpenSSH without an sftp subsystem",
+      () => startOpenSsh({ sftpServer: false }),
+      /no SFTP subsystem/,
+    ],
+    [
+      "OpenSSH whose sftp-server is not executable",
+      () => startOpenSsh({ sftpServer: "/etc/passwd" }),
+      /exit 126: not executable/,
+    ],
+    [
+      "OpenSSH whose sftp-server is missing",
+      () => startOpenSsh({ sftpServer: "/nonexistent/sftp-server" }),
+      /exit 127: not found/,
+    ],
+    [
+      "Dropbear whose sftp-server cannot run",
+      () => startDropbear({ sftpServer: false }),
+      /exit 126/,
+    ],
+  ] as const
+) {
+  Deno.test({
+    name: `SftpTransport probe() and calls report ${name}`,
+    ignore,
+    fn: () =>
+      withServer(start, async (server) => {
+        await withTransport(new SftpTransport(server.vesselConfig()), async (transport) => {
+          const items = await transport.probe([`${server.dir}/inbox`]);
+          const byCheck = new Map(items.map((item) => [item.check, item]));
+          for (const check of ["connect", "host key", "auth", "cat", "sha256"]) {
+            assert.ok(byCheck.get(check)?.ok, `${check}: ${JSON.stringify(items)}`);
+          }
+          const sftp = byCheck.get("sftp");
+          assert.equal(sftp?.ok, false);
+          assert.match(sftp!.detail, expected);
+          const error = await rejection(transport.listParts("k"));
+          assert.equal(error.code, "unsupported");
+          assert.match(error.message, expected);
+        });
+      }),
+  });
+}
+
+Deno.test({
+  name: "test servers with binds give two vessels the same absolute path, each its own",
+  ignore,
+  fn: async () => {
+    const mount = `/srv/cm-test-${crypto.randomUUID().slice(0, 8)}`;
+    const [one, two] = [await Deno.makeTempDir(), await Deno.makeTempDir()];
+    try {
+      const servers: TestServer[] = [];
+      try {
+        servers.push(await startOpenSsh({ binds: { [mount]: one } }));
+        servers.push(await startDropbear({ binds: { [mount]: two } }));
+        for (const server of servers) {
+          const vessel = server.vesselConfig({ tempDir: `${mount}/.tmp` });
+          await withTransport(new SftpTransport(vessel), async (transport) => {
+            const data = new TextEncoder().encode(`hello from ${server.kind}\n`);
+            await transport.prepare("bind", `${mount}/inbox/hello.txt`);
+            await transport.putPart("bind", 0, data);
+            const assembled = await transport.assemble("bind", 1, `${mount}/inbox/hello.txt`);
+            await transport.publish(assembled.tempPath, `${mount}/inbox/hello.txt`);
+            await transport.removeParts("bind");
+          });
+        }
+      } finally {
+        for (const server of servers) await server.stop();
+      }
+      assert.equal(await Deno.readTextFile(`${one}/inbox/hello.txt`), "hello from openssh\n");
+      assert.equal(await Deno.readTextFile(`${two}/inbox/hello.txt`), "hello from dropbear\n");
+      await assert.rejects(Deno.stat(mount), Deno.errors.NotFound, "mount point left behind");
+    } finally {
+      await Deno.remove(one, { recursive: true });
+      await Deno.remove(two, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "SftpTransport maps a full vessel disk to code no-space and leaves no temp file",
+  ignore,
+  fn: async () => {
+    const small = await Deno.makeTempDir({ prefix: "cm-small-" });
+    try {
+      await withServer(() => startOpenSsh({ tmpfs: { [small]: 512 * 1024 } }), async (server) => {
+        // Parts on the small disk: the upload itself runs out of space.
+        const tight = server.vesselConfig({ tempDir: `${small}/tmp` });
+        await withTransport(new SftpTransport(tight), async (transport) => {
+          await transport.prepare("full1", `${small}/dest/a.bin`);
+          const error = await rejection(transport.putPart("full1", 0, bytes(1 << 20, 1)));
+          assert.equal(error.code, "no-space", error.message);
+          assert.equal(error.retryable, true);
+          assert.deepEqual([...await transport.listParts("full1")], []);
+          await transport.removeParts("full1");
+        });
+        // Parts elsewhere, destination on the small disk: the remote cat runs out of space.
+        await withTransport(new SftpTransport(server.vesselConfig()), async (transport) => {
+          const destination = `${small}/dest/b.bin`;
+          await transport.prepare("full2", destination);
+          await transport.putPart("full2", 0, bytes(400 * 1024, 2));
+          await transport.putPart("full2", 1, bytes(400 * 1024, 3));
+          const error = await rejection(transport.assemble("full2", 2, destination));
+          assert.equal(error.code, "no-space", error.message);
+          assert.match(error.message, /No space left on device/);
+          assert.equal(await transport.hash(tempPathFor("full2", destination)), undefined);
+          await transport.removeParts("full2");
+        });
+      });
+    } finally {
+      await Deno.remove(small, { recursive: true });
+    }
+  },
+});
