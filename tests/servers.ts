@@ -74,7 +74,7 @@ const DROPBEAR_SFTP_SERVER = "/usr/lib/sftp-server";
  */
 export function serverUnavailable(kind: ServerKind): string | undefined {
   const needed = kind === "openssh"
-    ? [SSHD, SSH_KEYGEN, SFTP_SERVER]
+    ? [SSHD, SSH_KEYGEN, SFTP_SERVER, UNSHARE]
     : [DROPBEAR, DROPBEARKEY, SSH_KEYGEN, UNSHARE, DROPBEAR_SFTP_SERVER];
   for (const path of needed) {
     try {
@@ -126,7 +126,15 @@ export async function startOpenSsh(options: ServerOptions = {}): Promise<TestSer
     // sshd refuses to start without its privilege separation directory.
     await Deno.mkdir("/run/sshd", { recursive: true, mode: 0o755 });
     const command = [SSHD, "-D", "-e", "-f", configFile];
-    return await launch("openssh", dir, port, hostPublicKey, identityFile, command, options, []);
+    // This machine's /root/.bashrc runs `pyenv init` (~100 ms) for every remote command, which
+    // bash reads even when not interactive when sshd starts it. Vessel users have a lean shell
+    // start-up; hide the file so tests and benchmarks measure ContentMonster, not pyenv.
+    const emptyRc = `${dir}/empty-bashrc`;
+    await Deno.writeTextFile(emptyRc, "");
+    const mounts: [string, string][] = await exists("/root/.bashrc")
+      ? [["/root/.bashrc", emptyRc]]
+      : [];
+    return await launch("openssh", dir, port, hostPublicKey, identityFile, command, options, mounts);
   } catch (error) {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw error;
