@@ -31,14 +31,15 @@ Deno.test("backoffDelay() uses 1 s doubling to 30 s by default", () => {
   assert.equal(backoffDelay(100, undefined, middle), 30_000);
 });
 
-Deno.test("backoffDelay() spreads the delay by at most 20 % either way", () => {
+Deno.test("backoffDelay() spreads the delay by at most 20 % either way, never above the cap", () => {
   const policy = { baseMs: 1000, capMs: 30_000 };
   assert.equal(backoffDelay(1, policy, () => 0), 800);
   assert.equal(backoffDelay(1, policy, () => 0.25), 900);
   assert.equal(backoffDelay(1, policy, () => 1 - Number.EPSILON), 1200);
   assert.equal(backoffDelay(3, policy, () => 0), 3200);
   assert.equal(backoffDelay(100, policy, () => 0), 24_000);
-  assert.equal(backoffDelay(100, policy, () => 1 - Number.EPSILON), 36_000);
+  assert.equal(backoffDelay(100, policy, () => 1 - Number.EPSILON), 30_000);
+  assert.equal(backoffDelay(5, policy, () => 1 - Number.EPSILON), 19_200);
 });
 
 Deno.test("backoffDelay() stays within its bounds and varies with Math.random", () => {

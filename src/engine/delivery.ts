@@ -7,6 +7,8 @@
 import type { DirectoryConfig } from "../config/types.ts";
 import type { DeliveryRecord, FileRecord, Store } from "../store/store.ts";
 import { tempPathFor, type Transport, TransportError } from "../../transports/transport.ts";
+import { failpoint } from "./failpoint.ts";
+import type { PartOutcome, PartWindow } from "./part_window.ts";
 import { partCount, readPart, sameVersion, SourceChangedError, statSource } from "./source.ts";
 
 /** How a delivery attempt ended when it did not throw. */
@@ -28,6 +30,8 @@ export interface DeliveryContext {
   fileHash(file: FileRecord, sourcePath: string): Promise<string>;
   /** Waits until `bytes` may be sent (the vessel's BandwidthLimit). */
   pace?(bytes: number, signal: AbortSignal): Promise<void>;
+  /** The vessel's limit on parts in flight, shared by its deliveries. */
+  readonly window?: PartWindow;
   /** Called after each part is whole on the vessel (for progress). */
   onPart?(delivery: DeliveryRecord, index: number, bytes: number): void;
 }
@@ -101,7 +105,9 @@ export async function runDelivery(
     await uploadParts(context, delivery, source, key, missing);
 
     const expected = await expectedHash;
+    failpoint("before-assemble");
     const assembled = await assembleOrForget(context, delivery, key, count, destination);
+    failpoint("after-assemble");
     if (assembled.sha256 !== expected || assembled.size !== file.size) {
       await transport.remove(assembled.tempPath);
       const now = await statSource(source);
@@ -118,6 +124,7 @@ export async function runDelivery(
       return "changed";
     }
     await transport.publish(assembled.tempPath, destination);
+    failpoint("after-publish");
     return await finish();
   } catch (error) {
     if (error instanceof SourceChangedError) return await sourceChanged();
@@ -161,11 +168,27 @@ async function uploadParts(
   const worker = async () => {
     for (let index = queue.shift(); index !== undefined; index = queue.shift()) {
       context.signal.throwIfAborted();
-      const data = await readPart(source, index, context.chunkSize, file.size);
-      await context.pace?.(data.length, context.signal);
-      await context.transport.putPart(key, index, data);
+      const ticket = await context.window?.acquire(context.signal);
+      let outcome: PartOutcome = "failed";
+      let bytes: number;
+      try {
+        const data = await readPart(source, index, context.chunkSize, file.size);
+        // Changed since it was queued: stop sending parts of a version that cannot be published.
+        const now = await statSource(source);
+        if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
+        await context.pace?.(data.length, context.signal);
+        await context.transport.putPart(key, index, data);
+        outcome = "whole";
+        bytes = data.length;
+      } catch (error) {
+        if (error instanceof TransportError && error.code === "connection") outcome = "lost";
+        throw error;
+      } finally {
+        if (ticket !== undefined) context.window?.release(ticket, outcome);
+      }
       context.store.markPartDone(delivery.id, index);
-      context.onPart?.(delivery, index, data.length);
+      failpoint("after-part");
+      context.onPart?.(delivery, index, bytes);
     }
   };
   const lanes = Math.max(1, Math.min(context.transport.capabilities.parallelParts, queue.length));

@@ -9,6 +9,7 @@ import type { DeliveryRecord, FileRecord, Store } from "../store/store.ts";
 import { type Transport, TransportError } from "../../transports/transport.ts";
 import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.ts";
 import { type DeliveryOutcome, runDelivery } from "./delivery.ts";
+import { PartWindow } from "./part_window.ts";
 import { RateLimit } from "./rate_limit.ts";
 
 /** What a worker needs from the engine. */
@@ -43,6 +44,7 @@ export class VesselWorker {
   readonly #log: Logger;
   readonly #busy = new Map<number, Promise<void>>();
   readonly #rateLimit: RateLimit | undefined;
+  readonly #window: PartWindow;
   #wake: () => void = () => {};
   #blockedUntil = 0;
   #vesselFailures = 0;
@@ -54,6 +56,8 @@ export class VesselWorker {
     this.#context = context;
     this.#log = logger(`vessel "${transport.vessel}"`);
     this.#rateLimit = context.bandwidthLimit ? new RateLimit(context.bandwidthLimit) : undefined;
+    const { parallelParts, parallelDeliveries } = transport.capabilities;
+    this.#window = new PartWindow(Math.max(1, parallelParts * parallelDeliveries));
   }
 
   /** Whether a delivery is running now. */
@@ -145,7 +149,12 @@ export class VesselWorker {
           signal,
           fileHash: (file, path) => this.#context.fileHash(file, path),
           pace: this.#rateLimit && ((bytes, signal) => this.#rateLimit!.take(bytes, signal)),
-          onPart: (_, index, bytes) => logger(subject).debug(`part ${index} sent (${bytes} bytes)`),
+          window: this.#window,
+          onPart: (_, index, bytes) => {
+            // Progress: the vessel works, so its next failure backs off from the start again.
+            this.#vesselFailures = 0;
+            logger(subject).debug(`part ${index} sent (${bytes} bytes)`);
+          },
         },
         delivery,
         directory,
@@ -168,8 +177,11 @@ export class VesselWorker {
       error instanceof TransportError && !error.retryable;
     let retryAt: number;
     if (code !== undefined && VESSEL_WIDE.has(code)) {
-      this.#vesselFailures++;
-      this.#blockedUntil = now + backoffDelay(this.#vesselFailures, policy);
+      // Deliveries that fail together (one dropped connection) count as one failure.
+      if (now >= this.#blockedUntil) {
+        this.#vesselFailures++;
+        this.#blockedUntil = now + backoffDelay(this.#vesselFailures, policy);
+      }
       retryAt = this.#blockedUntil;
       if (message !== this.#vesselError) {
         this.#log.error(`${message} (retrying in ${Math.round((retryAt - now) / 1000)} s)`);

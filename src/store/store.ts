@@ -319,11 +319,17 @@ export class Store {
     });
   }
 
-  /** A delivery failed; it is tried again at `retryAt` (as `failed` when permanent). */
+  /**
+   * A delivery failed; it is tried again at `retryAt` (as `failed` when
+   * permanent). A transient failure keeps `publishing`: the rename may have
+   * happened before the connection dropped, so the retry checks the vessel
+   * first instead of assembling and publishing again.
+   */
   markAttemptFailed(deliveryId: number, error: string, retryAt: number, permanent: boolean): void {
     this.#db.prepare(
       `UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,
-         state = CASE WHEN ? THEN 'failed' WHEN state = 'done' THEN 'done' ELSE 'pending' END
+         state = CASE WHEN ? THEN 'failed' WHEN state IN ('done', 'publishing') THEN state
+           ELSE 'pending' END
        WHERE id = ?`,
     ).run(error, retryAt, permanent ? 1 : 0, deliveryId);
   }

@@ -291,7 +291,12 @@ Deno.test("Store.markPublishing() and markDelivered() refuse a version that move
       id,
       "a publishing delivery is resumed after a crash",
     );
-    store.markAttemptFailed(id, "rename failed", 0, false);
+    store.markAttemptFailed(id, "connection lost", 0, false);
+    assert.equal(
+      store.delivery(id)?.state,
+      "publishing",
+      "a transient failure while publishing keeps it publishing: the rename may have happened",
+    );
     assert.equal(store.markDelivered(id, 2), true);
     const done = store.delivery(id);
     assert.equal(done?.state, "done");

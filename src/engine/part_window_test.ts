@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import { PartWindow } from "./part_window.ts";
+
+const signal = new AbortController().signal;
+
+Deno.test("PartWindow lets `max` parts in at once and the next one when a place is released", async () => {
+  const window = new PartWindow(2);
+  const tickets = [await window.acquire(signal), await window.acquire(signal)];
+  let third = false;
+  const waiting = window.acquire(signal).then(() => third = true);
+  await Promise.resolve();
+  assert.equal(third, false);
+  window.release(tickets[0], "whole");
+  await waiting;
+  assert.equal(third, true);
+});
+
+Deno.test("PartWindow halves once per loss, even when the loss fails many parts", async () => {
+  const window = new PartWindow(16);
+  const tickets = await Promise.all(Array.from({ length: 8 }, () => window.acquire(signal)));
+  for (const ticket of tickets) window.release(ticket, "lost");
+  assert.equal(window.limit, 8);
+  window.release(await window.acquire(signal), "lost");
+  assert.equal(window.limit, 4);
+  for (let i = 0; i < 5; i++) window.release(await window.acquire(signal), "lost");
+  assert.equal(window.limit, 1, "never below one");
+});
+
+Deno.test("PartWindow grows by one after `limit` whole parts, up to `max`", async () => {
+  const window = new PartWindow(3);
+  window.release(await window.acquire(signal), "lost");
+  assert.equal(window.limit, 1);
+  window.release(await window.acquire(signal), "whole");
+  assert.equal(window.limit, 2);
+  window.release(await window.acquire(signal), "whole");
+  assert.equal(window.limit, 2);
+  window.release(await window.acquire(signal), "whole");
+  assert.equal(window.limit, 3);
+  for (let i = 0; i < 10; i++) window.release(await window.acquire(signal), "whole");
+  assert.equal(window.limit, 3);
+});
+
+Deno.test("PartWindow ignores failures that are not losses of the connection", async () => {
+  const window = new PartWindow(4);
+  window.release(await window.acquire(signal), "failed");
+  assert.equal(window.limit, 4);
+});
+
+Deno.test("PartWindow.acquire() rejects when its signal aborts while waiting", async () => {
+  const window = new PartWindow(1);
+  await window.acquire(signal);
+  const stop = new AbortController();
+  const waiting = window.acquire(stop.signal);
+  stop.abort(new Error("stopping"));
+  await assert.rejects(waiting, /stopping/);
+});
+
+Deno.test("PartWindow rejects a maximum below one", () => {
+  assert.throws(() => new PartWindow(0), RangeError);
+  assert.throws(() => new PartWindow(0), /"0" parts/);
+});
