@@ -166,13 +166,16 @@ async function uploadParts(
   const { file } = delivery;
   const queue = [...missing];
   const worker = async () => {
+    // One buffer per lane: transports do not keep `data` once putPart has settled.
+    let buffer: Uint8Array | undefined;
     for (let index = queue.shift(); index !== undefined; index = queue.shift()) {
       context.signal.throwIfAborted();
       const ticket = await context.window?.acquire(context.signal);
       let outcome: PartOutcome = "failed";
       let bytes: number;
       try {
-        const data = await readPart(source, index, context.chunkSize, file.size);
+        buffer ??= new Uint8Array(Math.min(context.chunkSize, file.size));
+        const data = await readPart(source, index, context.chunkSize, file.size, buffer);
         // Changed since it was queued: stop sending parts of a version that cannot be published.
         const now = await statSource(source);
         if (!sameVersion(now, file)) throw new SourceChangedError(source, now);

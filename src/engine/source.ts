@@ -41,16 +41,23 @@ export function partCount(size: number, chunkSize: number): number {
   return Math.max(1, Math.ceil(size / chunkSize));
 }
 
-/** Reads part `index` of a file of `size` bytes cut into `chunkSize` parts. */
+/**
+ * Reads part `index` of a file of `size` bytes cut into `chunkSize` parts,
+ * into `buffer` when given (the result is a view of it), so a long upload
+ * reuses a few buffers instead of leaving garbage collection a trail of them.
+ */
 export async function readPart(
   path: string,
   index: number,
   chunkSize: number,
   size: number,
+  buffer?: Uint8Array,
 ): Promise<Uint8Array> {
   const offset = index * chunkSize;
   const length = Math.max(0, Math.min(chunkSize, size - offset));
-  const data = new Uint8Array(length);
+  const data = buffer && buffer.length >= length
+    ? buffer.subarray(0, length)
+    : new Uint8Array(length);
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path);
