@@ -52,6 +52,19 @@ function bytes(length: number, seed: number): Uint8Array {
   return data;
 }
 
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function isCode(code: string): (error: unknown) => boolean {
+  return (error: unknown) => {
+    assert.ok(error instanceof TransportError, String(error));
+    assert.equal(error.code, code, error.message);
+    assert.equal(error.retryable, true);
+    return true;
+  };
+}
+
 let keyCounter = 0;
 function freshKey(): string {
   return `conf-${Date.now().toString(36)}-${(keyCounter++).toString(36)}`;
@@ -135,12 +148,7 @@ export function transportConformance(
           await transport.putPart(key, 2, bytes(100, 5));
           await assert.rejects(
             () => transport.assemble(key, 3, destination),
-            (error: unknown) => {
-              assert.ok(error instanceof TransportError, String(error));
-              assert.equal(error.code, "part-missing");
-              assert.equal(error.retryable, true);
-              return true;
-            },
+            isCode("part-missing"),
           );
           assert.equal(await target.read(destination), undefined);
           assert.equal(await target.read(tempPathFor(key, destination)), undefined);
@@ -190,6 +198,177 @@ export function transportConformance(
             await transport.removeParts(key);
           },
         );
+
+        await t.step("putWhole writes hostile names straight to the temp name", async () => {
+          const dir = `${base}/whole 'q' $x`;
+          for (const [i, fileName] of HOSTILE_NAMES.entries()) {
+            const key = freshKey();
+            const destination = `${dir}/${fileName}`;
+            const data = encoder.encode(`whole ${fileName}\n`.repeat(i + 1));
+            const assembled = await transport.putWhole(key, destination, data);
+            assert.equal(assembled.tempPath, tempPathFor(key, destination));
+            assert.equal(assembled.sha256, sha256(data), `hash of ${JSON.stringify(fileName)}`);
+            assert.equal(assembled.size, data.length);
+            assert.deepEqual(await target.read(assembled.tempPath), data);
+            assert.equal(await target.read(destination), undefined, "visible before publish");
+            await transport.publish(assembled.tempPath, destination);
+            assert.deepEqual(await target.read(destination), data, `bytes of #${i}`);
+            assert.ok(!(await target.list(target.tempDir)).includes(key), "a part dir was made");
+          }
+          assert.deepEqual((await target.list(dir)).sort(), [...HOSTILE_NAMES].sort());
+        });
+
+        await t.step(
+          "putWhole creates a new directory once for files arriving together",
+          async () => {
+            const dir = `${base}/whole-new/a/b`;
+            const files = Array.from({ length: 8 }, (_, i) => bytes(1000 + i, 40 + i));
+            await Promise.all(files.map(async (data, i) => {
+              const destination = `${dir}/f${i}`;
+              const assembled = await transport.putWhole(freshKey(), destination, data);
+              assert.equal(assembled.sha256, sha256(data));
+              await transport.publish(assembled.tempPath, destination);
+            }));
+            for (const [i, data] of files.entries()) {
+              assert.deepEqual(await target.read(`${dir}/f${i}`), data);
+            }
+          },
+        );
+
+        await t.step(
+          "putWhole of empty data and a zero-part assembly give empty files",
+          async () => {
+            const key = freshKey();
+            const empty = await transport.putWhole(key, `${base}/whole-empty`, new Uint8Array(0));
+            assert.equal(empty.size, 0);
+            assert.equal(empty.sha256, sha256());
+            assert.deepEqual(await target.read(empty.tempPath), new Uint8Array(0));
+            await transport.remove(empty.tempPath);
+            const assembly = transport.startAssembly(freshKey(), 0, `${base}/zero-parts`);
+            const zero = await assembly.finish();
+            assert.equal(zero.size, 0);
+            assert.equal(zero.sha256, sha256());
+            assert.deepEqual(await target.read(zero.tempPath), new Uint8Array(0));
+            await assembly.abort();
+            assert.equal(await target.read(zero.tempPath), undefined);
+          },
+        );
+
+        await t.step("putWhole replaces an old temp file, bigger or smaller", async () => {
+          const key = freshKey();
+          const destination = `${base}/whole-replace.bin`;
+          for (const data of [bytes(300_000, 8), bytes(10, 9), bytes(400_000, 10)]) {
+            const assembled = await transport.putWhole(key, destination, data);
+            assert.equal(assembled.sha256, sha256(data));
+            assert.equal(assembled.size, data.length);
+            assert.deepEqual(await target.read(assembled.tempPath), data);
+          }
+          await transport.remove(tempPathFor(key, destination));
+        });
+
+        await t.step("putWhole below a file fails and leaves nothing", async () => {
+          const key = freshKey();
+          const file = `${base}/whole-plain-file`;
+          const placed = await transport.putWhole(key, file, encoder.encode("a file"));
+          await transport.publish(placed.tempPath, file);
+          const child = `${file}/child.txt`;
+          await assert.rejects(
+            () => transport.putWhole(key, child, encoder.encode("x")),
+            (error: unknown) => {
+              assert.ok(error instanceof TransportError, String(error));
+              assert.ok(error.message.includes(JSON.stringify(child)), error.message);
+              return true;
+            },
+          );
+          assert.deepEqual(await target.read(file), encoder.encode("a file"));
+          assert.deepEqual((await target.list(base)).filter((n) => n.startsWith(".")), []);
+        });
+
+        await t.step("startAssembly consumes parts announced out of order while put", async () => {
+          const key = freshKey();
+          const destination = `${base}/streamed/it's $x.bin`;
+          const parts = Array.from({ length: 6 }, (_, i) => bytes(50_000 + i * 7_001, 20 + i));
+          await transport.prepare(key, destination);
+          const assembly = transport.startAssembly(key, parts.length, destination);
+          assert.throws(() => assembly.partReady(parts.length), RangeError);
+          assert.throws(() => assembly.partReady(-1), RangeError);
+          await Promise.all([3, 1, 0, 5, 2, 4].map(async (index, position) => {
+            await delay(position * 20);
+            await transport.putPart(key, index, parts[index]);
+            assembly.partReady(index);
+            assembly.partReady(index); // Twice is harmless.
+          }));
+          const assembled = await assembly.finish();
+          assert.equal(assembled.tempPath, tempPathFor(key, destination));
+          assert.equal(assembled.sha256, sha256(...parts));
+          assert.equal(assembled.size, parts.reduce((sum, part) => sum + part.length, 0));
+          assert.deepEqual(await assembly.finish(), assembled);
+          assert.equal(sha256((await target.read(assembled.tempPath))!), sha256(...parts));
+          await transport.publish(assembled.tempPath, destination);
+          await assembly.abort(); // After publishing: nothing to remove.
+          assert.equal(sha256((await target.read(destination))!), sha256(...parts));
+          await transport.removeParts(key);
+        });
+
+        await t.step("startAssembly of parts all present, announced late, in reverse", async () => {
+          const key = freshKey();
+          const destination = `${base}/streamed/late.bin`;
+          const parts = [bytes(3000, 30), bytes(0, 31), bytes(5, 32)];
+          await transport.prepare(key, destination);
+          for (const [index, data] of parts.entries()) await transport.putPart(key, index, data);
+          const assembly = transport.startAssembly(key, parts.length, destination);
+          await delay(100);
+          for (const index of [2, 1, 0]) assembly.partReady(index);
+          const assembled = await assembly.finish();
+          assert.equal(assembled.sha256, sha256(...parts));
+          assert.equal(assembled.size, 3005);
+          await transport.remove(assembled.tempPath);
+          await transport.removeParts(key);
+        });
+
+        await t.step("abort stops an assembly and leaves nothing, also after finish", async () => {
+          const key = freshKey();
+          const destination = `${base}/aborted.bin`;
+          await transport.prepare(key, destination);
+          const assembly = transport.startAssembly(key, 3, destination);
+          await transport.putPart(key, 0, bytes(20_000, 50));
+          assembly.partReady(0);
+          await delay(200);
+          await assembly.abort();
+          await assembly.abort();
+          await assert.rejects(() => assembly.finish(), TransportError);
+          assert.equal(await target.read(tempPathFor(key, destination)), undefined);
+          assert.equal(await target.read(destination), undefined);
+
+          const done = transport.startAssembly(key, 1, destination);
+          done.partReady(0);
+          const assembled = await done.finish();
+          assert.ok(await target.read(assembled.tempPath));
+          await done.abort();
+          assert.equal(await target.read(assembled.tempPath), undefined);
+          assert.deepEqual((await target.list(base)).filter((n) => n.startsWith(".")), []);
+          await transport.removeParts(key);
+        });
+
+        await t.step("startAssembly rejects a missing part with part-missing", async () => {
+          const key = freshKey();
+          const destination = `${base}/stream-missing.bin`;
+          await transport.prepare(key, destination);
+          await transport.putPart(key, 0, bytes(100_000, 60));
+          await transport.putPart(key, 2, bytes(100, 61));
+          const assembly = transport.startAssembly(key, 3, destination);
+          assembly.partReady(2);
+          await delay(50);
+          assembly.partReady(0);
+          await delay(50);
+          assembly.partReady(1); // Not there: part 1 was never put.
+          await assert.rejects(() => assembly.finish(), isCode("part-missing"));
+          await assembly.abort();
+          assert.equal(await target.read(tempPathFor(key, destination)), undefined);
+          assert.equal(await target.read(destination), undefined);
+          assert.deepEqual((await target.list(base)).filter((n) => n.startsWith(".")), []);
+          await transport.removeParts(key);
+        });
 
         await t.step("free space and probe report the vessel", async () => {
           const space = await transport.freeSpace(`${base}/x`);

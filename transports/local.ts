@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import type { VesselConfig } from "../src/config/types.ts";
 import {
   type Assembled,
+  type Assembly,
   joinPath,
   parentOf,
   parsePartName,
@@ -93,56 +94,68 @@ export class LocalTransport implements Transport {
   }
 
   async assemble(key: string, count: number, destination: string): Promise<Assembled> {
+    const assembly = this.startAssembly(key, count, destination);
+    for (let index = 0; index < count; index++) assembly.partReady(index);
+    return await assembly.finish();
+  }
+
+  startAssembly(key: string, count: number, destination: string): Assembly {
+    if (!Number.isSafeInteger(count) || count < 0) {
+      throw new RangeError(`Cannot assemble "${destination}" from ${count} parts`);
+    }
     const dir = this.#partDir(key);
-    const present = await this.listParts(key);
-    for (let index = 0; index < count; index++) {
-      if (!present.has(index)) {
-        throw new TransportError(
-          `Cannot assemble "${destination}" on vessel "${this.vessel}": part ${index} of "${key}" is missing`,
-          "part-missing",
-        );
-      }
-    }
     const tempPath = tempPathFor(key, destination);
-    const localTemp = this.#local(tempPath);
-    const hash = createHash("sha256");
-    let size = 0;
-    try {
-      using output = await Deno.open(localTemp, { write: true, create: true, truncate: true });
-      const buffer = new Uint8Array(COPY_BUFFER);
-      for (let index = 0; index < count; index++) {
-        using input = await Deno.open(`${dir}/${partName(index)}`);
-        for (let read; (read = await input.read(buffer)) !== null;) {
-          const chunk = buffer.subarray(0, read);
-          hash.update(chunk);
-          await writeAll(output, chunk);
-          size += read;
+    const where = `"${destination}" on vessel "${this.vessel}"`;
+    return new LocalAssembly(count, tempPath, this.#local(tempPath), {
+      fsync: this.#fsync,
+      where,
+      open: async (index) => {
+        try {
+          return await Deno.open(`${dir}/${partName(index)}`);
+        } catch (error) {
+          if (!(error instanceof Deno.errors.NotFound)) throw error;
+          throw new TransportError(
+            `Cannot assemble ${where}: part ${index} of "${key}" is missing`,
+            "part-missing",
+            { cause: error },
+          );
         }
+      },
+      fail: (error) => this.#fail(`assemble "${destination}"`, error),
+    });
+  }
+
+  async putWhole(key: string, destination: string, data: Uint8Array): Promise<Assembled> {
+    const tempPath = tempPathFor(key, destination);
+    const local = this.#local(tempPath);
+    const options = { read: true, write: true, create: true, truncate: true };
+    try {
+      // Unlink first, so a writer left from an earlier try cannot reach the new file.
+      await Deno.remove(local).catch(ignoreNotFound);
+      const file = await Deno.open(local, options).catch(async (error) => {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+        await Deno.mkdir(this.#local(parentOf(destination)), { recursive: true });
+        return await Deno.open(local, options);
+      });
+      try {
+        await writeAll(file, data);
+        if (this.#fsync) await file.sync();
+        await file.seek(0, Deno.SeekMode.Start);
+        const { sha256, size } = await hashFile(file);
+        return { tempPath, sha256, size };
+      } finally {
+        file.close();
       }
-      if (this.#fsync) await output.sync();
     } catch (error) {
-      await Deno.remove(localTemp).catch(() => {});
-      if (error instanceof Deno.errors.NotFound) {
-        throw new TransportError(
-          `Cannot assemble "${destination}" on vessel "${this.vessel}": a part of "${key}" vanished`,
-          "part-missing",
-          { cause: error },
-        );
-      }
-      throw this.#fail(`assemble "${destination}"`, error);
+      await Deno.remove(local).catch(() => {});
+      throw this.#fail(`put "${destination}" whole`, error);
     }
-    return { tempPath, sha256: hash.digest("hex"), size };
   }
 
   async hash(path: string): Promise<string | undefined> {
     try {
       using file = await Deno.open(this.#local(path));
-      const hash = createHash("sha256");
-      const buffer = new Uint8Array(COPY_BUFFER);
-      for (let read; (read = await file.read(buffer)) !== null;) {
-        hash.update(buffer.subarray(0, read));
-      }
-      return hash.digest("hex");
+      return (await hashFile(file)).sha256;
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return undefined;
       throw this.#fail(`hash "${path}"`, error);
@@ -222,6 +235,112 @@ export class LocalTransport implements Transport {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/** What {@linkcode LocalAssembly} needs from its transport. */
+interface LocalAssemblyOptions {
+  readonly fsync: boolean;
+  /** The destination and vessel, for messages. */
+  readonly where: string;
+  /** Opens part `index`; throws a "part-missing" TransportError if it is not there. */
+  open(index: number): Promise<Deno.FsFile>;
+  /** Turns any other failure into the transport's TransportError. */
+  fail(error: unknown): TransportError;
+}
+
+/** A streamed assembly in-process: parts are appended and hashed as they are announced. */
+class LocalAssembly implements Assembly {
+  readonly #count: number;
+  readonly #tempPath: string;
+  readonly #localTemp: string;
+  readonly #options: LocalAssemblyOptions;
+  readonly #ready = new Set<number>();
+  readonly #result: Promise<Assembled>;
+  #wake?: () => void;
+  #aborting?: Promise<void>;
+
+  constructor(count: number, tempPath: string, localTemp: string, options: LocalAssemblyOptions) {
+    this.#count = count;
+    this.#tempPath = tempPath;
+    this.#localTemp = localTemp;
+    this.#options = options;
+    this.#result = this.#assemble().catch(async (error) => {
+      await Deno.remove(localTemp).catch(() => {});
+      throw error instanceof TransportError ? error : options.fail(error);
+    });
+    this.#result.catch(() => {}); // Observed by finish() or abort(), maybe never.
+  }
+
+  partReady(index: number): void {
+    if (!Number.isInteger(index) || index < 0 || index >= this.#count) {
+      throw new RangeError(
+        `Cannot announce part ${index}: the assembly has parts 0 to ${this.#count - 1}`,
+      );
+    }
+    this.#ready.add(index);
+    this.#wake?.();
+  }
+
+  finish(): Promise<Assembled> {
+    return this.#result.then((assembled) => {
+      if (this.#aborting) throw this.#aborted();
+      return assembled;
+    });
+  }
+
+  abort(): Promise<void> {
+    this.#aborting ??= (async () => {
+      this.#wake?.();
+      await this.#result.catch(() => {});
+      await Deno.remove(this.#localTemp).catch(() => {});
+    })();
+    return this.#aborting;
+  }
+
+  #aborted(): TransportError {
+    return new TransportError(`Cannot assemble ${this.#options.where}: it was aborted`, "failed");
+  }
+
+  async #assemble(): Promise<Assembled> {
+    // Unlink first, so a writer left from an earlier try cannot reach the new file.
+    await Deno.remove(this.#localTemp).catch(ignoreNotFound);
+    using output = await Deno.open(this.#localTemp, { write: true, create: true, truncate: true });
+    const hash = createHash("sha256");
+    const buffer = new Uint8Array(COPY_BUFFER);
+    let size = 0;
+    for (let index = 0; index < this.#count; index++) {
+      while (!this.#ready.has(index)) {
+        if (this.#aborting) throw this.#aborted();
+        await new Promise<void>((resolve) => this.#wake = resolve);
+      }
+      if (this.#aborting) throw this.#aborted();
+      using input = await this.#options.open(index);
+      for (let read; (read = await input.read(buffer)) !== null;) {
+        const chunk = buffer.subarray(0, read);
+        hash.update(chunk);
+        await writeAll(output, chunk);
+        size += read;
+      }
+    }
+    if (this.#options.fsync) await output.sync();
+    return { tempPath: this.#tempPath, sha256: hash.digest("hex"), size };
+  }
+}
+
+function ignoreNotFound(error: unknown): void {
+  if (!(error instanceof Deno.errors.NotFound)) throw error;
+}
+
+/** The sha256 and size of the rest of `file`. */
+async function hashFile(file: Deno.FsFile): Promise<{ sha256: string; size: number }> {
+  const hash = createHash("sha256");
+  const buffer = new Uint8Array(COPY_BUFFER);
+  let size = 0;
+  for (let read; (read = await file.read(buffer)) !== null;) {
+    hash.update(buffer.subarray(0, read));
+    size += read;
+  }
+  return { sha256: hash.digest("hex"), size };
 }
 
 async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {

@@ -29,6 +29,37 @@ export interface Assembled {
   readonly size: number;
 }
 
+/**
+ * An assembly that runs while its parts are still being uploaded: parts are
+ * appended to the temp file (and hashed) in order as they become whole on the
+ * vessel, so little work is left once the last part arrives. Returned by
+ * {@linkcode Transport.startAssembly}; the caller must end it with `finish()`
+ * or `abort()`.
+ */
+export interface Assembly {
+  /**
+   * Part `index` is whole on the vessel. Parts may be announced in any order
+   * and more than once; they are consumed in order `0..count-1`.
+   *
+   * @throws {RangeError} if `index` is not an integer in `0..count-1`.
+   */
+  partReady(index: number): void;
+  /**
+   * Resolves once all `count` parts were announced and assembled, like
+   * {@linkcode Transport.assemble}: the temp file is durable, and its sha256
+   * and size are what the vessel holds. Rejects like `assemble()`; on
+   * rejection nothing is left at the temp path. Calling it again returns the
+   * same outcome.
+   */
+  finish(): Promise<Assembled>;
+  /**
+   * Stops the assembly and removes the temp file, also after `finish()`
+   * resolved (an unpublished temp file goes; a published one is not there any
+   * more). `finish()` then rejects. Never throws; safe to call twice.
+   */
+  abort(): Promise<void>;
+}
+
 /** One line of `contentmonster check` for a vessel. */
 export interface ProbeItem {
   /** What was checked, e.g. "connect", "host key", "posix-rename". */
@@ -65,7 +96,8 @@ export interface Transport {
    * Stores part `index` atomically: written to `N.part.tmp`, then renamed to
    * `N.part`, so a present part is always whole. Putting a part again
    * replaces it. Parts may be put in any order. The part directory must
-   * have been prepared.
+   * have been prepared. `data` is not used once the returned promise has
+   * settled, so the caller may reuse its buffer.
    */
   putPart(key: string, index: number, data: Uint8Array): Promise<void>;
 
@@ -77,6 +109,28 @@ export interface Transport {
    * On any error nothing is left at the temp path.
    */
   assemble(key: string, count: number, destination: string): Promise<Assembled>;
+
+  /**
+   * Starts assembling parts `0..count-1` of `key` into `tempPathFor(key,
+   * destination)` while they are still being put: announce each part with
+   * {@linkcode Assembly.partReady} once its `putPart` resolved. Same outcome
+   * and errors as {@linkcode assemble}, which is this plus announcing every
+   * part. A temp file left by an earlier try is replaced. The part directory
+   * must have been prepared. A part announced but not there rejects with
+   * `"part-missing"`; an assembly that makes no progress for a few
+   * `Timeout`s while it has parts to consume rejects with `"connection"`.
+   */
+  startAssembly(key: string, count: number, destination: string): Assembly;
+
+  /**
+   * Stores a file that is one part: writes `data` straight to
+   * `tempPathFor(key, destination)` (replacing a file there; no part
+   * directory), creating the destination's parent directories as needed,
+   * makes it durable and returns the sha256 and size of what the vessel then
+   * holds there. On error nothing is left at the temp path (when the vessel
+   * can still be reached).
+   */
+  putWhole(key: string, destination: string, data: Uint8Array): Promise<Assembled>;
 
   /** The sha256 of a vessel file, or `undefined` if it does not exist. */
   hash(path: string): Promise<string | undefined>;

@@ -6,7 +6,12 @@
  */
 import type { DirectoryConfig } from "../config/types.ts";
 import type { DeliveryRecord, FileRecord, Store } from "../store/store.ts";
-import { tempPathFor, type Transport, TransportError } from "../../transports/transport.ts";
+import {
+  type Assembled,
+  tempPathFor,
+  type Transport,
+  TransportError,
+} from "../../transports/transport.ts";
 import { failpoint } from "./failpoint.ts";
 import type { PartOutcome, PartWindow } from "./part_window.ts";
 import { partCount, readPart, sameVersion, SourceChangedError, statSource } from "./source.ts";
@@ -89,31 +94,35 @@ export async function runDelivery(
       if (remote === expected) return finish();
     }
 
-    if (delivery.partsVersion !== file.version) {
-      // No parts version means nothing was ever uploaded: startParts runs before any upload.
-      if (delivery.partsVersion !== null) await transport.removeParts(key);
-      store.startParts(delivery.id, file.version);
-    }
-    await transport.prepare(key, destination);
     const count = partCount(file.size, context.chunkSize);
-    const present = await transport.listParts(key);
-    const missing = [];
-    for (let index = 0; index < count; index++) if (!present.has(index)) missing.push(index);
-    if (missing.length > 0 && file.size >= SPACE_CHECK_MIN_BYTES) {
-      await checkFreeSpace(context, destination, file.size, missing.length);
+    let assembled: Assembled;
+    if (count === 1) {
+      // One part goes straight to its temp name; parts of an earlier, larger version go.
+      if (delivery.partsVersion !== null) {
+        await transport.removeParts(key);
+        store.startParts(delivery.id, null);
+      }
+      if (file.size >= SPACE_CHECK_MIN_BYTES) {
+        await checkFreeSpace(context, destination, file.size, 1);
+      }
+      assembled = await putWhole(context, delivery, source, key, destination);
+    } else {
+      if (delivery.partsVersion !== file.version) {
+        // No parts version means nothing was ever uploaded: startParts runs before any upload.
+        if (delivery.partsVersion !== null) await transport.removeParts(key);
+        store.startParts(delivery.id, file.version);
+      }
+      assembled = await uploadAndAssemble(context, delivery, source, key, destination, count);
     }
-    await uploadParts(context, delivery, source, key, missing);
-
     const expected = await expectedHash;
-    failpoint("before-assemble");
-    const assembled = await assembleOrForget(context, delivery, key, count, destination);
-    failpoint("after-assemble");
     if (assembled.sha256 !== expected || assembled.size !== file.size) {
       await transport.remove(assembled.tempPath);
       const now = await statSource(source);
       if (!sameVersion(now, file)) return await sourceChanged();
-      await transport.removeParts(key);
-      store.startParts(delivery.id, file.version);
+      if (count > 1) {
+        await transport.removeParts(key);
+        store.startParts(delivery.id, file.version);
+      }
       throw new Error(
         `Verification of "${destination}" failed: vessel has sha256 ${assembled.sha256} ` +
           `(${assembled.size} bytes), source has ${expected} (${file.size} bytes); sending again`,
@@ -132,7 +141,9 @@ export async function runDelivery(
   }
 
   async function finish(): Promise<DeliveryOutcome> {
-    await transport.removeParts(key);
+    if (delivery.partsVersion !== null || partCount(file.size, context.chunkSize) > 1) {
+      await transport.removeParts(key);
+    }
     return store.markDelivered(delivery.id, file.version) ? "delivered" : "changed";
   }
 }
@@ -162,6 +173,7 @@ async function uploadParts(
   source: string,
   key: string,
   missing: number[],
+  onWhole: (index: number) => void,
 ): Promise<void> {
   const { file } = delivery;
   const queue = [...missing];
@@ -190,6 +202,7 @@ async function uploadParts(
         if (ticket !== undefined) context.window?.release(ticket, outcome);
       }
       context.store.markPartDone(delivery.id, index);
+      onWhole(index);
       failpoint("after-part");
       context.onPart?.(delivery, index, bytes);
     }
@@ -200,16 +213,75 @@ async function uploadParts(
   if (failure) throw (failure as PromiseRejectedResult).reason;
 }
 
-async function assembleOrForget(
+/** A one-part file goes straight to its temp name: no part directory, no assembly. */
+async function putWhole(
   context: DeliveryContext,
   delivery: DeliveryRecord,
+  source: string,
   key: string,
-  count: number,
   destination: string,
-) {
+): Promise<Assembled> {
+  const { file } = delivery;
+  const ticket = await context.window?.acquire(context.signal);
+  let outcome: PartOutcome = "failed";
   try {
-    return await context.transport.assemble(key, count, destination);
+    const data = await readPart(source, 0, context.chunkSize, file.size);
+    const now = await statSource(source);
+    if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
+    await context.pace?.(data.length, context.signal);
+    failpoint("before-assemble");
+    const assembled = await context.transport.putWhole(key, destination, data);
+    failpoint("after-assemble");
+    outcome = "whole";
+    context.onPart?.(delivery, 0, data.length);
+    return assembled;
   } catch (error) {
+    if (error instanceof TransportError && error.code === "connection") outcome = "lost";
+    throw error;
+  } finally {
+    if (ticket !== undefined) context.window?.release(ticket, outcome);
+  }
+}
+
+/**
+ * Uploads the parts the vessel lacks while it assembles them in order, so
+ * little is left to do when the last part arrives.
+ */
+async function uploadAndAssemble(
+  context: DeliveryContext,
+  delivery: DeliveryRecord,
+  source: string,
+  key: string,
+  destination: string,
+  count: number,
+): Promise<Assembled> {
+  const { transport } = context;
+  await transport.prepare(key, destination);
+  const present = await transport.listParts(key);
+  if (delivery.file.size >= SPACE_CHECK_MIN_BYTES) {
+    await checkFreeSpace(context, destination, delivery.file.size, count - present.size);
+  }
+  const assembly = transport.startAssembly(key, count, destination);
+  try {
+    const missing = [];
+    for (let index = 0; index < count; index++) {
+      if (present.has(index)) assembly.partReady(index);
+      else missing.push(index);
+    }
+    await uploadParts(
+      context,
+      delivery,
+      source,
+      key,
+      missing,
+      (index) => assembly.partReady(index),
+    );
+    failpoint("before-assemble");
+    const assembled = await assembly.finish();
+    failpoint("after-assemble");
+    return assembled;
+  } catch (error) {
+    await assembly.abort();
     // The vessel lost parts (rebooted, TempDir wiped): forget them so the next try sends them.
     if (error instanceof TransportError && error.code === "part-missing") {
       context.store.startParts(delivery.id, delivery.file.version);

@@ -270,8 +270,11 @@ export class Store {
     return row?.due === null || row?.due === undefined ? undefined : Number(row.due);
   }
 
-  /** The vessel's parts now belong to `version`; parts recorded before are gone. */
-  startParts(deliveryId: number, version: number): void {
+  /**
+   * The vessel's parts now belong to `version` (`null`: the vessel holds
+   * none); parts recorded before are gone.
+   */
+  startParts(deliveryId: number, version: number | null): void {
     this.#transaction(() => {
       this.#db.prepare("DELETE FROM parts WHERE delivery_id = ?").run(deliveryId);
       this.#db.prepare("UPDATE deliveries SET parts_version = ? WHERE id = ?")

@@ -8,7 +8,13 @@
  */
 import { createHash } from "node:crypto";
 import { joinPath, parsePartName, partName, TransportError } from "../transport.ts";
-import { assembleCommand, EXIT_PART_MISSING, hashCommand, parseSha256 } from "./commands.ts";
+import {
+  assembleCommand,
+  EXIT_PART_MISSING,
+  EXIT_STOPPED,
+  hashCommand,
+  parseSha256,
+} from "./commands.ts";
 import { type ExecResult, hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
 import {
   readDirectory,
@@ -25,7 +31,7 @@ import {
  * hashed here) instead of by a remote command, which costs a process start
  * on the vessel (10 ms or more) per file.
  */
-const SMALL_FILE = 256 * 1024;
+export const SMALL_FILE = 256 * 1024;
 /** How to assemble: durability and how long a vessel command may take. */
 export interface AssembleOptions {
   /** Flush the assembled file to disk before returning. */
@@ -167,11 +173,15 @@ function sha256Of(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
 }
 
-function commandError(result: ExecResult): TransportError {
+/** Classifies a failed vessel command by its exit status and stderr. */
+export function commandError(result: ExecResult): TransportError {
   const stderr = result.stderr.trim().slice(0, 1000);
   const output = stderr ? `: ${stderr}` : "";
   if (result.code === EXIT_PART_MISSING) {
     return new TransportError("a part vanished before it was assembled", "part-missing");
+  }
+  if (result.code === EXIT_STOPPED) {
+    return new TransportError(`the command's input ended before the last part${output}`, "failed");
   }
   if (/No space left on device|Disk quota exceeded/i.test(stderr)) {
     return new TransportError(`no space left on the vessel${output}`, "no-space");

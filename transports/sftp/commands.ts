@@ -54,10 +54,71 @@ export function assembleCommand(
   return `${steps.join(" && ")} || { s=$?; rm -f -- ${temp}; exit $s; }`;
 }
 
-/** Prints the sha256 of the file at `path`. */
-export function hashCommand(path: string): string {
+/** Exit status of {@linkcode streamAssemblyCommand} when its input ended before the last part. */
+export const EXIT_STOPPED = 65;
+
+/**
+ * The command behind a streamed assembly: started before the parts are all
+ * uploaded, it reads one line per part on stdin, the next index in order
+ * `0..count-1` (anything else stops it), appends that part of `partDir` to
+ * `tempPath` and feeds it to the hasher, printing `ok N BYTES` (parts and
+ * bytes so far) after each. Only its own counter names files: nothing read
+ * from stdin reaches a command line. Each part is read twice from the page
+ * cache rather than copied through `tee`: `cat` into a file copies in the
+ * kernel, and `tee`'s 8 KiB buffer costs a context switch per 8 KiB.
+ *
+ * After the last part it checks that the temp file holds exactly the bytes
+ * of the parts, optionally syncs it, and prints `parts COUNT BYTES end`, the
+ * hasher's output and `size BYTES`. On any failure it removes the temp file
+ * and exits non-zero: {@linkcode EXIT_PART_MISSING} with a line `missing N` for a
+ * missing part, {@linkcode EXIT_STOPPED} when stdin ends early — which is
+ * also what a dropped connection or an abort looks like, so the command
+ * never outlives its caller. SIGPIPE and SIGHUP are ignored, so a closed
+ * channel makes writes fail (and the temp file go) instead of killing the
+ * shell before it cleans up.
+ */
+export function streamAssemblyCommand(
+  partDir: string,
+  count: number,
+  tempPath: string,
+  sync: boolean,
+): string {
+  assertAbsolute(partDir);
+  assertAbsolute(tempPath);
+  if (!Number.isSafeInteger(count) || count < 0) {
+    throw new RangeError(`Cannot assemble ${count} parts: not a count`);
+  }
+  const temp = shellQuote(tempPath);
+  // fd 3: the report (captured), 4: progress (the channel), 5: the temp file.
+  const perPart = [
+    `read -r i && [ "$i" = $n ] || { echo stopped >&3; exit ${EXIT_STOPPED}; }`,
+    `s=$(wc -c < $n.part) || { echo "missing $n" >&3; exit ${EXIT_PART_MISSING}; }`,
+    "cat -- $n.part >&5 && cat -- $n.part || exit 1",
+    "n=$((n + 1)) t=$((t + s))",
+    `echo "ok $n $t" >&4 || exit ${EXIT_STOPPED}`,
+  ].join("; ");
+  const loop = `n=0 t=0; while [ $n -lt ${count} ]; do ${perPart}; done; ` +
+    `echo "parts $n $t end" >&3`;
+  const steps = [
+    `rm -f -- ${temp}`,
+    count === 0 ? ":" : `{ ${shellCommand(["cd", "--", partDir])} || exit ${EXIT_PART_MISSING}; }`,
+    `r=$({ { ${loop}; } 5> ${temp} | { ${HASH_STDIN}; }; } 3>&1)`,
+    `s=$(wc -c < ${temp})`,
+    `case $r in *"parts ${count} $((s)) end"*) ;; *) false ;; esac`,
+    sync ? `sync -- ${temp}` : ":",
+    `printf '%s\\nsize %s\\n' "$r" $((s))`,
+  ];
+  const cleanup = `e=$?; rm -f -- ${temp}; ` +
+    `case $r in *"missing "*) e=${EXIT_PART_MISSING} ;; *stopped*) e=${EXIT_STOPPED} ;; esac; ` +
+    `printf '%s\\n' "$r"; exit $e`;
+  return `trap '' PIPE HUP; exec 4>&1; r=; ${steps.join(" && ")} || { ${cleanup}; }`;
+}
+
+/** Prints the sha256 of the file at `path`, after flushing it to disk if `sync`. */
+export function hashCommand(path: string, sync = false): string {
   assertAbsolute(path);
-  return `{ ${HASH_STDIN}; } < ${shellQuote(path)}`;
+  const hash = `{ ${HASH_STDIN}; } < ${shellQuote(path)}`;
+  return sync ? `${shellCommand(["sync", "--", path])} && ${hash}` : hash;
 }
 
 /**

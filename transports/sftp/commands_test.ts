@@ -4,9 +4,11 @@ import {
   assembleCommand,
   EMPTY_SHA256,
   EXIT_PART_MISSING,
+  EXIT_STOPPED,
   hashCommand,
   parseSha256,
   PROBE_COMMAND,
+  streamAssemblyCommand,
 } from "./commands.ts";
 
 const HOSTILE_DIR = "dir with 'quotes' $HOME `id` \n newline -x Ünï";
@@ -168,4 +170,130 @@ Deno.test("parseSha256() reads openssl and sha256sum output, escaped names inclu
 Deno.test("vessel commands refuse relative paths", () => {
   assert.throws(() => hashCommand("relative/path"), TypeError);
   assert.throws(() => assembleCommand("/parts", 1, "-rf", true), TypeError);
+  assert.throws(() => streamAssemblyCommand("parts", 1, "/tmp/x", true), TypeError);
+  assert.throws(() => streamAssemblyCommand("/parts", 1.5, "/tmp/x", true), RangeError);
+});
+
+/** Runs `command` with `shell`, writing `input` to its stdin. */
+async function shWithInput(command: string, input: string, shell = "/bin/sh"): Promise<Run> {
+  const child = new Deno.Command(shell, {
+    args: ["-c", command],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(input));
+  await writer.close();
+  const output = await child.output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+const STREAM_PARTS = [
+  new TextEncoder().encode("first\n"),
+  new Uint8Array(0),
+  new Uint8Array(70_000).map((_, index) => (index * 7919) % 251),
+];
+
+for (const shell of ["/bin/sh", "/bin/bash"]) {
+  Deno.test(`streamAssemblyCommand() under ${shell} appends parts as their indices arrive`, async () => {
+    await withParts(STREAM_PARTS, async (partDir, tempPath, root) => {
+      const command = streamAssemblyCommand(partDir, 3, tempPath, true);
+      const run = await shWithInput(command, "0\n1\n2\n", shell);
+      assert.equal(run.code, 0, run.stderr);
+      const whole = new Uint8Array([...STREAM_PARTS[0], ...STREAM_PARTS[2]]);
+      assert.deepEqual(new Uint8Array(await Deno.readFile(tempPath)), whole);
+      assert.equal(parseSha256(run.stdout), sha256(whole));
+      assert.match(run.stdout, /^ok 1 6\nok 2 6\nok 3 70006\n/);
+      assert.match(run.stdout, /^parts 3 70006 end$/m);
+      assert.match(run.stdout, /^size 70006$/m);
+      const names = [...Deno.readDirSync(root)].map((entry) => entry.name);
+      assert.deepEqual(names, [HOSTILE_DIR], "no file was created by a hostile name");
+    });
+  });
+
+  Deno.test(`streamAssemblyCommand() under ${shell} stops without a temp file when input ends early or is wrong`, async () => {
+    await withParts(STREAM_PARTS, async (partDir, tempPath) => {
+      const command = streamAssemblyCommand(partDir, 3, tempPath, false);
+      for (const input of ["", "0\n1\n", "0\n2\n", "0\n$(touch pwned)\n", "1\n"]) {
+        await Deno.writeTextFile(tempPath, "stale temp from an earlier try");
+        const run = await shWithInput(command, input, shell);
+        assert.equal(run.code, EXIT_STOPPED, `${JSON.stringify(input)}: ${run.stderr}`);
+        assert.match(run.stdout, /^stopped$/m);
+        await assert.rejects(Deno.stat(tempPath), Deno.errors.NotFound);
+      }
+    });
+  });
+
+  Deno.test(`streamAssemblyCommand() under ${shell} exits 66 naming a missing part, without a temp file`, async () => {
+    await withParts(STREAM_PARTS, async (partDir, tempPath) => {
+      await Deno.remove(`${partDir}/1.part`);
+      const run = await shWithInput(
+        streamAssemblyCommand(partDir, 3, tempPath, true),
+        "0\n1\n2\n",
+        shell,
+      );
+      assert.equal(run.code, EXIT_PART_MISSING, run.stderr);
+      assert.match(run.stdout, /^missing 1$/m);
+      await assert.rejects(Deno.stat(tempPath), Deno.errors.NotFound);
+      const gone = await shWithInput(
+        streamAssemblyCommand(`${partDir}/absent`, 1, tempPath, true),
+        "0\n",
+        shell,
+      );
+      assert.equal(gone.code, EXIT_PART_MISSING, gone.stderr);
+    });
+  });
+}
+
+Deno.test("streamAssemblyCommand() with zero parts makes an empty file without reading stdin", async () => {
+  await withParts([], async (partDir, tempPath) => {
+    await Deno.remove(partDir);
+    const run = await shWithInput(streamAssemblyCommand(partDir, 0, tempPath, false), "");
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal((await Deno.stat(tempPath)).size, 0);
+    assert.equal(parseSha256(run.stdout), EMPTY_SHA256);
+  });
+});
+
+Deno.test("streamAssemblyCommand() fails and removes the temp file when the disk fills", async () => {
+  await withParts(
+    [new Uint8Array(48 * 1024), new Uint8Array(48 * 1024)],
+    async (partDir, tempPath) => {
+      const destDir = tempPath.slice(0, tempPath.lastIndexOf("/"));
+      // A 64 KiB tmpfs over the destination directory, in a private mount namespace:
+      // The failed write of cat stops the assembly; the size check would see it too.
+      const inner = [
+        `mount -t tmpfs -o size=64k tmpfs "$1"`,
+        `printf '0\\n1\\n' | sh -c "$2"`,
+        `s=$?; ls -A "$1"; exit $s`,
+      ].join("; ");
+      const output = await new Deno.Command("unshare", {
+        args: [
+          "-m",
+          "--propagation",
+          "private",
+          "sh",
+          "-c",
+          inner,
+          "sh",
+          destDir,
+          streamAssemblyCommand(partDir, 2, tempPath, true),
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(output.stderr);
+      const stdout = new TextDecoder().decode(output.stdout);
+      assert.equal(output.code, 1, stderr);
+      assert.match(stderr, /No space left on device/);
+      assert.doesNotMatch(stdout, /^size /m);
+      assert.doesNotMatch(stdout, /contentmonster|\.bin/, "the temp file was removed");
+    },
+  );
 });

@@ -54,6 +54,33 @@ const MAX_EXECS = 8;
 /** Most bytes of command output kept; the rest is drained and dropped. */
 const MAX_OUTPUT = 1 << 20;
 
+/**
+ * A command started by {@linkcode SshConnection.spawn}, whose stdin stays
+ * open until {@linkcode RunningCommand.end}.
+ */
+export interface RunningCommand {
+  /** Writes `text` to the command's stdin; ignored once stdin was closed. */
+  write(text: string): void;
+  /** Closes the command's stdin: a command reading it gets end of file. */
+  end(): void;
+  /**
+   * Moves the deadline to `at` (milliseconds since the epoch), or removes it
+   * while the command only waits for input. Past it the connection is dropped
+   * and `result` rejects with code `"connection"`.
+   */
+  setDeadline(at: number | undefined): void;
+  /** Settles when the channel closes, like {@linkcode SshConnection.exec}. */
+  readonly result: Promise<ExecResult>;
+}
+
+/** Options of {@linkcode SshConnection.spawn}. */
+export interface SpawnOptions {
+  /** Milliseconds the command may run until {@linkcode RunningCommand.setDeadline} moves it. */
+  readonly deadlineMs: number;
+  /** Receives stdout as it arrives; `result.stdout` is then empty. */
+  readonly onStdout?: (data: Uint8Array) => void;
+}
+
 interface Pending {
   fail(error: TransportError): void;
   /** Commands only: when the command has run too long. */
@@ -71,6 +98,7 @@ export class SshConnection {
   readonly #pending = new Set<Pending>();
   readonly #watchdog: ReturnType<typeof setInterval>;
   #sftp?: Promise<SFTPWrapper>;
+  #sftpOpen?: SFTPWrapper;
   #closed?: TransportError;
   #socketClosed = false;
   #lastError?: Error;
@@ -143,6 +171,7 @@ export class SshConnection {
             this.destroy(new Error("the SFTP session ended"));
           }
         });
+        this.#sftpOpen = sftp;
         done(undefined, sftp);
       });
     }).catch((error) => {
@@ -190,13 +219,19 @@ export class SshConnection {
     return Object.keys((sftp as unknown as { _extensions?: object })._extensions ?? {});
   }
 
-  /** Runs one SFTP request; rejects with the server's status error or `"connection"`. */
-  async request<T>(
+  /**
+   * Runs one SFTP request; rejects with the server's status error or
+   * `"connection"`. Once the SFTP session is open (after `await sftp()`),
+   * requests go out in the order of the calls, without waiting for replies:
+   * the server processes requests on the same file in that order.
+   */
+  request<T>(
     what: string,
     call: (sftp: SFTPWrapper, callback: (error?: Error | null, value?: T) => void) => void,
   ): Promise<T> {
-    const sftp = await this.sftp();
-    return this.#track<T>(what, true, (done) => call(sftp, done));
+    const open = this.#sftpOpen;
+    if (open) return this.#track<T>(what, true, (done) => call(open, done));
+    return this.sftp().then((sftp) => this.#track<T>(what, true, (done) => call(sftp, done)));
   }
 
   /**
@@ -234,48 +269,83 @@ export class SshConnection {
   /**
    * Runs `command` through the vessel's shell, reading all output, and
    * resolves when the channel closes. Fails with `"connection"` if the
-   * connection drops, and is abandoned after `deadlineMs`.
+   * connection drops, and is abandoned after `deadlineMs`. The command's
+   * stdin is closed at once: a command reading it gets end of file.
    */
   async exec(command: string, deadlineMs: number): Promise<ExecResult> {
+    const running = await this.spawn(command, { deadlineMs });
+    running.end();
+    return await running.result;
+  }
+
+  /**
+   * Starts `command` through the vessel's shell with its stdin open, and
+   * resolves once the channel is open. Output is always drained (a channel
+   * whose output is not read never reports its end). Rejects, and later
+   * `result` rejects, with `"connection"` if the connection drops or the
+   * deadline passes.
+   */
+  async spawn(command: string, options: SpawnOptions): Promise<RunningCommand> {
     await this.#acquireExec();
-    try {
-      return await this.#track<ExecResult>("run a command", false, (done, pending) => {
-        pending.deadline = Date.now() + deadlineMs;
-        this.#client.exec(command, (error, stream: ClientChannel) => {
-          if (error) return done(error);
-          stream.end(); // Nothing is sent on stdin: a command reading it gets EOF.
-          // Channel errors end in 'close' (or the connection's); they must not throw.
-          stream.on("error", (error: Error) => {
-            this.#log.debug(`command channel error on ${this.where}: ${error.message}`);
-          });
-          const stdout: Buffer[] = [];
-          const stderr: Buffer[] = [];
-          let kept = 0;
-          const keep = (into: Buffer[]) => (data: Buffer) => {
-            if (kept >= MAX_OUTPUT) return;
-            kept += data.length;
-            into.push(data);
-          };
-          let code: number | undefined;
-          let signal: string | undefined;
-          stream.on("data", keep(stdout));
-          stream.stderr.on("data", keep(stderr));
-          stream.on("exit", (exitCode: number | null, exitSignal?: string) => {
-            code = typeof exitCode === "number" ? exitCode : undefined;
-            signal = exitSignal ?? undefined;
-          });
-          stream.on("close", () =>
-            done(undefined, {
-              code,
-              signal,
-              stdout: Buffer.concat(stdout).toString("utf8"),
-              stderr: Buffer.concat(stderr).toString("utf8"),
-            }));
+    let channel: ClientChannel | undefined;
+    let writable = true;
+    let tracked: Pending | undefined;
+    let opened!: () => void;
+    const open = new Promise<void>((resolve) => opened = resolve);
+    const result = this.#track<ExecResult>("run a command", false, (done, pending) => {
+      tracked = pending;
+      pending.deadline = Date.now() + options.deadlineMs;
+      this.#client.exec(command, (error, stream: ClientChannel) => {
+        if (error) return done(error);
+        channel = stream;
+        // Channel errors end in 'close' (or the connection's); they must not throw.
+        stream.on("error", (error: Error) => {
+          this.#log.debug(`command channel error on ${this.where}: ${error.message}`);
         });
+        const stdout: Buffer[] = [];
+        const stderr: Buffer[] = [];
+        let kept = 0;
+        const keep = (into: Buffer[]) => (data: Buffer) => {
+          if (kept >= MAX_OUTPUT) return;
+          kept += data.length;
+          into.push(data);
+        };
+        let code: number | undefined;
+        let signal: string | undefined;
+        stream.on("data", options.onStdout ?? keep(stdout));
+        stream.stderr.on("data", keep(stderr));
+        stream.on("exit", (exitCode: number | null, exitSignal?: string) => {
+          code = typeof exitCode === "number" ? exitCode : undefined;
+          signal = exitSignal ?? undefined;
+        });
+        stream.on("close", () => {
+          writable = false;
+          done(undefined, {
+            code,
+            signal,
+            stdout: Buffer.concat(stdout).toString("utf8"),
+            stderr: Buffer.concat(stderr).toString("utf8"),
+          });
+        });
+        opened();
       });
-    } finally {
-      this.#releaseExec();
-    }
+    });
+    const release = () => this.#releaseExec();
+    result.then(release, release);
+    await Promise.race([open, result]);
+    return {
+      write: (text) => {
+        if (writable && channel) channel.write(text);
+      },
+      end: () => {
+        if (writable && channel) channel.end();
+        writable = false;
+      },
+      setDeadline: (at) => {
+        if (tracked) tracked.deadline = at;
+      },
+      result,
+    };
   }
 
   /** Closes the connection; pending calls reject with `"connection"`. */

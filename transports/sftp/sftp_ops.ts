@@ -189,17 +189,19 @@ async function readHandle(
   for (let offset = 0; offset < size; offset += chunk) {
     reads.push(readRange(connection, handle, buffer, offset, Math.min(chunk, size - offset)));
   }
-  const [stats] = await Promise.all([
-    connection.request<Stats>("fstat", (sftp, done) => sftp.fstat(handle, done)),
-    ...reads,
-  ]);
+  const [stats] = await Promise.all([fstatHandle(connection, handle), ...reads]);
   if (stats.size !== size) {
     throw new Error(`${JSON.stringify(path)} has ${stats.size} bytes, expected ${size}`);
   }
   return buffer;
 }
 
-function openHandle(connection: SshConnection, path: string, flags: string): Promise<Buffer> {
+/** Opens `path` with fopen-style `flags` ("r", "w", "w+"); resolves with the handle. */
+export function openHandle(
+  connection: SshConnection,
+  path: string,
+  flags: string,
+): Promise<Buffer> {
   return connection.request<Buffer>(
     `open (${flags})`,
     (sftp, done) => sftp.open(path, flags as "r", done),
@@ -287,13 +289,20 @@ export async function freeBytes(
   }
 }
 
-function fsyncHandle(connection: SshConnection, handle: Buffer): Promise<void> {
+/** Metadata of an open file. */
+export function fstatHandle(connection: SshConnection, handle: Buffer): Promise<Stats> {
+  return connection.request<Stats>("fstat", (sftp, done) => sftp.fstat(handle, done));
+}
+
+/** Flushes an open file to disk with `fsync@openssh.com`. */
+export function fsyncHandle(connection: SshConnection, handle: Buffer): Promise<void> {
   return connection.request<void>(
     "fsync",
     (sftp, done) => sftp.ext_openssh_fsync(handle, (error) => done(error)),
   );
 }
 
-function closeHandle(connection: SshConnection, handle: Buffer): Promise<void> {
+/** Closes an open file; some file systems (NFS) report write errors only here. */
+export function closeHandle(connection: SshConnection, handle: Buffer): Promise<void> {
   return connection.request<void>("close", (sftp, done) => sftp.close(handle, done));
 }

@@ -1,8 +1,10 @@
 /**
  * The SFTP transport (the default): parts are uploaded over SFTP with many
  * write requests in flight, spread over a few SSH connections per vessel;
- * assembly and hashing run as one shell command on the vessel (over SFTP
- * for small files); publishing is an atomic `posix-rename@openssh.com`.
+ * assembly and hashing run as one shell command on the vessel, streamed
+ * alongside the upload (over SFTP for small files assembled at once); a
+ * file of one part is written straight to its temp name in two round trips;
+ * publishing is an atomic `posix-rename@openssh.com`.
  *
  * @module
  */
@@ -10,6 +12,7 @@ import type { VesselConfig } from "../../src/config/types.ts";
 import { type Logger, logger } from "../../src/log/logger.ts";
 import {
   type Assembled,
+  type Assembly,
   joinPath,
   parentOf,
   parsePartName,
@@ -24,10 +27,12 @@ import {
   type TransportErrorCode,
 } from "../transport.ts";
 import { type AuthEnvironment, type Credentials, loadCredentials } from "./auth.ts";
-import { assembleParts, hashFile } from "./assemble.ts";
+import { hashFile } from "./assemble.ts";
 import { hasStatus, SFTP_STATUS, SshConnection } from "./connection.ts";
 import { knownKeyTypesOf } from "./host_key.ts";
 import { probeVessel } from "./probe.ts";
+import { putWholeFile } from "./put_whole.ts";
+import { SftpAssembly } from "./stream_assembly.ts";
 import {
   freeBytes,
   makeDirectories,
@@ -66,6 +71,8 @@ export class SftpTransport implements Transport {
   readonly #authEnvironment?: AuthEnvironment;
   #credentials?: Promise<Credentials>;
   #closed = false;
+  /** Directories being created, so files arriving together in a new one create it once. */
+  readonly #makingDirectories = new Map<string, Promise<void>>();
 
   /** Connects lazily: nothing happens until the first call. */
   constructor(vessel: VesselConfig, options: SftpTransportOptions = {}) {
@@ -124,17 +131,48 @@ export class SftpTransport implements Transport {
   }
 
   async assemble(key: string, count: number, destination: string): Promise<Assembled> {
+    const assembly = this.startAssembly(key, count, destination);
+    for (let index = 0; index < count; index++) assembly.partReady(index);
+    return await assembly.finish();
+  }
+
+  startAssembly(key: string, count: number, destination: string): Assembly {
     const partDir = this.#partDir(key);
     checkAbsolute(destination);
-    const tempPath = tempPathFor(key, destination);
+    if (!Number.isSafeInteger(count) || count < 0) {
+      throw new RangeError(`Cannot assemble ${quote(destination)} from ${count} parts`);
+    }
     const action = `Cannot assemble ${quote(destination)} from ${count} parts of "${key}" ` +
       `on vessel "${this.vessel}"`;
+    return new SftpAssembly({
+      action,
+      partDir,
+      count,
+      tempPath: tempPathFor(key, destination),
+      fsync: this.#config.fsync,
+      deadline: (bytes) => this.#deadline(bytes),
+      stallMs: this.#deadline(0),
+      run: (body) => this.#run(action, body),
+    });
+  }
+
+  async putWhole(key: string, destination: string, data: Uint8Array): Promise<Assembled> {
+    this.#partDir(key); // Checks the key.
+    checkAbsolute(destination);
+    const tempPath = tempPathFor(key, destination);
+    const action = `Cannot put ${quote(destination)} whole (${data.byteLength} bytes) as ` +
+      `${quote(tempPath)} on vessel "${this.vessel}"`;
     return await this.#run(action, async (connection) => {
-      const { sha256, size } = await assembleParts(connection, partDir, count, tempPath, {
-        fsync: this.#config.fsync,
-        deadline: (bytes) => this.#deadline(bytes),
-      });
-      return { tempPath, sha256, size };
+      try {
+        const { sha256, size } = await putWholeFile(connection, tempPath, data, {
+          fsync: this.#config.fsync,
+          deadline: (bytes) => this.#deadline(bytes),
+          makeDirectory: (dir) => this.#makeDirectory(connection, dir),
+        });
+        return { tempPath, sha256, size };
+      } catch (error) {
+        throw await this.#noSpace(connection, parentOf(destination), data.byteLength, error);
+      }
     });
   }
 
@@ -218,6 +256,16 @@ export class SftpTransport implements Transport {
       throw new TypeError(`Cannot use delivery key ${quote(key)}: it must match ${KEY_PATTERN}`);
     }
     return joinPath(this.#config.tempDir, key);
+  }
+
+  /** Creates `dir` and its parents once, however many calls need it at the same time. */
+  #makeDirectory(connection: SshConnection, dir: string): Promise<void> {
+    let making = this.#makingDirectories.get(dir);
+    if (!making) {
+      making = makeDirectories(connection, dir).finally(() => this.#makingDirectories.delete(dir));
+      this.#makingDirectories.set(dir, making);
+    }
+    return making;
   }
 
   /** How long a command reading `bytes` may run before the connection is dropped. */

@@ -121,6 +121,184 @@ Deno.test({
     }),
 });
 
+async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+async function sizeOf(path: string): Promise<number | undefined> {
+  return (await Deno.stat(path).catch(() => undefined))?.size;
+}
+
+/**
+ * PIDs of the vessel's shells running a streamed assembly (forks of it
+ * included), searched in all of /proc: once sshd is gone they are no longer
+ * the server's descendants.
+ */
+async function assemblyShells(server: TestServer): Promise<number[]> {
+  const found = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const cmdline = await Deno.readTextFile(`/proc/${entry.name}/cmdline`).catch(() => "");
+    if (cmdline.includes("parts $n $t end") && cmdline.includes(server.dir)) {
+      found.push(Number(entry.name));
+    }
+  }
+  return found;
+}
+
+for (const [kind, start] of [["OpenSSH", startOpenSsh], ["Dropbear", startDropbear]] as const) {
+  Deno.test({
+    name: `SftpTransport (${kind}) assembles parts on the vessel as they arrive, in order`,
+    ignore,
+    fn: () =>
+      withServer(start, async (server) => {
+        await withTransport(new SftpTransport(server.vesselConfig()), async (transport) => {
+          const destination = `${server.dir}/stream/-big $(id).bin`;
+          const tempPath = tempPathFor("stream1", destination);
+          const parts = [bytes(3 << 20, 1), bytes(3 << 20, 2), bytes(3 << 20, 3), bytes(1234, 4)];
+          await transport.prepare("stream1", destination);
+          const assembly = transport.startAssembly("stream1", parts.length, destination);
+          for (const index of [0, 1]) {
+            await transport.putPart("stream1", index, parts[index]);
+            assembly.partReady(index);
+          }
+          await waitFor("parts 0 and 1 are in the temp file", async () =>
+            await sizeOf(tempPath) === 6 << 20);
+          await transport.putPart("stream1", 3, parts[3]);
+          assembly.partReady(3);
+          await new Promise((resolve) =>
+            setTimeout(resolve, 200)
+          );
+          assert.equal(await sizeOf(tempPath), 6 << 20, "part 3 was consumed before part 2");
+          await transport.putPart("stream1", 2, parts[2]);
+          assembly.partReady(2);
+          const assembled = await assembly.finish();
+          assert.equal(assembled.sha256, sha256(...parts));
+          assert.equal(assembled.size, (9 << 20) + 1234);
+          assert.equal(sha256(await Deno.readFile(tempPath)), sha256(...parts));
+          await transport.publish(assembled.tempPath, destination);
+          await transport.removeParts("stream1");
+          assert.deepEqual(await assemblyShells(server), []);
+        });
+      }),
+  });
+}
+
+Deno.test({
+  name:
+    "SftpTransport's streamed assembly ends on the vessel, leaving nothing, when the connection drops",
+  ignore,
+  fn: () =>
+    withServer(startOpenSsh, async (server) => {
+      const [listener] = await server.pids();
+      for (const how of ["sshd killed", "transport closed"]) {
+        const vessel = server.vesselConfig({ timeout: 5 });
+        const transport = new SftpTransport(vessel, { connections: 1 });
+        await withTransport(transport, async () => {
+          const destination = `${server.dir}/dropped/file.bin`;
+          const tempPath = tempPathFor("drop", destination);
+          await transport.prepare("drop", destination);
+          const assembly = transport.startAssembly("drop", 3, destination);
+          await transport.putPart("drop", 0, bytes(100_000, 1));
+          assembly.partReady(0);
+          await waitFor(
+            "part 0 is in the temp file",
+            async () => await sizeOf(tempPath) === 100_000,
+          );
+          assert.ok((await assemblyShells(server)).length > 0);
+          if (how === "transport closed") await transport.close();
+          else {
+            for (const pid of await server.pids()) {
+              const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
+              if (pid !== listener && cmdline.startsWith("sshd")) Deno.kill(pid, "SIGKILL");
+            }
+          }
+          const error = await rejection(assembly.finish());
+          assert.equal(error.code, "connection", `${how}: ${error.message}`);
+          await waitFor(
+            `${how}: the vessel's command ended`,
+            async () => (await assemblyShells(server)).length === 0,
+          );
+          assert.equal(await sizeOf(tempPath), undefined, `${how}: the temp file was left`);
+          await assembly.abort();
+        });
+      }
+      assert.deepEqual(await server.pids(), [listener]);
+    }),
+});
+
+Deno.test({
+  name: "SftpTransport fails a streamed assembly that makes no progress with code connection",
+  ignore,
+  fn: () =>
+    withServer(startOpenSsh, async (server) => {
+      const vessel = server.vesselConfig({ timeout: 1 });
+      await withTransport(new SftpTransport(vessel, { connections: 1 }), async (transport) => {
+        const destination = `${server.dir}/stalled/file.bin`;
+        const tempPath = tempPathFor("stall", destination);
+        await transport.prepare("stall", destination);
+        const assembly = transport.startAssembly("stall", 2, destination);
+        await transport.putPart("stall", 0, bytes(1000, 1));
+        assembly.partReady(0);
+        await waitFor("part 0 is in the temp file", async () => await sizeOf(tempPath) === 1000);
+        // Idle while waiting for parts is no stall: nothing fails in 3 Timeouts.
+        await new Promise((resolve) => setTimeout(resolve, 3500));
+        const shells = await assemblyShells(server);
+        for (const pid of shells) Deno.kill(pid, "SIGSTOP");
+        let error: TransportError;
+        const started = Date.now();
+        try {
+          await transport.putPart("stall", 1, bytes(1000, 2));
+          assembly.partReady(1);
+          error = await rejection(assembly.finish());
+        } finally {
+          for (const pid of shells) Deno.kill(pid, "SIGCONT");
+        }
+        const elapsed = (Date.now() - started) / 1000;
+        assert.equal(error.code, "connection", error.message);
+        assert.match(error.message, /^Cannot assemble .* on vessel "openssh": .*deadline/);
+        assert.ok(elapsed > 2.5 && elapsed < 8, `failed after ${elapsed} s`);
+        await waitFor("the vessel's command ended", async () =>
+          (await assemblyShells(server)).length === 0);
+        assert.equal(await sizeOf(tempPath), undefined, "the temp file was left");
+        await transport.removeParts("stall");
+      });
+    }),
+});
+
+Deno.test({
+  name: "SftpTransport's putWhole creates a directory removed behind its back again",
+  ignore,
+  fn: () =>
+    withServer(startDropbear, async (server) => {
+      await withTransport(new SftpTransport(server.vesselConfig()), async (transport) => {
+        const destination = `${server.dir}/whole/again/file.txt`;
+        for (let round = 0; round < 3; round++) {
+          const data = bytes(100 + round, round);
+          const assembled = await transport.putWhole("again", destination, data);
+          assert.equal(assembled.sha256, sha256(data));
+          await transport.publish(assembled.tempPath, destination);
+          assert.deepEqual(await Deno.readFile(destination), data);
+          await Deno.remove(`${server.dir}/whole`, { recursive: true });
+        }
+      });
+      await withTransport(
+        new SftpTransport(server.vesselConfig({ fsync: false })),
+        async (transport) => {
+          const data = bytes(1 << 20, 9); // Hashed on the vessel.
+          const assembled = await transport.putWhole("big", `${server.dir}/whole/big`, data);
+          assert.equal(assembled.sha256, sha256(data));
+          assert.equal(assembled.size, 1 << 20);
+          assert.equal(sha256(await Deno.readFile(assembled.tempPath)), sha256(data));
+        },
+      );
+    }),
+});
+
 Deno.test({
   name: "SftpTransport assembles hostile names above the small-file size with the remote cat",
   ignore,
@@ -478,7 +656,26 @@ Deno.test({
           assert.equal(error.code, "no-space", error.message);
           assert.match(error.message, /No space left on device/);
           assert.equal(await transport.hash(tempPathFor("full2", destination)), undefined);
+          // Streamed: the cat into the temp file runs out of space.
+          const assembly = transport.startAssembly("full2", 2, destination);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          assembly.partReady(0);
+          assembly.partReady(1);
+          const streamed = await rejection(assembly.finish());
+          assert.equal(streamed.code, "no-space", streamed.message);
+          assert.equal(await transport.hash(tempPathFor("full2", destination)), undefined);
           await transport.removeParts("full2");
+          // Whole: the write itself runs out of space.
+          const whole = await rejection(
+            transport.putWhole("full3", `${small}/dest/c.bin`, bytes(1 << 20, 4)),
+          );
+          assert.equal(whole.code, "no-space", whole.message);
+          assert.equal(
+            await transport.hash(tempPathFor("full3", `${small}/dest/c.bin`)),
+            undefined,
+          );
+          const tiny = await transport.putWhole("full4", `${small}/dest/d.bin`, bytes(100, 5));
+          assert.equal(tiny.sha256, sha256(bytes(100, 5)));
         });
       });
     } finally {

@@ -1,0 +1,192 @@
+/**
+ * A file that is one part, written straight to its temp name beside the
+ * destination in as few round trips as SFTP allows. The SFTP server handles
+ * requests on one file in the order they arrive, so they are sent without
+ * waiting for replies: an exclusive create in one round trip, then writes,
+ * reads back, fsync and close in the next.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
+import { parentOf, TransportError } from "../transport.ts";
+import { commandError, SMALL_FILE } from "./assemble.ts";
+import { hashCommand, parseSha256 } from "./commands.ts";
+import { hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
+import {
+  closeHandle,
+  fstatHandle,
+  fsyncHandle,
+  openHandle,
+  readFile,
+  removeFile,
+  removeQuietly,
+} from "./sftp_ops.ts";
+
+/** How {@linkcode putWholeFile} makes the file durable and creates directories. */
+export interface PutWholeOptions {
+  /** Flush the file to disk before returning. */
+  readonly fsync: boolean;
+  /** Milliseconds a command reading `bytes` may run. */
+  readonly deadline: (bytes: number) => number;
+  /**
+   * Creates a missing directory and its parents; shared by concurrent calls,
+   * so files arriving together in a new directory create it once.
+   */
+  readonly makeDirectory: (dir: string) => Promise<void>;
+}
+
+/**
+ * Writes `data` to `path` as a new file (one there is unlinked first, so a
+ * writer left from an earlier try cannot reach the new one) and returns the
+ * sha256 and size of what the vessel then holds: small files are read back
+ * on the same handle and hashed here, larger ones are hashed by the vessel.
+ * The parent directory is created only when the create fails for lack of
+ * it, then tried once more. On error the file is removed.
+ */
+export async function putWholeFile(
+  connection: SshConnection,
+  path: string,
+  data: Uint8Array,
+  options: PutWholeOptions,
+): Promise<{ sha256: string; size: number }> {
+  // From here on requests leave in the order they are made (see SshConnection.request).
+  await connection.sftp();
+  const fsyncOverSftp = options.fsync && await connection.hasExtension("fsync@openssh.com");
+  const readBack = data.byteLength <= SMALL_FILE && (fsyncOverSftp || !options.fsync);
+  const [writeLength, readLength] = await Promise.all([
+    connection.maxWriteLength(),
+    connection.maxReadLength(),
+  ]);
+  const handle = await openFresh(connection, path, options.makeDirectory);
+  // Never close twice: the server may already have given the handle's number to another file.
+  let closing: Promise<void> | undefined;
+  const close = () => closing ??= closeHandle(connection, handle);
+  try {
+    if (readBack) {
+      const stored = await writeReadBack(connection, handle, data, {
+        writeLength,
+        readLength,
+        fsync: fsyncOverSftp,
+        close,
+      }) ?? await readFile(connection, path, data.byteLength);
+      return { sha256: createHash("sha256").update(stored).digest("hex"), size: stored.length };
+    }
+    await connection.writeAll(handle, data);
+    const [stats] = await settleAll([
+      fstatHandle(connection, handle),
+      fsyncOverSftp ? fsyncHandle(connection, handle) : undefined,
+      close(),
+    ]);
+    checkSize(stats.size, data.byteLength);
+    const command = hashCommand(path, options.fsync && !fsyncOverSftp);
+    const result = await connection.exec(command, options.deadline(data.byteLength));
+    const sha256 = result.code === 0 ? parseSha256(result.stdout) : undefined;
+    if (!sha256) throw commandError(result);
+    return { sha256, size: stats.size };
+  } catch (error) {
+    await close().catch(() => {});
+    await removeQuietly(connection, path);
+    throw error;
+  }
+}
+
+/**
+ * Creates `path` exclusively, for reading and writing: a new file that no
+ * writer left from an earlier try can reach. If something is there, unlinks
+ * it and creates the file again in the same round trip; if the directory is
+ * missing, creates it and tries again.
+ */
+async function openFresh(
+  connection: SshConnection,
+  path: string,
+  makeDirectory: (dir: string) => Promise<void>,
+): Promise<Buffer> {
+  let madeDirectory = false;
+  let removed = false;
+  for (;;) {
+    const [unlinked, opened] = await Promise.allSettled([
+      removed ? removeFile(connection, path) : undefined,
+      openHandle(connection, path, "wx+"),
+    ]);
+    if (opened.status === "fulfilled") {
+      if (unlinked.status === "fulfilled") return opened.value;
+      await closeHandle(connection, opened.value).catch(() => {});
+      throw unlinked.reason;
+    }
+    const error = opened.reason;
+    if (!madeDirectory && hasStatus(error, SFTP_STATUS.NO_SUCH_FILE)) {
+      madeDirectory = true;
+      await makeDirectory(parentOf(path));
+    } else if (!removed && hasStatus(error, SFTP_STATUS.FAILURE)) {
+      removed = true; // SFTP v3 reports "exists" as a generic failure.
+    } else throw unlinked.status === "rejected" ? unlinked.reason : error;
+  }
+}
+
+/**
+ * Sends every write, then reads of the whole range, fsync and close, all
+ * before the first reply; returns the bytes read back, or `undefined` if the
+ * server answered a read short (the caller reads the file again). The file
+ * was created exclusively, so nothing but these writes is in it.
+ */
+async function writeReadBack(
+  connection: SshConnection,
+  handle: Buffer,
+  data: Uint8Array,
+  sizes: { writeLength: number; readLength: number; fsync: boolean; close: () => Promise<void> },
+): Promise<Uint8Array | undefined> {
+  const size = data.byteLength;
+  const source = Buffer.from(data.buffer, data.byteOffset, size);
+  const stored = Buffer.alloc(size);
+  const writes: Promise<unknown>[] = [];
+  for (let offset = 0; offset < size; offset += sizes.writeLength) {
+    const length = Math.min(sizes.writeLength, size - offset);
+    writes.push(connection.request<void>(
+      "write",
+      (sftp, done) => sftp.write(handle, source, offset, length, offset, (error) => done(error)),
+    ));
+  }
+  let short = false;
+  const reads: Promise<unknown>[] = [];
+  for (let offset = 0; offset < size; offset += sizes.readLength) {
+    const length = Math.min(sizes.readLength, size - offset);
+    reads.push(
+      connection.request<number>(
+        "read",
+        (sftp, done) =>
+          sftp.read(handle, stored, offset, length, offset, (error, bytes) => done(error, bytes)),
+      ).then((bytes) => {
+        if (bytes !== length) short = true;
+      }),
+    );
+  }
+  await settleAll([
+    sizes.fsync ? fsyncHandle(connection, handle) : undefined,
+    sizes.close(),
+    ...writes,
+    ...reads,
+  ]);
+  return short ? undefined : stored;
+}
+
+/** Awaits every promise (so none is left unobserved), then throws the first failure. */
+async function settleAll<T extends readonly unknown[]>(
+  promises: T,
+): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const results = await Promise.allSettled(promises);
+  const failed = results.find((result) => result.status === "rejected");
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return results.map((result) => (result as PromiseFulfilledResult<unknown>).value) as {
+    -readonly [K in keyof T]: Awaited<T[K]>;
+  };
+}
+
+function checkSize(actual: number, expected: number): void {
+  if (actual !== expected) {
+    throw new TransportError(
+      `the vessel holds ${actual} bytes after ${expected} were written`,
+      "failed",
+    );
+  }
+}
