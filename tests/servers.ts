@@ -134,7 +134,16 @@ export async function startOpenSsh(options: ServerOptions = {}): Promise<TestSer
     const mounts: [string, string][] = await exists("/root/.bashrc")
       ? [["/root/.bashrc", emptyRc]]
       : [];
-    return await launch("openssh", dir, port, hostPublicKey, identityFile, command, options, mounts);
+    return await launch(
+      "openssh",
+      dir,
+      port,
+      hostPublicKey,
+      identityFile,
+      command,
+      options,
+      mounts,
+    );
   } catch (error) {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw error;
