@@ -128,7 +128,7 @@ export async function runDelivery(
           `(${assembled.size} bytes), source has ${expected} (${file.size} bytes); sending again`,
       );
     }
-    if (!store.markPublishing(delivery.id, file.version)) {
+    if (!store.markPublishing(delivery.id, file.version, expected)) {
       await transport.remove(assembled.tempPath);
       return "changed";
     }

@@ -14,6 +14,9 @@ import { VesselWorker } from "./vessel_worker.ts";
 
 const log = logger("engine");
 
+/** How long ready files gather before they are recorded together. */
+const ARRIVALS_DELAY_MS = 5;
+
 /** A file the watcher found ready. */
 export interface ReadyFileInfo {
   readonly directory: string;
@@ -44,6 +47,8 @@ export class Engine {
   readonly #abort = new AbortController();
   #running: Promise<unknown> | undefined;
   #finalizations: Promise<void> = Promise.resolve();
+  readonly #arrivals: ReadyFileInfo[] = [];
+  #arrivalsFlush: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     config: Config,
@@ -90,35 +95,50 @@ export class Engine {
     this.#running = Promise.all(this.#workers.map((worker) => worker.run(this.#abort.signal)));
   }
 
-  /** Queues a ready file (new, or changed since it was queued). */
+  /**
+   * Queues a ready file (new, or changed since it was queued). Files that
+   * arrive together are recorded in one commit a few milliseconds later, so a
+   * burst of small files costs one disk flush, not one per file.
+   */
   enqueue(file: ReadyFileInfo): void {
     if (!this.#directories.has(file.directory)) return;
-    const { fileId, result } = this.#store.enqueue(
-      file.directory,
-      file.relpath,
-      file.size,
-      file.mtimeMs,
-      this.vesselsFor(file.directory),
+    this.#arrivals.push(file);
+    this.#arrivalsFlush ??= setTimeout(() => this.#recordArrivals(), ARRIVALS_DELAY_MS);
+  }
+
+  #recordArrivals(): void {
+    this.#arrivalsFlush = undefined;
+    const arrivals = this.#arrivals.splice(0);
+    if (this.#abort.signal.aborted || arrivals.length === 0) return;
+    const results = this.#store.enqueueMany(
+      arrivals.map((file) => ({ ...file, vessels: this.vesselsFor(file.directory) })),
     );
-    if (result !== "unchanged") {
-      log.debug(`${result} "${file.directory}/${file.relpath}" (${file.size} bytes)`);
-      this.#notifyAll();
-    }
-    if (this.#store.isFileDone(fileId)) {
-      const record = this.#store.file(fileId);
-      if (record) this.#finalize(record);
-    }
+    let queued = false;
+    results.forEach(({ fileId, result }, i) => {
+      const file = arrivals[i];
+      if (result !== "unchanged") {
+        log.debug(`${result} "${file.directory}/${file.relpath}" (${file.size} bytes)`);
+        queued = true;
+      }
+      if (this.#store.isFileDone(fileId)) {
+        const record = this.#store.file(fileId);
+        if (record) this.#finalize(record);
+      }
+    });
+    if (queued) this.#notifyAll();
   }
 
   /** Whether nothing is running and nothing is due, for `once`. */
   idle(): boolean {
-    return this.#store.counts().pending === 0 && this.#finalizing.size === 0 &&
+    return this.#arrivals.length === 0 && this.#store.counts().pending === 0 &&
+      this.#finalizing.size === 0 &&
       !this.#workers.some((worker) => worker.active) && this.#store.doneFiles().length === 0;
   }
 
   /** Stops the workers and closes the transports; unfinished work resumes at the next start. */
   async stop(): Promise<void> {
     this.#abort.abort();
+    clearTimeout(this.#arrivalsFlush);
     // Closing rejects calls in flight, so a stalled transfer cannot delay the stop.
     await Promise.allSettled(this.#transports.map((transport) => transport.close()));
     await this.#running;
@@ -134,10 +154,7 @@ export class Engine {
     const key = `${file.id}:${file.version}`;
     let hash = this.#hashes.get(key);
     if (!hash) {
-      hash = hashSource(path, file).then((sha256) => {
-        this.#store.setFileHash(file.id, file.version, sha256);
-        return sha256;
-      });
+      hash = hashSource(path, file);
       hash.catch(() => {}).finally(() => this.#hashes.delete(key));
       this.#hashes.set(key, hash);
     }

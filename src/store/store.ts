@@ -32,6 +32,15 @@ export interface DeliveryRecord {
   readonly file: FileRecord;
 }
 
+/** A ready file to queue, with the vessels that take it. */
+export interface ReadyFileRecord {
+  readonly directory: string;
+  readonly relpath: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly vessels: readonly string[];
+}
+
 /** What `enqueue` did with a ready file. */
 export type EnqueueResult = "new" | "changed" | "unchanged";
 
@@ -120,32 +129,41 @@ export class Store {
     mtimeMs: number,
     vessels: readonly string[],
   ): { fileId: number; result: EnqueueResult } {
-    return this.#transaction(() => {
-      const existing = this.#db
-        .prepare("SELECT id, size, mtime_ms FROM files WHERE directory = ? AND relpath = ?")
-        .get(directory, relpath);
-      let fileId: number;
-      let result: EnqueueResult;
-      if (!existing) {
-        fileId = Number(
-          this.#db.prepare(
-            `INSERT INTO files (directory, relpath, size, mtime_ms, queued_at)
-             VALUES (?, ?, ?, ?, ?)`,
-          ).run(directory, relpath, size, mtimeMs, Date.now()).lastInsertRowid,
-        );
-        result = "new";
-      } else {
-        fileId = Number(existing.id);
-        const same = existing.size === size && existing.mtime_ms === mtimeMs;
-        if (!same) this.#newVersion(fileId, size, mtimeMs);
-        result = same ? "unchanged" : "changed";
-      }
-      const insert = this.#db.prepare(
-        "INSERT OR IGNORE INTO deliveries (file_id, vessel) VALUES (?, ?)",
+    return this.enqueueMany([{ directory, relpath, size, mtimeMs, vessels }])[0];
+  }
+
+  /** {@linkcode enqueue} for many files in one commit (one disk flush, not one per file). */
+  enqueueMany(files: readonly ReadyFileRecord[]): { fileId: number; result: EnqueueResult }[] {
+    return this.#transaction(() => files.map((file) => this.#enqueueOne(file)));
+  }
+
+  #enqueueOne(
+    { directory, relpath, size, mtimeMs, vessels }: ReadyFileRecord,
+  ): { fileId: number; result: EnqueueResult } {
+    const existing = this.#db
+      .prepare("SELECT id, size, mtime_ms FROM files WHERE directory = ? AND relpath = ?")
+      .get(directory, relpath);
+    let fileId: number;
+    let result: EnqueueResult;
+    if (!existing) {
+      fileId = Number(
+        this.#db.prepare(
+          `INSERT INTO files (directory, relpath, size, mtime_ms, queued_at)
+           VALUES (?, ?, ?, ?, ?)`,
+        ).run(directory, relpath, size, mtimeMs, Date.now()).lastInsertRowid,
       );
-      for (const vessel of vessels) insert.run(fileId, vessel);
-      return { fileId, result };
-    });
+      result = "new";
+    } else {
+      fileId = Number(existing.id);
+      const same = existing.size === size && existing.mtime_ms === mtimeMs;
+      if (!same) this.#newVersion(fileId, size, mtimeMs);
+      result = same ? "unchanged" : "changed";
+    }
+    const insert = this.#db.prepare(
+      "INSERT OR IGNORE INTO deliveries (file_id, vessel) VALUES (?, ?)",
+    );
+    for (const vessel of vessels) insert.run(fileId, vessel);
+    return { fileId, result };
   }
 
   #newVersion(fileId: number, size: number, mtimeMs: number): void {
@@ -202,12 +220,6 @@ export class Store {
         "UPDATE deliveries SET state = 'pending', next_attempt_at = 0 WHERE state = 'failed'",
       ).run().changes,
     );
-  }
-
-  /** Records the sha256 of a file version, unless the file changed meanwhile. */
-  setFileHash(fileId: number, version: number, sha256: string): void {
-    this.#db.prepare("UPDATE files SET sha256 = ? WHERE id = ? AND version = ?")
-      .run(sha256, fileId, version);
   }
 
   /** A queued file, or `undefined` once it is finished. */
@@ -297,14 +309,24 @@ export class Store {
   }
 
   /**
-   * The assembled, verified `version` is about to be renamed into place.
-   * False when the file has become a newer version meanwhile.
+   * The assembled copy of `version`, verified as `sha256`, is about to be
+   * renamed into place; the hash is kept so a restart can check the vessel
+   * without reading the source again. False when the file has become a
+   * newer version meanwhile.
    */
-  markPublishing(deliveryId: number, version: number): boolean {
-    return this.#db.prepare(
-      `UPDATE deliveries SET state = 'publishing' WHERE id = ?
-         AND (SELECT version FROM files WHERE id = file_id) = ?`,
-    ).run(deliveryId, version).changes === 1;
+  markPublishing(deliveryId: number, version: number, sha256: string): boolean {
+    return this.#transaction(() => {
+      const marked = this.#db.prepare(
+        `UPDATE deliveries SET state = 'publishing' WHERE id = ?
+           AND (SELECT version FROM files WHERE id = file_id) = ?`,
+      ).run(deliveryId, version).changes === 1;
+      if (marked) {
+        this.#db.prepare(
+          "UPDATE files SET sha256 = ? WHERE id = (SELECT file_id FROM deliveries WHERE id = ?)",
+        ).run(sha256, deliveryId);
+      }
+      return marked;
+    });
   }
 
   /**

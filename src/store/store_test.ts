@@ -100,8 +100,8 @@ Deno.test("Store.enqueue() tells new, unchanged and changed files apart", async 
 Deno.test("Store.enqueue() of a changed file restarts its deliveries and forgets its parts", async () => {
   await withStore((store) => {
     const { fileId } = store.enqueue("out", "a.bin", 100, 1000, ["a", "b"]);
-    store.setFileHash(fileId, 1, "aa".repeat(32));
     const a = deliveryOf(store, fileId, "a");
+    store.markPublishing(a.id, 1, "aa".repeat(32));
     const b = deliveryOf(store, fileId, "b");
     store.startParts(a.id, 1);
     store.markPartDone(a.id, 0);
@@ -272,7 +272,7 @@ Deno.test("Store.markPublishing() and markDelivered() refuse a version that move
     const id = deliveryOf(store, fileId, "a").id;
     store.markPartDone(id, 0);
     store.fileChanged(fileId, 2, 2);
-    assert.equal(store.markPublishing(id, 1), false);
+    assert.equal(store.markPublishing(id, 1, "cd".repeat(32)), false);
     assert.equal(store.delivery(id)?.state, "pending");
     assert.equal(store.markDelivered(id, 1), false);
     assert.equal(store.delivery(id)?.state, "pending");
@@ -283,7 +283,7 @@ Deno.test("Store.markPublishing() and markDelivered() refuse a version that move
     store.markPartDone(id, 0);
     store.markPartDone(id, 0);
     assert.equal(store.partsDone(id), 1, "a part is counted once");
-    assert.equal(store.markPublishing(id, 2), true);
+    assert.equal(store.markPublishing(id, 2, "cd".repeat(32)), true);
     const publishing = store.delivery(id);
     assert.equal(publishing?.state, "publishing");
     assert.equal(
@@ -308,13 +308,14 @@ Deno.test("Store.markPublishing() and markDelivered() refuse a version that move
   });
 });
 
-Deno.test("Store.setFileHash() ignores a hash of an older version", async () => {
+Deno.test("Store.markPublishing() keeps the hash only of the current version", async () => {
   await withStore((store) => {
     const { fileId } = store.enqueue("out", "a.bin", 1, 1, ["a"]);
+    const id = deliveryOf(store, fileId, "a").id;
     store.fileChanged(fileId, 2, 2);
-    store.setFileHash(fileId, 1, "11".repeat(32));
+    assert.equal(store.markPublishing(id, 1, "11".repeat(32)), false);
     assert.equal(store.file(fileId)?.sha256, null);
-    store.setFileHash(fileId, 2, "22".repeat(32));
+    assert.equal(store.markPublishing(id, 2, "22".repeat(32)), true);
     assert.equal(store.file(fileId)?.sha256, "22".repeat(32));
   });
 });
@@ -367,7 +368,7 @@ Deno.test("Store.counts() counts queued files, pending and failed deliveries", a
     const two = store.enqueue("out", "2", 1, 1, ["a", "b"]).fileId;
     assert.deepEqual(store.counts(), { files: 2, pending: 4, failed: 0 });
     store.markDelivered(deliveryOf(store, one, "a").id, 1);
-    store.markPublishing(deliveryOf(store, one, "b").id, 1);
+    store.markPublishing(deliveryOf(store, one, "b").id, 1, "cd".repeat(32));
     store.markAttemptFailed(deliveryOf(store, two, "a").id, "auth", 0, true);
     store.markAttemptFailed(deliveryOf(store, two, "b").id, "timeout", Date.now() + 1e6, false);
     assert.deepEqual(store.counts(), { files: 2, pending: 2, failed: 1 });
@@ -384,7 +385,7 @@ Deno.test("Store.queueStatus() sums files, bytes, progress and failures per dire
 
     store.markDelivered(deliveryOf(store, small, "a").id, 1);
     store.markPartDone(deliveryOf(store, big, "a").id, 0); // in progress: parts sent
-    store.markPublishing(deliveryOf(store, third, "a").id, 1); // in progress: publishing
+    store.markPublishing(deliveryOf(store, third, "a").id, 1, "cd".repeat(32)); // in progress: publishing
     store.markAttemptFailed(deliveryOf(store, small, "b").id, "disk full", 0, true);
     store.markAttemptFailed(deliveryOf(store, big, "b").id, "timeout", Date.now() + 1e6, false);
 
@@ -483,13 +484,11 @@ Deno.test("Store commits survive a store that is never closed", async () => {
     store.startParts(id, 1);
     store.markPartDone(id, 0);
     store.markPartDone(id, 3);
-    store.setFileHash(fileId, 1, "ab".repeat(32));
     store.markAttemptFailed(deliveryOf(store, fileId, "b").id, "timeout", 42, false);
 
     const second = await Store.open(path); // the first one "crashed": never closed
     try {
       assert.equal(second.instanceId, store.instanceId);
-      assert.equal(second.file(fileId)?.sha256, "ab".repeat(32));
       assert.equal(second.partsDone(id), 2);
       assert.equal(second.delivery(id)?.partsVersion, 1);
       assert.equal(second.nextDueAt("b", false), 42);

@@ -86,7 +86,7 @@ export class SftpTransport implements Transport {
     this.#authEnvironment = options.authEnvironment;
     this.#slots = Array.from({ length: connections }, () => ({ waiting: 0 }));
     // One part per connection fills its 2 MiB SSH window; more only costs memory.
-    this.capabilities = { parallelParts: connections, parallelDeliveries: 4 };
+    this.capabilities = { parallelParts: connections, parallelDeliveries: 8 };
   }
 
   async prepare(key: string, destination: string): Promise<void> {
