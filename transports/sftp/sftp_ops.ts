@@ -7,7 +7,7 @@
  */
 import type { Stats } from "./_ssh2.ts";
 import { Buffer } from "node:buffer";
-import { parentOf } from "../transport.ts";
+import { parentOf, TransportError } from "../transport.ts";
 import { hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
 
 /** One directory entry: its name and size. */
@@ -75,7 +75,12 @@ async function mustBeDirectory(
   path: string,
   mkdirError: unknown,
 ): Promise<void> {
-  const stats = await statPath(connection, path).catch(() => undefined);
+  // A lost connection must stay a connection error, not turn into mkdir's "Failure".
+  if (mkdirError instanceof TransportError) throw mkdirError;
+  const stats = await statPath(connection, path).catch((error) => {
+    if (error instanceof TransportError) throw error;
+    return undefined;
+  });
   if (stats?.isDirectory()) return;
   if (stats) throw new Error(`${JSON.stringify(path)} exists and is not a directory`);
   throw mkdirError;
