@@ -11,7 +11,15 @@ import { startOpenSsh, type TestServer } from "../servers.ts";
 import { vesselIni } from "../vessel_ini.ts";
 
 const MAIN = new URL("../../src/main.ts", import.meta.url).pathname;
-const PERMISSIONS = ["--allow-read", "--allow-write", "--allow-env", "--allow-net", "--allow-sys"];
+// The same V8 flag as `deno task start` and the compiled binary (see deno.json).
+const PERMISSIONS = [
+  "--v8-flags=--max-semi-space-size=1",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-net",
+  "--allow-sys",
+];
 
 const { values } = parseArgs({
   args: Deno.args,
