@@ -4,6 +4,7 @@
  */
 import { createHash } from "node:crypto";
 import type { VesselConfig } from "../src/config/types.ts";
+import { errorMessage } from "../src/log/logger.ts";
 import {
   type Assembled,
   type Assembly,
@@ -53,7 +54,7 @@ export class LocalTransport implements Transport {
 
   #fail(action: string, error: unknown): TransportError {
     return new TransportError(
-      `Cannot ${action} on vessel "${this.vessel}": ${errorText(error)}`,
+      `Cannot ${action} on vessel "${this.vessel}": ${errorMessage(error)}`,
       classify(error),
       { cause: error },
     );
@@ -204,7 +205,7 @@ export class LocalTransport implements Transport {
         detail: info.isDirectory ? this.#root : `"${this.#root}" is not a directory`,
       });
     } catch (error) {
-      items.push({ check: "root", ok: false, detail: errorText(error) });
+      items.push({ check: "root", ok: false, detail: errorMessage(error) });
       return items;
     }
     for (
@@ -229,7 +230,7 @@ export class LocalTransport implements Transport {
       await Deno.remove(probe);
       return { check, ok: true, detail: dir };
     } catch (error) {
-      return { check, ok: false, detail: `"${dir}": ${errorText(error)}` };
+      return { check, ok: false, detail: `"${dir}": ${errorMessage(error)}` };
     }
   }
 
@@ -250,13 +251,9 @@ async function hashFile(file: Deno.FsFile): Promise<{ sha256: string; size: numb
   return { sha256: hash.digest("hex"), size };
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 function classify(error: unknown): TransportErrorCode {
   const code = (error as { code?: string })?.code;
-  if (code === "ENOSPC" || code === "EDQUOT" || /no space left/i.test(errorText(error))) {
+  if (code === "ENOSPC" || code === "EDQUOT" || /no space left/i.test(errorMessage(error))) {
     return "no-space";
   }
   return "failed";

@@ -15,6 +15,7 @@
 
 import { homedir, userInfo } from "node:os";
 import { dirname, posix, resolve } from "node:path";
+import { errorMessage } from "../log/logger.ts";
 import { ConfigError, type ConfigLocation, formatConfigLocation } from "./errors.ts";
 import { type IniEntry, type IniSection, parseIni } from "./ini.ts";
 import { Secret } from "./secret.ts";
@@ -110,7 +111,7 @@ export async function loadConfig(path: string, options: ParseConfigOptions = {})
   } catch (error) {
     const reason = error instanceof Deno.errors.NotFound
       ? "the config file does not exist"
-      : `cannot read the config file: ${messageOf(error)}`;
+      : `cannot read the config file: ${errorMessage(error)}`;
     throw new ConfigError(reason, { file: path }, { cause: error });
   }
   const config = parseConfig(text, path, options);
@@ -220,7 +221,7 @@ export async function checkConfigPaths(config: Config): Promise<void> {
     } catch (error) {
       const reason = error instanceof Deno.errors.NotFound
         ? `"${check.path}" does not exist`
-        : `cannot access "${check.path}": ${messageOf(error)}`;
+        : `cannot access "${check.path}": ${errorMessage(error)}`;
       throw new ConfigError(reason, check.where, { cause: error });
     }
     if (check.kind === "directory" && !info.isDirectory) {
@@ -530,7 +531,7 @@ function readSecret(section: Section, key: string, fileKey: string): Secret | un
   } catch (error) {
     const reason = error instanceof Deno.errors.NotFound
       ? `"${path}" does not exist`
-      : `cannot read "${path}": ${messageOf(error)}`;
+      : `cannot read "${path}": ${errorMessage(error)}`;
     throw section.fail(fileKey, reason, error);
   }
   content = content.replace(/\r?\n$/, "");
@@ -639,8 +640,4 @@ function derivePathChecks(config: Config): PathCheck[] {
         : []),
     ]),
   ];
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

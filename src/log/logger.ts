@@ -53,12 +53,17 @@ export function print(text: string): void {
   console.log(text);
 }
 
+/** The message of an error, or the thrown value as text. */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 /** Describes an error with its cause chain, for logs and the exit message. */
 export function describeError(error: unknown): string {
   const parts: string[] = [];
   let current: unknown = error;
   for (let depth = 0; current !== undefined && depth < 5; depth++) {
-    const message = current instanceof Error ? current.message : String(current);
+    const message = errorMessage(current);
     if (!parts.some((part) => part.includes(message))) parts.push(message);
     current = current instanceof Error ? current.cause : undefined;
   }

@@ -5,6 +5,7 @@
  * @module
  */
 import type { VesselConfig } from "../../src/config/types.ts";
+import { errorMessage } from "../../src/log/logger.ts";
 import { joinPath, parentOf, type ProbeItem, TransportError } from "../transport.ts";
 import { EMPTY_SHA256, parseSha256, PROBE_COMMAND } from "./commands.ts";
 import type { SshConnection } from "./connection.ts";
@@ -30,7 +31,7 @@ export async function probeVessel(
     add(
       code === "host-key" ? "host key" : code === "auth" ? "auth" : "connect",
       false,
-      messageOf(error),
+      errorMessage(error),
     );
     return items;
   }
@@ -53,7 +54,7 @@ export async function probeVessel(
         : "posix-rename@openssh.com is missing: files cannot be replaced atomically",
     );
   } catch (error) {
-    add("sftp", false, messageOf(error));
+    add("sftp", false, errorMessage(error));
   }
 
   try {
@@ -70,7 +71,7 @@ export async function probeVessel(
         : `neither openssl nor sha256sum works: ${failure(result.code, result.stderr)}`,
     );
   } catch (error) {
-    add("commands", false, messageOf(error));
+    add("commands", false, errorMessage(error));
   }
 
   if (!sftp) return items;
@@ -79,14 +80,14 @@ export async function probeVessel(
     await probeWrite(connection, vessel.tempDir);
     add("TempDir", true, `${JSON.stringify(vessel.tempDir)} is writable`);
   } catch (error) {
-    add("TempDir", false, `${JSON.stringify(vessel.tempDir)}: ${messageOf(error)}`);
+    add("TempDir", false, `${JSON.stringify(vessel.tempDir)}: ${errorMessage(error)}`);
   }
   for (const destination of destinations) {
     const check = `destination ${JSON.stringify(destination)}`;
     try {
       add(check, true, await probeDestination(connection, destination));
     } catch (error) {
-      add(check, false, messageOf(error));
+      add(check, false, errorMessage(error));
     }
   }
   try {
@@ -99,7 +100,7 @@ export async function probeVessel(
         : `${formatBytes(free)} free for TempDir`,
     );
   } catch (error) {
-    add("free space", false, messageOf(error));
+    add("free space", false, errorMessage(error));
   }
   return items;
 }
@@ -142,8 +143,4 @@ function formatBytes(bytes: number): string {
     unit++;
   }
   return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

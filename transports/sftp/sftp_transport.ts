@@ -9,7 +9,7 @@
  * @module
  */
 import type { VesselConfig } from "../../src/config/types.ts";
-import { type Logger, logger } from "../../src/log/logger.ts";
+import { errorMessage, type Logger, logger } from "../../src/log/logger.ts";
 import {
   type Assembled,
   type Assembly,
@@ -363,7 +363,7 @@ export class SftpTransport implements Transport {
     const free = await freeBytes(connection, dir).catch(() => undefined);
     if (free === undefined || free >= needed) return error;
     return new TransportError(
-      `no space left (${free} bytes free, ${needed} needed): ${messageOf(error)}`,
+      `no space left (${free} bytes free, ${needed} needed): ${errorMessage(error)}`,
       "no-space",
       { cause: error },
     );
@@ -380,7 +380,7 @@ function classify(action: string, error: unknown): TransportError {
   }
   let code: TransportErrorCode = "failed";
   if (hasStatus(error, SFTP_STATUS.OP_UNSUPPORTED)) code = "unsupported";
-  return new TransportError(`${action}: ${messageOf(error)}`, code, { cause: error });
+  return new TransportError(`${action}: ${errorMessage(error)}`, code, { cause: error });
 }
 
 function checkAbsolute(path: string): void {
@@ -391,8 +391,4 @@ function checkAbsolute(path: string): void {
 
 function quote(path: string): string {
   return JSON.stringify(path);
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
