@@ -198,3 +198,14 @@ export async function listFiles(dir: string, prefix = ""): Promise<string[]> {
   }
   return files.sort();
 }
+
+/** Whether anything (a file, a directory, a dangling link) is at `path`. */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}

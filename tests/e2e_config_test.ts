@@ -4,7 +4,7 @@
  * unknown keys, secrets that never show, and what `status` and `check` print.
  */
 import assert from "node:assert/strict";
-import { CliProcess, type CliResult, runCli, Workspace } from "./cli_harness.ts";
+import { CliProcess, type CliResult, pathExists, runCli, Workspace } from "./cli_harness.ts";
 
 /** Every command that loads the config; with a bad config none may start. */
 const COMMANDS = [["once"], ["run"], ["check"], ["status"], ["status", "--json"]];
@@ -54,16 +54,6 @@ function lineOf(text: string, needle: string): number {
   return index + 1;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
-
 /**
  * Runs the CLI to completion; `run` (the daemon, which would run forever if
  * the config were accepted) is killed and reported after `timeoutMs`.
@@ -110,8 +100,8 @@ async function assertRefused(
     assert.ok(result.stderr.includes(message), `expected "${message}" in:\n${what}`);
     assert.equal(result.stdout, "", what);
   }
-  assert.equal(await exists(ws.path("state/cm.db")), false, "the database was created");
-  assert.equal(await exists(ws.path("state")), false, "the database directory was created");
+  assert.equal(await pathExists(ws.path("state/cm.db")), false, "the database was created");
+  assert.equal(await pathExists(ws.path("state")), false, "the database directory was created");
   assert.deepEqual(await tree(ws.dir), before, "the workspace changed");
   assert.deepEqual(await tree(ws.path("outbox")), ["keep.txt", "sub/", "sub/deep.bin"]);
 }
@@ -234,7 +224,7 @@ Deno.test("an unknown key only warns, naming the closest known key", async () =>
       ),
       show(result),
     );
-    assert.ok(await exists(ws.path("state/cm.db")), "once ran");
+    assert.ok(await pathExists(ws.path("state/cm.db")), "once ran");
   } finally {
     await ws.cleanup();
   }
@@ -280,7 +270,7 @@ Deno.test("passwords and passphrases never show in once, status or status --json
       );
       assertHidden(result, `bad Password, ${command.join(" ")}`);
     }
-    assert.equal(await exists(ws.path("state")), false);
+    assert.equal(await pathExists(ws.path("state")), false);
 
     // A valid config: once replicates (debug logs on), then status shows the result.
     const config = await ws.config(validConfig({ vessel }));
@@ -343,7 +333,7 @@ Root = vessel-b
       })),
       vesselErrors: [],
     });
-    assert.equal(await exists(ws.path("state")), false, "status created the database");
+    assert.equal(await pathExists(ws.path("state")), false, "status created the database");
   } finally {
     await ws.cleanup();
   }

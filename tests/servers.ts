@@ -8,6 +8,7 @@
  */
 import type { VesselConfig } from "../src/config/types.ts";
 import { shellCommand } from "../transports/shell_quote.ts";
+import { pathExists } from "./cli_harness.ts";
 
 /** Which SSH server a {@linkcode TestServer} runs. */
 export type ServerKind = "openssh" | "dropbear";
@@ -131,7 +132,7 @@ export async function startOpenSsh(options: ServerOptions = {}): Promise<TestSer
     // start-up; hide the file so tests and benchmarks measure ContentMonster, not pyenv.
     const emptyRc = `${dir}/empty-bashrc`;
     await Deno.writeTextFile(emptyRc, "");
-    const mounts: [string, string][] = await exists("/root/.bashrc")
+    const mounts: [string, string][] = await pathExists("/root/.bashrc")
       ? [["/root/.bashrc", emptyRc]]
       : [];
     return await launch(
@@ -204,7 +205,7 @@ async function launch(
   const tmpfs = Object.entries(options.tmpfs ?? {});
   for (const target of [...Object.keys(options.binds ?? {}), ...Object.keys(options.tmpfs ?? {})]) {
     if (!target.startsWith("/")) throw new TypeError(`Bind target "${target}" is not absolute`);
-    if (!(await exists(target))) {
+    if (!(await pathExists(target))) {
       await Deno.mkdir(target, { recursive: true });
       created.push(target);
     }
@@ -373,16 +374,6 @@ async function accepts(port: number): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
   }
 }
 
