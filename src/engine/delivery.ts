@@ -70,6 +70,7 @@ export async function runDelivery(
   const { file } = delivery;
   const { source, destination } = deliveryPaths(directory, file.relpath);
   const key = deliveryKey(store, delivery.id);
+  const count = partCount(file.size, context.chunkSize);
 
   const sourceChanged = async (): Promise<DeliveryOutcome> => {
     const now = await statSource(source);
@@ -94,7 +95,6 @@ export async function runDelivery(
       if (remote === expected) return finish();
     }
 
-    const count = partCount(file.size, context.chunkSize);
     let assembled: Assembled;
     if (count === 1) {
       // One part goes straight to its temp name; parts of an earlier, larger version go.
@@ -141,7 +141,7 @@ export async function runDelivery(
   }
 
   async function finish(): Promise<DeliveryOutcome> {
-    if (delivery.partsVersion !== null || partCount(file.size, context.chunkSize) > 1) {
+    if (delivery.partsVersion !== null || count > 1) {
       await transport.removeParts(key);
     }
     return store.markDelivered(delivery.id, file.version) ? "delivered" : "changed";
