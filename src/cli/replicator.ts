@@ -23,7 +23,7 @@ export async function startReplicator(
   options: { once: boolean },
 ): Promise<Replicator> {
   const log = logger("");
-  const store = await Store.open(config.monster.database);
+  const store = await Store.open(config.monster.database, { exclusive: true });
   const transports = await Promise.all(config.vessels.map(openTransport));
   if (!options.once) {
     const retried = store.retryFailed();

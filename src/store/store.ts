@@ -3,6 +3,7 @@
  * it, so a restart (even after `kill -9`) resumes from here.
  */
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { InstanceLock } from "./instance_lock.ts";
 import { MIGRATIONS } from "./migrations.ts";
 
 /** A file the shore is replicating. */
@@ -70,39 +71,51 @@ const DELIVERY_COLUMNS = `d.id AS d_id, d.vessel, d.state, d.parts_version, d.at
 /** The SQLite state database of one shore. */
 export class Store {
   readonly #db: DatabaseSync;
+  readonly #lock: InstanceLock | undefined;
   /** Unique per database, so several shores can share a vessel's TempDir. */
   readonly instanceId: string;
 
-  private constructor(db: DatabaseSync) {
+  private constructor(db: DatabaseSync, lock: InstanceLock | undefined) {
     this.#db = db;
+    this.#lock = lock;
     this.instanceId = this.#instanceId();
   }
 
-  /** Opens (creating if needed) the database at `path` and migrates it. */
-  static async open(path: string): Promise<Store> {
+  /**
+   * Opens (creating if needed) the database at `path` and migrates it. With
+   * `exclusive` (for `run` and `once`), first takes the database's
+   * {@linkcode InstanceLock} until {@linkcode close}, or throws
+   * `DatabaseLockedError` at once when another process holds it.
+   */
+  static async open(path: string, options: { exclusive?: boolean } = {}): Promise<Store> {
     const slash = path.lastIndexOf("/");
     if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
+    const lock = options.exclusive ? await InstanceLock.acquire(path) : undefined;
     let db: DatabaseSync | undefined;
     try {
       db = new DatabaseSync(path);
+      // First, so that the statements below wait for another process instead of failing.
+      db.exec("PRAGMA busy_timeout = 5000");
       db.exec("PRAGMA journal_mode = WAL");
       db.exec("PRAGMA synchronous = FULL");
       db.exec("PRAGMA foreign_keys = ON");
-      db.exec("PRAGMA busy_timeout = 5000");
       migrate(db);
+      return new Store(db, lock);
     } catch (error) {
       if (db?.isOpen) db.close();
+      lock?.release();
       throw new Error(`Cannot open state database "${path}"`, { cause: error });
     }
-    return new Store(db);
   }
 
   #instanceId(): string {
-    const row = this.#db.prepare("SELECT value FROM meta WHERE key = 'instance_id'").get();
+    const select = this.#db.prepare("SELECT value FROM meta WHERE key = 'instance_id'");
+    const row = select.get();
     if (row) return String(row.value);
     const id = crypto.randomUUID().replaceAll("-", "").slice(0, 12);
-    this.#db.prepare("INSERT INTO meta (key, value) VALUES ('instance_id', ?)").run(id);
-    return id;
+    // Another process opening a new database at the same moment may have written one first.
+    this.#db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance_id', ?)").run(id);
+    return String(select.get()!.value);
   }
 
   #transaction<T>(work: () => T): T {
@@ -449,28 +462,35 @@ export class Store {
     }));
   }
 
-  /** Closes the database. */
+  /** Closes the database and releases its lock. */
   close(): void {
     if (this.#db.isOpen) this.#db.close();
+    this.#lock?.release();
   }
 }
 
 function migrate(db: DatabaseSync): void {
-  const version = Number(db.prepare("PRAGMA user_version").get()?.user_version ?? 0);
-  if (version > MIGRATIONS.length) {
-    throw new Error(
-      `schema version ${version} is newer than this ContentMonster knows (${MIGRATIONS.length})`,
-    );
-  }
-  for (let next = version; next < MIGRATIONS.length; next++) {
+  const schemaVersion = () => Number(db.prepare("PRAGMA user_version").get()?.user_version ?? 0);
+  for (;;) {
+    const version = schemaVersion();
+    if (version > MIGRATIONS.length) {
+      throw new Error(
+        `schema version ${version} is newer than this ContentMonster knows (${MIGRATIONS.length})`,
+      );
+    }
+    if (version === MIGRATIONS.length) return;
     db.exec("BEGIN IMMEDIATE");
     try {
-      db.exec(MIGRATIONS[next]);
-      db.exec(`PRAGMA user_version = ${next + 1}`);
+      // Read again under the write lock: another process may have migrated meanwhile.
+      const next = schemaVersion();
+      if (next < MIGRATIONS.length) {
+        db.exec(MIGRATIONS[next]);
+        db.exec(`PRAGMA user_version = ${next + 1}`);
+      }
       db.exec("COMMIT");
     } catch (error) {
       db.exec("ROLLBACK");
-      throw new Error(`Cannot apply migration ${next + 1}`, { cause: error });
+      throw new Error(`Cannot apply migration ${version + 1}`, { cause: error });
     }
   }
 }
