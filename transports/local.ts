@@ -3,8 +3,7 @@
  * tests and for mounted targets (NFS, USB disks). Same semantics as SFTP.
  */
 import { createHash } from "node:crypto";
-import type { VesselConfig } from "../src/config/types.ts";
-import { errorMessage } from "../src/log/logger.ts";
+import { errorMessage } from "../lib/error_message.ts";
 import {
   type Assembled,
   type Assembly,
@@ -25,6 +24,17 @@ import { ignoreNotFound, LocalAssembly, writeAll } from "./_local_assembly.ts";
 
 const COPY_BUFFER = 1 << 20;
 
+/** A vessel whose `/` lies at a shore path. */
+export interface LocalVessel {
+  readonly name: string;
+  /** The shore path where the vessel's `/` lies. */
+  readonly root?: string;
+  /** Absolute vessel path where parts are uploaded. */
+  readonly tempDir: string;
+  /** Whether to fsync a file before publishing it. */
+  readonly fsync: boolean;
+}
+
 /** A transport that writes below a local directory. */
 export class LocalTransport implements Transport {
   readonly vessel: string;
@@ -33,7 +43,7 @@ export class LocalTransport implements Transport {
   readonly #tempDir: string;
   readonly #fsync: boolean;
 
-  constructor(vessel: VesselConfig) {
+  constructor(vessel: LocalVessel) {
     if (!vessel.root) throw new TypeError(`Vessel "${vessel.name}" has no Root`);
     this.vessel = vessel.name;
     this.#root = vessel.root.replace(/\/+$/, "");

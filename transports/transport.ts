@@ -243,3 +243,19 @@ export function parentOf(path: string): string {
 export function joinPath(...segments: string[]): string {
   return segments.join("/").replace(/\/{2,}/g, "/");
 }
+
+/** Where a transport writes its log lines; the engine's logger fits. */
+export interface TransportLogger {
+  error(message: string): void;
+  warn(message: string): void;
+  info(message: string): void;
+  debug(message: string): void;
+}
+
+/** A logger that drops every line, for transports built without one (tests, benches). */
+export const silentLogger: TransportLogger = {
+  error() {},
+  warn() {},
+  info() {},
+  debug() {},
+};

@@ -1,6 +1,6 @@
 /** `contentmonster check`: probe every vessel. */
 import type { Config } from "../config/types.ts";
-import { print } from "../log/logger.ts";
+import { logger, print } from "../log/logger.ts";
 import { openTransport } from "../../transports/mod.ts";
 import { formatTable } from "./status.ts";
 
@@ -10,7 +10,7 @@ export async function checkVessels(config: Config): Promise<number> {
     const destinations = config.directories
       .filter((directory) => !vessel.ignoreDirs.includes(directory.name))
       .map((directory) => directory.destination);
-    const transport = await openTransport(vessel);
+    const transport = await openTransport(vessel, logger(`vessel ${vessel.name}`));
     try {
       return { vessel: vessel.name, items: await transport.probe(destinations) };
     } finally {

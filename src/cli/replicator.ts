@@ -24,7 +24,9 @@ export async function startReplicator(
 ): Promise<Replicator> {
   const log = logger("");
   const store = await Store.open(config.monster.database, { exclusive: true });
-  const transports = await Promise.all(config.vessels.map(openTransport));
+  const transports = await Promise.all(
+    config.vessels.map((vessel) => openTransport(vessel, logger(`vessel ${vessel.name}`))),
+  );
   if (!options.once) {
     const retried = store.retryFailed();
     if (retried > 0) log.info(`retrying ${retried} deliveries that had failed`);

@@ -3,6 +3,7 @@
  * under systemd (`JOURNAL_STREAM` set) they carry `<N>` priority prefixes and
  * no timestamps, since journald adds its own.
  */
+import { errorMessage } from "../../lib/error_message.ts";
 
 /** Severity, ordered from most to least severe. */
 export type Level = "error" | "warn" | "info" | "debug";
@@ -53,10 +54,7 @@ export function print(text: string): void {
   console.log(text);
 }
 
-/** The message of an error, or the thrown value as text. */
-export function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
+export { errorMessage } from "../../lib/error_message.ts";
 
 /** Describes an error with its cause chain, for logs and the exit message. */
 export function describeError(error: unknown): string {

@@ -11,7 +11,7 @@
  */
 import { type AnyAuthMethod, type ParsedKey, utils } from "./_ssh2.ts";
 import { Buffer } from "node:buffer";
-import type { VesselConfig } from "../../src/config/types.ts";
+import type { SftpVessel } from "./options.ts";
 import { TransportError } from "../transport.ts";
 
 /** Where the defaults come from; tests pass their own. */
@@ -57,7 +57,7 @@ export function expandHome(path: string, home: string | undefined): string {
  * is left at all.
  */
 export async function loadCredentials(
-  vessel: VesselConfig,
+  vessel: SftpVessel,
   environment: AuthEnvironment = processAuthEnvironment(),
 ): Promise<Credentials> {
   const username = vessel.username;

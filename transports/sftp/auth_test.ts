@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { Secret } from "../../src/config/secret.ts";
-import type { VesselConfig } from "../../src/config/types.ts";
+import type { SecretValue, SftpVessel } from "./options.ts";
 import { TransportError } from "../transport.ts";
 import { expandHome, loadCredentials, loadPrivateKey } from "./auth.ts";
 
@@ -20,17 +19,19 @@ async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-function vessel(overrides: Partial<VesselConfig> = {}): VesselConfig {
+function secret(value: string): SecretValue {
+  return { reveal: () => value };
+}
+
+function vessel(overrides: Partial<SftpVessel> = {}): SftpVessel {
   return {
     name: "web1",
-    transport: "sftp",
     address: "127.0.0.1",
     port: 22,
     username: "deploy",
     knownHostsFile: "/dev/null",
     strictHostKeyChecking: "yes",
     tempDir: "/tmp/.ContentMonster",
-    ignoreDirs: [],
     timeout: 10,
     fsync: true,
     ...overrides,
@@ -140,7 +141,7 @@ Deno.test("loadCredentials() tries the agent, then default keys that exist, then
         }
       }
       const credentials = await loadCredentials(
-        vessel({ password: new Secret("hunter2") }),
+        vessel({ password: secret("hunter2") }),
         { home, agentSocket: `${home}/agent.sock` },
       );
       assert.deepEqual(credentials.names, [

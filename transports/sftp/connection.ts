@@ -7,11 +7,10 @@
  *
  * @module
  */
-import type { Client, ClientChannel, SFTPWrapper } from "./_ssh2.ts";
+import type { ClientChannel, SFTPWrapper } from "./_ssh2.ts";
 import { Buffer } from "node:buffer";
-import type { VesselConfig } from "../../src/config/types.ts";
-import type { Logger } from "../../src/log/logger.ts";
-import { TransportError } from "../transport.ts";
+import type { SftpVessel } from "./options.ts";
+import { TransportError, type TransportLogger as Logger } from "../transport.ts";
 import { type ConnectionInfo, type ConnectOptions, handshake } from "./handshake.ts";
 
 export type { ConnectionInfo, ConnectOptions } from "./handshake.ts";
@@ -81,6 +80,31 @@ export interface SpawnOptions {
   readonly onStdout?: (data: Uint8Array) => void;
 }
 
+/**
+ * The part of ssh2's `Client` a connection uses. The OpenSSH carrier
+ * ({@link ./openssh_link.ts}) provides the same over `ssh` child processes.
+ */
+export interface SshLink {
+  on(event: "error", listener: (error: Error) => void): unknown;
+  on(event: "close", listener: () => void): unknown;
+  once(event: "close", listener: () => void): unknown;
+  sftp(callback: (error: Error | undefined, sftp: SFTPWrapper) => void): unknown;
+  exec(
+    command: string,
+    callback: (error: Error | undefined, channel: ClientChannel) => void,
+  ): unknown;
+  end(): unknown;
+  destroy(): unknown;
+}
+
+/** What a connection needs besides its link. */
+export interface ConnectionOptions {
+  readonly vessel: SftpVessel;
+  readonly log: Logger;
+  /** `user@host:port` as the carrier resolved it (ssh_config may change all three). */
+  readonly target?: string;
+}
+
 interface Pending {
   fail(error: TransportError): void;
   /** Commands only: when the command has run too long. */
@@ -91,8 +115,9 @@ interface Pending {
 export class SshConnection {
   /** What was negotiated; see {@linkcode ConnectionInfo}. */
   readonly info: ConnectionInfo;
-  readonly #client: Client;
-  readonly #vessel: VesselConfig;
+  readonly #client: SshLink;
+  readonly #vessel: SftpVessel;
+  readonly #target: string;
   readonly #log: Logger;
   readonly #timeoutMs: number;
   readonly #pending = new Set<Pending>();
@@ -107,9 +132,12 @@ export class SshConnection {
   #execs = 0;
   readonly #execWaiters: (() => void)[] = [];
 
-  private constructor(client: Client, options: ConnectOptions, info: ConnectionInfo) {
+  /** Wraps a link that is connected and authenticated; {@linkcode open} makes one with ssh2. */
+  constructor(client: SshLink, options: ConnectionOptions, info: ConnectionInfo) {
     this.#client = client;
     this.#vessel = options.vessel;
+    this.#target = options.target ??
+      `${options.vessel.username}@${options.vessel.address}:${options.vessel.port}`;
     this.#log = options.log;
     this.#timeoutMs = options.vessel.timeout * 1000;
     this.info = info;
@@ -133,8 +161,7 @@ export class SshConnection {
 
   /** `vessel "web1" (root@host:port)`, for messages. */
   get where(): string {
-    const vessel = this.#vessel;
-    return `vessel "${vessel.name}" (${vessel.username}@${vessel.address}:${vessel.port})`;
+    return `vessel "${this.#vessel.name}" (${this.#target})`;
   }
 
   /** Whether the connection has closed; a closed connection is not reused. */

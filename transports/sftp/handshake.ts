@@ -13,9 +13,8 @@ import {
   type ServerHostKeyAlgorithm,
 } from "./_ssh2.ts";
 import { Buffer } from "node:buffer";
-import type { VesselConfig } from "../../src/config/types.ts";
-import type { Logger } from "../../src/log/logger.ts";
-import { TransportError } from "../transport.ts";
+import type { SftpVessel } from "./options.ts";
+import { TransportError, type TransportLogger as Logger } from "../transport.ts";
 import type { Credentials } from "./auth.ts";
 import { verifyHostKey } from "./host_key.ts";
 import { coalescingSocket } from "./_coalesce.ts";
@@ -33,7 +32,7 @@ export interface ConnectionInfo {
 
 /** How to reach a vessel; built once per transport. */
 export interface ConnectOptions {
-  readonly vessel: VesselConfig;
+  readonly vessel: SftpVessel;
   readonly credentials: Credentials;
   /** Key types known_hosts lists for the vessel, preferred in negotiation. */
   readonly knownKeyTypes: readonly string[];

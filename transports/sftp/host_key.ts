@@ -8,9 +8,8 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import type { VesselConfig } from "../../src/config/types.ts";
-import type { Logger } from "../../src/log/logger.ts";
-import { TransportError } from "../transport.ts";
+import type { SftpVessel } from "./options.ts";
+import { TransportError, type TransportLogger as Logger } from "../transport.ts";
 import { expandHome, processAuthEnvironment } from "./auth.ts";
 import {
   appendKnownHost,
@@ -23,12 +22,12 @@ import {
 } from "./known_hosts.ts";
 
 /** The known_hosts path of `vessel` with `~/` expanded. */
-export function knownHostsPath(vessel: VesselConfig): string {
+export function knownHostsPath(vessel: SftpVessel): string {
   return expandHome(vessel.knownHostsFile, processAuthEnvironment().home);
 }
 
 /** Key types known_hosts lists for `vessel` (empty if the file is missing or unreadable). */
-export async function knownKeyTypesOf(vessel: VesselConfig): Promise<string[]> {
+export async function knownKeyTypesOf(vessel: SftpVessel): Promise<string[]> {
   try {
     const text = await readIfExists(knownHostsPath(vessel));
     return knownKeyTypes(parseKnownHosts(text ?? ""), vessel.address ?? "", vessel.port);
@@ -43,7 +42,7 @@ export async function knownKeyTypesOf(vessel: VesselConfig): Promise<string[]> {
  * accepted; rejects with a {@linkcode TransportError} coded `"host-key"`.
  */
 export async function verifyHostKey(
-  vessel: VesselConfig,
+  vessel: SftpVessel,
   blob: Uint8Array,
   log: Logger,
 ): Promise<string> {

@@ -4,8 +4,8 @@
  *
  * @module
  */
-import type { VesselConfig } from "../../src/config/types.ts";
-import { errorMessage } from "../../src/log/logger.ts";
+import type { SftpVessel } from "./options.ts";
+import { errorMessage } from "../../lib/error_message.ts";
 import { joinPath, parentOf, type ProbeItem, TransportError } from "../transport.ts";
 import { EMPTY_SHA256, parseSha256, PROBE_COMMAND } from "./commands.ts";
 import type { SshConnection } from "./connection.ts";
@@ -13,7 +13,7 @@ import { freeBytes, makeDirectories, removeFile, statPath, writeFile } from "./s
 
 /** Probes `vessel` through a connection from `connect`. */
 export async function probeVessel(
-  vessel: VesselConfig,
+  vessel: SftpVessel,
   connect: () => Promise<SshConnection>,
   destinations: readonly string[],
 ): Promise<ProbeItem[]> {

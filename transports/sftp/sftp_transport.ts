@@ -8,8 +8,7 @@
  *
  * @module
  */
-import type { VesselConfig } from "../../src/config/types.ts";
-import { errorMessage, type Logger, logger } from "../../src/log/logger.ts";
+import { errorMessage } from "../../lib/error_message.ts";
 import {
   type Assembled,
   type Assembly,
@@ -19,13 +18,16 @@ import {
   partName,
   partTempName,
   type ProbeItem,
+  silentLogger,
   type SpaceInfo,
   tempPathFor,
   type Transport,
   type TransportCapabilities,
   TransportError,
   type TransportErrorCode,
+  type TransportLogger,
 } from "../transport.ts";
+import type { SftpVessel } from "./options.ts";
 import { type AuthEnvironment, type Credentials, loadCredentials } from "./auth.ts";
 import { hashFile } from "./assemble.ts";
 import { hasStatus, SFTP_STATUS, SshConnection } from "./connection.ts";
@@ -49,6 +51,8 @@ export interface SftpTransportOptions {
   readonly connections?: number;
   /** Where default keys and the agent are found (default: this process's env). */
   readonly authEnvironment?: AuthEnvironment;
+  /** Where log lines go (default: nowhere). */
+  readonly log?: TransportLogger;
 }
 
 /** Commands get `Timeout` seconds per this many bytes they read, plus a base. */
@@ -65,8 +69,8 @@ interface Slot {
 export class SftpTransport implements Transport {
   readonly vessel: string;
   readonly capabilities: TransportCapabilities;
-  readonly #config: VesselConfig;
-  readonly #log: Logger;
+  readonly #config: SftpVessel;
+  readonly #log: TransportLogger;
   readonly #slots: Slot[];
   readonly #authEnvironment?: AuthEnvironment;
   #credentials?: Promise<Credentials>;
@@ -75,14 +79,14 @@ export class SftpTransport implements Transport {
   readonly #makingDirectories = new Map<string, Promise<void>>();
 
   /** Connects lazily: nothing happens until the first call. */
-  constructor(vessel: VesselConfig, options: SftpTransportOptions = {}) {
+  constructor(vessel: SftpVessel, options: SftpTransportOptions = {}) {
     if (!vessel.address) {
       throw new TypeError(`Cannot use SFTP for vessel "${vessel.name}": it has no Address`);
     }
     const connections = Math.max(1, Math.floor(options.connections ?? 2));
     this.vessel = vessel.name;
     this.#config = vessel;
-    this.#log = logger(`vessel ${vessel.name}`);
+    this.#log = options.log ?? silentLogger;
     this.#authEnvironment = options.authEnvironment;
     this.#slots = Array.from({ length: connections }, () => ({ waiting: 0 }));
     // One part per connection fills its 2 MiB SSH window; more only costs memory.

@@ -419,14 +419,12 @@ Deno.test({
     listener.close();
     const transport = new SftpTransport({
       name: "gone",
-      transport: "sftp",
       address: "127.0.0.1",
       port,
       username: "root",
       knownHostsFile: "/dev/null",
       strictHostKeyChecking: "yes",
       tempDir: "/tmp/.ContentMonster",
-      ignoreDirs: [],
       timeout: 2,
       fsync: true,
       password: new Secret("not-used"),
@@ -452,14 +450,12 @@ Deno.test({
     })();
     const transport = new SftpTransport({
       name: "mute",
-      transport: "sftp",
       address: "127.0.0.1",
       port: (listener.addr as Deno.NetAddr).port,
       username: "root",
       knownHostsFile: "/dev/null",
       strictHostKeyChecking: "yes",
       tempDir: "/tmp/.ContentMonster",
-      ignoreDirs: [],
       timeout: 1,
       fsync: true,
       password: new Secret("not-used"),
