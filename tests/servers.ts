@@ -306,6 +306,8 @@ async function launch(
       ignoreDirs: [],
       timeout: 10,
       fsync: true,
+      // Never the machine's ~/.ssh/config: tests must not depend on who runs them.
+      sshConfigFile: "none",
       ...overrides,
     }),
     pids,

@@ -1,4 +1,6 @@
 /** Runs the transport conformance suite against one kind of real SSH server. */
+import { findSsh } from "../transports/sftp/openssh_setup.ts";
+import type { SshClientKind } from "../transports/sftp/options.ts";
 import { SftpTransport } from "../transports/sftp/sftp_transport.ts";
 import { transportConformance } from "./conformance.ts";
 import {
@@ -11,15 +13,15 @@ import {
   startOpenSsh,
 } from "./servers.ts";
 
-/** Registers the conformance suite for the SFTP transport against `kind`. */
-export function sftpConformance(kind: ServerKind, label: string): void {
-  const unavailable = serverUnavailable(kind);
-  if (unavailable) skipNotice(`${label} conformance`, unavailable);
-  transportConformance(`sftp (${label})`, async () => {
+/** Registers the conformance suite for the SFTP transport over `carrier` against `kind`. */
+export function sftpConformance(kind: ServerKind, label: string, carrier: SshClientKind): void {
+  const unavailable = serverUnavailable(kind) ?? carrierUnavailable(carrier);
+  if (unavailable) skipNotice(`${label} conformance over ${carrier}`, unavailable);
+  transportConformance(`sftp (${label}, ${carrier} client)`, async () => {
     const server = kind === "openssh" ? await startOpenSsh() : await startDropbear();
     const base = `${server.dir}/vessel`;
     await Deno.mkdir(base);
-    const vessel = server.vesselConfig();
+    const vessel = server.vesselConfig({ sshClient: carrier });
     return {
       transport: new SftpTransport(vessel),
       base,
@@ -29,4 +31,10 @@ export function sftpConformance(kind: ServerKind, label: string): void {
       cleanup: () => server.stop(),
     };
   }, { ignore: unavailable !== undefined });
+}
+
+/** Why the SSH client `carrier` cannot run here, or `undefined` if it can. */
+export function carrierUnavailable(carrier: SshClientKind): string | undefined {
+  if (carrier === "openssh" && !findSsh()) return "no ssh binary on PATH (install openssh-client)";
+  return undefined;
 }

@@ -1,3 +1,4 @@
 import { sftpConformance } from "./sftp_conformance.ts";
 
-sftpConformance("dropbear", "Dropbear");
+sftpConformance("dropbear", "Dropbear", "openssh");
+sftpConformance("dropbear", "Dropbear", "builtin");

@@ -1,3 +1,4 @@
 import { sftpConformance } from "./sftp_conformance.ts";
 
-sftpConformance("openssh", "OpenSSH");
+sftpConformance("openssh", "OpenSSH", "openssh");
+sftpConformance("openssh", "OpenSSH", "builtin");

@@ -24,6 +24,7 @@ import type {
   DirectoryConfig,
   HostKeyPolicy,
   MonsterConfig,
+  SshClientKind,
   VesselConfig,
 } from "./types.ts";
 
@@ -56,6 +57,9 @@ const KEYS = {
     "Fsync",
     "BandwidthLimit",
     "Root",
+    "SSHClient",
+    "SSHCommand",
+    "SSHConfigFile",
   ],
 } as const;
 type Kind = keyof typeof KEYS;
@@ -90,6 +94,15 @@ const HOST_KEY_POLICIES: Record<string, HostKeyPolicy> = {
   false: "no",
   off: "no",
 };
+
+const SSH_CLIENTS: Record<string, SshClientKind> = { openssh: "openssh", builtin: "builtin" };
+/** Keys whose default the OpenSSH client may take from ssh_config instead. */
+const DEFAULTED_SETTINGS = [
+  ["Port", "port"],
+  ["Username", "username"],
+  ["KnownHostsFile", "knownHostsFile"],
+  ["StrictHostKeyChecking", "strictHostKeyChecking"],
+] as const;
 
 /** A path that must exist, checked by {@linkcode checkConfigPaths}. */
 interface PathCheck {
@@ -477,6 +490,30 @@ function parseVessel(section: Section, name: string): VesselConfig {
     if (bandwidthLimit === 0) bandwidthLimit = undefined;
   }
 
+  const sshClient = section.text("SSHClient") === undefined
+    ? undefined
+    : section.choice("SSHClient", SSH_CLIENTS, "openssh");
+  const sshCommandText = section.text("SSHCommand");
+  // A bare name is looked up on PATH when the transport starts, as a shell would.
+  const sshCommand = sshCommandText === undefined || !sshCommandText.includes("/")
+    ? sshCommandText
+    : section.resolveShorePath(sshCommandText);
+  if (sshCommand?.includes("/")) section.check("SSHCommand", sshCommand, "file");
+  const sshConfigText = section.text("SSHConfigFile");
+  const sshConfigFile = sshConfigText === undefined || sshConfigText.toLowerCase() === "none"
+    ? sshConfigText?.toLowerCase()
+    : section.resolveShorePath(sshConfigText);
+  if (sshConfigFile !== undefined && sshConfigFile !== "none") {
+    section.check("SSHConfigFile", sshConfigFile, "file");
+  }
+  if (transport === "local") {
+    for (const key of ["SSHClient", "SSHCommand", "SSHConfigFile"]) {
+      if (section.text(key) !== undefined) section.warn(key, "is ignored with Transport = local");
+    }
+  }
+  const defaulted = DEFAULTED_SETTINGS.filter(([key]) => section.text(key) === undefined)
+    .map(([, setting]) => setting);
+
   const ignoreDirs = [
     ...new Set(
       (section.lines("IgnoreDirs") ?? "").split(/[,\n]/).map((dir) => dir.trim()).filter(Boolean),
@@ -501,6 +538,10 @@ function parseVessel(section: Section, name: string): VesselConfig {
     timeout,
     fsync: section.choice("Fsync", BOOLEANS, true),
     bandwidthLimit,
+    sshClient,
+    sshCommand,
+    sshConfigFile,
+    defaulted,
   };
 }
 

@@ -272,7 +272,7 @@ User = me
     '"StrictHostKeyChecking"?',
     '/etc/cm/settings.ini:11: [Vessel v] unknown key "Bogus" (known keys: Transport, Address, ' +
     "Port, Username, Password, PasswordFile, Passphrase, PassphraseFile, IdentityFile, " +
-    "KnownHostsFile, StrictHostKeyChecking, TempDir, IgnoreDirs, Timeout, Fsync, BandwidthLimit, Root)",
+    "KnownHostsFile, StrictHostKeyChecking, TempDir, IgnoreDirs, Timeout, Fsync, BandwidthLimit, Root, SSHClient, SSHCommand, SSHConfigFile)",
     "/etc/cm/settings.ini:10: [Vessel v] Root: is ignored unless Transport = local",
     '/etc/cm/settings.ini:13: [DEFAULT] unknown key "User", did you mean "Username"?',
   ]);
@@ -473,3 +473,44 @@ function catchError(fn: () => unknown): ConfigError {
   }
   throw new Error("expected a ConfigError");
 }
+
+Deno.test("parseConfig() reads SSHClient, SSHCommand and SSHConfigFile, and which SSH settings were defaulted", () => {
+  const plain = parse(`[Directory d]\nLocation=/d\n${VESSEL}Port = 2222\n`).vessels[0];
+  assert.equal(plain.sshClient, undefined);
+  assert.equal(plain.sshCommand, undefined);
+  assert.equal(plain.sshConfigFile, undefined);
+  assert.deepEqual(plain.defaulted, ["username", "knownHostsFile", "strictHostKeyChecking"]);
+
+  const chosen = parse(
+    `[Directory d]\nLocation=/d\n${VESSEL}SSHClient = BuiltIn\nSSHCommand = ssh2\n` +
+      `SSHConfigFile = None\nUsername = u\nKnownHostsFile = /k\nStrictHostKeyChecking = no\n`,
+  ).vessels[0];
+  assert.equal(chosen.sshClient, "builtin");
+  assert.equal(chosen.sshCommand, "ssh2");
+  assert.equal(chosen.sshConfigFile, "none");
+  assert.deepEqual(chosen.defaulted, ["port"]);
+});
+
+Deno.test("parseConfig() refuses an unknown SSHClient naming the choices", async () => {
+  await assertConfigError(
+    () => parse(`[Directory d]\nLocation=/d\n${VESSEL}SSHClient = putty\n`),
+    { line: 5, section: "Vessel v", key: "SSHClient" },
+    /"putty" is not one of "openssh", "builtin"/,
+  );
+});
+
+Deno.test("loadConfig() refuses an SSHCommand or SSHConfigFile path that does not exist", async () => {
+  await withTempDir(async (dir) => {
+    const base = `[Directory d]\nLocation = .\n[Vessel v]\nAddress = h\n`;
+    await assertConfigError(
+      () => load(dir, `${base}SSHCommand = bin/ssh\n`),
+      { file: join(dir, "settings.ini"), line: 5, section: "Vessel v", key: "SSHCommand" },
+      /does not exist/,
+    );
+    await assertConfigError(
+      () => load(dir, `${base}SSHConfigFile = ssh_config\n`),
+      { file: join(dir, "settings.ini"), line: 5, section: "Vessel v", key: "SSHConfigFile" },
+      /does not exist/,
+    );
+  });
+});

@@ -21,6 +21,12 @@ export interface DirectoryConfig {
 /** `StrictHostKeyChecking`, as OpenSSH means it. */
 export type HostKeyPolicy = "yes" | "accept-new" | "no";
 
+/** `SSHClient`: which SSH implementation carries SFTP. */
+export type SshClientKind = "openssh" | "builtin";
+
+/** Settings of a vessel that hold ContentMonster's default because settings.ini left them out. */
+export type DefaultedSetting = "port" | "username" | "knownHostsFile" | "strictHostKeyChecking";
+
 /** `[Vessel NAME]`: one destination server. */
 export interface VesselConfig {
   readonly name: string;
@@ -45,6 +51,14 @@ export interface VesselConfig {
   readonly fsync: boolean;
   /** Bytes per second uploads to this vessel may average; unlimited when absent. */
   readonly bandwidthLimit?: number;
+  /** The SSH carrier; absent: `openssh` when an `ssh` binary is found, else `builtin`. */
+  readonly sshClient?: SshClientKind;
+  /** The `ssh` binary: an absolute path, or a name looked up on PATH. */
+  readonly sshCommand?: string;
+  /** The ssh_config(5) file for `openssh`, or `none`; absent: ssh's own default. */
+  readonly sshConfigFile?: string;
+  /** Which of port, username, known hosts file and host key policy are defaults (see DefaultedSetting). */
+  readonly defaulted?: readonly DefaultedSetting[];
 }
 
 /** The whole validated `settings.ini`. */

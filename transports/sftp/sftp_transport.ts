@@ -27,7 +27,9 @@ import {
   type TransportErrorCode,
   type TransportLogger,
 } from "../transport.ts";
-import type { SftpVessel } from "./options.ts";
+import type { SftpVessel, SshClientKind } from "./options.ts";
+import { openOpenSsh } from "./openssh_link.ts";
+import { findSsh, type OpenSshSetup, prepareOpenSsh } from "./openssh_setup.ts";
 import { type AuthEnvironment, type Credentials, loadCredentials } from "./auth.ts";
 import { hashFile } from "./assemble.ts";
 import { hasStatus, SFTP_STATUS, SshConnection } from "./connection.ts";
@@ -74,6 +76,11 @@ export class SftpTransport implements Transport {
   readonly #slots: Slot[];
   readonly #authEnvironment?: AuthEnvironment;
   #credentials?: Promise<Credentials>;
+  /** The SSH carrier: the system's OpenSSH client, or ssh2 in this process. */
+  readonly carrier: SshClientKind;
+  readonly #sshCommand?: string;
+  #openSsh?: Promise<OpenSshSetup>;
+  #connectionsOpened = 0;
   #closed = false;
   /** Directories being created, so files arriving together in a new one create it once. */
   readonly #makingDirectories = new Map<string, Promise<void>>();
@@ -91,6 +98,23 @@ export class SftpTransport implements Transport {
     this.#slots = Array.from({ length: connections }, () => ({ waiting: 0 }));
     // One part per connection fills its 2 MiB SSH window; more only costs memory.
     this.capabilities = { parallelParts: connections, parallelDeliveries: 8 };
+    this.#sshCommand = findSsh(vessel.sshCommand);
+    this.carrier = vessel.sshClient ?? (this.#sshCommand ? "openssh" : "builtin");
+    this.#log.info(`SSH client: ${this.describeCarrier()}`);
+  }
+
+  /** Which SSH client carries this vessel's connections, for logs and `check`. */
+  describeCarrier(): string {
+    if (this.carrier === "builtin") return "builtin (ssh2 in this process)";
+    if (!this.#sshCommand) {
+      return `openssh, but no ssh binary ${
+        this.#config.sshCommand ? `at ${JSON.stringify(this.#config.sshCommand)}` : "on PATH"
+      }`;
+    }
+    const config = this.#config.sshConfigFile === undefined
+      ? "ssh_config: the user's"
+      : `ssh_config: ${this.#config.sshConfigFile}`;
+    return `openssh (${this.#sshCommand}; ${config})`;
   }
 
   async prepare(key: string, destination: string): Promise<void> {
@@ -241,8 +265,14 @@ export class SftpTransport implements Transport {
     });
   }
 
-  probe(destinations: readonly string[]): Promise<ProbeItem[]> {
-    return probeVessel(this.#config, () => this.#connection(), destinations);
+  async probe(destinations: readonly string[]): Promise<ProbeItem[]> {
+    const client: ProbeItem = {
+      check: "ssh client",
+      ok: this.carrier === "builtin" || this.#sshCommand !== undefined,
+      detail: this.describeCarrier(),
+    };
+    if (!client.ok) return [client];
+    return [client, ...await probeVessel(this.#config, () => this.#connection(), destinations)];
   }
 
   async close(): Promise<void> {
@@ -253,6 +283,8 @@ export class SftpTransport implements Transport {
       await connection?.close();
     });
     await Promise.all(closing);
+    const openSsh = await this.#openSsh?.catch(() => undefined);
+    await openSsh?.dispose();
   }
 
   #partDir(key: string): string {
@@ -333,6 +365,7 @@ export class SftpTransport implements Transport {
   }
 
   async #open(): Promise<SshConnection> {
+    if (this.carrier === "openssh") return await this.#openOpenSsh();
     this.#credentials ??= loadCredentials(this.#config, this.#authEnvironment).then(
       (credentials) => {
         for (const reason of credentials.skipped) {
@@ -354,6 +387,34 @@ export class SftpTransport implements Transport {
       if (error instanceof TransportError && error.code === "auth") this.#credentials = undefined;
       throw error;
     }
+  }
+
+  async #openOpenSsh(): Promise<SshConnection> {
+    const command = this.#sshCommand;
+    if (!command) {
+      throw new TransportError(
+        `Cannot connect to vessel "${this.vessel}": SSHClient = openssh, but there is no ssh ` +
+          `binary ${
+            this.#config.sshCommand ? `at ${JSON.stringify(this.#config.sshCommand)}` : "on PATH"
+          } (install openssh-client, set SSHCommand, or set SSHClient = builtin)`,
+        "unsupported",
+      );
+    }
+    this.#openSsh ??= prepareOpenSsh(this.#config, command).catch((error) => {
+      this.#openSsh = undefined;
+      throw new TransportError(
+        `Cannot connect to vessel "${this.vessel}": ${errorMessage(error)}`,
+        "unsupported",
+        { cause: error },
+      );
+    });
+    const setup = await this.#openSsh;
+    return await openOpenSsh({
+      vessel: this.#config,
+      log: this.#log,
+      setup,
+      controlPath: `${setup.dir}/c${this.#connectionsOpened++}`,
+    });
   }
 
   /** Reclassifies a failed write as "no-space" when the vessel's disk is (nearly) full. */

@@ -1,0 +1,94 @@
+/**
+ * SFTP over a pair of pipes (the stdin and stdout of `ssh -s HOST sftp`), by
+ * ssh2's own SFTP client class. That class only needs from its SSH channel a
+ * way to send data (`_protocol.channelData`), to close (`channelClose`) and
+ * an outgoing window; this module provides those, so every SFTP call of the
+ * transport works the same over the OpenSSH client as over ssh2's own SSH.
+ *
+ * It relies on internals of ssh2 1.17.0 (pinned in deno.json):
+ * `_sftp_pipe_test.ts` fails loudly when they change.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import type { Readable, Writable } from "node:stream";
+// @ts-types="./_sftp_class.d.ts"
+import sftpModule from "ssh2/lib/protocol/SFTP.js";
+import type { SFTPWrapper } from "./_ssh2.ts";
+
+/** The internals of ssh2's SFTP class this module uses. */
+interface SftpInternals {
+  _init(): void;
+  push(data: Buffer | null): void;
+  emit(event: string, ...args: unknown[]): boolean;
+  once(event: string, listener: (...args: unknown[]) => void): unknown;
+  readonly outgoing: { state: string };
+}
+
+/**
+ * Starts an SFTP session on `input` (requests to the server) and `output`
+ * (its replies) and resolves once the server answered the version exchange.
+ * `close` is called when the session ends from our side. The session emits
+ * `close` when `output` ends.
+ */
+export function sftpOverPipes(
+  input: Writable,
+  output: Readable,
+  close: () => void,
+): Promise<SFTPWrapper> {
+  const outgoing = {
+    id: 0,
+    // No SSH window between us and ssh: the transport bounds what is in flight.
+    window: Number.MAX_SAFE_INTEGER,
+    packetSize: 1 << 20,
+    state: "open",
+  };
+  const protocol = {
+    // ssh2 sizes reads and writes by the server's name until limits@openssh.com
+    // (OpenSSH's sftp-server 8.7+, also under Dropbear) gives the real limits;
+    // an unnamed server gets its safe 34000 bytes meanwhile.
+    _remoteIdentRaw: "SSH-2.0-unknown",
+    channelData(_id: number, data: Uint8Array) {
+      input.write(data);
+    },
+    channelClose(_id: number) {
+      outgoing.state = "closed";
+      close();
+    },
+  };
+  const sftp = new sftpModule.SFTP({ _protocol: protocol }, {
+    type: "sftp",
+    incoming: { id: 0, window: Number.MAX_SAFE_INTEGER, packetSize: 1 << 20, state: "open" },
+    outgoing,
+  }, {}) as unknown as SftpInternals;
+  let ended = false;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    outgoing.state = "closed";
+    sftp.push(null); // Fails every pending request.
+    sftp.emit("close");
+  };
+  output.on("data", (data: Buffer) => sftp.push(data));
+  output.on("end", end);
+  output.on("close", end);
+  output.on("error", end);
+  input.on("error", () => close());
+  return new Promise<SFTPWrapper>((resolve, reject) => {
+    sftp.once("ready", () => resolve(sftp as unknown as SFTPWrapper));
+    sftp.once("error", (error) => reject(error));
+    sftp.once("close", () => reject(new Error("the SFTP session ended before it started")));
+    sftp._init();
+  });
+}
+
+/** Whether the SFTP internals this module needs are where it expects them. */
+export function sftpInternalsPresent(): string[] {
+  const missing: string[] = [];
+  const proto = sftpModule.SFTP?.prototype as Record<string, unknown> | undefined;
+  if (typeof sftpModule.SFTP !== "function") missing.push("SFTP class");
+  for (const method of ["_init", "push", "open", "write", "ext_openssh_rename"]) {
+    if (typeof proto?.[method] !== "function") missing.push(`SFTP.prototype.${method}`);
+  }
+  return missing;
+}

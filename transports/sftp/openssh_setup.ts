@@ -1,0 +1,269 @@
+/**
+ * How ContentMonster runs the system's OpenSSH client for a vessel: which
+ * binary, which options (settings.ini first, ssh_config for what it leaves
+ * out), the environment, and a private directory for the connection sockets
+ * and the password helper.
+ *
+ * Passwords never reach a command line or an environment: `SSH_ASKPASS`
+ * names a helper script that prints a 0600 file in that 0700 directory, and
+ * the file exists only while a login is in progress.
+ *
+ * @module
+ */
+import { shellQuote } from "../shell_quote.ts";
+import type { SftpVessel } from "./options.ts";
+
+/** Everything needed to start `ssh` for one vessel. */
+export interface OpenSshSetup {
+  /** Absolute path of the `ssh` binary. */
+  readonly command: string;
+  /** Options for every `ssh` run, before the host. */
+  readonly options: readonly string[];
+  /** The host argument: settings.ini's Address, maybe a `Host` alias of ssh_config. */
+  readonly host: string;
+  /** `user@hostname:port` after ssh_config, for messages. */
+  readonly target: string;
+  /** StrictHostKeyChecking as it applies (ssh_config's `ask` becomes `yes`). */
+  readonly hostKeyPolicy: string;
+  /** The known_hosts files ssh reads, for messages. */
+  readonly knownHosts: string;
+  /** The environment of every `ssh` run. */
+  readonly env: Record<string, string>;
+  /** A private (0700) directory for control sockets; removed by {@linkcode dispose}. */
+  readonly dir: string;
+  /** Puts the secrets where the helper finds them, for one login; returns their removal. */
+  exposeSecrets(): Promise<() => Promise<void>>;
+  /** Removes the private directory. */
+  dispose(): Promise<void>;
+}
+
+/** ssh_config's built-in cipher order; AES-GCM first when the CPU has AES-NI. */
+const AES_FIRST = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com";
+const DIR_PREFIX = "contentmonster-ssh-";
+
+/**
+ * The `ssh` binary for `command` (an absolute path, or a name looked up on
+ * PATH), or `undefined` if there is none.
+ */
+export function findSsh(command = "ssh"): string | undefined {
+  const candidates = command.includes("/")
+    ? [command]
+    : (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":").filter(Boolean).map((dir) =>
+      `${dir}/${command}`
+    );
+  for (const path of candidates) {
+    try {
+      const info = Deno.statSync(path);
+      if (info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) return path;
+    } catch {
+      // Not here.
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Resolves the options of `ssh` for `vessel` with `ssh -G`, so keys absent
+ * from settings.ini come from ssh_config as they would for `ssh` itself.
+ */
+export async function prepareOpenSsh(vessel: SftpVessel, command: string): Promise<OpenSshSetup> {
+  if (!vessel.address) throw new TypeError(`Vessel "${vessel.name}" has no Address`);
+  const host = vessel.address;
+  const defaulted = new Set(vessel.defaulted ?? []);
+  const options: string[] = [];
+  if (vessel.sshConfigFile !== undefined) options.push("-F", vessel.sshConfigFile);
+  if (!defaulted.has("port")) options.push("-p", String(vessel.port));
+  if (!defaulted.has("username")) options.push("-l", vessel.username);
+  if (vessel.identityFile !== undefined) options.push("-i", vessel.identityFile);
+  if (!defaulted.has("knownHostsFile")) {
+    options.push("-o", `UserKnownHostsFile=${sshWord(vessel.knownHostsFile)}`);
+  }
+  if (!defaulted.has("strictHostKeyChecking")) {
+    options.push("-o", `StrictHostKeyChecking=${vessel.strictHostKeyChecking}`);
+  }
+
+  const resolved = await sshDashG(command, options, host);
+  const policy = resolved.get("stricthostkeychecking") ?? "ask";
+  const hostKeyPolicy = policy === "false" ? "no" : policy === "accept-new" ? policy : "yes";
+  if (policy === "ask") options.push("-o", "StrictHostKeyChecking=yes");
+  if ((resolved.get("connecttimeout") ?? "none") === "none") {
+    options.push("-o", `ConnectTimeout=${Math.max(1, Math.ceil(vessel.timeout))}`);
+  }
+  if (await usesDefaultCiphers(command, options, host, resolved) && hasAesInstructions()) {
+    // Measured on this 2-core machine: scp with aes128-gcm 355 MiB/s, with the default
+    // chacha20-poly1305 183 MiB/s. Only when ssh_config does not choose the ciphers.
+    options.push("-o", `Ciphers=${AES_FIRST}`);
+  }
+  const secrets = vessel.password !== undefined || vessel.passphrase !== undefined;
+  options.push(
+    // The link is judged alive while data arrives (ssh sends these only when the
+    // server was silent for the interval), so a slow but busy link never times out.
+    "-o",
+    `ServerAliveInterval=${Math.max(1, Math.ceil(vessel.timeout / 3))}`,
+    "-o",
+    "ServerAliveCountMax=3",
+    // Nothing of the operator's interactive set-up may follow us to a vessel.
+    "-o",
+    "ForwardAgent=no",
+    "-o",
+    "ForwardX11=no",
+    "-o",
+    "ClearAllForwardings=yes",
+    "-o",
+    "PermitLocalCommand=no",
+    "-o",
+    "RemoteCommand=none",
+    "-o",
+    "RequestTTY=no",
+    "-o",
+    secrets ? "NumberOfPasswordPrompts=1" : "BatchMode=yes",
+  );
+
+  const dir = await Deno.makeTempDir({ prefix: `${DIR_PREFIX}${Deno.pid}-` });
+  await Deno.chmod(dir, 0o700);
+  const env: Record<string, string> = { ...Deno.env.toObject() };
+  delete env.DISPLAY;
+  if (secrets) {
+    const askpass = `${dir}/askpass`;
+    await Deno.writeTextFile(askpass, askpassScript(dir), { mode: 0o700, createNew: true });
+    env.SSH_ASKPASS = askpass;
+    env.SSH_ASKPASS_REQUIRE = "force";
+  }
+  const user = resolved.get("user") ?? vessel.username;
+  const hostname = resolved.get("hostname") ?? host;
+  const port = resolved.get("port") ?? String(vessel.port);
+  return {
+    command,
+    options,
+    host,
+    target: `${user}@${hostname}:${port}`,
+    hostKeyPolicy,
+    knownHosts: resolved.get("userknownhostsfile") ?? vessel.knownHostsFile,
+    env,
+    dir,
+    async exposeSecrets() {
+      const written: string[] = [];
+      for (
+        const [name, secret] of [["password", vessel.password], [
+          "passphrase",
+          vessel.passphrase,
+        ]] as const
+      ) {
+        if (secret === undefined) continue;
+        const path = `${dir}/${name}`;
+        await Deno.remove(path).catch(() => {});
+        await Deno.writeTextFile(path, secret.reveal(), { mode: 0o600, createNew: true });
+        written.push(path);
+      }
+      return async () => {
+        await Promise.all(written.map((path) => Deno.remove(path).catch(() => {})));
+      };
+    },
+    async dispose() {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/**
+ * Removes private directories left by ContentMonster processes that no longer
+ * run (after a `kill -9`), since one may still hold a secret.
+ */
+export async function removeStaleDirectories(
+  tmp = Deno.env.get("TMPDIR") || "/tmp",
+): Promise<void> {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(tmp));
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    const pid = new RegExp(`^${DIR_PREFIX}(\\d+)-`).exec(entry.name)?.[1];
+    if (!entry.isDirectory || pid === undefined || Number(pid) === Deno.pid) continue;
+    if (await processRuns(Number(pid))) continue;
+    const path = `${tmp}/${entry.name}`;
+    try {
+      if ((await Deno.lstat(path)).uid !== Deno.uid()) continue;
+      await Deno.remove(path, { recursive: true });
+    } catch {
+      // Gone already, or not ours.
+    }
+  }
+}
+
+async function processRuns(pid: number): Promise<boolean> {
+  try {
+    await Deno.stat(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The `ssh_askpass` helper: the password or passphrase file for the prompt, nothing for any other question. */
+function askpassScript(dir: string): string {
+  return [
+    "#!/bin/sh",
+    "# ContentMonster's SSH_ASKPASS helper: answers only password and passphrase prompts.",
+    'case "$1" in',
+    "*[Pp]assphrase*) name=passphrase ;;",
+    "*[Pp]assword*) name=password ;;",
+    "*) exit 1 ;;",
+    "esac",
+    `exec cat -- ${shellQuote(dir)}/"$name"`,
+    "",
+  ].join("\n");
+}
+
+/** `ssh -G`: the configuration ssh would use, keys lower-cased. */
+async function sshDashG(
+  command: string,
+  options: readonly string[],
+  host: string,
+): Promise<Map<string, string>> {
+  const output = await new Deno.Command(command, {
+    args: [...options, "-G", "--", host],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout);
+  if (!output.success) {
+    const why = new TextDecoder().decode(output.stderr).trim() || `exit ${output.code}`;
+    throw new Error(`${command} -G cannot read the SSH configuration: ${why}`);
+  }
+  const settings = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    const space = line.indexOf(" ");
+    if (space <= 0) continue;
+    const key = line.slice(0, space).toLowerCase();
+    if (!settings.has(key)) settings.set(key, line.slice(space + 1));
+  }
+  return settings;
+}
+
+/** Whether ssh_config leaves the ciphers at OpenSSH's own default. */
+async function usesDefaultCiphers(
+  command: string,
+  options: readonly string[],
+  host: string,
+  resolved: Map<string, string>,
+): Promise<boolean> {
+  const defaults = await sshDashG(command, ["-F", "none"], host).catch(() => undefined);
+  return defaults !== undefined && defaults.get("ciphers") === resolved.get("ciphers") &&
+    !options.some((option) => option.toLowerCase().startsWith("ciphers="));
+}
+
+function hasAesInstructions(): boolean {
+  try {
+    return /^flags\s*:.*\baes\b/m.test(Deno.readTextFileSync("/proc/cpuinfo"));
+  } catch {
+    return false;
+  }
+}
+
+/** A value for `ssh -o KEY=VALUE`, quoted when it holds spaces. */
+function sshWord(value: string): string {
+  return /[\s"]/.test(value) ? `"${value.replaceAll('"', '\\"')}"` : value;
+}
