@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
-const PERMISSIONS = ["--allow-read", "--allow-write", "--allow-env", "--allow-net", "--allow-sys"];
+const PERMISSIONS = ["--allow-read", "--allow-write", "--allow-env", "--allow-net", "--allow-sys", "--allow-run"];
 
 /** The result of a finished CLI run. */
 export interface CliResult {

@@ -10,6 +10,8 @@ export function vesselIni(server: TestServer, name: string, extra: Record<string
     IdentityFile: server.identityFile,
     KnownHostsFile: server.knownHostsFile,
     TempDir: `${server.dir}/vessel-tmp`,
+    // Never the machine's ~/.ssh/config: tests must not depend on who runs them.
+    SSHConfigFile: "none",
     ...extra,
   };
   return `[Vessel ${name}]\n${

@@ -19,6 +19,7 @@ const PERMISSIONS = [
   "--allow-env",
   "--allow-net",
   "--allow-sys",
+  "--allow-run",
 ];
 
 const { values } = parseArgs({

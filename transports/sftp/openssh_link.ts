@@ -60,26 +60,20 @@ export async function openOpenSsh(options: OpenSshOptions): Promise<SshConnectio
   exited.then(hideSecrets);
   const timeoutMs = vessel.timeout * 3000;
   let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    const sftp = await Promise.race([
-      sftpOverPipes(master.stdin!, master.stdout!, () => master.stdin?.end()),
-      exited.then(() => {
-        throw openError(where, diagnostics, master, setup);
-      }),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          reject(
-            new TransportError(
-              `Cannot connect to ${where}: no SFTP session within ${timeoutMs / 1000} s ` +
-                `(3 x Timeout)${diagnostics.summary() ? `: ${diagnostics.summary()}` : ""}`,
-              "connection",
-            ),
-          );
-        }, timeoutMs);
-      }),
-    ]);
+  const timedOut = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), timeoutMs);
+  });
+  const started = sftpOverPipes(master.stdin!, master.stdout!, () => master.stdin?.end());
+  started.catch(() => {}); // Judged below, from ssh's own words once it exited.
+  const first = await Promise.race([
+    started.then((sftp) => ({ sftp }), () => "failed" as const),
+    exited.then(() => "exited" as const),
+    timedOut,
+  ]);
+  clearTimeout(timer);
+  if (typeof first === "object") {
     void hideSecrets();
-    const link = new OpenSshLink(master, sftp, diagnostics, options);
+    const link = new OpenSshLink(master, first.sftp, diagnostics, options);
     const info: ConnectionInfo = {
       server: diagnostics.match(/remote software version (\S+)/) ?? "unknown server",
       cipher: diagnostics.match(/kex: client->server cipher: (\S+)/) ?? "unknown cipher",
@@ -90,18 +84,28 @@ export async function openOpenSsh(options: OpenSshOptions): Promise<SshConnectio
       `connected to ${setup.target} (${info.server}, ${info.cipher}, ${info.auth})`,
     );
     return new SshConnection(link, { ...options, target: setup.target }, info);
-  } catch (error) {
+  }
+  if (first === "timeout") {
     kill(master);
     await exited;
-    if (error instanceof TransportError) throw error;
+    const said = diagnostics.summary();
     throw new TransportError(
-      `Cannot connect to ${where}: ${error instanceof Error ? error.message : error}`,
+      `Cannot connect to ${where}: no SFTP session within ${timeoutMs / 1000} s ` +
+        `(3 x Timeout)${said ? `: ${said}` : ""}`,
       "connection",
-      { cause: error },
     );
-  } finally {
-    clearTimeout(timer);
   }
+  // The session failed or ssh exited: ssh's exit status and stderr say why.
+  const ended = await Promise.race([exited.then(() => true), delay(2000).then(() => false)]);
+  if (!ended) {
+    kill(master);
+    await exited;
+  }
+  throw openError(where, diagnostics, master, setup);
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** ssh2's `Client` as far as {@linkcode SshConnection} uses it, over `ssh` children. */

@@ -119,6 +119,11 @@ export async function prepareOpenSsh(vessel: SftpVessel, command: string): Promi
     secrets ? "NumberOfPasswordPrompts=1" : "BatchMode=yes",
   );
 
+  if (!defaulted.has("knownHostsFile") && hostKeyPolicy !== "yes") {
+    // ssh records new keys only in a directory that exists; the builtin client creates it too.
+    const parent = vessel.knownHostsFile.slice(0, vessel.knownHostsFile.lastIndexOf("/"));
+    if (parent) await Deno.mkdir(parent, { recursive: true, mode: 0o700 });
+  }
   const dir = await Deno.makeTempDir({ prefix: `${DIR_PREFIX}${Deno.pid}-` });
   await Deno.chmod(dir, 0o700);
   const env: Record<string, string> = { ...Deno.env.toObject() };
