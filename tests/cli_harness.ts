@@ -5,7 +5,14 @@
 import { createHash } from "node:crypto";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
-const PERMISSIONS = ["--allow-read", "--allow-write", "--allow-env", "--allow-net", "--allow-sys", "--allow-run"];
+const PERMISSIONS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-net",
+  "--allow-sys",
+  "--allow-run",
+];
 
 /** The result of a finished CLI run. */
 export interface CliResult {

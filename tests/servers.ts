@@ -32,6 +32,11 @@ export interface ServerOptions {
    * Default: OpenSSH's `sftp-server`.
    */
   readonly sftpServer?: string | false;
+  /**
+   * Accept this password for root (OpenSSH only): password authentication is
+   * turned on, and the server sees a private /etc/shadow holding its hash.
+   */
+  readonly rootPassword?: string;
 }
 
 /** A running SSH server on 127.0.0.1. */
@@ -116,7 +121,7 @@ export async function startOpenSsh(options: ServerOptions = {}): Promise<TestSer
       "StrictModes no",
       "PermitRootLogin yes",
       `AuthorizedKeysFile ${dir}/authorized_keys`,
-      "PasswordAuthentication no",
+      `PasswordAuthentication ${options.rootPassword === undefined ? "no" : "yes"}`,
       "KbdInteractiveAuthentication no",
       "MaxSessions 20",
       "LogLevel ERROR",
@@ -135,6 +140,9 @@ export async function startOpenSsh(options: ServerOptions = {}): Promise<TestSer
     const mounts: [string, string][] = await pathExists("/root/.bashrc")
       ? [["/root/.bashrc", emptyRc]]
       : [];
+    if (options.rootPassword !== undefined) {
+      mounts.push(["/etc/shadow", await shadowWithRootPassword(dir, options.rootPassword)]);
+    }
     return await launch(
       "openssh",
       dir,
@@ -315,6 +323,27 @@ async function launch(
     output: () => output.text(),
     stop,
   };
+}
+
+/** A copy of /etc/shadow where root's password is `password`, for a server's own mount namespace. */
+async function shadowWithRootPassword(dir: string, password: string): Promise<string> {
+  const hashed = await new Deno.Command("openssl", {
+    args: ["passwd", "-6", "-stdin"],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const writer = hashed.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(password + "\n"));
+  await writer.close();
+  const output = await hashed.output();
+  if (!output.success) throw new Error("openssl passwd failed");
+  const hash = new TextDecoder().decode(output.stdout).trim();
+  const lines = (await Deno.readTextFile("/etc/shadow")).split("\n").map((line) =>
+    line.startsWith("root:") ? line.replace(/^root:[^:]*:/, `root:${hash}:`) : line
+  );
+  const path = `${dir}/shadow`;
+  await Deno.writeTextFile(path, lines.join("\n"), { mode: 0o600 });
+  return path;
 }
 
 /** Keeps the last few KiB a server wrote, for error messages. */

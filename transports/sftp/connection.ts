@@ -164,6 +164,11 @@ export class SshConnection {
     return `vessel "${this.#vessel.name}" (${this.#target})`;
   }
 
+  /** `user@host:port` as the carrier resolved them. */
+  get target(): string {
+    return this.#target;
+  }
+
   /** Whether the connection has closed; a closed connection is not reused. */
   get closed(): boolean {
     return this.#closed !== undefined;

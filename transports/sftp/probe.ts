@@ -36,9 +36,10 @@ export async function probeVessel(
     return items;
   }
   const { info } = connection;
-  add("connect", true, `${target} (${info.server}, ${info.cipher})`);
+  const user = connection.target.slice(0, connection.target.lastIndexOf("@"));
+  add("connect", true, `${connection.target} (${info.server}, ${info.cipher})`);
   add("host key", true, info.hostKey);
-  add("auth", true, `${vessel.username} with ${info.auth}`);
+  add("auth", true, `${user} with ${info.auth}`);
 
   let sftp = false;
   try {

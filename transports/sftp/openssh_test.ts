@@ -1,0 +1,231 @@
+/**
+ * The OpenSSH carrier against a real sshd: passwords through SSH_ASKPASS
+ * (never on a command line, in an environment or left on disk), ssh's own
+ * failures coded for the engine, ssh_config aliases, and the ssh2 internals
+ * it relies on.
+ */
+import assert from "node:assert/strict";
+import {
+  serverUnavailable,
+  skipNotice,
+  startOpenSsh,
+  type TestServer,
+} from "../../tests/servers.ts";
+import { TransportError } from "../transport.ts";
+import { sftpInternalsPresent } from "./_sftp_pipe.ts";
+import { findSsh } from "./openssh_setup.ts";
+import type { SecretValue, SftpVessel } from "./options.ts";
+import { SftpTransport } from "./sftp_transport.ts";
+
+const unavailable = serverUnavailable("openssh") ??
+  (findSsh() ? undefined : "no ssh binary on PATH (install openssh-client)");
+if (unavailable) skipNotice("OpenSSH carrier", unavailable);
+const ignore = unavailable !== undefined;
+
+function secret(value: string): SecretValue {
+  return { reveal: () => value };
+}
+
+async function withServer(
+  options: Parameters<typeof startOpenSsh>[0],
+  fn: (server: TestServer) => Promise<void>,
+): Promise<void> {
+  const server = await startOpenSsh(options);
+  try {
+    await fn(server);
+  } finally {
+    await server.stop();
+  }
+}
+
+async function rejection(promise: Promise<unknown>): Promise<TransportError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof TransportError, `expected a TransportError, got ${error}`);
+    return error;
+  }
+  assert.fail("expected a rejection");
+}
+
+function openssh(server: TestServer, overrides: Partial<SftpVessel> = {}): SftpVessel {
+  return { ...server.vesselConfig({ sshClient: "openssh" }), ...overrides };
+}
+
+/** Every command line and environment of this machine's processes, as text. */
+async function processTexts(): Promise<string[]> {
+  const texts: string[] = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    for (const file of ["cmdline", "environ"]) {
+      try {
+        texts.push(await Deno.readTextFile(`/proc/${entry.name}/${file}`));
+      } catch {
+        // Exited, or a kernel thread.
+      }
+    }
+  }
+  return texts;
+}
+
+Deno.test("the ssh2 internals the OpenSSH carrier runs SFTP through are where it expects them", () => {
+  // If this fails after an ssh2 upgrade, _sftp_pipe.ts must be checked against the new SFTP.js.
+  assert.deepEqual(sftpInternalsPresent(), []);
+  const config = JSON.parse(Deno.readTextFileSync(new URL("../../deno.json", import.meta.url)));
+  assert.equal(config.imports["ssh2/"], "npm:/ssh2@1.17.0/", "ssh2 must stay pinned");
+  assert.equal(config.imports.ssh2, "npm:ssh2@1.17.0", "ssh2 must stay pinned");
+});
+
+Deno.test({
+  name: "OpenSSH carrier logs in with a password through SSH_ASKPASS, never exposing it",
+  ignore,
+  fn: () =>
+    withServer({ rootPassword: "askpass-s3cret-919" }, async (server) => {
+      const vessel = openssh(server, {
+        identityFile: undefined,
+        password: secret("askpass-s3cret-919"),
+      });
+      // No agent, no default keys: only the password can work.
+      const env = { HOME: server.dir };
+      const saved = Deno.env.get("SSH_AUTH_SOCK");
+      const savedHome = Deno.env.get("HOME");
+      Deno.env.delete("SSH_AUTH_SOCK");
+      Deno.env.set("HOME", env.HOME);
+      const transport = new SftpTransport(vessel, { connections: 1 });
+      let sawSecret = false;
+      let watching = true;
+      const watcher = (async () => {
+        while (watching) {
+          if ((await processTexts()).some((text) => text.includes("askpass-s3cret-919"))) {
+            sawSecret = true;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      })();
+      try {
+        const items = await transport.probe(["/tmp"]);
+        const auth = items.find((item) => item.check === "auth");
+        assert.ok(auth?.ok, JSON.stringify(items));
+        assert.match(auth.detail, /password/);
+        assert.deepEqual(await transport.listParts("k"), new Set());
+        // The secret file exists only during the login.
+        const leftovers: string[] = [];
+        for await (const entry of Deno.readDir("/tmp")) {
+          if (!entry.name.startsWith(`contentmonster-ssh-${Deno.pid}-`)) continue;
+          for await (const file of Deno.readDir(`/tmp/${entry.name}`)) leftovers.push(file.name);
+        }
+        assert.ok(!leftovers.includes("password"), `left: ${leftovers}`);
+      } finally {
+        watching = false;
+        await watcher;
+        await transport.close();
+        if (saved !== undefined) Deno.env.set("SSH_AUTH_SOCK", saved);
+        if (savedHome !== undefined) Deno.env.set("HOME", savedHome);
+      }
+      assert.equal(sawSecret, false, "the password showed in a command line or environment");
+
+      const wrong = new SftpTransport(
+        { ...vessel, password: secret("wrong-guess-4411") },
+        { connections: 1 },
+      );
+      try {
+        const error = await rejection(wrong.listParts("k"));
+        assert.equal(error.code, "auth");
+        assert.equal(error.retryable, false);
+        assert.match(error.message, /Permission denied/);
+        assert.ok(!error.message.includes("wrong-guess-4411"));
+      } finally {
+        await wrong.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "OpenSSH carrier refuses an unknown host key with its fingerprint, code host-key",
+  ignore,
+  fn: () =>
+    withServer({}, async (server) => {
+      const empty = `${server.dir}/empty_known_hosts`;
+      await Deno.writeTextFile(empty, "");
+      const transport = new SftpTransport(openssh(server, { knownHostsFile: empty }));
+      try {
+        const error = await rejection(transport.listParts("k"));
+        assert.equal(error.code, "host-key");
+        assert.equal(error.retryable, false);
+        const listed = await new Deno.Command("ssh-keygen", {
+          args: ["-l", "-f", `${server.dir}/ssh_host_ed25519_key.pub`],
+          stdout: "piped",
+        }).output();
+        const fingerprint = new TextDecoder().decode(listed.stdout).split(" ")[1];
+        assert.ok(error.message.includes(fingerprint), `${fingerprint} in: ${error.message}`);
+        assert.match(error.message, /StrictHostKeyChecking yes/);
+      } finally {
+        await transport.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "OpenSSH carrier takes what settings.ini leaves out from ssh_config (a Host alias)",
+  ignore,
+  fn: () =>
+    withServer({}, async (server) => {
+      const sshConfig = `${server.dir}/ssh_config`;
+      await Deno.writeTextFile(
+        sshConfig,
+        [
+          "Host shipyard-alias",
+          "  HostName 127.0.0.1",
+          `  Port ${server.port}`,
+          "  User root",
+          `  UserKnownHostsFile ${server.knownHostsFile}`,
+          "",
+        ].join("\n"),
+      );
+      const transport = new SftpTransport(openssh(server, {
+        address: "shipyard-alias",
+        port: 22,
+        username: "nobody-from-settings",
+        sshConfigFile: sshConfig,
+        defaulted: ["port", "username", "knownHostsFile", "strictHostKeyChecking"],
+      }));
+      try {
+        const items = await transport.probe(["/tmp"]);
+        assert.ok(items.every((item) => item.ok), JSON.stringify(items, null, 1));
+        const connect = items.find((item) => item.check === "connect");
+        assert.ok(connect?.detail.startsWith(`root@127.0.0.1:${server.port}`), connect?.detail);
+        assert.match(items[0].detail, new RegExp(`openssh .*ssh_config: ${sshConfig}`));
+      } finally {
+        await transport.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "OpenSSH carrier codes a refused connection and a missing SFTP subsystem",
+  ignore,
+  fn: async () => {
+    await withServer({ sftpServer: false }, async (server) => {
+      const transport = new SftpTransport(openssh(server));
+      try {
+        const error = await rejection(transport.listParts("k"));
+        assert.equal(error.code, "unsupported");
+        assert.match(error.message, /no SFTP subsystem/);
+      } finally {
+        await transport.close();
+      }
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = (listener.addr as Deno.NetAddr).port;
+      listener.close();
+      const refused = new SftpTransport(openssh(server, { port }));
+      try {
+        const error = await rejection(refused.listParts("k"));
+        assert.equal(error.code, "connection");
+        assert.equal(error.retryable, true);
+        assert.match(error.message, /Connection refused/);
+      } finally {
+        await refused.close();
+      }
+    });
+  },
+});
