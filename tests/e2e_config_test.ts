@@ -312,17 +312,29 @@ Root = vessel-b
 
     const table = await runCli(["status", "--config", config]);
     assert.equal(table.code, 0, show(table));
-    const lines = table.stdout.trimEnd().split("\n");
-    assert.match(lines[0], /^DIRECTORY\s+VESSEL\s+QUEUED\s+BYTES\s+IN PROGRESS\s+FAILED/);
-    assert.deepEqual(
-      lines.slice(1).map((line) => line.split(/\s{2,}/)),
-      pairs.map(([directory, vessel]) => [directory, vessel, "0", "0 B", "0", "0"]),
-    );
+    const [vessels, directories, queue] = table.stdout.trimEnd().split("\n\n")
+      .map((block) => block.split("\n").map((line) => line.split(/\s{2,}/)));
+    assert.deepEqual(vessels, [
+      ["VESSEL", "STATE", "LAST DELIVERY", "LAST MINUTE", "QUEUED", "FAILED"],
+      ["a", "unknown (no daemon has run)", "never", "0 B/s", "0 files, 0 B", "0"],
+      ["b", "unknown (no daemon has run)", "never", "0 B/s", "0 files, 0 B", "0"],
+    ]);
+    assert.deepEqual(directories, [
+      ["DIRECTORY", "WAITING", "OLDEST", "AGE"],
+      ["reports", "0 files"],
+      ["photos", "0 files"],
+    ]);
+    assert.deepEqual(queue, [
+      ["DIRECTORY", "VESSEL", "QUEUED", "BYTES", "IN PROGRESS", "FAILED", "LAST ERROR"],
+      ...pairs.map(([directory, vessel]) => [directory, vessel, "0", "0 B", "0", "0"]),
+    ]);
 
     const json = await runCli(["status", "--config", config, "--json"]);
     assert.equal(json.code, 0, show(json));
-    assert.deepEqual(JSON.parse(json.stdout), {
-      queue: pairs.map(([directory, vessel]) => ({
+    const report = JSON.parse(json.stdout);
+    assert.deepEqual(
+      report.queue,
+      pairs.map(([directory, vessel]) => ({
         directory,
         vessel,
         queuedFiles: 0,
@@ -331,8 +343,30 @@ Root = vessel-b
         failed: 0,
         lastError: null,
       })),
-      vesselErrors: [],
-    });
+    );
+    assert.deepEqual(
+      report.vessels.map((v: { vessel: string; state: string }) => [v.vessel, v.state]),
+      [
+        ["a", "unknown"],
+        ["b", "unknown"],
+      ],
+    );
+    assert.deepEqual(report.directories, [
+      {
+        directory: "reports",
+        waitingFiles: 0,
+        oldestFile: null,
+        oldestQueuedAt: null,
+        oldestAgeSeconds: null,
+      },
+      {
+        directory: "photos",
+        waitingFiles: 0,
+        oldestFile: null,
+        oldestQueuedAt: null,
+        oldestAgeSeconds: null,
+      },
+    ]);
     assert.equal(await pathExists(ws.path("state")), false, "status created the database");
   } finally {
     await ws.cleanup();

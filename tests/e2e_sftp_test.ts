@@ -149,7 +149,10 @@ ${vesselIni(bad, "bad", { KnownHostsFile: wrongKnownHosts })}
       const report = JSON.parse(status.stdout);
       const badRow = report.queue.find((row: { vessel: string }) => row.vessel === "bad");
       assert.equal(badRow.queuedFiles, 1);
-      assert.match(badRow.lastError ?? report.vesselErrors[0]?.lastError, /host key/i);
+      assert.match(badRow.lastError, /host key/i);
+      const badVessel = report.vessels.find((v: { vessel: string }) => v.vessel === "bad");
+      assert.equal(badVessel.state, "failing", "a host key problem needs the operator");
+      assert.match(badVessel.lastError, /host key/i);
     } finally {
       await Promise.all(servers.map((server) => server.stop()));
       await ws.cleanup();

@@ -2,7 +2,7 @@
 import type { Config } from "../config/types.ts";
 import { logger, print } from "../log/logger.ts";
 import { openTransport } from "../../transports/mod.ts";
-import { formatTable } from "./status.ts";
+import { formatTable } from "./format_table.ts";
 
 /** Exit 0 when every vessel passes every check, 1 otherwise. */
 export async function checkVessels(config: Config): Promise<number> {

@@ -4,7 +4,12 @@
  */
 import type { Config } from "../config/types.ts";
 import { Engine } from "../engine/engine.ts";
+import { type EngineObserver, fanOut } from "../engine/observer.ts";
+import { engineLog } from "../log/engine_log.ts";
 import { logger } from "../log/logger.ts";
+import { plural } from "../log/units.ts";
+import { engineMetrics } from "../metrics/engine_metrics.ts";
+import { type MetricsServer, serveMetrics } from "../metrics/server.ts";
 import { Store } from "../store/store.ts";
 import { Watcher } from "../watch/watcher.ts";
 import { openTransport } from "../../transports/mod.ts";
@@ -31,23 +36,40 @@ export async function startReplicator(
     const retried = store.retryFailed();
     if (retried > 0) log.info(`retrying ${retried} deliveries that had failed`);
   }
+  const observers: EngineObserver[] = [engineLog()];
+  const metrics = config.monster.metricsAddress && engineMetrics(config);
+  if (metrics) observers.push(metrics.observer);
   const engine = new Engine(config, store, transports, {
     retryFailed: !options.once,
     onProcessed: (directory, relpath) => watcher.forget(directory, relpath),
+    observer: fanOut(...observers),
   });
   const watcher = new Watcher(config.directories, (file) => engine.enqueue(file), {
     trustExisting: options.once,
   });
+  let metricsServer: MetricsServer | undefined;
+  if (metrics && config.monster.metricsAddress) {
+    metrics.readFrom({ activity: () => engine.activity(), queue: () => store.queueStatus() });
+    const { hostname, port } = config.monster.metricsAddress;
+    metricsServer = serveMetrics(metrics.registry, hostname, port);
+    const host = metricsServer.hostname.includes(":")
+      ? `[${metricsServer.hostname}]`
+      : metricsServer.hostname;
+    log.info(`metrics at http://${host}:${metricsServer.port}/metrics`);
+  }
   await engine.start();
   await watcher.start();
   log.info(
-    `replicating ${config.directories.length} directories to ${config.vessels.length} vessels`,
+    `replicating ${plural(config.directories.length, "directory", "directories")} to ${
+      plural(config.vessels.length, "vessel")
+    }`,
   );
   return {
     engine,
     watcher,
     store,
     async stop() {
+      await metricsServer?.close();
       await watcher.stop();
       await engine.stop();
       store.close();

@@ -1,29 +1,69 @@
-/** `contentmonster status`: the queue per directory and vessel. */
+/** `contentmonster status`: is it healthy? Vessels, directories and the queue. */
 import type { Config } from "../config/types.ts";
 import { print } from "../log/logger.ts";
-import { type QueueStatus, Store, type VesselStatus } from "../store/store.ts";
+import { formatBytes, formatDuration, formatRate, plural } from "../log/units.ts";
+import { Store } from "../store/store.ts";
+import { formatTable } from "./format_table.ts";
+import {
+  type StatusReport,
+  statusReport,
+  type StoredStatus,
+  type VesselReport,
+} from "./status_report.ts";
 
-/** Prints the queue as a table or JSON; exits 0. */
+/** Prints the report as tables or JSON; exits 0. Reads the database only. */
 export async function showStatus(config: Config, json: boolean): Promise<number> {
-  let queue: QueueStatus[] = [];
-  let vessels: VesselStatus[] = [];
+  let stored: StoredStatus = { health: [], queue: [], oldest: [] };
   if (await exists(config.monster.database)) {
     const store = await Store.open(config.monster.database);
     try {
-      queue = store.queueStatus();
-      vessels = store.vesselStatus().filter((v) => v.lastError !== null);
+      stored = {
+        health: store.vesselHealth(),
+        queue: store.queueStatus(),
+        oldest: store.oldestWaiting(),
+      };
     } finally {
       store.close();
     }
   }
-  const rows = withConfiguredPairs(config, queue);
-  if (json) {
-    print(JSON.stringify({ queue: rows, vesselErrors: vessels }, null, 2));
-    return 0;
+  const report = statusReport(config, stored);
+  print(json ? JSON.stringify(report, null, 2) : renderStatus(report));
+  return 0;
+}
+
+/** The report as three tables: vessels, directories, the queue per directory and vessel. */
+export function renderStatus(report: StatusReport): string {
+  const now = Date.parse(report.now);
+  const vessels = [["VESSEL", "STATE", "LAST DELIVERY", "LAST MINUTE", "QUEUED", "FAILED"]];
+  const errors: string[] = [];
+  for (const vessel of report.vessels) {
+    vessels.push([
+      vessel.vessel,
+      describeState(vessel, now),
+      vessel.lastSuccessAt
+        ? `${clock(vessel.lastSuccessAt, now)} (${ago(vessel.lastSuccessAt, now)})`
+        : "never",
+      formatRate(vessel.bytesPerSecondLastMinute),
+      `${plural(vessel.queuedFiles, "file")}, ${formatBytes(vessel.queuedBytes)}`,
+      String(vessel.failed),
+    ]);
+    if (vessel.lastError) {
+      const since = vessel.failingSince ? ` since ${clock(vessel.failingSince, now)}` : "";
+      errors.push(`vessel "${vessel.vessel}" failing${since}: ${vessel.lastError}`);
+    }
   }
-  const table = [["DIRECTORY", "VESSEL", "QUEUED", "BYTES", "IN PROGRESS", "FAILED", "LAST ERROR"]];
-  for (const row of rows) {
-    table.push([
+  const directories = [["DIRECTORY", "WAITING", "OLDEST", "AGE"]];
+  for (const directory of report.directories) {
+    directories.push([
+      directory.directory,
+      plural(directory.waitingFiles, "file"),
+      directory.oldestFile === null ? "" : JSON.stringify(directory.oldestFile),
+      directory.oldestAgeSeconds === null ? "" : formatDuration(directory.oldestAgeSeconds * 1000),
+    ]);
+  }
+  const queue = [["DIRECTORY", "VESSEL", "QUEUED", "BYTES", "IN PROGRESS", "FAILED", "LAST ERROR"]];
+  for (const row of report.queue) {
+    queue.push([
       row.directory,
       row.vessel,
       String(row.queuedFiles),
@@ -33,52 +73,45 @@ export async function showStatus(config: Config, json: boolean): Promise<number>
       row.lastError ?? "",
     ]);
   }
-  print(formatTable(table));
-  for (const vessel of vessels) {
-    const since = vessel.errorAt ? ` (since ${new Date(vessel.errorAt).toISOString()})` : "";
-    print(`vessel "${vessel.vessel}": ${vessel.lastError}${since}`);
-  }
-  return 0;
-}
-
-function withConfiguredPairs(config: Config, queue: QueueStatus[]): QueueStatus[] {
-  const rows = [...queue];
-  for (const directory of config.directories) {
-    for (const vessel of config.vessels) {
-      if (vessel.ignoreDirs.includes(directory.name)) continue;
-      if (rows.some((r) => r.directory === directory.name && r.vessel === vessel.name)) continue;
-      rows.push({
-        directory: directory.name,
-        vessel: vessel.name,
-        queuedFiles: 0,
-        queuedBytes: 0,
-        inProgress: 0,
-        failed: 0,
-        lastError: null,
-      });
-    }
-  }
-  return rows.sort((a, b) =>
-    a.directory.localeCompare(b.directory) || a.vessel.localeCompare(b.vessel)
-  );
-}
-
-/** Aligns columns with two spaces between them. */
-export function formatTable(rows: string[][]): string {
-  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
-  return rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd())
+  return [formatTable(vessels), ...errors, "", formatTable(directories), "", formatTable(queue)]
     .join("\n");
 }
 
-function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
+function describeState(vessel: VesselReport, now: number): string {
+  let text: string;
+  switch (vessel.state) {
+    case "unknown":
+      return "unknown (no daemon has run)";
+    case "backing-off": {
+      const until = vessel.backoffUntil ?? new Date(now).toISOString();
+      text = Date.parse(until) > now
+        ? `backing off until ${clock(until, now)}`
+        : `retrying (backed off until ${clock(until, now)})`;
+      break;
+    }
+    case "failing": {
+      const until = vessel.backoffUntil;
+      text = until && Date.parse(until) > now
+        ? `failing, needs the operator (next try ${clock(until, now)})`
+        : "failing, needs the operator";
+      break;
+    }
+    default:
+      text = vessel.since ? `${vessel.state} since ${clock(vessel.since, now)}` : vessel.state;
   }
-  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+  return vessel.stale && vessel.updatedAt
+    ? `${text} (as of ${ago(vessel.updatedAt, now)}: daemon not running?)`
+    : text;
+}
+
+/** `14:03:01Z` today (UTC), else the date too. */
+function clock(iso: string, now: number): string {
+  const today = new Date(now).toISOString().slice(0, 10);
+  return iso.startsWith(today) ? `${iso.slice(11, 19)}Z` : `${iso.slice(0, 19)}Z`;
+}
+
+function ago(iso: string, now: number): string {
+  return `${formatDuration(Math.max(0, now - Date.parse(iso)))} ago`;
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -37,7 +37,7 @@ export interface ParseConfigOptions {
 }
 
 const KEYS = {
-  MONSTER: ["ChunkSize", "Database"],
+  MONSTER: ["ChunkSize", "Database", "MetricsAddress"],
   Directory: ["Location", "Destination"],
   Vessel: [
     "Transport",
@@ -382,7 +382,23 @@ function parseMonster(section: Section | undefined, context: Context): MonsterCo
       ? resolve(context.dir, stateDirectory, "contentmonster.db")
       : resolve(context.dir, "contentmonster.db");
   }
-  return { chunkSize, database };
+  const metricsAddress = section && parseMetricsAddress(section);
+  return metricsAddress ? { chunkSize, database, metricsAddress } : { chunkSize, database };
+}
+
+/** `HOST:PORT` (IPv6 as `[::1]:PORT`); port 0 takes any free port. */
+function parseMetricsAddress(section: Section): MonsterConfig["metricsAddress"] {
+  const text = section.text("MetricsAddress");
+  if (text === undefined) return undefined;
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]+)):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[3]);
+  if (!match || port > 65535) {
+    throw section.fail(
+      "MetricsAddress",
+      `"${text}" is not HOST:PORT with a port from 0 to 65535 (for example 127.0.0.1:9464)`,
+    );
+  }
+  return { hostname: match[1] ?? match[2], port };
 }
 
 function parseDirectory(

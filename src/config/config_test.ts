@@ -333,6 +333,28 @@ Deno.test("parseConfig() rejects bad MONSTER values", async () => {
   }
 });
 
+Deno.test("parseConfig() reads MetricsAddress as host and port, IPv6 in brackets", () => {
+  const monster = (value: string) =>
+    parse(`[MONSTER]\nMetricsAddress = ${value}\n[Directory d]\nLocation=/d\n${VESSEL}`).monster;
+  assert.deepEqual(monster("127.0.0.1:9464").metricsAddress, { hostname: "127.0.0.1", port: 9464 });
+  assert.deepEqual(monster("[::1]:0").metricsAddress, { hostname: "::1", port: 0 });
+  assert.deepEqual(monster("localhost:65535").metricsAddress, {
+    hostname: "localhost",
+    port: 65535,
+  });
+  assert.equal(parse(`[Directory d]\nLocation=/d\n${VESSEL}`).monster.metricsAddress, undefined);
+});
+
+Deno.test("parseConfig() rejects a MetricsAddress that is not HOST:PORT", async () => {
+  for (const value of ["9464", "127.0.0.1", "127.0.0.1:99999", ":9464", "host:port", "::1:9464"]) {
+    await assertConfigError(
+      () => parse(`[MONSTER]\nMetricsAddress = ${value}\n[Directory d]\nLocation=/d\n${VESSEL}`),
+      { line: 2, section: "MONSTER", key: "MetricsAddress" },
+      /is not HOST:PORT with a port from 0 to 65535 \(for example 127\.0\.0\.1:9464\)$/,
+    );
+  }
+});
+
 Deno.test("parseConfig() rejects a Directory without a usable Location or Destination", async () => {
   await assertConfigError(
     () => parse(`[Directory outbox]\nDestination = /srv\n${VESSEL}`),

@@ -7,6 +7,8 @@ export interface MonsterConfig {
   readonly chunkSize: number;
   /** Absolute path of the SQLite state database. */
   readonly database: string;
+  /** Where `/metrics` is served; off when absent. */
+  readonly metricsAddress?: { readonly hostname: string; readonly port: number };
 }
 
 /** `[Directory NAME]`: one source directory on the shore. */

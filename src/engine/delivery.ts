@@ -37,8 +37,18 @@ export interface DeliveryContext {
   pace?(bytes: number, signal: AbortSignal): Promise<void>;
   /** The vessel's limit on parts in flight, shared by its deliveries. */
   readonly window?: PartWindow;
-  /** Called after each part is whole on the vessel (for progress). */
-  onPart?(delivery: DeliveryRecord, index: number, bytes: number): void;
+  /** Hears what the attempt sends, for progress lines and metrics. */
+  readonly progress?: DeliveryProgress;
+}
+
+/** What one delivery attempt reports while it runs. */
+export interface DeliveryProgress {
+  /** The attempt sends `parts` parts in all, of which `present` are on the vessel already. */
+  planned(parts: number, present: ReadonlySet<number>): void;
+  /** Part `index` starts uploading. */
+  sending(index: number): void;
+  /** Part `index` (`bytes` long) is whole on the vessel. */
+  sent(index: number, bytes: number): void;
 }
 
 /** Files this small are not worth a free-space round trip. */
@@ -105,6 +115,7 @@ export async function runDelivery(
       if (file.size >= SPACE_CHECK_MIN_BYTES) {
         await checkFreeSpace(context, destination, file.size, 1);
       }
+      context.progress?.planned(1, new Set());
       assembled = await putWhole(context, delivery, source, key, destination);
     } else {
       if (delivery.partsVersion !== file.version) {
@@ -192,6 +203,7 @@ async function uploadParts(
         const now = await statSource(source);
         if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
         await context.pace?.(data.length, context.signal);
+        context.progress?.sending(index);
         await context.transport.putPart(key, index, data);
         outcome = "whole";
         bytes = data.length;
@@ -204,7 +216,7 @@ async function uploadParts(
       context.store.markPartDone(delivery.id, index);
       onWhole(index);
       failpoint("after-part");
-      context.onPart?.(delivery, index, bytes);
+      context.progress?.sent(index, bytes);
     }
   };
   const lanes = Math.max(1, Math.min(context.transport.capabilities.parallelParts, queue.length));
@@ -230,10 +242,11 @@ async function putWhole(
     if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
     await context.pace?.(data.length, context.signal);
     failpoint("before-assemble");
+    context.progress?.sending(0);
     const assembled = await context.transport.putWhole(key, destination, data);
     failpoint("after-assemble");
     outcome = "whole";
-    context.onPart?.(delivery, 0, data.length);
+    context.progress?.sent(0, data.length);
     return assembled;
   } catch (error) {
     if (error instanceof TransportError && error.code === "connection") outcome = "lost";
@@ -261,6 +274,7 @@ async function uploadAndAssemble(
   if (delivery.file.size >= SPACE_CHECK_MIN_BYTES) {
     await checkFreeSpace(context, destination, delivery.file.size, count - present.size);
   }
+  context.progress?.planned(count, present);
   const assembly = transport.startAssembly(key, count, destination);
   try {
     const missing = [];

@@ -4,11 +4,12 @@
  */
 import type { Config, DirectoryConfig } from "../config/types.ts";
 import { describeError, logger } from "../log/logger.ts";
-import type { DeliveryRecord, FileRecord, Store } from "../store/store.ts";
+import type { DeliveryRecord, FileRecord, Store, VesselHealthRecord } from "../store/store.ts";
 import type { Transport } from "../../transports/transport.ts";
 import type { BackoffPolicy } from "./backoff.ts";
 import type { DeliveryOutcome } from "./delivery.ts";
 import { finalizeFile } from "./finalizer.ts";
+import type { EngineObserver } from "./observer.ts";
 import { hashSource } from "./source.ts";
 import { VesselWorker } from "./vessel_worker.ts";
 
@@ -32,6 +33,15 @@ export interface EngineOptions {
   readonly backoff?: BackoffPolicy;
   /** Called when a file moved to processed/ (the watcher forgets it). */
   readonly onProcessed?: (directory: string, relpath: string) => void;
+  /** Hears deliveries, progress and vessel health (logs, metrics). */
+  readonly observer?: EngineObserver;
+}
+
+/** One vessel as the engine sees it now, for metrics. */
+export interface VesselActivity {
+  readonly health: VesselHealthRecord;
+  /** Deliveries running now. */
+  readonly inFlight: number;
 }
 
 /** Replicates queued files to every vessel. */
@@ -71,6 +81,7 @@ export class Engine {
         directory: (name) => this.#directories.get(name),
         fileHash: (file, path) => this.#fileHash(file, path),
         onOutcome: (delivery, outcome) => this.#onOutcome(delivery, outcome),
+        observer: options.observer ?? {},
       })
     );
   }
@@ -128,6 +139,11 @@ export class Engine {
     if (queued) this.#notifyAll();
   }
 
+  /** Each vessel's health and deliveries in flight, in config order. */
+  activity(): VesselActivity[] {
+    return this.#workers.map((worker) => ({ health: worker.health(), inFlight: worker.inFlight }));
+  }
+
   /** Whether nothing is running and nothing is due, for `once`. */
   idle(): boolean {
     return this.#arrivals.length === 0 && this.#store.counts().pending === 0 &&
@@ -183,9 +199,13 @@ export class Engine {
     this.#finalizing.add(file.id);
     this.#finalizations = this.#finalizations.then(async () => {
       try {
+        const vessels = this.#store.deliveredVessels(file.id);
         const outcome = await finalizeFile(this.#store, directory, file);
         if (outcome === "changed") this.#notifyAll();
         else this.#options.onProcessed?.(file.directory, file.relpath);
+        if (outcome === "processed") {
+          this.#options.observer?.processed?.(file.directory, file.relpath, vessels);
+        }
       } catch (error) {
         logger(`"${file.directory}/${file.relpath}"`).error(
           `cannot move to processed/: ${describeError(error)}`,

@@ -1,6 +1,5 @@
 /** Moves a source file into `processed/` once every vessel holds it. */
 import type { DirectoryConfig } from "../config/types.ts";
-import { logger } from "../log/logger.ts";
 import type { FileRecord, Store } from "../store/store.ts";
 import { PROCESSED_DIR } from "../watch/scan.ts";
 import { sameVersion, statSource } from "./source.ts";
@@ -32,6 +31,5 @@ export async function finalizeFile(
   await Deno.mkdir(target.slice(0, target.lastIndexOf("/")), { recursive: true });
   await Deno.rename(source, target);
   store.removeFile(file.id);
-  logger(`"${directory.name}/${file.relpath}"`).info(`delivered, moved to ${PROCESSED_DIR}/`);
   return "processed";
 }

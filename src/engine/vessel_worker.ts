@@ -4,13 +4,16 @@
  * holds up the others.
  */
 import type { DirectoryConfig } from "../config/types.ts";
-import { describeError, type Logger, logger } from "../log/logger.ts";
-import type { DeliveryRecord, FileRecord, Store } from "../store/store.ts";
+import { describeError, logger } from "../log/logger.ts";
+import type { DeliveryRecord, FileRecord, Store, VesselHealthRecord } from "../store/store.ts";
 import { type Transport, TransportError } from "../../transports/transport.ts";
 import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.ts";
 import { type DeliveryOutcome, runDelivery } from "./delivery.ts";
+import type { EngineObserver } from "./observer.ts";
 import { PartWindow } from "./part_window.ts";
 import { RateLimit } from "./rate_limit.ts";
+import { Transfer } from "./transfer.ts";
+import { VesselHealth } from "./vessel_health.ts";
 
 /** What a worker needs from the engine. */
 export interface WorkerContext {
@@ -25,6 +28,8 @@ export interface WorkerContext {
   fileHash(file: FileRecord, sourcePath: string): Promise<string>;
   /** A delivery ended without error. */
   onOutcome(delivery: DeliveryRecord, outcome: DeliveryOutcome): void;
+  /** Hears deliveries, progress and the vessel's health (logs, metrics). */
+  readonly observer: EngineObserver;
 }
 
 /** Failures that say the vessel, not the file, is the problem. */
@@ -35,26 +40,42 @@ const NEEDS_OPERATOR = new Set(["host-key", "auth", "unsupported"]);
 const PERMANENT_RETRY_MS = 10 * 60_000;
 /** Longest sleep when nothing is due, so time-based work is never missed. */
 const MAX_IDLE_MS = 5_000;
+/**
+ * A vessel without traffic for this long is idle rather than connected; a
+ * stream of small files must not flip it (and write the store) per file.
+ */
+const QUIET_MS = 3_000;
+/** How often the health record (throughput of the last minute) is written while running. */
+const HEALTH_RECORD_MS = 10_000;
+/** A new last success is written this soon, yet a stream of small files costs one write a second. */
+const SUCCESS_RECORD_MS = 1_000;
 
 /** The worker of one vessel. */
 export class VesselWorker {
   readonly vessel: string;
   readonly #transport: Transport;
   readonly #context: WorkerContext;
-  readonly #log: Logger;
+  readonly #health: VesselHealth;
+  /** Parts each unfinished delivery has sent in this process: a second upload is a resend. */
+  readonly #sentParts = new Map<number, Set<number>>();
+  #lastActivity = 0;
+  #healthRecordedAt = 0;
+  #successUnrecorded = false;
   readonly #busy = new Map<number, Promise<void>>();
   readonly #rateLimit: RateLimit | undefined;
   readonly #window: PartWindow;
   #wake: () => void = () => {};
   #blockedUntil = 0;
   #vesselFailures = 0;
-  #vesselError: string | null = null;
 
   constructor(transport: Transport, context: WorkerContext) {
     this.vessel = transport.vessel;
     this.#transport = transport;
     this.#context = context;
-    this.#log = logger(`vessel "${transport.vessel}"`);
+    this.#health = new VesselHealth(transport.vessel, (before, after) => {
+      this.#recordHealth(after);
+      context.observer.vesselChanged?.({ before, after });
+    });
     this.#rateLimit = context.bandwidthLimit ? new RateLimit(context.bandwidthLimit) : undefined;
     const { parallelParts, parallelDeliveries } = transport.capabilities;
     this.#window = new PartWindow(Math.max(1, parallelParts * parallelDeliveries));
@@ -63,6 +84,16 @@ export class VesselWorker {
   /** Whether a delivery is running now. */
   get active(): boolean {
     return this.#busy.size > 0;
+  }
+
+  /** Deliveries running now. */
+  get inFlight(): number {
+    return this.#busy.size;
+  }
+
+  /** The vessel's health now. */
+  health(): VesselHealthRecord {
+    return this.#health.snapshot();
   }
 
   /** Looks for due work now (new files, a changed file). */
@@ -75,8 +106,10 @@ export class VesselWorker {
     const onAbort = () => this.#wake();
     signal.addEventListener("abort", onAbort);
     try {
+      this.#recordHealth(this.#health.snapshot());
       while (!signal.aborted) {
         this.#startDue(signal);
+        this.#heartbeat();
         await this.#sleep(this.#sleepMs());
       }
     } finally {
@@ -106,6 +139,27 @@ export class VesselWorker {
     }
   }
 
+  /** Marks a quiet vessel idle and keeps the recorded throughput fresh for `status`. */
+  #heartbeat(): void {
+    const now = Date.now();
+    if (this.#busy.size === 0 && now - this.#lastActivity >= QUIET_MS) this.#health.quiet(now);
+    const since = now - this.#healthRecordedAt;
+    if (since >= HEALTH_RECORD_MS || this.#successUnrecorded && since >= SUCCESS_RECORD_MS) {
+      this.#recordHealth(this.#health.snapshot(now));
+    }
+  }
+
+  #recordHealth(record: VesselHealthRecord): void {
+    this.#healthRecordedAt = record.updatedAt ?? Date.now();
+    this.#successUnrecorded = false;
+    try {
+      this.#context.store.recordVesselHealth(record);
+    } catch (error) {
+      // Only `status` reads it: a failed write must not stop deliveries.
+      logger(`vessel "${this.vessel}"`).debug(`cannot record health: ${describeError(error)}`);
+    }
+  }
+
   #sleepMs(): number {
     const now = Date.now();
     if (now < this.#blockedUntil) return this.#blockedUntil - now;
@@ -128,8 +182,6 @@ export class VesselWorker {
   }
 
   async #attempt(delivery: DeliveryRecord, signal: AbortSignal): Promise<void> {
-    const subject =
-      `vessel "${this.vessel}": "${delivery.file.directory}/${delivery.file.relpath}"`;
     const directory = this.#context.directory(delivery.file.directory);
     if (!directory) {
       this.#context.store.markAttemptFailed(
@@ -140,6 +192,19 @@ export class VesselWorker {
       );
       return;
     }
+    let sentParts = this.#sentParts.get(delivery.id);
+    if (!sentParts) this.#sentParts.set(delivery.id, sentParts = new Set());
+    const transfer = new Transfer(
+      delivery,
+      this.#context.chunkSize,
+      this.#context.observer,
+      this.#health,
+      sentParts,
+    );
+    const log = logger(
+      `vessel "${this.vessel}" "${delivery.file.directory}/${delivery.file.relpath}"`,
+    );
+    this.#lastActivity = Date.now();
     try {
       const outcome = await runDelivery(
         {
@@ -150,25 +215,39 @@ export class VesselWorker {
           fileHash: (file, path) => this.#context.fileHash(file, path),
           pace: this.#rateLimit && ((bytes, signal) => this.#rateLimit!.take(bytes, signal)),
           window: this.#window,
-          onPart: (_, index, bytes) => {
-            // Progress: the vessel works, so its next failure backs off from the start again.
-            this.#vesselFailures = 0;
-            logger(subject).debug(`part ${index} sent (${bytes} bytes)`);
+          progress: {
+            planned: (parts, present) => transfer.planned(parts, present),
+            sending: (index) => transfer.sending(index),
+            sent: (index, bytes) => {
+              // Progress: the vessel works, so its next failure backs off from the start again.
+              this.#vesselFailures = 0;
+              this.#lastActivity = Date.now();
+              transfer.sent(index, bytes);
+              log.debug(`part ${index} sent (${bytes} bytes)`);
+            },
           },
         },
         delivery,
         directory,
       );
-      this.#vesselRecovered();
-      logger(subject).debug(outcome);
+      this.#vesselFailures = 0;
+      this.#blockedUntil = 0;
+      this.#lastActivity = Date.now();
+      this.#sentParts.delete(delivery.id);
+      log.debug(outcome);
+      if (outcome === "delivered") {
+        this.#health.delivered();
+        this.#successUnrecorded = true;
+        this.#context.observer.delivered?.(transfer.report());
+      }
       this.#context.onOutcome(delivery, outcome);
     } catch (error) {
       if (signal.aborted) return; // stopping: the attempt resumes at the next start
-      this.#failed(delivery, error, subject);
+      this.#failed(delivery, error);
     }
   }
 
-  #failed(delivery: DeliveryRecord, error: unknown, subject: string): void {
+  #failed(delivery: DeliveryRecord, error: unknown): void {
     const message = describeError(error);
     const code = error instanceof TransportError ? error.code : undefined;
     const now = Date.now();
@@ -183,27 +262,21 @@ export class VesselWorker {
         this.#blockedUntil = now + backoffDelay(this.#vesselFailures, policy);
       }
       retryAt = this.#blockedUntil;
-      if (message !== this.#vesselError) {
-        this.#log.error(`${message} (retrying in ${Math.round((retryAt - now) / 1000)} s)`);
-      }
-      this.#vesselError = message;
-      this.#context.store.setVesselError(this.vessel, message);
+      if (permanent) retryAt = Math.max(retryAt, now + PERMANENT_RETRY_MS);
+      this.#health.failed(message, retryAt, permanent, now);
     } else {
       const immediately = code === "part-missing" && delivery.attempts < 3;
       retryAt = immediately ? now : now + backoffDelay(delivery.attempts + 1, policy);
-      logger(subject).warn(message);
+      if (permanent) retryAt = Math.max(retryAt, now + PERMANENT_RETRY_MS);
     }
-    if (permanent) retryAt = Math.max(retryAt, now + PERMANENT_RETRY_MS);
+    this.#context.observer.failed?.({
+      vessel: this.vessel,
+      file: delivery.file,
+      code: code ?? "other",
+      message,
+      vesselWide: code !== undefined && VESSEL_WIDE.has(code),
+      retryAt,
+    });
     this.#context.store.markAttemptFailed(delivery.id, message, retryAt, permanent);
-  }
-
-  #vesselRecovered(): void {
-    this.#vesselFailures = 0;
-    this.#blockedUntil = 0;
-    if (this.#vesselError !== null) {
-      this.#log.info("works again");
-      this.#vesselError = null;
-      this.#context.store.setVesselError(this.vessel, null);
-    }
   }
 }

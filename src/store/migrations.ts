@@ -39,4 +39,12 @@ export const MIGRATIONS: readonly string[] = [
      last_error TEXT,
      error_at INTEGER
    );`,
+  // 2: each vessel's health as its worker sees it, for `status` beside a running daemon.
+  // error_at now means "failing since": set when the vessel starts failing, kept while it fails.
+  `ALTER TABLE vessels ADD COLUMN state TEXT NOT NULL DEFAULT 'idle';
+   ALTER TABLE vessels ADD COLUMN state_since INTEGER;
+   ALTER TABLE vessels ADD COLUMN backoff_until INTEGER;
+   ALTER TABLE vessels ADD COLUMN last_success_at INTEGER;
+   ALTER TABLE vessels ADD COLUMN recent_bytes INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE vessels ADD COLUMN updated_at INTEGER;`,
 ];

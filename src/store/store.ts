@@ -56,11 +56,39 @@ export interface QueueStatus {
   readonly lastError: string | null;
 }
 
-/** A vessel's connection-level error, if it has one now. */
-export interface VesselStatus {
+/**
+ * How a vessel is doing: `idle` (nothing to send), `connected` (sending),
+ * `backing-off` (a vessel-wide failure; tried again at `backoffUntil`),
+ * `failing` (a failure only the operator can fix: host key, authentication,
+ * a missing ability; tried again at `backoffUntil`).
+ */
+export type VesselState = "idle" | "connected" | "backing-off" | "failing";
+
+/** A vessel's health as its worker last recorded it, for `status`. */
+export interface VesselHealthRecord {
   readonly vessel: string;
+  readonly state: VesselState;
+  /** When the vessel entered `state` (ms since the epoch). */
+  readonly since: number | null;
+  readonly backoffUntil: number | null;
+  /** The last vessel-wide error while the vessel fails, else `null`. */
   readonly lastError: string | null;
-  readonly errorAt: number | null;
+  /** When the current run of failures began. */
+  readonly failingSince: number | null;
+  readonly lastSuccessAt: number | null;
+  /** Bytes sent in the minute before `updatedAt`. */
+  readonly recentBytes: number;
+  /** When the daemon last wrote this record. */
+  readonly updatedAt: number | null;
+}
+
+/** The longest-waiting queued file of a directory. */
+export interface OldestWaiting {
+  readonly directory: string;
+  readonly relpath: string;
+  readonly queuedAt: number;
+  /** Files of the directory not yet moved to processed/. */
+  readonly files: number;
 }
 
 type Row = Record<string, SQLInputValue>;
@@ -385,6 +413,13 @@ export class Store {
     return Number(row?.n ?? 0) === 0;
   }
 
+  /** The vessels holding a verified copy of a file, by name. */
+  deliveredVessels(fileId: number): string[] {
+    return this.#db.prepare(
+      "SELECT vessel FROM deliveries WHERE file_id = ? AND state = 'done' ORDER BY vessel",
+    ).all(fileId).map((row) => String(row.vessel));
+  }
+
   /** Whether the file has any delivery left (done or not). */
   hasDeliveries(fileId: number): boolean {
     return this.#db.prepare("SELECT 1 FROM deliveries WHERE file_id = ? LIMIT 1").get(fileId) !==
@@ -418,23 +453,58 @@ export class Store {
     };
   }
 
-  /** Records a vessel-wide error (`null` when the vessel works again). */
-  setVesselError(vessel: string, error: string | null): void {
+  /** Records a vessel's health (written by its worker, read by `status`). */
+  recordVesselHealth(health: VesselHealthRecord): void {
     this.#db.prepare(
-      `INSERT INTO vessels (name, last_error, error_at) VALUES (?, ?, ?)
-       ON CONFLICT (name) DO UPDATE SET last_error = excluded.last_error,
-         error_at = excluded.error_at`,
-    ).run(vessel, error, error === null ? null : Date.now());
+      `INSERT INTO vessels (name, state, state_since, backoff_until, last_error, error_at,
+         last_success_at, recent_bytes, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET state = excluded.state,
+         state_since = excluded.state_since, backoff_until = excluded.backoff_until,
+         last_error = excluded.last_error, error_at = excluded.error_at,
+         last_success_at = excluded.last_success_at, recent_bytes = excluded.recent_bytes,
+         updated_at = excluded.updated_at`,
+    ).run(
+      health.vessel,
+      health.state,
+      health.since,
+      health.backoffUntil,
+      health.lastError,
+      health.failingSince,
+      health.lastSuccessAt,
+      health.recentBytes,
+      health.updatedAt,
+    );
   }
 
-  /** Vessel-wide errors, for `status`. */
-  vesselStatus(): VesselStatus[] {
-    return this.#db.prepare("SELECT name, last_error, error_at FROM vessels ORDER BY name")
-      .all().map((row) => ({
-        vessel: String(row.name),
-        lastError: row.last_error === null ? null : String(row.last_error),
-        errorAt: row.error_at === null ? null : Number(row.error_at),
-      }));
+  /** Every vessel's recorded health, by name. */
+  vesselHealth(): VesselHealthRecord[] {
+    return this.#db.prepare(
+      `SELECT name, state, state_since, backoff_until, last_error, error_at, last_success_at,
+         recent_bytes, updated_at FROM vessels ORDER BY name`,
+    ).all().map((row) => ({
+      vessel: String(row.name),
+      state: String(row.state) as VesselState,
+      since: nullableNumber(row.state_since),
+      backoffUntil: nullableNumber(row.backoff_until),
+      lastError: row.last_error === null ? null : String(row.last_error),
+      failingSince: nullableNumber(row.error_at),
+      lastSuccessAt: nullableNumber(row.last_success_at),
+      recentBytes: Number(row.recent_bytes),
+      updatedAt: nullableNumber(row.updated_at),
+    }));
+  }
+
+  /** Per directory, the file queued longest ago that still waits (oldest first). */
+  oldestWaiting(): OldestWaiting[] {
+    return this.#db.prepare(
+      `SELECT directory, relpath, MIN(queued_at) AS queued_at, COUNT(*) AS files FROM files
+       GROUP BY directory ORDER BY directory`,
+    ).all().map((row) => ({
+      directory: String(row.directory),
+      relpath: String(row.relpath),
+      queuedAt: Number(row.queued_at),
+      files: Number(row.files),
+    }));
   }
 
   /** The queue per directory and vessel, for `status`. */
@@ -493,6 +563,10 @@ function migrate(db: DatabaseSync): void {
       throw new Error(`Cannot apply migration ${version + 1}`, { cause: error });
     }
   }
+}
+
+function nullableNumber(value: SQLInputValue | undefined): number | null {
+  return value === null || value === undefined ? null : Number(value);
 }
 
 function toFile(row: Row): FileRecord {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { MIGRATIONS } from "./migrations.ts";
-import { Store } from "./store.ts";
+import { Store, type VesselHealthRecord } from "./store.ts";
 
 /** Runs `work` with a store on a fresh database file below a temp dir. */
 async function withStore(work: (store: Store, path: string) => Promise<void> | void) {
@@ -14,6 +14,22 @@ async function withStore(work: (store: Store, path: string) => Promise<void> | v
     store.close();
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** A vessel health record with defaults for what a test does not care about. */
+function health(vessel: string, fields: Partial<VesselHealthRecord> = {}): VesselHealthRecord {
+  return {
+    vessel,
+    state: "idle",
+    since: null,
+    backoffUntil: null,
+    lastError: null,
+    failingSince: null,
+    lastSuccessAt: null,
+    recentBytes: 0,
+    updatedAt: null,
+    ...fields,
+  };
 }
 
 /** The ids of `vessel`'s deliveries that are due now, failed ones included. */
@@ -48,7 +64,7 @@ Deno.test("Store.open() creates the database, its directory and the schema", asy
 Deno.test("Store.open() again keeps the data and the instance id", async () => {
   await withStore(async (store, path) => {
     const { fileId } = store.enqueue("out", "a.bin", 10, 1000, ["a"]);
-    store.setVesselError("a", "connection refused");
+    store.recordVesselHealth(health("a", { lastError: "connection refused" }));
     store.close();
     const again = await Store.open(path);
     try {
@@ -62,7 +78,7 @@ Deno.test("Store.open() again keeps the data and the instance id", async () => {
         version: 1,
         sha256: null,
       });
-      assert.equal(again.vesselStatus()[0].lastError, "connection refused");
+      assert.equal(again.vesselHealth()[0].lastError, "connection refused");
       assert.deepEqual(again.counts(), { files: 1, pending: 1, failed: 0 });
     } finally {
       again.close();
@@ -421,28 +437,43 @@ Deno.test("Store.queueStatus() sums files, bytes, progress and failures per dire
   });
 });
 
-Deno.test("Store.setVesselError() records and clears a vessel-wide error", async () => {
+Deno.test("Store.recordVesselHealth() keeps the last record of each vessel for vesselHealth()", async () => {
   await withStore((store) => {
-    assert.deepEqual(store.vesselStatus(), []);
-    const before = Date.now();
-    store.setVesselError("b", "connection refused");
-    store.setVesselError("a", "host key changed");
-    const status = store.vesselStatus();
-    assert.deepEqual(status.map((v) => [v.vessel, v.lastError]), [
-      ["a", "host key changed"],
-      ["b", "connection refused"],
+    assert.deepEqual(store.vesselHealth(), []);
+    const failing = health("b", {
+      state: "backing-off",
+      since: 1_000,
+      backoffUntil: 9_000,
+      lastError: "connection refused",
+      failingSince: 1_000,
+      lastSuccessAt: 500,
+      recentBytes: 4096,
+      updatedAt: 2_000,
+    });
+    store.recordVesselHealth(failing);
+    store.recordVesselHealth(health("a", { state: "connected", since: 3_000 }));
+    assert.deepEqual(store.vesselHealth(), [
+      health("a", { state: "connected", since: 3_000 }),
+      failing,
     ]);
-    for (const vessel of status) {
-      assert.ok(
-        vessel.errorAt !== null && vessel.errorAt >= before && vessel.errorAt <= Date.now(),
-      );
-    }
-    store.setVesselError("b", "timeout");
-    store.setVesselError("a", null);
-    assert.deepEqual(store.vesselStatus(), [
-      { vessel: "a", lastError: null, errorAt: null },
-      { vessel: "b", lastError: "timeout", errorAt: store.vesselStatus()[1].errorAt },
+    const back = health("b", { state: "connected", since: 9_500, lastSuccessAt: 9_600 });
+    store.recordVesselHealth(back);
+    assert.deepEqual(store.vesselHealth()[1], back);
+  });
+});
+
+Deno.test("Store.oldestWaiting() names each directory's longest-waiting file and counts the rest", async () => {
+  await withStore(async (store) => {
+    store.enqueue("out", "first.bin", 1, 1, ["a"]);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    store.enqueue("out", "second.bin", 1, 1, ["a"]);
+    store.enqueue("other", "x", 1, 1, ["a"]);
+    const oldest = store.oldestWaiting();
+    assert.deepEqual(oldest.map((o) => [o.directory, o.relpath, o.files]), [
+      ["other", "x", 1],
+      ["out", "first.bin", 2],
     ]);
+    assert.ok(oldest[1].queuedAt < oldest[0].queuedAt && oldest[1].queuedAt <= Date.now());
   });
 });
 
