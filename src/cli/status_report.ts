@@ -81,7 +81,7 @@ export function statusReport(config: Config, stored: StoredStatus, now = Date.no
       failingSince: iso(health?.failingSince),
       lastError: health?.lastError ?? null,
       lastSuccessAt: iso(health?.lastSuccessAt),
-      bytesPerSecondLastMinute: fresh ? Math.round((health?.recentBytes ?? 0) / 60) : 0,
+      bytesPerSecondLastMinute: fresh ? health?.bytesPerSecond ?? 0 : 0,
       queuedFiles: sum((row) => row.queuedFiles),
       queuedBytes: sum((row) => row.queuedBytes),
       inProgress: sum((row) => row.inProgress),

@@ -45,7 +45,10 @@ export interface DeliveryContext {
 export interface DeliveryProgress {
   /** The attempt sends `parts` parts in all, of which `present` are on the vessel already. */
   planned(parts: number, present: ReadonlySet<number>): void;
-  /** Part `index` starts uploading. */
+  /**
+   * Part `index` of a file of several parts starts uploading, on a vessel
+   * that just answered (its part directory is prepared and listed).
+   */
   sending(index: number): void;
   /** Part `index` (`bytes` long) is whole on the vessel. */
   sent(index: number, bytes: number): void;
@@ -242,7 +245,6 @@ async function putWhole(
     if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
     await context.pace?.(data.length, context.signal);
     failpoint("before-assemble");
-    context.progress?.sending(0);
     const assembled = await context.transport.putWhole(key, destination, data);
     failpoint("after-assemble");
     outcome = "whole";

@@ -25,6 +25,26 @@ export class Throughput {
     this.#buckets[slot] += bytes;
   }
 
+  /**
+   * Bytes per second over the window that ends at `now`, or over the time
+   * since the oldest bytes in it when traffic began later (a transfer 15 s
+   * old is not averaged over a minute). At least one second is assumed.
+   */
+  rate(now = Date.now()): number {
+    const newest = Math.floor(now / this.#bucketMs);
+    const oldest = newest - this.#buckets.length + 1;
+    let first = Infinity;
+    for (let slot = 0; slot < this.#buckets.length; slot++) {
+      const index = this.#slots[slot];
+      if (index >= oldest && index <= newest && this.#buckets[slot] > 0) {
+        first = Math.min(first, index);
+      }
+    }
+    if (first === Infinity) return 0;
+    const spanMs = Math.max(1_000, now - first * this.#bucketMs);
+    return this.total(now) / (spanMs / 1000);
+  }
+
   /** Bytes counted within the window that ends at `now`. */
   total(now = Date.now()): number {
     const newest = Math.floor(now / this.#bucketMs);

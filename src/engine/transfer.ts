@@ -52,8 +52,9 @@ export class Transfer implements DeliveryProgress {
     this.#sentBefore.add(index);
   }
 
-  sent(_index: number, bytes: number): void {
+  sent(index: number, bytes: number): void {
     const { vessel, file } = this.#delivery;
+    this.#sentBefore.add(index);
     this.#bytesSent += bytes;
     this.#health.sent(bytes);
     this.#observer.sent?.(vessel, file.directory, bytes);

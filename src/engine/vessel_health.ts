@@ -25,7 +25,7 @@ export class VesselHealth {
       lastError: null,
       failingSince: null,
       lastSuccessAt: null,
-      recentBytes: 0,
+      bytesPerSecond: 0,
       updatedAt: now,
     };
   }
@@ -34,9 +34,13 @@ export class VesselHealth {
     return this.#record.state;
   }
 
-  /** The record as of `now`, with the bytes of the minute before it. */
+  /** The record as of `now`, with the throughput of the minute before it. */
   snapshot(now = Date.now()): VesselHealthRecord {
-    return { ...this.#record, recentBytes: this.#throughput.total(now), updatedAt: now };
+    return {
+      ...this.#record,
+      bytesPerSecond: Math.round(this.#throughput.rate(now)),
+      updatedAt: now,
+    };
   }
 
   /** The vessel took `bytes` (a whole part): it works. */

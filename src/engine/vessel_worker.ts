@@ -263,7 +263,7 @@ export class VesselWorker {
       }
       retryAt = this.#blockedUntil;
       if (permanent) retryAt = Math.max(retryAt, now + PERMANENT_RETRY_MS);
-      this.#health.failed(message, retryAt, permanent, now);
+      this.#health.failed(vesselReason(error), retryAt, permanent, now);
     } else {
       const immediately = code === "part-missing" && delivery.attempts < 3;
       retryAt = immediately ? now : now + backoffDelay(delivery.attempts + 1, policy);
@@ -279,4 +279,17 @@ export class VesselWorker {
     });
     this.#context.store.markAttemptFailed(delivery.id, message, retryAt, permanent);
   }
+}
+
+/**
+ * What is wrong with the vessel, without the file action that met it: the
+ * innermost transport error of the chain ("Cannot connect to vessel ..."),
+ * so deliveries failing for one reason tell one reason.
+ */
+function vesselReason(error: unknown): string {
+  let reason = error;
+  for (let cause = error; cause instanceof Error; cause = cause.cause) {
+    if (cause instanceof TransportError) reason = cause;
+  }
+  return describeError(reason);
 }

@@ -47,7 +47,7 @@ export function engineMetrics(
   );
   const resentParts = registry.counter(
     "contentmonster_parts_resent_total",
-    "Parts uploaded again because an earlier upload was cut or the vessel lost it.",
+    "Parts of multi-part files uploaded again: an earlier upload was cut or the vessel lost it.",
     ["vessel", "directory"],
   );
   const failures = registry.counter(

@@ -45,6 +45,6 @@ export const MIGRATIONS: readonly string[] = [
    ALTER TABLE vessels ADD COLUMN state_since INTEGER;
    ALTER TABLE vessels ADD COLUMN backoff_until INTEGER;
    ALTER TABLE vessels ADD COLUMN last_success_at INTEGER;
-   ALTER TABLE vessels ADD COLUMN recent_bytes INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE vessels ADD COLUMN recent_rate INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE vessels ADD COLUMN updated_at INTEGER;`,
 ];

@@ -76,8 +76,8 @@ export interface VesselHealthRecord {
   /** When the current run of failures began. */
   readonly failingSince: number | null;
   readonly lastSuccessAt: number | null;
-  /** Bytes sent in the minute before `updatedAt`. */
-  readonly recentBytes: number;
+  /** Bytes per second sent over the minute before `updatedAt` (or since traffic began). */
+  readonly bytesPerSecond: number;
   /** When the daemon last wrote this record. */
   readonly updatedAt: number | null;
 }
@@ -457,11 +457,11 @@ export class Store {
   recordVesselHealth(health: VesselHealthRecord): void {
     this.#db.prepare(
       `INSERT INTO vessels (name, state, state_since, backoff_until, last_error, error_at,
-         last_success_at, recent_bytes, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         last_success_at, recent_rate, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET state = excluded.state,
          state_since = excluded.state_since, backoff_until = excluded.backoff_until,
          last_error = excluded.last_error, error_at = excluded.error_at,
-         last_success_at = excluded.last_success_at, recent_bytes = excluded.recent_bytes,
+         last_success_at = excluded.last_success_at, recent_rate = excluded.recent_rate,
          updated_at = excluded.updated_at`,
     ).run(
       health.vessel,
@@ -471,7 +471,7 @@ export class Store {
       health.lastError,
       health.failingSince,
       health.lastSuccessAt,
-      health.recentBytes,
+      health.bytesPerSecond,
       health.updatedAt,
     );
   }
@@ -480,7 +480,7 @@ export class Store {
   vesselHealth(): VesselHealthRecord[] {
     return this.#db.prepare(
       `SELECT name, state, state_since, backoff_until, last_error, error_at, last_success_at,
-         recent_bytes, updated_at FROM vessels ORDER BY name`,
+         recent_rate, updated_at FROM vessels ORDER BY name`,
     ).all().map((row) => ({
       vessel: String(row.name),
       state: String(row.state) as VesselState,
@@ -489,7 +489,7 @@ export class Store {
       lastError: row.last_error === null ? null : String(row.last_error),
       failingSince: nullableNumber(row.error_at),
       lastSuccessAt: nullableNumber(row.last_success_at),
-      recentBytes: Number(row.recent_bytes),
+      bytesPerSecond: Number(row.recent_rate),
       updatedAt: nullableNumber(row.updated_at),
     }));
   }

@@ -26,7 +26,7 @@ function health(vessel: string, fields: Partial<VesselHealthRecord> = {}): Vesse
     lastError: null,
     failingSince: null,
     lastSuccessAt: null,
-    recentBytes: 0,
+    bytesPerSecond: 0,
     updatedAt: null,
     ...fields,
   };
@@ -447,7 +447,7 @@ Deno.test("Store.recordVesselHealth() keeps the last record of each vessel for v
       lastError: "connection refused",
       failingSince: 1_000,
       lastSuccessAt: 500,
-      recentBytes: 4096,
+      bytesPerSecond: 4096,
       updatedAt: 2_000,
     });
     store.recordVesselHealth(failing);
