@@ -49,7 +49,7 @@ export function renderStatus(report: StatusReport): string {
     ]);
     if (vessel.lastError) {
       const since = vessel.failingSince ? ` since ${clock(vessel.failingSince, now)}` : "";
-      errors.push(`vessel "${vessel.vessel}" failing${since}: ${vessel.lastError}`);
+      errors.push(`vessel "${vessel.vessel}" failing${since}: ${oneLine(vessel.lastError)}`);
     }
   }
   const directories = [["DIRECTORY", "WAITING", "OLDEST", "AGE"]];
@@ -70,7 +70,7 @@ export function renderStatus(report: StatusReport): string {
       formatBytes(row.queuedBytes),
       String(row.inProgress),
       String(row.failed),
-      row.lastError ?? "",
+      oneLine(row.lastError ?? ""),
     ]);
   }
   return [formatTable(vessels), ...errors, "", formatTable(directories), "", formatTable(queue)]
@@ -102,6 +102,11 @@ function describeState(vessel: VesselReport, now: number): string {
   return vessel.stale && vessel.updatedAt
     ? `${text} (as of ${ago(vessel.updatedAt, now)}: daemon not running?)`
     : text;
+}
+
+/** An error on one line, so a table stays a table (ssh's stderr has several). */
+function oneLine(text: string): string {
+  return text.trim().replace(/\s*\n\s*/g, "; ");
 }
 
 /** `14:03:01Z` today (UTC), else the date too. */
