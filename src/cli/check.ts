@@ -32,7 +32,11 @@ export async function checkVessels(config: Config): Promise<number> {
   }
   print(formatTable(table));
   if (failing.length === 0) {
-    print(`all ${config.vessels.length} vessels pass`);
+    print(
+      config.vessels.length === 1
+        ? "the vessel passes"
+        : `all ${config.vessels.length} vessels pass`,
+    );
     return 0;
   }
   for (const line of failing) print(`FAIL ${line}`);

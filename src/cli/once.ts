@@ -2,6 +2,7 @@
 import type { Config } from "../config/types.ts";
 import { logger } from "../log/logger.ts";
 import { startReplicator } from "./replicator.ts";
+import { plural } from "../log/units.ts";
 
 const POLL_MS = 50;
 
@@ -26,10 +27,16 @@ export async function runOnce(
     if (signal.aborted) return 1;
     const { failed, files } = replicator.store.counts();
     if (failed > 0) {
-      log.error(`${failed} deliveries failed; see \`contentmonster status\``);
+      log.error(
+        `${plural(failed, "delivery", "deliveries")} failed; see \`contentmonster status\``,
+      );
       return 1;
     }
-    log.info(files === 0 ? "everything delivered" : `${files} files wait for vessels`);
+    log.info(
+      files === 0
+        ? "everything delivered"
+        : `${plural(files, "file")} ${files === 1 ? "waits" : "wait"} for vessels`,
+    );
     return files === 0 ? 0 : 1;
   } finally {
     await replicator.stop();

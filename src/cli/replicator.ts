@@ -34,7 +34,9 @@ export async function startReplicator(
   );
   if (!options.once) {
     const retried = store.retryFailed();
-    if (retried > 0) log.info(`retrying ${retried} deliveries that had failed`);
+    if (retried > 0) {
+      log.info(`retrying ${plural(retried, "delivery", "deliveries")} that had failed`);
+    }
   }
   const observers: EngineObserver[] = [engineLog()];
   const metrics = config.monster.metricsAddress && engineMetrics(config);
