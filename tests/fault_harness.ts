@@ -64,6 +64,8 @@ export interface RigOptions {
    * path (its own mount namespace), holding the destination and the TempDir.
    */
   readonly tmpfs?: number;
+  /** The vessel's `SSHClient`; default: the config's default. */
+  readonly sshClient?: "openssh" | "builtin";
 }
 
 /** One scenario's world: shore workspace, sshd, proxy, config, daemons. */
@@ -255,7 +257,7 @@ IdentityFile = ${server.identityFile}
 KnownHostsFile = ${knownHosts}
 TempDir = ${tempDir}
 Timeout = ${options.timeout ?? 3}
-`);
+${options.sshClient ? `SSHClient = ${options.sshClient}\n` : ""}`);
     // Constructing the transport connects nothing; it only tells what it declares.
     const transport = await openTransport(server.vesselConfig({ port: proxy.port }));
     const capabilities = transport.capabilities;

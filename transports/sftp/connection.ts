@@ -1,9 +1,15 @@
 /**
- * One SSH connection to a vessel that cannot hang: keepalive on, a handshake
- * timeout, SFTP requests failed after `Timeout` seconds without any reply,
- * commands failed after a deadline, and every pending call rejected with
- * code `"connection"` when the connection closes ('close' is the only event
- * that always fires). Exec output is always drained.
+ * One SSH connection to a vessel that cannot hang: a handshake timeout, SFTP
+ * requests failed after `Timeout` seconds without any reply, commands failed
+ * after a deadline, keepalives while idle, and every pending call rejected
+ * with code `"connection"` when the connection closes ('close' is the only
+ * event that always fires). Exec output is always drained.
+ *
+ * Liveness is judged by progress: while calls are in flight, their replies
+ * (or deadlines) are the judge, so a slow link that keeps answering is never
+ * taken for dead. A keepalive's reply waits behind every byte queued before
+ * it (megabytes on a slow link), so keepalives go out, and are judged, only
+ * while nothing is in flight.
  *
  * @module
  */
@@ -129,6 +135,10 @@ export class SshConnection {
   #lastError?: Error;
   #sftpInFlight = 0;
   #lastReply = Date.now();
+  /** When the connection last became idle (no call in flight). */
+  #idleSince = Date.now();
+  /** The keepalive awaiting its reply, if any. */
+  #ping?: { readonly sentAt: number };
   #execs = 0;
   readonly #execWaiters: (() => void)[] = [];
 
@@ -437,6 +447,7 @@ export class SshConnection {
         if (finished) return false;
         finished = true;
         this.#pending.delete(pending);
+        if (this.#pending.size === 0) this.#idleSince = Date.now();
         if (isSftp) {
           this.#sftpInFlight--;
           this.#lastReply = Date.now();
@@ -478,6 +489,7 @@ export class SshConnection {
 
   #watch(): void {
     const now = Date.now();
+    if (this.#pending.size === 0) this.#keepAlive(now);
     if (this.#sftpInFlight > 0 && now - this.#lastReply > this.#timeoutMs) {
       const seconds = Math.round((now - this.#lastReply) / 1000);
       this.#log.warn(`no SFTP reply from ${this.where} for ${seconds} s; dropping the connection`);
@@ -490,6 +502,47 @@ export class SshConnection {
         this.destroy(new Error("a command ran past its deadline"));
         return;
       }
+    }
+  }
+
+  /**
+   * Sends a keepalive after a third of `Timeout` idle, and drops the
+   * connection when one sent while idle has had no reply for `Timeout`.
+   * A keepalive sent before the last call started is not judged: its reply
+   * may wait behind that call's data.
+   */
+  #keepAlive(now: number): void {
+    const ping = this.#ping;
+    if (ping && ping.sentAt >= this.#idleSince) {
+      if (now - ping.sentAt <= this.#timeoutMs) return;
+      const seconds = Math.round((now - ping.sentAt) / 1000);
+      this.#log.warn(
+        `no keepalive reply from ${this.where} for ${seconds} s; dropping the connection`,
+      );
+      this.destroy(
+        new Error(`no keepalive reply for ${seconds} s (Timeout ${this.#vessel.timeout})`),
+      );
+      return;
+    }
+    if (now - Math.max(this.#idleSince, ping?.sentAt ?? 0) < Math.max(1000, this.#timeoutMs / 3)) {
+      return;
+    }
+    // ssh2 keeps no public ping: its global requests answer in order through
+    // `_callbacks`, so the callback goes there before the request is sent.
+    const internals = this.#client as unknown as {
+      _callbacks?: ((failed: boolean) => void)[];
+      _protocol?: { ping(): void };
+    };
+    if (!internals._callbacks || !internals._protocol) return;
+    const sent = { sentAt: now };
+    this.#ping = sent;
+    internals._callbacks.push(() => {
+      if (this.#ping === sent) this.#ping = undefined;
+    });
+    try {
+      internals._protocol.ping();
+    } catch (error) {
+      this.destroy(error instanceof Error ? error : new Error(String(error)));
     }
   }
 

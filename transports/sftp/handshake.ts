@@ -1,7 +1,7 @@
 /**
  * The SSH handshake with a vessel: TCP without Nagle's delay, ChaCha20 first,
  * host key algorithms known for the vessel first, host key verification,
- * authentication, keepalive and a handshake timeout of `Timeout` seconds.
+ * authentication and a handshake timeout of `Timeout` seconds.
  *
  * @module
  */
@@ -132,8 +132,10 @@ export function handshake<T>(
       port: vessel.port,
       username: vessel.username,
       readyTimeout: timeoutMs,
-      keepaliveInterval: Math.max(1000, Math.round(timeoutMs / 3)),
-      keepaliveCountMax: 3,
+      // ssh2's keepalive drops a connection whose ping reply waits behind
+      // megabytes of queued writes (a slow link that is alive); the
+      // connection's own watchdog judges liveness by progress instead.
+      keepaliveInterval: 0,
       algorithms: {
         cipher: Deno.env.get("CM_CIPHER")
           ? [Deno.env.get("CM_CIPHER") as CipherAlgorithm]
