@@ -37,12 +37,17 @@ export interface ServerOptions {
    * turned on, and the server sees a private /etc/shadow holding its hash.
    */
   readonly rootPassword?: string;
+  /**
+   * Run inside this existing network namespace (`ip netns` name), listening
+   * on `address` there, as the WAN bench's vessel (OpenSSH only).
+   */
+  readonly netns?: { readonly name: string; readonly address: string };
 }
 
-/** A running SSH server on 127.0.0.1. */
+/** A running SSH server on 127.0.0.1 (or in a network namespace, option `netns`). */
 export interface TestServer {
   readonly kind: ServerKind;
-  readonly host: "127.0.0.1";
+  readonly host: string;
   readonly port: number;
   readonly username: "root";
   /** Temp directory of this server: keys, config, known_hosts, vessel data. */
@@ -114,7 +119,7 @@ export async function startOpenSsh(options: ServerOptions = {}): Promise<TestSer
     const port = await freePort();
     const sftp = options.sftpServer ?? SFTP_SERVER;
     const config = [
-      `ListenAddress 127.0.0.1:${port}`,
+      `ListenAddress ${options.netns?.address ?? "127.0.0.1"}:${port}`,
       `HostKey ${hostKey}`,
       "PidFile none",
       "UsePAM no",
@@ -218,6 +223,7 @@ async function launch(
       created.push(target);
     }
   }
+  const host = options.netns?.address ?? "127.0.0.1";
   let program = command[0];
   let args = command.slice(1);
   if (allMounts.length > 0 || tmpfs.length > 0) {
@@ -230,6 +236,11 @@ async function launch(
     ].join(" && ");
     program = UNSHARE;
     args = ["-m", "--propagation", "private", "sh", "-c", script];
+  }
+  if (options.netns) {
+    // `ip netns exec` execs the command: the child's PID stays the server's.
+    args = ["netns", "exec", options.netns.name, program, ...args];
+    program = "ip";
   }
   const child = new Deno.Command(program, {
     args,
@@ -246,7 +257,7 @@ async function launch(
   });
 
   const knownHostsFile = `${dir}/known_hosts`;
-  await Deno.writeTextFile(knownHostsFile, `[127.0.0.1]:${port} ${hostPublicKey}\n`, {
+  await Deno.writeTextFile(knownHostsFile, `[${host}]:${port} ${hostPublicKey}\n`, {
     mode: 0o600,
   });
 
@@ -280,11 +291,11 @@ async function launch(
     })();
 
   const deadline = Date.now() + 15_000;
-  while (!(await accepts(port))) {
+  while (!(await accepts(host, port, options.netns?.name))) {
     if (exited || Date.now() > deadline) {
       await stop();
       throw new Error(
-        `Cannot start ${kind} on 127.0.0.1:${port}: ${
+        `Cannot start ${kind} on ${host}:${port}: ${
           exited ? "it exited" : "no connection within 15 s"
         }; output: ${output.text() || "(none)"}`,
       );
@@ -294,7 +305,7 @@ async function launch(
 
   return {
     kind,
-    host: "127.0.0.1",
+    host,
     port,
     username: "root",
     dir,
@@ -304,7 +315,7 @@ async function launch(
     vesselConfig: (overrides = {}) => ({
       name: kind,
       transport: "sftp",
-      address: "127.0.0.1",
+      address: host,
       port,
       username: "root",
       identityFile,
@@ -398,7 +409,14 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function accepts(port: number): Promise<boolean> {
+async function accepts(host: string, port: number, netns?: string): Promise<boolean> {
+  if (netns) {
+    // This process is outside the namespace: ask a shell inside it.
+    const probe = `exec 3<>/dev/tcp/${host}/${port}`;
+    const args = ["netns", "exec", netns, "bash", "-c", probe];
+    const output = await new Deno.Command("ip", { args, stdout: "null", stderr: "null" }).output();
+    return output.success;
+  }
   try {
     const connection = await Deno.connect({ hostname: "127.0.0.1", port });
     connection.close();
@@ -409,7 +427,7 @@ async function accepts(port: number): Promise<boolean> {
 }
 
 /** PIDs of every descendant of `root`, found through /proc. */
-async function descendantsOf(root: number): Promise<number[]> {
+export async function descendantsOf(root: number): Promise<number[]> {
   const children = new Map<number, number[]>();
   for await (const entry of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;

@@ -1,0 +1,262 @@
+/**
+ * `deno task bench:link --link PROFILE`: ContentMonster, scp and rsync over
+ * an emulated WAN link, in the same run (issue 8). Two network namespaces,
+ * "shore" and "vessel", are joined by a userspace link (emulator.ts); a real
+ * sshd runs in the vessel namespace; every tool runs in the shore namespace
+ * against it. The link is measured before the tools run.
+ *
+ *   deno task bench:link --link wan|lossy|sat|flaky|all [--cc cubic|bbr|cubic,bbr]
+ *     [--client openssh|builtin|openssh,builtin] [--workload large|small|both]
+ *     [--timeout 300] [--seed 1]
+ *
+ * Needs root (namespaces, TUN), gcc, python3, sshd, scp and rsync.
+ */
+import { parseArgs } from "node:util";
+import { fileSha256, randomBytes } from "../../cli_harness.ts";
+import { startOpenSsh, type TestServer } from "../../servers.ts";
+import {
+  buildForwarder,
+  describeProfile,
+  type Emulator,
+  type LinkProfile,
+  PROFILES,
+  queueBytes,
+  startEmulator,
+  validate,
+} from "./emulator.ts";
+import {
+  type CongestionControl,
+  createNamespaces,
+  type LinkNamespaces,
+  removeNamespaces,
+} from "./namespaces.ts";
+import { contentMonster, formatRun, killRunning, rsync, scp, type ToolRun } from "./runner.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    link: { type: "string" },
+    cc: { type: "string", default: "cubic" },
+    client: { type: "string", default: "openssh,builtin" },
+    workload: { type: "string", default: "both" },
+    timeout: { type: "string", default: "300" },
+    seed: { type: "string", default: "1" },
+  },
+});
+
+function say(text: string): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(text + "\n"));
+}
+
+function usage(why: string): never {
+  say(
+    `${why}\nusage: deno task bench:link --link ${Object.keys(PROFILES).join("|")}|all ` +
+      "[--cc cubic|bbr|cubic,bbr] [--client openssh|builtin|openssh,builtin] " +
+      "[--workload large|small|both] [--timeout SECONDS] [--seed N]",
+  );
+  Deno.exit(2);
+}
+
+const profiles = values.link === "all"
+  ? Object.values(PROFILES)
+  : values.link && PROFILES[values.link]
+  ? [PROFILES[values.link]]
+  : usage(values.link ? `unknown link profile "${values.link}"` : "--link is required");
+const ccs = values.cc.split(",") as CongestionControl[];
+if (ccs.some((cc) => cc !== "cubic" && cc !== "bbr")) usage(`unknown --cc "${values.cc}"`);
+const clients = values.client.split(",");
+if (clients.some((client) => client !== "openssh" && client !== "builtin")) {
+  usage(`unknown --client "${values.client}"`);
+}
+const workloads = values.workload === "both" ? ["large", "small"] : [values.workload];
+if (workloads.some((w) => w !== "large" && w !== "small")) usage(`unknown --workload`);
+const timeoutSeconds = Number(values.timeout);
+const seed = Number(values.seed);
+if (Deno.uid?.() !== 0) usage("the WAN bench needs root (network namespaces, TUN devices)");
+
+/** Cleanups of what exists now, run last-in first-out, once. */
+const cleanups: (() => Promise<unknown>)[] = [];
+async function cleanUp(): Promise<void> {
+  await killRunning();
+  while (cleanups.length > 0) await cleanups.pop()!().catch(() => {});
+}
+const onSignal = () => {
+  say("\ninterrupted: stopping every tool and removing the namespaces");
+  cleanUp().finally(() => Deno.exit(130));
+};
+Deno.addSignalListener("SIGINT", onSignal);
+Deno.addSignalListener("SIGTERM", onSignal);
+
+interface Row {
+  link: string;
+  cc: string;
+  workload: string;
+  runs: [string, ToolRun][];
+}
+const rows: Row[] = [];
+
+/** Writes the workload's files into `dir`; returns name -> sha256. */
+async function writeWorkload(
+  dir: string,
+  profile: LinkProfile,
+  workload: string,
+): Promise<Map<string, string>> {
+  await Deno.mkdir(dir, { recursive: true });
+  const files = new Map<string, string>();
+  const write = async (name: string, data: Uint8Array) => {
+    await Deno.writeFile(`${dir}/${name}`, data);
+    files.set(name, (await fileSha256(`${dir}/${name}`))!);
+  };
+  if (workload === "large") await write("large.bin", randomBytes(profile.largeMiB << 20, seed));
+  else {
+    for (let i = 0; i < profile.smallFiles; i++) {
+      await write(`small-${i}.bin`, randomBytes(64 << 10, seed * 1000 + i));
+    }
+  }
+  return files;
+}
+
+/** Marks `run` failed unless `dir` holds every file with its sha256. */
+async function verified(run: ToolRun, dir: string, files: Map<string, string>): Promise<ToolRun> {
+  if (run.timedOut || run.error) return run;
+  for (const [name, sha] of files) {
+    if ((await fileSha256(`${dir}/${name}`)) !== sha) {
+      return { ...run, error: `"${name}" missing or different at the destination` };
+    }
+  }
+  return run;
+}
+
+async function benchLink(
+  forwarder: string,
+  work: string,
+  profile: LinkProfile,
+  cc: CongestionControl,
+): Promise<void> {
+  say(
+    `\n=== ${profile.name}: ${describeProfile(profile)}, queue ${queueBytes(profile)} bytes, ` +
+      `congestion control ${cc}`,
+  );
+  const link: LinkNamespaces = await createNamespaces(cc);
+  cleanups.push(() => removeNamespaces(link));
+  const emulator: Emulator = await startEmulator(forwarder, link, profile, seed);
+  cleanups.push(async () =>
+    say(`link counters (shore>vessel, vessel>shore):\n${await emulator.stop()}`)
+  );
+  say(
+    `namespaces ${link.shore} (${link.shoreAddress}) and ${link.vessel} (${link.vesselAddress}), ` +
+      `forwarder PID ${emulator.pid}, TCP congestion control: ${link.congestionControl}`,
+  );
+  const validation = await validate(link, profile);
+  for (const line of validation.lines) say(`  ${line}`);
+  if (validation.failure) {
+    throw new Error(`Cannot bench on "${profile.name}": ${validation.failure}`);
+  }
+
+  const server: TestServer = await startOpenSsh({
+    netns: { name: link.vessel, address: link.vesselAddress },
+  });
+  cleanups.push(() => server.stop());
+  for (const workload of workloads) {
+    const label = workload === "large"
+      ? `1 x ${profile.largeMiB} MiB`
+      : `${profile.smallFiles} x 64 KiB`;
+    const dir = `${work}/${profile.name}-${cc}-${workload}`;
+    const files = await writeWorkload(`${dir}/source`, profile, workload);
+    const runs: [string, ToolRun][] = [];
+    const destination = (tool: string) => `${dir}/vessel-${tool}`;
+    const tool = async (name: string, run: () => Promise<ToolRun>) => {
+      await Deno.mkdir(destination(name), { recursive: true });
+      const result = await verified(await run(), destination(name), files);
+      runs.push([name, result]);
+      say(`  ${label}: ${name} ${formatRun(result)}${result.error ? ` (${result.error})` : ""}`);
+    };
+    const sources = [...files.keys()].map((name) => `${dir}/source/${name}`);
+    await tool("scp", () => scp(link.shore, server, sources, destination("scp"), timeoutSeconds));
+    await tool(
+      "rsync",
+      () => rsync(link.shore, server, `${dir}/source`, destination("rsync"), timeoutSeconds),
+    );
+    for (const client of clients) {
+      const name = `cm-${client}`;
+      const outbox = `${dir}/outbox-${client}`;
+      await Deno.mkdir(outbox);
+      for (const file of files.keys()) {
+        await Deno.copyFile(`${dir}/source/${file}`, `${outbox}/${file}`);
+      }
+      await tool(name, () =>
+        contentMonster(link.shore, server, {
+          dir: `${dir}/${name}`,
+          outbox,
+          destination: destination(name),
+          extra: { SSHClient: client },
+          timeoutSeconds,
+        }).then((run) => run));
+    }
+    rows.push({ link: profile.name, cc, workload: label, runs });
+  }
+  await cleanUpNow();
+}
+
+/** Runs the pending cleanups (server, emulator, namespaces) before the next link. */
+async function cleanUpNow(): Promise<void> {
+  while (cleanups.length > 1) await cleanups.pop()!().catch(() => {});
+}
+
+function ratio(ours: ToolRun, theirs: ToolRun | undefined): string {
+  if (!theirs || ours.error || theirs.error) return "";
+  // A timed-out run bounds the ratio from one side.
+  const value = theirs.seconds / ours.seconds;
+  const prefix = ours.timedOut && theirs.timedOut
+    ? "?"
+    : ours.timedOut
+    ? "< "
+    : theirs.timedOut
+    ? "> "
+    : "";
+  return prefix === "?" ? "?" : `${prefix}${value.toFixed(2)}x`;
+}
+
+function printTable(): void {
+  const header = ["link", "cc", "workload", "scp", "rsync"];
+  for (const client of clients) header.push(`cm-${client}`, "vs scp", "vs rsync");
+  const table = [header];
+  for (const row of rows) {
+    const runs = new Map(row.runs);
+    const line = [row.link, row.cc, row.workload];
+    for (const tool of ["scp", "rsync"]) {
+      line.push(runs.has(tool) ? formatRun(runs.get(tool)!) : "");
+    }
+    for (const client of clients) {
+      const ours = runs.get(`cm-${client}`);
+      line.push(ours ? formatRun(ours) : "");
+      line.push(
+        ours ? ratio(ours, runs.get("scp")) : "",
+        ours ? ratio(ours, runs.get("rsync")) : "",
+      );
+    }
+    table.push(line);
+  }
+  const widths = header.map((_, i) => Math.max(...table.map((line) => line[i].length)));
+  say(
+    "\nseconds per tool (same run, same link); ratios are speed: >1 means ContentMonster is faster",
+  );
+  for (const line of table) say(line.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+}
+
+const work = await Deno.makeTempDir({ prefix: "cm-wanbench-" });
+cleanups.push(() => Deno.remove(work, { recursive: true }));
+try {
+  const forwarder = await buildForwarder(work);
+  for (const profile of profiles) {
+    for (const cc of ccs) await benchLink(forwarder, work, profile, cc);
+  }
+} catch (error) {
+  say(`WAN bench failed: ${error instanceof Error ? error.message : error}`);
+  Deno.exitCode = 1;
+} finally {
+  await cleanUp();
+  Deno.removeSignalListener("SIGINT", onSignal);
+  Deno.removeSignalListener("SIGTERM", onSignal);
+}
+printTable();

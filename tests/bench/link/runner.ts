@@ -1,0 +1,166 @@
+/**
+ * Runs the bench's tools inside the shore namespace with a deadline each:
+ * ContentMonster (`once`), scp and rsync. A run past its deadline is killed
+ * with every process it started, by PID, and reported as `> N s`; so is
+ * every run still going when the bench is interrupted.
+ */
+import { descendantsOf, type TestServer } from "../../servers.ts";
+import { vesselIni } from "../../vessel_ini.ts";
+
+/** How one tool did. */
+export interface ToolRun {
+  readonly seconds: number;
+  /** Set when the run was killed at its deadline. */
+  readonly timedOut: boolean;
+  /** Why the run failed (exit status and the end of its stderr). */
+  readonly error?: string;
+}
+
+/** `12.3 s`, `> 300 s`, or `failed`. */
+export function formatRun(run: ToolRun): string {
+  if (run.timedOut) return `> ${run.seconds.toFixed(0)} s`;
+  if (run.error) return "failed";
+  return `${run.seconds.toFixed(1)} s`;
+}
+
+const MAIN = new URL("../../../src/main.ts", import.meta.url).pathname;
+// The flags of `deno task start` (see deno.json), and --allow-run for the OpenSSH carrier's ssh.
+const PERMISSIONS = [
+  "--v8-flags=--max-semi-space-size=1",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-net",
+  "--allow-sys",
+  "--allow-run",
+];
+
+const running = new Set<number>();
+
+/** Kills every run still going, and what it started. */
+export async function killRunning(): Promise<void> {
+  for (const pid of running) await killTree(pid);
+}
+
+async function killTree(root: number): Promise<void> {
+  for (const pid of [root, ...await descendantsOf(root)]) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+}
+
+/** Runs `argv` in network namespace `ns`, killed after `timeoutSeconds`. */
+export async function runIn(
+  ns: string,
+  argv: string[],
+  timeoutSeconds: number,
+): Promise<ToolRun> {
+  const started = performance.now();
+  // `ip netns exec` execs the command: the child's PID is the tool's.
+  const child = new Deno.Command("ip", {
+    args: ["netns", "exec", ns, ...argv],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  running.add(child.pid);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killTree(child.pid);
+  }, timeoutSeconds * 1000);
+  const stderr = new Response(child.stderr).text();
+  const status = await child.status;
+  clearTimeout(timer);
+  running.delete(child.pid);
+  const seconds = timedOut ? timeoutSeconds : (performance.now() - started) / 1000;
+  if (timedOut || status.success) return { seconds, timedOut };
+  const tail = (await stderr).trim().split("\n").slice(-3).join(" | ");
+  return { seconds, timedOut, error: `${argv[0]} exited ${status.code}: ${tail}` };
+}
+
+function sshOptions(server: TestServer): string[] {
+  return [
+    "-F",
+    "none",
+    "-i",
+    server.identityFile,
+    "-o",
+    `UserKnownHostsFile=${server.knownHostsFile}`,
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    "BatchMode=yes",
+  ];
+}
+
+/** scp of `sources` into the vessel's directory `target` (one connection). */
+export function scp(
+  ns: string,
+  server: TestServer,
+  sources: string[],
+  target: string,
+  timeoutSeconds: number,
+): Promise<ToolRun> {
+  const argv = ["scp", "-q", "-P", String(server.port), ...sshOptions(server), ...sources];
+  return runIn(ns, [...argv, `root@${server.host}:${target}/`], timeoutSeconds);
+}
+
+/** rsync over ssh of the directory `source` into the vessel's directory `target`. */
+export function rsync(
+  ns: string,
+  server: TestServer,
+  source: string,
+  target: string,
+  timeoutSeconds: number,
+): Promise<ToolRun> {
+  const ssh = ["ssh", "-p", String(server.port), ...sshOptions(server)].join(" ");
+  const argv = ["rsync", "-a", "-e", ssh, `${source}/`, `root@${server.host}:${target}/`];
+  return runIn(ns, argv, timeoutSeconds);
+}
+
+/**
+ * `contentmonster once` from `outbox` to the vessel's `destination`, with a
+ * config written to `dir` (state database beside it, default settings but
+ * for `extra` vessel keys such as `SSHClient`).
+ */
+export async function contentMonster(
+  ns: string,
+  server: TestServer,
+  options: {
+    dir: string;
+    outbox: string;
+    destination: string;
+    extra: Record<string, string>;
+    timeoutSeconds: number;
+  },
+): Promise<ToolRun> {
+  await Deno.mkdir(options.dir, { recursive: true });
+  const config = `${options.dir}/settings.ini`;
+  await Deno.writeTextFile(
+    config,
+    `[MONSTER]\nDatabase = ${options.dir}/state.db\n\n[Directory bench]\nLocation = ${options.outbox}\n` +
+      `Destination = ${options.destination}\n\n${vesselIni(server, "v", options.extra)}`,
+  );
+  // `--timeout` lets it exit cleanly first; the deadline kills it 15 s later.
+  const argv = [
+    Deno.execPath(),
+    "run",
+    ...PERMISSIONS,
+    MAIN,
+    "once",
+    "--config",
+    config,
+    "--timeout",
+    String(options.timeoutSeconds),
+  ];
+  const run = await runIn(ns, argv, options.timeoutSeconds + 15);
+  // `once` exits 1 at its own --timeout: the same outcome as the deadline.
+  if (run.error && run.seconds >= options.timeoutSeconds) {
+    return { seconds: options.timeoutSeconds, timedOut: true };
+  }
+  return run;
+}
