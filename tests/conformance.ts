@@ -17,6 +17,8 @@ export interface ConformanceTarget {
   read(vesselPath: string): Promise<Uint8Array | undefined>;
   /** Names in a vessel directory, `[]` if it does not exist. */
   list(vesselPath: string): Promise<string[]>;
+  /** Where a vessel path lies on this machine, to plant links and read modes. */
+  localPath(vesselPath: string): string;
   cleanup(): Promise<void>;
 }
 
@@ -61,6 +63,16 @@ function isCode(code: string): (error: unknown) => boolean {
     assert.ok(error instanceof TransportError, String(error));
     assert.equal(error.code, code, error.message);
     assert.equal(error.retryable, true);
+    return true;
+  };
+}
+
+function isUnsafe(pattern: RegExp): (error: unknown) => boolean {
+  return (error: unknown) => {
+    assert.ok(error instanceof TransportError, String(error));
+    assert.equal(error.code, "unsafe", error.message);
+    assert.equal(error.retryable, false);
+    assert.match(error.message, pattern);
     return true;
   };
 }
@@ -369,6 +381,123 @@ export function transportConformance(
           assert.deepEqual((await target.list(base)).filter((n) => n.startsWith(".")), []);
           await transport.removeParts(key);
         });
+
+        await t.step(
+          "TempDir and part dirs are 0700, parts and temp files 0600, publish sets the mode",
+          async () => {
+            const mode = async (path: string) =>
+              (await Deno.lstat(target.localPath(path))).mode! & 0o7777;
+            const key = freshKey();
+            const destination = `${base}/modes/file.bin`;
+            await transport.prepare(key, destination);
+            assert.equal(await mode(target.tempDir), 0o700);
+            assert.equal(await mode(`${target.tempDir}/${key}`), 0o700);
+            await transport.putPart(key, 0, bytes(10, 1));
+            await transport.putPart(key, 1, bytes(300_000, 2));
+            assert.equal(await mode(`${target.tempDir}/${key}/0.part`), 0o600);
+            const assembled = await transport.assemble(key, 2, destination);
+            assert.equal(await mode(assembled.tempPath), 0o600);
+            await transport.publish(assembled.tempPath, destination, 0o640);
+            assert.equal(await mode(destination), 0o640);
+            await transport.removeParts(key);
+            const whole = await transport.putWhole(freshKey(), `${base}/modes/key`, bytes(5, 3));
+            assert.equal(await mode(whole.tempPath), 0o600);
+            await transport.publish(whole.tempPath, `${base}/modes/key`, 0o4755);
+            assert.equal(await mode(`${base}/modes/key`), 0o755, "set-id bits are not carried");
+          },
+        );
+
+        await t.step("a link planted in TempDir never redirects a write or a removal", async () => {
+          const victim = `${base}/victim`;
+          await Deno.writeTextFile(target.localPath(victim), "precious");
+          const key = freshKey();
+          await transport.prepare(key, `${base}/planted.bin`);
+          await Deno.symlink(
+            target.localPath(victim),
+            target.localPath(`${target.tempDir}/${key}/0.part.tmp`),
+          );
+          await assert.rejects(
+            () => transport.putPart(key, 0, bytes(100, 4)),
+            (error: unknown) => {
+              assert.ok(error instanceof TransportError, String(error));
+              assert.match(error.message, /0\.part\.tmp" is a symbolic link/);
+              return true;
+            },
+          );
+          assert.equal(await Deno.readTextFile(target.localPath(victim)), "precious");
+          // A regular file left there by an earlier try is replaced.
+          // (the refused link may have been unlinked: that never touches what it points to)
+          await Deno.remove(target.localPath(`${target.tempDir}/${key}/0.part.tmp`)).catch(
+            () => {},
+          );
+          await Deno.writeTextFile(target.localPath(`${target.tempDir}/${key}/0.part.tmp`), "old");
+          await transport.putPart(key, 0, bytes(100, 4));
+          await transport.removeParts(key);
+          // The part directory itself planted as a link to another directory.
+          const elsewhere = `${base}/elsewhere`;
+          await Deno.mkdir(target.localPath(elsewhere));
+          await Deno.writeTextFile(target.localPath(`${elsewhere}/0.part`), "keep");
+          await Deno.symlink(
+            target.localPath(elsewhere),
+            target.localPath(`${target.tempDir}/${key}`),
+          );
+          await assert.rejects(
+            () => transport.prepare(key, `${base}/planted.bin`),
+            isUnsafe(/symbolic link/),
+          );
+          await transport.removeParts(key);
+          assert.equal(await Deno.readTextFile(target.localPath(`${elsewhere}/0.part`)), "keep");
+          assert.ok(!(await target.list(target.tempDir)).includes(key));
+        });
+
+        await t.step(
+          "a TempDir others could write or plant in refuses the vessel, in check too",
+          async () => {
+            const local = target.localPath(target.tempDir);
+            const destination = `${base}/refused.bin`;
+            const refused = async (pattern: RegExp) => {
+              await assert.rejects(
+                () => transport.prepare(freshKey(), destination),
+                isUnsafe(pattern),
+              );
+              const item = (await transport.probe([base])).find((i) => i.check === "TempDir");
+              assert.ok(item && !item.ok, JSON.stringify(item));
+              assert.match(item.detail, pattern);
+            };
+            await transport.prepare(freshKey(), destination).catch(() => {});
+            await Deno.chmod(local, 0o777);
+            try {
+              await refused(/writable by group or others \(mode 0777\).*chmod 700/);
+            } finally {
+              await Deno.chmod(local, 0o700);
+            }
+            await Deno.rename(local, `${local}.real`);
+            await Deno.symlink(`${local}.real`, local);
+            try {
+              await refused(/is a symbolic link/);
+            } finally {
+              await Deno.remove(local);
+              await Deno.rename(`${local}.real`, local);
+            }
+            if (Deno.uid() === 0) {
+              await Deno.chown(local, 65534, 65534);
+              try {
+                await refused(/belongs to uid 65534, not to the login user \(uid 0\)/);
+              } finally {
+                await Deno.chown(local, 0, 0);
+              }
+            }
+            // A TempDir that is missing is created private again.
+            for (const name of await target.list(target.tempDir)) {
+              await Deno.remove(`${local}/${name}`, { recursive: true });
+            }
+            await Deno.remove(local);
+            const key = freshKey();
+            await transport.prepare(key, destination);
+            assert.equal((await Deno.lstat(local)).mode! & 0o777, 0o700);
+            await transport.removeParts(key);
+          },
+        );
 
         await t.step("free space and probe report the vessel", async () => {
           const space = await transport.freeSpace(`${base}/x`);

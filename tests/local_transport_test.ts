@@ -17,6 +17,7 @@ transportConformance("local", async () => {
         return [];
       }
     },
+    localPath: (path) => root + path,
     cleanup: () => Deno.remove(root, { recursive: true }),
   };
 });

@@ -28,6 +28,7 @@ export function sftpConformance(kind: ServerKind, label: string, carrier: SshCli
       tempDir: vessel.tempDir,
       read: readLocal,
       list: listLocal,
+      localPath: (path) => path,
       cleanup: () => server.stop(),
     };
   }, { ignore: unavailable !== undefined });

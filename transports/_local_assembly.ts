@@ -6,6 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { type Assembled, type Assembly, TransportError } from "./transport.ts";
+import { createPrivateFile } from "./_local_files.ts";
 
 const COPY_BUFFER = 1 << 20;
 
@@ -76,7 +77,7 @@ export class LocalAssembly implements Assembly {
   async #assemble(): Promise<Assembled> {
     // Unlink first, so a writer left from an earlier try cannot reach the new file.
     await Deno.remove(this.#localTemp).catch(ignoreNotFound);
-    using output = await Deno.open(this.#localTemp, { write: true, create: true, truncate: true });
+    using output = await createPrivateFile(this.#localTemp);
     const hash = createHash("sha256");
     const buffer = new Uint8Array(COPY_BUFFER);
     let size = 0;

@@ -21,6 +21,8 @@ import {
   type TransportErrorCode,
 } from "./transport.ts";
 import { ignoreNotFound, LocalAssembly, writeAll } from "./_local_assembly.ts";
+import { createPrivateFile, directoryStat, makePrivateDirectory } from "./_local_files.ts";
+import { privateDirProblem, unsafeTempDir } from "./private_dir.ts";
 
 const COPY_BUFFER = 1 << 20;
 
@@ -72,11 +74,26 @@ export class LocalTransport implements Transport {
 
   async prepare(key: string, destination: string): Promise<void> {
     try {
-      await Deno.mkdir(this.#partDir(key), { recursive: true });
+      await this.#privateDirectory(this.#tempDir, true);
+      await this.#privateDirectory(joinPath(this.#tempDir, key), false);
       await Deno.mkdir(this.#local(parentOf(destination)), { recursive: true });
     } catch (error) {
+      if (error instanceof TransportError) throw error;
       throw this.#fail(`prepare "${key}" for "${destination}"`, error);
     }
+  }
+
+  /** Creates `dir` (0700) or checks that the one there is private to us. */
+  async #privateDirectory(dir: string, parents: boolean): Promise<void> {
+    const local = this.#local(dir);
+    if (parents) await Deno.mkdir(this.#local(parentOf(dir)), { recursive: true });
+    await makePrivateDirectory(local);
+    const problem = privateDirProblem(
+      dir,
+      directoryStat(await Deno.lstat(local)),
+      Deno.uid() ?? -1,
+    );
+    if (problem) throw unsafeTempDir(this.vessel, problem);
   }
 
   async listParts(key: string): Promise<Set<number>> {
@@ -97,7 +114,10 @@ export class LocalTransport implements Transport {
     const dir = this.#partDir(key);
     const temp = `${dir}/${partTempName(index)}`;
     try {
-      await Deno.writeFile(temp, data);
+      {
+        using file = await createPrivateFile(temp);
+        await writeAll(file, data);
+      }
       await Deno.rename(temp, `${dir}/${partName(index)}`);
     } catch (error) {
       await Deno.remove(temp).catch(() => {});
@@ -140,14 +160,13 @@ export class LocalTransport implements Transport {
   async putWhole(key: string, destination: string, data: Uint8Array): Promise<Assembled> {
     const tempPath = tempPathFor(key, destination);
     const local = this.#local(tempPath);
-    const options = { read: true, write: true, create: true, truncate: true };
     try {
       // Unlink first, so a writer left from an earlier try cannot reach the new file.
       await Deno.remove(local).catch(ignoreNotFound);
-      const file = await Deno.open(local, options).catch(async (error) => {
+      const file = await createPrivateFile(local).catch(async (error) => {
         if (!(error instanceof Deno.errors.NotFound)) throw error;
         await Deno.mkdir(this.#local(parentOf(destination)), { recursive: true });
-        return await Deno.open(local, options);
+        return await createPrivateFile(local);
       });
       try {
         await writeAll(file, data);
@@ -174,8 +193,9 @@ export class LocalTransport implements Transport {
     }
   }
 
-  async publish(tempPath: string, destination: string): Promise<void> {
+  async publish(tempPath: string, destination: string, mode?: number): Promise<void> {
     try {
+      if (mode !== undefined) await Deno.chmod(this.#local(tempPath), mode & 0o777);
       await Deno.rename(this.#local(tempPath), this.#local(destination));
     } catch (error) {
       throw this.#fail(`publish "${destination}"`, error);
@@ -184,6 +204,11 @@ export class LocalTransport implements Transport {
 
   async removeParts(key: string): Promise<void> {
     try {
+      // A link planted as the part directory goes itself; what it points to stays.
+      if ((await Deno.lstat(this.#partDir(key))).isSymlink) {
+        await Deno.remove(this.#partDir(key));
+        return;
+      }
       await Deno.remove(this.#partDir(key), { recursive: true });
     } catch (error) {
       if (!(error instanceof Deno.errors.NotFound)) {
@@ -218,17 +243,16 @@ export class LocalTransport implements Transport {
       items.push({ check: "root", ok: false, detail: errorMessage(error) });
       return items;
     }
-    for (
-      const [check, dir] of [
-        ["TempDir", this.#tempDir],
-        ...destinations.map((d) => [
-          `writable ${d}`,
-          d,
-        ]),
-      ]
-    ) {
-      items.push(await this.#probeWritable(check, dir));
+    try {
+      await this.#privateDirectory(this.#tempDir, true);
+      items.push(await this.#probeWritable("TempDir", this.#tempDir));
+    } catch (error) {
+      const detail = error instanceof TransportError
+        ? error.message
+        : `"${this.#tempDir}": ${errorMessage(error)}`;
+      items.push({ check: "TempDir", ok: false, detail });
     }
+    for (const dir of destinations) items.push(await this.#probeWritable(`writable ${dir}`, dir));
     return items;
   }
 
@@ -236,7 +260,7 @@ export class LocalTransport implements Transport {
     const probe = this.#local(joinPath(dir, `.contentmonster-probe-${crypto.randomUUID()}`));
     try {
       await Deno.mkdir(this.#local(dir), { recursive: true });
-      await Deno.writeFile(probe, new Uint8Array(1));
+      (await createPrivateFile(probe)).close();
       await Deno.remove(probe);
       return { check, ok: true, detail: dir };
     } catch (error) {

@@ -82,7 +82,13 @@ export interface Transport {
 
   /**
    * Creates the delivery's part directory and the destination's parent
-   * directories. No error if they exist already.
+   * directories. No error if they exist already. TempDir and the part
+   * directory are created private (0700); an existing TempDir must be a real
+   * directory of the login user that group and others cannot write, else this
+   * throws an `"unsafe"` {@linkcode TransportError} saying how to fix it.
+   * Every file a transport creates in TempDir or beside a destination is
+   * created exclusively (never through a link, never truncating something
+   * there) with mode 0600.
    */
   prepare(key: string, destination: string): Promise<void>;
 
@@ -137,9 +143,11 @@ export interface Transport {
 
   /**
    * Renames `tempPath` onto `destination` atomically, replacing a file that is
-   * there. Never deletes the destination first.
+   * there. Never deletes the destination first. With `mode`, the file gets
+   * those permission bits (`0o777` at most; the source's, as scp does) before
+   * it becomes visible; until then it is readable by the login user only.
    */
-  publish(tempPath: string, destination: string): Promise<void>;
+  publish(tempPath: string, destination: string, mode?: number): Promise<void>;
 
   /** Removes the part directory of `key`. No error if it does not exist. */
   removeParts(key: string): Promise<void>;
@@ -176,6 +184,11 @@ export type TransportErrorCode =
   | "auth"
   /** The vessel lacks something required (posix-rename, sftp, cat). */
   | "unsupported"
+  /**
+   * The vessel's TempDir is not private to the login user (a symlink, owned
+   * by someone else, writable by group or others): refuse until the operator acts.
+   */
+  | "unsafe"
   /** Any other failure of one operation (permission denied, not a dir). */
   | "failed";
 

@@ -97,7 +97,8 @@ export async function runDelivery(
     return "changed";
   };
 
-  if (!sameVersion(await statSource(source), file)) return await sourceChanged();
+  const sourceStat = await statSource(source);
+  if (!sameVersion(sourceStat, file)) return await sourceChanged();
   const expectedHash = context.fileHash(file, source);
   expectedHash.catch(() => {}); // awaited below; an early failure must not go unhandled
 
@@ -146,7 +147,7 @@ export async function runDelivery(
       await transport.remove(assembled.tempPath);
       return "changed";
     }
-    await transport.publish(assembled.tempPath, destination);
+    await transport.publish(assembled.tempPath, destination, sourceStat?.mode);
     failpoint("after-publish");
     return await finish();
   } catch (error) {

@@ -5,6 +5,8 @@ import { createHash } from "node:crypto";
 export interface SourceStat {
   readonly size: number;
   readonly mtimeMs: number;
+  /** Permission bits, carried to the vessel (as scp does); not part of the version. */
+  readonly mode?: number;
 }
 
 /** Thrown when a source file changed or vanished while it was being read. */
@@ -24,7 +26,7 @@ export async function statSource(path: string): Promise<SourceStat | undefined> 
   try {
     const info = await Deno.lstat(path);
     if (!info.isFile) return undefined;
-    return { size: info.size, mtimeMs: info.mtime?.getTime() ?? 0 };
+    return { size: info.size, mtimeMs: info.mtime?.getTime() ?? 0, mode: (info.mode ?? 0) & 0o777 };
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;

@@ -150,7 +150,12 @@ Deno.test("statSource() sees regular files only", async () => {
     await Deno.writeFile(`${dir}/f`, bytes(3));
     const mtime = new Date(1_700_000_000_000);
     await Deno.utime(`${dir}/f`, mtime, mtime);
-    assert.deepEqual(await statSource(`${dir}/f`), { size: 3, mtimeMs: mtime.getTime() });
+    await Deno.chmod(`${dir}/f`, 0o640);
+    assert.deepEqual(await statSource(`${dir}/f`), {
+      size: 3,
+      mtimeMs: mtime.getTime(),
+      mode: 0o640,
+    });
     await Deno.mkdir(`${dir}/d`);
     assert.equal(await statSource(`${dir}/d`), undefined);
     await Deno.symlink(`${dir}/f`, `${dir}/link`);

@@ -33,9 +33,16 @@ export interface WorkerContext {
 }
 
 /** Failures that say the vessel, not the file, is the problem. */
-const VESSEL_WIDE = new Set(["connection", "host-key", "auth", "no-space", "unsupported"]);
+const VESSEL_WIDE = new Set([
+  "connection",
+  "host-key",
+  "auth",
+  "no-space",
+  "unsupported",
+  "unsafe",
+]);
 /** Failures no retry will fix without the operator. */
-const NEEDS_OPERATOR = new Set(["host-key", "auth", "unsupported"]);
+const NEEDS_OPERATOR = new Set(["host-key", "auth", "unsupported", "unsafe"]);
 /** How long a permanently failed delivery waits before the daemon tries again. */
 const PERMANENT_RETRY_MS = 10 * 60_000;
 /** Longest sleep when nothing is due, so time-based work is never missed. */

@@ -6,7 +6,6 @@
  * @module
  */
 import { shellCommand, shellQuote } from "../shell_quote.ts";
-import { partName } from "../transport.ts";
 
 /**
  * Hashes stdin: `openssl dgst` when the vessel has it (several times faster
@@ -19,14 +18,23 @@ export const HASH_STDIN =
 export const EXIT_PART_MISSING = 66;
 
 /**
+ * Makes files the command creates private (0600) and creation exclusive:
+ * with `set -C` a `>` onto something already there (a link planted since
+ * the `rm -f`) fails instead of writing through it.
+ */
+const PRIVATE_CREATE = "umask 077 && set -C";
+
+/**
  * Concatenates parts `0..count-1` of `partDir` into `tempPath`, optionally
  * syncs it, and prints its sha256. Every step is chained with `&&`, so a
  * failed `cat` can never look like success; on any failure the temp file is
  * removed and the failing status is the command's status. A temp file left
- * by an earlier try is removed first, so a stray writer cannot reach the new one.
+ * by an earlier try is removed first, so a stray writer cannot reach the new
+ * one, and the new one is created exclusively, 0600.
  *
- * Part names are passed relative to `partDir` (after `cd` to its absolute,
- * quoted path) to keep the command short for files of many parts.
+ * Part names come from a counter in the shell, never from the command line,
+ * so its length does not grow with the part count (Linux refuses a `sh -c`
+ * argument over 128 KiB: about 6,600 part names).
  */
 export function assembleCommand(
   partDir: string,
@@ -36,17 +44,18 @@ export function assembleCommand(
 ): string {
   assertAbsolute(partDir);
   assertAbsolute(tempPath);
-  const parts = Array.from({ length: count }, (_, index) => partName(index));
+  assertCount(count);
   const temp = shellQuote(tempPath);
   const steps = [
+    PRIVATE_CREATE,
     shellCommand(["rm", "-f", "--", tempPath]),
     // A missing part exits with its own status before cat starts; nothing exists yet.
     ...(count === 0 ? [`: > ${temp}`] : [
       shellCommand(["cd", "--", partDir]),
-      `for p in ${
-        parts.map(shellQuote).join(" ")
-      }; do test -f "$p" || exit ${EXIT_PART_MISSING}; done`,
-      `${shellCommand(["cat", "--", ...parts])} > ${temp}`,
+      `n=0 && while [ $n -lt ${count} ]; do test -f $n.part || exit ${EXIT_PART_MISSING}; ` +
+      `n=$((n + 1)); done`,
+      `{ n=0 f=0; while [ $n -lt ${count} ]; do cat -- $n.part || { f=1; break; }; ` +
+      `n=$((n + 1)); done; [ $f = 0 ]; } > ${temp}`,
     ]),
     ...(sync ? [shellCommand(["sync", "--", tempPath])] : []),
     `{ ${HASH_STDIN}; } < ${temp}`,
@@ -85,24 +94,25 @@ export function streamAssemblyCommand(
 ): string {
   assertAbsolute(partDir);
   assertAbsolute(tempPath);
-  if (!Number.isSafeInteger(count) || count < 0) {
-    throw new RangeError(`Cannot assemble ${count} parts: not a count`);
-  }
+  assertCount(count);
   const temp = shellQuote(tempPath);
-  // fd 3: the report (captured), 4: progress (the channel), 5: the temp file.
+  // fd 3: the report (captured), 4: progress (the channel), 5: the temp file,
+  // 6: the temp file again, for reading: the hasher gets the bytes just
+  // appended to the file that is published, not a second read of the part.
   const perPart = [
     `read -r i && [ "$i" = $n ] || { echo stopped >&3; exit ${EXIT_STOPPED}; }`,
     `s=$(wc -c < $n.part) || { echo "missing $n" >&3; exit ${EXIT_PART_MISSING}; }`,
-    "cat -- $n.part >&5 && cat -- $n.part || exit 1",
+    "cat -- $n.part >&5 && cat <&6 || exit 1",
     "n=$((n + 1)) t=$((t + s))",
     `echo "ok $n $t" >&4 || exit ${EXIT_STOPPED}`,
   ].join("; ");
   const loop = `n=0 t=0; while [ $n -lt ${count} ]; do ${perPart}; done; ` +
     `echo "parts $n $t end" >&3`;
   const steps = [
+    PRIVATE_CREATE,
     `rm -f -- ${temp}`,
     count === 0 ? ":" : `{ ${shellCommand(["cd", "--", partDir])} || exit ${EXIT_PART_MISSING}; }`,
-    `r=$({ { ${loop}; } 5> ${temp} | { ${HASH_STDIN}; }; } 3>&1)`,
+    `r=$({ { ${loop}; } 5> ${temp} 6< ${temp} | { ${HASH_STDIN}; }; } 3>&1)`,
     `s=$(wc -c < ${temp})`,
     `case $r in *"parts ${count} $((s)) end"*) ;; *) false ;; esac`,
     sync ? `sync -- ${temp}` : ":",
@@ -138,6 +148,12 @@ export const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca49
 export function parseSha256(output: string): string | undefined {
   const match = /^\\?([0-9a-f]{64})(?![0-9a-f])/m.exec(output);
   return match?.[1];
+}
+
+function assertCount(count: number): void {
+  if (!Number.isSafeInteger(count) || count < 0) {
+    throw new RangeError(`Cannot assemble ${count} parts: not a count`);
+  }
 }
 
 function assertAbsolute(path: string): void {

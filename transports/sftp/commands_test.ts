@@ -297,3 +297,58 @@ Deno.test("streamAssemblyCommand() fails and removes the temp file when the disk
     },
   );
 });
+
+Deno.test("assembleCommand() assembles 10,000 parts: its length does not grow with the count", async () => {
+  const parts = Array.from({ length: 10_000 }, (_, i) => new TextEncoder().encode(`${i},`));
+  await withParts(parts, async (partDir, tempPath) => {
+    const command = assembleCommand(partDir, parts.length, tempPath, false);
+    assert.ok(command.length < assembleCommand(partDir, 3, tempPath, false).length + 10);
+    const run = await sh(command);
+    assert.equal(run.code, 0, run.stderr.slice(0, 500));
+    const whole = new Uint8Array(await Deno.readFile(tempPath));
+    assert.equal(new TextDecoder().decode(whole), parts.map((_, i) => `${i},`).join(""));
+    assert.equal(parseSha256(run.stdout), sha256(whole));
+  });
+});
+
+Deno.test("assembly commands create the temp file 0600 whatever the umask", async () => {
+  await withParts([new TextEncoder().encode("secret\n")], async (partDir, tempPath) => {
+    for (const command of [assembleCommand(partDir, 1, tempPath, false)]) {
+      const run = await sh(`umask 000; ${command}`);
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal((await Deno.stat(tempPath)).mode! & 0o777, 0o600);
+      await Deno.remove(tempPath);
+    }
+    const run = await shWithInput(
+      `umask 000; ${streamAssemblyCommand(partDir, 1, tempPath, false)}`,
+      "0\n",
+    );
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal((await Deno.stat(tempPath)).mode! & 0o777, 0o600);
+  });
+});
+
+Deno.test("streamAssemblyCommand() hashes the bytes it wrote to the temp file, not a second read of the part", async () => {
+  await withParts([], async (partDir, tempPath) => {
+    // A part that gives other bytes (same length) each time it is opened.
+    const fifo = `${partDir}/0.part`;
+    await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    const writer = new Deno.Command("/bin/sh", {
+      args: [
+        "-c",
+        `for i in 1 2 3 4; do printf 'version %s\\n' $i > "$1"; sleep 0.3; done`,
+        "sh",
+        fifo,
+      ],
+    }).spawn();
+    try {
+      const run = await shWithInput(streamAssemblyCommand(partDir, 1, tempPath, false), "0\n");
+      assert.equal(run.code, 0, run.stderr);
+      const temp = new Uint8Array(await Deno.readFile(tempPath));
+      assert.equal(parseSha256(run.stdout), sha256(temp), new TextDecoder().decode(temp));
+    } finally {
+      writer.kill("SIGKILL");
+      await writer.status;
+    }
+  });
+});

@@ -9,7 +9,8 @@ import { errorMessage } from "../../lib/error_message.ts";
 import { joinPath, parentOf, type ProbeItem, TransportError } from "../transport.ts";
 import { EMPTY_SHA256, parseSha256, PROBE_COMMAND } from "./commands.ts";
 import type { SshConnection } from "./connection.ts";
-import { freeBytes, makeDirectories, removeFile, statPath, writeFile } from "./sftp_ops.ts";
+import { freeBytes, removeFile, statPath, writeFile } from "./sftp_ops.ts";
+import { ensurePrivateDirectory, loginUid } from "./private_temp_dir.ts";
 
 /** Probes `vessel` through a connection from `connect`. */
 export async function probeVessel(
@@ -77,7 +78,12 @@ export async function probeVessel(
 
   if (!sftp) return items;
   try {
-    await makeDirectories(connection, vessel.tempDir);
+    const uid = await loginUid(connection, vessel.timeout * 3000);
+    await ensurePrivateDirectory(connection, vessel.tempDir, {
+      vessel: vessel.name,
+      uid,
+      parents: true,
+    });
     await probeWrite(connection, vessel.tempDir);
     add("TempDir", true, `${JSON.stringify(vessel.tempDir)} is writable`);
   } catch (error) {

@@ -8,6 +8,7 @@
 import type { Stats } from "./_ssh2.ts";
 import { Buffer } from "node:buffer";
 import { parentOf, TransportError } from "../transport.ts";
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../private_dir.ts";
 import { hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
 
 /** One directory entry: its name and size. */
@@ -27,6 +28,73 @@ export async function statPath(
     if (hasStatus(error, SFTP_STATUS.NO_SUCH_FILE)) return undefined;
     throw error;
   }
+}
+
+/** Metadata of a path itself (a link is not followed), or `undefined` if nothing is there. */
+export async function lstatPath(
+  connection: SshConnection,
+  path: string,
+): Promise<Stats | undefined> {
+  try {
+    return await connection.request<Stats>("lstat", (sftp, done) => sftp.lstat(path, done));
+  } catch (error) {
+    if (hasStatus(error, SFTP_STATUS.NO_SUCH_FILE)) return undefined;
+    throw error;
+  }
+}
+
+/** Creates directory `path` with mode 0700; false when something is there already. */
+export async function makePrivateDirectory(
+  connection: SshConnection,
+  path: string,
+): Promise<boolean> {
+  try {
+    await connection.request<void>(
+      "mkdir",
+      (sftp, done) => sftp.mkdir(path, { mode: PRIVATE_DIR_MODE }, done),
+    );
+    return true;
+  } catch (error) {
+    // SFTP v3 reports "exists" as a generic failure; the caller's lstat tells what is there.
+    if (hasStatus(error, SFTP_STATUS.FAILURE)) return false;
+    throw error;
+  }
+}
+
+/**
+ * Creates `path` exclusively with mode 0600 and opens it with `flags` ("wx"
+ * or "wx+"). A regular file there (left by an earlier try) is unlinked
+ * first; anything else (a symlink, a fifo) is refused, so a planted link
+ * can never redirect the write.
+ */
+export async function createPrivateFile(
+  connection: SshConnection,
+  path: string,
+  flags: "wx" | "wx+",
+): Promise<Buffer> {
+  try {
+    return await openHandle(connection, path, flags, PRIVATE_FILE_MODE);
+  } catch (error) {
+    if (!hasStatus(error, SFTP_STATUS.FAILURE)) throw error;
+    const stats = await lstatPath(connection, path);
+    if (!stats) throw error;
+    if (!stats.isFile()) {
+      const kind = stats.isSymbolicLink() ? "a symbolic link" : "not a regular file";
+      throw new TransportError(
+        `${JSON.stringify(path)} is ${kind} that ContentMonster did not create; refusing to ` +
+          `write through it (remove it)`,
+        "failed",
+        { cause: error },
+      );
+    }
+  }
+  await removeFile(connection, path);
+  return await openHandle(connection, path, flags, PRIVATE_FILE_MODE);
+}
+
+/** Sets the permission bits of `path`. */
+export function changeMode(connection: SshConnection, path: string, mode: number): Promise<void> {
+  return connection.request<void>("chmod", (sftp, done) => sftp.chmod(path, mode, done));
 }
 
 /** The entries of a directory, or `undefined` if it does not exist. */
@@ -111,18 +179,15 @@ export async function removeDirectory(connection: SshConnection, path: string): 
 }
 
 /**
- * Writes `data` to `path` (created or truncated) with pipelined requests.
- * On failure the partial file is removed.
+ * Writes `data` to `path`, created with {@linkcode createPrivateFile}, with
+ * pipelined requests. On failure the partial file is removed.
  */
 export async function writeFile(
   connection: SshConnection,
   path: string,
   data: Uint8Array,
 ): Promise<void> {
-  const handle = await connection.request<Buffer>(
-    "open for writing",
-    (sftp, done) => sftp.open(path, "w", done),
-  );
+  const handle = await createPrivateFile(connection, path, "wx");
   try {
     await connection.writeAll(handle, data);
   } catch (error) {
@@ -158,9 +223,9 @@ export async function readFile(
 }
 
 /**
- * Writes `data` to `path` (created or truncated), reads it back on the same
- * handle, optionally flushes it to disk, and returns the bytes read back.
- * On failure the file is removed.
+ * Writes `data` to `path` (created with {@linkcode createPrivateFile}), reads
+ * it back on the same handle, optionally flushes it to disk, and returns the
+ * bytes read back. On failure the file is removed.
  */
 export async function writeAndReadBack(
   connection: SshConnection,
@@ -168,7 +233,7 @@ export async function writeAndReadBack(
   data: Uint8Array,
   options: { sync: boolean },
 ): Promise<Uint8Array> {
-  const handle = await openHandle(connection, path, "w+");
+  const handle = await createPrivateFile(connection, path, "wx+");
   try {
     await connection.writeAll(handle, data);
     const stored = await readHandle(connection, handle, path, data.byteLength);
@@ -201,15 +266,19 @@ async function readHandle(
   return buffer;
 }
 
-/** Opens `path` with fopen-style `flags` ("r", "w", "w+"); resolves with the handle. */
+/**
+ * Opens `path` with fopen-style `flags` ("r", "w", "w+", "wx+"); a file it
+ * creates gets `mode` (0600 when not given); resolves with the handle.
+ */
 export function openHandle(
   connection: SshConnection,
   path: string,
   flags: string,
+  mode = PRIVATE_FILE_MODE,
 ): Promise<Buffer> {
   return connection.request<Buffer>(
     `open (${flags})`,
-    (sftp, done) => sftp.open(path, flags as "r", done),
+    (sftp, done) => sftp.open(path, flags as "r", { mode }, done),
   );
 }
 

@@ -37,8 +37,11 @@ import { knownKeyTypesOf } from "./host_key.ts";
 import { probeVessel } from "./probe.ts";
 import { putWholeFile } from "./put_whole.ts";
 import { SftpAssembly } from "./stream_assembly.ts";
+import { ensurePartDirectory, ensurePrivateDirectory, loginUid } from "./private_temp_dir.ts";
 import {
+  changeMode,
   freeBytes,
+  lstatPath,
   makeDirectories,
   readDirectory,
   removeDirectory,
@@ -81,6 +84,7 @@ export class SftpTransport implements Transport {
   readonly #sshCommand?: string;
   #openSsh?: Promise<OpenSshSetup>;
   #connectionsOpened = 0;
+  #uid?: Promise<number>;
   #closed = false;
   /** Directories being created, so files arriving together in a new one create it once. */
   readonly #makingDirectories = new Map<string, Promise<void>>();
@@ -124,10 +128,25 @@ export class SftpTransport implements Transport {
       `${quote(destination)} on vessel "${this.vessel}"`;
     return await this.#run(action, async (connection) => {
       await Promise.all([
-        makeDirectories(connection, partDir),
+        this.#ensurePartDirectory(connection, partDir),
         makeDirectories(connection, parentOf(destination)),
       ]);
     });
+  }
+
+  /** TempDir checked (or created 0700), then the part directory in it. */
+  async #ensurePartDirectory(connection: SshConnection, partDir: string): Promise<void> {
+    const uid = await this.#loginUid(connection);
+    const options = { vessel: this.vessel, uid };
+    await ensurePrivateDirectory(connection, this.#config.tempDir, { ...options, parents: true });
+    await ensurePartDirectory(connection, partDir, options);
+  }
+
+  /** The login user's uid, asked once per transport. */
+  #loginUid(connection: SshConnection): Promise<number> {
+    this.#uid ??= loginUid(connection, this.#deadline(0));
+    this.#uid.catch(() => this.#uid = undefined);
+    return this.#uid;
   }
 
   async listParts(key: string): Promise<Set<number>> {
@@ -213,7 +232,7 @@ export class SftpTransport implements Transport {
     );
   }
 
-  async publish(tempPath: string, destination: string): Promise<void> {
+  async publish(tempPath: string, destination: string, mode?: number): Promise<void> {
     checkAbsolute(tempPath);
     checkAbsolute(destination);
     const action = `Cannot publish ${quote(tempPath)} as ${quote(destination)} on vessel ` +
@@ -226,7 +245,11 @@ export class SftpTransport implements Transport {
           "unsupported",
         );
       }
-      await renameReplacing(connection, tempPath, destination, false);
+      // Sent together: the server handles them in order, so this costs one round trip.
+      await Promise.all([
+        mode === undefined ? undefined : changeMode(connection, tempPath, mode & 0o777),
+        renameReplacing(connection, tempPath, destination, false),
+      ]);
     });
   }
 
@@ -234,6 +257,10 @@ export class SftpTransport implements Transport {
     const partDir = this.#partDir(key);
     const action = `Cannot remove the parts of "${key}" on vessel "${this.vessel}"`;
     return await this.#run(action, async (connection) => {
+      const stats = await lstatPath(connection, partDir);
+      if (!stats) return;
+      // A link planted as the part directory goes itself; what it points to stays.
+      if (!stats.isDirectory()) return await removeFile(connection, partDir);
       const entries = await readDirectory(connection, partDir);
       if (!entries) return;
       await Promise.all(

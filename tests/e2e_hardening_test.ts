@@ -1,0 +1,65 @@
+/** Data-safety guarantees of issue 9, end to end through the CLI with local vessels. */
+import assert from "node:assert/strict";
+import { randomBytes, runCli, Workspace } from "./cli_harness.ts";
+
+const CONFIG = `[MONSTER]
+ChunkSize = 65536
+Database = state/cm.db
+
+[Directory outbox]
+Location = outbox
+Destination = /srv/inbox
+
+[Vessel v]
+Transport = local
+Root = vessel
+TempDir = /tmp/.ContentMonster
+`;
+
+async function shore(): Promise<{ ws: Workspace; config: string }> {
+  const ws = await Workspace.create();
+  await ws.mkdir("outbox", "vessel");
+  return { ws, config: await ws.config(CONFIG) };
+}
+
+Deno.test("published files carry the source's permission bits; TempDir is 0700", async () => {
+  const { ws, config } = await shore();
+  try {
+    const modes: Record<string, number> = {
+      "key.pem": 0o600,
+      "shared.txt": 0o644,
+      "run.sh": 0o750,
+    };
+    for (const [name, mode] of Object.entries(modes)) {
+      const path = await ws.write(`outbox/${name}`, randomBytes(200_000, mode));
+      await Deno.chmod(path, mode);
+    }
+    const result = await runCli(["once", "--config", config, "--timeout", "60"]);
+    assert.equal(result.code, 0, result.stderr);
+    for (const [name, mode] of Object.entries(modes)) {
+      const info = await Deno.stat(ws.path(`vessel/srv/inbox/${name}`));
+      assert.equal((info.mode! & 0o777).toString(8), mode.toString(8), name);
+    }
+    assert.equal((await Deno.stat(ws.path("vessel/tmp/.ContentMonster"))).mode! & 0o777, 0o700);
+  } finally {
+    await ws.cleanup();
+  }
+});
+
+Deno.test("a vessel whose TempDir others can write is refused with the fix, by once and check", async () => {
+  const { ws, config } = await shore();
+  try {
+    await ws.write("outbox/big.bin", randomBytes(200_000, 1));
+    await ws.mkdir("vessel/tmp/.ContentMonster");
+    await Deno.chmod(ws.path("vessel/tmp/.ContentMonster"), 0o777);
+    const result = await runCli(["once", "--config", config, "--timeout", "60"]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /writable by group or others \(mode 0777\); run `chmod 700/);
+    assert.ok((await Deno.lstat(ws.path("outbox/big.bin"))).isFile, "moved to processed/");
+    const check = await runCli(["check", "--config", config]);
+    assert.equal(check.code, 1, check.stdout);
+    assert.match(check.stdout, /TempDir\s+FAIL.*writable by group or others/);
+  } finally {
+    await ws.cleanup();
+  }
+});

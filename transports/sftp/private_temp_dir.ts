@@ -1,0 +1,72 @@
+/**
+ * TempDir and part directories on an SFTP vessel: created 0700, and checked
+ * (without following links) to be private to the login user before any part
+ * is written in them. See `../private_dir.ts` for why.
+ *
+ * @module
+ */
+import type { Stats } from "./_ssh2.ts";
+import { parentOf, TransportError } from "../transport.ts";
+import { type DirectoryStat, privateDirProblem, unsafeTempDir } from "../private_dir.ts";
+import type { SshConnection } from "./connection.ts";
+import { lstatPath, makeDirectories, makePrivateDirectory } from "./sftp_ops.ts";
+
+/** The uid the login user's files get on the vessel (`id -u`). */
+export async function loginUid(connection: SshConnection, deadlineMs: number): Promise<number> {
+  const result = await connection.exec("id -u", deadlineMs);
+  const uid = Number(result.stdout.trim());
+  if (result.code !== 0 || !/^\d+$/.test(result.stdout.trim())) {
+    throw new TransportError(
+      `cannot learn the login user's uid with \`id -u\` (exit ${result.code}: ` +
+        `${result.stderr.trim().slice(0, 200)})`,
+      "unsupported",
+    );
+  }
+  return uid;
+}
+
+/**
+ * Makes sure `dir` is a directory private to the login user: creates it 0700
+ * (with its parents when `parents`), or checks the one there. Throws an
+ * `"unsafe"` TransportError naming the problem and its fix.
+ */
+export async function ensurePrivateDirectory(
+  connection: SshConnection,
+  dir: string,
+  options: { vessel: string; uid: number; parents: boolean },
+): Promise<void> {
+  let stats = await lstatPath(connection, dir);
+  if (!stats) {
+    if (options.parents && !(await lstatPath(connection, parentOf(dir)))) {
+      await makeDirectories(connection, parentOf(dir));
+    }
+    await makePrivateDirectory(connection, dir);
+    // Looked at again: someone may have been faster between the lstat and the mkdir.
+    stats = await lstatPath(connection, dir);
+    if (!stats) throw new Error(`${JSON.stringify(dir)} vanished right after mkdir`);
+  }
+  const problem = privateDirProblem(dir, directoryStat(stats), options.uid);
+  if (problem) throw unsafeTempDir(options.vessel, problem);
+}
+
+/**
+ * Creates the part directory `dir` (0700) inside a TempDir already checked:
+ * one round trip when it is new; one there already is checked like TempDir.
+ */
+export async function ensurePartDirectory(
+  connection: SshConnection,
+  dir: string,
+  options: { vessel: string; uid: number },
+): Promise<void> {
+  if (await makePrivateDirectory(connection, dir)) return;
+  await ensurePrivateDirectory(connection, dir, { ...options, parents: false });
+}
+
+function directoryStat(stats: Stats): DirectoryStat {
+  return {
+    isDirectory: stats.isDirectory(),
+    isSymlink: stats.isSymbolicLink(),
+    uid: stats.uid,
+    mode: stats.mode & 0o7777,
+  };
+}
