@@ -59,7 +59,7 @@ BandwidthLimit = ${64 * KiB}
 
     const progress = [
       ...daemon.log.matchAll(
-        /INFO {2}vessel "a" "outbox\/slow\.bin": (\d+)% \(([\d.]+ KiB) of 512 KiB\) at [\d.]+ KiB\/s, ETA [\d.]+ (s|ms)\n/g,
+        /INFO {2}vessel "a": "outbox\/slow\.bin": (\d+)% \(([\d.]+ KiB) of 512 KiB\) at [\d.]+ KiB\/s, ETA [\d.]+ (s|ms)\n/g,
       ),
     ];
     assert.ok(progress.length >= 1, `no progress line in:\n${daemon.log}`);
@@ -68,7 +68,7 @@ BandwidthLimit = ${64 * KiB}
     }
     assert.match(
       daemon.log,
-      /vessel "a" "outbox\/slow\.bin": delivered 512 KiB in [\d.]+ s \([\d.]+ KiB\/s\), 32 parts\n/,
+      /vessel "a": "outbox\/slow\.bin": delivered 512 KiB in [\d.]+ s \([\d.]+ KiB\/s\), 32 parts\n/,
     );
     assert.match(daemon.log, /"outbox\/slow\.bin": delivered to a, moved to processed\/\n/);
     assert.match(daemon.log, /vessel "a": connected\n/);
@@ -231,3 +231,41 @@ faultTest(
     }
   },
 );
+
+Deno.test("after kill -9 mid-file the delivery line tells how many parts were resumed", async () => {
+  const { ws, config } = await shore(`[Vessel a]
+Transport = local
+Root = vessel-a
+BandwidthLimit = ${128 * KiB}
+`);
+  const env = { CONTENTMONSTER_LOG: "debug" };
+  const first = new CliProcess(["run", "--config", config], env);
+  let second: CliProcess | undefined;
+  try {
+    await first.waitForLog("replicating 1 directory to 1 vessel");
+    await ws.write("outbox/resume.bin", randomBytes(512 * KiB, 9));
+    await waitFor(
+      () => [...first.log.matchAll(/: part \d+ sent/g)].length >= 8,
+      30_000,
+      `8 parts sent; log:\n${first.log}`,
+    );
+    first.kill("SIGKILL");
+    await first.exited();
+
+    second = new CliProcess(["run", "--config", config], env);
+    await waitProcessed(ws, ["resume.bin"], second);
+    const resumed = /"outbox\/resume\.bin": delivered 512 KiB in .*, (\d+) of 32 parts resumed\n/
+      .exec(second.log);
+    assert.ok(resumed, second.log);
+    assert.ok(Number(resumed[1]) >= 8 && Number(resumed[1]) < 32, `${resumed[1]} resumed`);
+
+    const status = await runCli(["status", "--config", config, "--json"]);
+    const vessel = JSON.parse(status.stdout).vessels[0];
+    assert.ok(vessel.lastSuccessAt, status.stdout);
+  } finally {
+    first.kill("SIGKILL");
+    second?.kill("SIGTERM");
+    await second?.exited();
+    await ws.cleanup();
+  }
+});

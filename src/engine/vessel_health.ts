@@ -14,7 +14,11 @@ export class VesselHealth {
   constructor(
     vessel: string,
     onChange: (before: VesselHealthRecord, after: VesselHealthRecord) => void,
-    now = Date.now(),
+    { now = Date.now(), lastSuccessAt = null }: {
+      now?: number;
+      /** The last success an earlier run recorded, so a restart does not forget it. */
+      lastSuccessAt?: number | null;
+    } = {},
   ) {
     this.#onChange = onChange;
     this.#record = {
@@ -24,7 +28,7 @@ export class VesselHealth {
       backoffUntil: null,
       lastError: null,
       failingSince: null,
-      lastSuccessAt: null,
+      lastSuccessAt,
       bytesPerSecond: 0,
       updatedAt: now,
     };

@@ -4,7 +4,9 @@ import { VesselHealth } from "./vessel_health.ts";
 
 function tracked(): { health: VesselHealth; changes: [VesselHealthRecord, VesselHealthRecord][] } {
   const changes: [VesselHealthRecord, VesselHealthRecord][] = [];
-  const health = new VesselHealth("v", (before, after) => changes.push([before, after]), 0);
+  const health = new VesselHealth("v", (before, after) => changes.push([before, after]), {
+    now: 0,
+  });
   return { health, changes };
 }
 
@@ -38,6 +40,12 @@ Deno.test("VesselHealth: idle, connected on the first part, backing off, connect
   health.quiet(20_000);
   assert.equal(health.state, "idle");
   assert.equal(health.snapshot(70_000).bytesPerSecond, 0, "a minute later the bytes are gone");
+});
+
+Deno.test("VesselHealth keeps the last success an earlier run recorded", () => {
+  const health = new VesselHealth("v", () => {}, { now: 5_000, lastSuccessAt: 1_000 });
+  assert.equal(health.snapshot(6_000).lastSuccessAt, 1_000);
+  assert.equal(health.state, "idle");
 });
 
 Deno.test("VesselHealth: a failure only the operator can fix is failing, not backing off", () => {

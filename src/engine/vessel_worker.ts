@@ -79,10 +79,11 @@ export class VesselWorker {
     this.vessel = transport.vessel;
     this.#transport = transport;
     this.#context = context;
+    const recorded = context.store.vesselHealth().find((h) => h.vessel === transport.vessel);
     this.#health = new VesselHealth(transport.vessel, (before, after) => {
       this.#recordHealth(after);
       context.observer.vesselChanged?.({ before, after });
-    });
+    }, { lastSuccessAt: recorded?.lastSuccessAt });
     this.#rateLimit = context.bandwidthLimit ? new RateLimit(context.bandwidthLimit) : undefined;
     const { parallelParts, parallelDeliveries } = transport.capabilities;
     this.#window = new PartWindow(Math.max(1, parallelParts * parallelDeliveries));
@@ -209,7 +210,7 @@ export class VesselWorker {
       sentParts,
     );
     const log = logger(
-      `vessel "${this.vessel}" "${delivery.file.directory}/${delivery.file.relpath}"`,
+      `vessel "${this.vessel}": "${delivery.file.directory}/${delivery.file.relpath}"`,
     );
     this.#lastActivity = Date.now();
     try {

@@ -67,7 +67,7 @@ function transferKey(vessel: string, file: FileRecord): string {
 }
 
 function subject(vessel: string, file: FileRecord): string {
-  return `vessel "${vessel}" "${file.directory}/${file.relpath}"`;
+  return `vessel "${vessel}": "${file.directory}/${file.relpath}"`;
 }
 
 /** `45% (460.8 MiB of 1.0 GiB) at 98.2 MiB/s, ETA 6.0 s` */
