@@ -64,7 +64,7 @@ BandwidthLimit = ${64 * KiB}
     ];
     assert.ok(progress.length >= 1, `no progress line in:\n${daemon.log}`);
     for (const [, percent] of progress) {
-      assert.ok(Number(percent) > 0 && Number(percent) < 100, `${percent}%`);
+      assert.ok(Number(percent) > 0 && Number(percent) < 100, `${percent}% in:\n${daemon.log}`);
     }
     assert.match(
       daemon.log,

@@ -7,7 +7,7 @@ Usage:
   contentmonster once   [--config FILE] [--timeout SECONDS]
                                                   replicate what is there now, wait, exit
   contentmonster check  [--config FILE]           validate the config, probe every vessel
-  contentmonster status [--config FILE] [--json]  queue and progress
+  contentmonster status [--config FILE] [--json]  is it healthy? vessels, directories, queue
   contentmonster COMMAND --help                   help for one command
   contentmonster --version
 
@@ -25,7 +25,8 @@ export const COMMAND_HELP: Record<string, string> = {
 Watches every [Directory], replicates each new file to every [Vessel] that does
 not ignore the directory, and moves it to <Location>/processed/ once every such
 vessel holds a verified copy. Runs until SIGTERM or SIGINT; the next start
-resumes unfinished work.`,
+resumes unfinished work. With [MONSTER] MetricsAddress = HOST:PORT it serves
+Prometheus metrics at http://HOST:PORT/metrics.`,
   once: `contentmonster once [--config FILE] [--timeout SECONDS]
 
 Replicates the files present now (and any unfinished work), waits until every
@@ -38,6 +39,10 @@ authentication, SFTP, posix-rename, cat and sha256, TempDir and destinations
 writable, free space. Exit 0 when all pass, 1 naming each failing vessel.`,
   status: `contentmonster status [--config FILE] [--json]
 
-Shows the queue per directory and vessel: files and bytes waiting, deliveries
-in progress and failed, the last error, and vessel-wide errors.`,
+Answers "is it healthy?" from the state database alone, so it works beside a
+running daemon. Per vessel: its state (idle, connected, backing off until T,
+failing and needing the operator) with the error and since when, the last
+verified delivery, the throughput over the last minute, what is queued and
+what failed for good. Per directory: the files waiting and the oldest one's
+age. Then the queue per directory and vessel. --json prints the same.`,
 };
