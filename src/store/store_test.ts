@@ -582,3 +582,26 @@ Deno.test("Store commits survive kill -9 of the process that made them", async (
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("Store.open() upgrades a version 1 database: vessel errors become idle health records", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cm-store-" });
+  const path = `${dir}/cm.db`;
+  try {
+    const db = new DatabaseSync(path);
+    db.exec(MIGRATIONS[0]);
+    db.exec("PRAGMA user_version = 1");
+    db.prepare("INSERT INTO vessels (name, last_error, error_at) VALUES (?, ?, ?)")
+      .run("a", "connection refused", 1234);
+    db.close();
+    const store = await Store.open(path);
+    try {
+      assert.deepEqual(store.vesselHealth(), [
+        health("a", { lastError: "connection refused", failingSince: 1234 }),
+      ]);
+    } finally {
+      store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
