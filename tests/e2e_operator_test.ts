@@ -137,6 +137,27 @@ Root = vessel-b
   }
 });
 
+Deno.test("a MetricsAddress that is not HOST:PORT exits 2 naming file, line and key", async () => {
+  const { ws, config } = await shore(`[Vessel a]
+Transport = local
+Root = vessel-a
+`);
+  try {
+    await Deno.writeTextFile(
+      config,
+      (await Deno.readTextFile(config)).replace("127.0.0.1:0", "localhost"),
+    );
+    const result = await runCli(["run", "--config", config]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(
+      result.stderr,
+      /settings\.ini:4: \[MONSTER\] MetricsAddress: "localhost" is not HOST:PORT/,
+    );
+  } finally {
+    await ws.cleanup();
+  }
+});
+
 Deno.test("MetricsAddress that cannot be bound fails the start naming the address", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { ws, config } = await shore(`[Vessel a]
