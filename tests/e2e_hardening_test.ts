@@ -63,3 +63,39 @@ Deno.test("a vessel whose TempDir others can write is refused with the fix, by o
     await ws.cleanup();
   }
 });
+
+Deno.test("a name delivered twice keeps both versions in processed/, and the log says so", async () => {
+  const { ws, config } = await shore();
+  try {
+    await ws.write("outbox/report.csv", "a,b\n1,2\n");
+    let result = await runCli(["once", "--config", config, "--timeout", "60"]);
+    assert.equal(result.code, 0, result.stderr);
+    await ws.write("outbox/report.csv", "a,b\n3,4\n5,6\n");
+    result = await runCli(["once", "--config", config, "--timeout", "60"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(await Deno.readTextFile(ws.path("outbox/processed/report.csv")), "a,b\n1,2\n");
+    assert.equal(
+      await Deno.readTextFile(ws.path("outbox/processed/report.1.csv")),
+      "a,b\n3,4\n5,6\n",
+    );
+    assert.match(result.stderr, /processed\/report\.csv exists and is kept.*report\.1\.csv/);
+  } finally {
+    await ws.cleanup();
+  }
+});
+
+Deno.test("a processed/ planted as a symlink receives nothing; the refusal is logged", async () => {
+  const { ws, config } = await shore();
+  try {
+    await ws.mkdir("victim");
+    await Deno.symlink(ws.path("victim"), ws.path("outbox/processed"));
+    await ws.write("outbox/authorized_keys", "ssh-ed25519 AAAA attacker\n");
+    const result = await runCli(["once", "--config", config, "--timeout", "5"]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /processed" is a symbolic link; nothing is moved through it/);
+    assert.deepEqual(await Array.fromAsync(Deno.readDir(ws.path("victim"))), []);
+    assert.ok((await Deno.lstat(ws.path("outbox/authorized_keys"))).isFile);
+  } finally {
+    await ws.cleanup();
+  }
+});

@@ -31,8 +31,11 @@ export interface DeliveryContext {
   readonly transport: Transport;
   readonly chunkSize: number;
   readonly signal: AbortSignal;
-  /** The source's sha256 for this version (shared by all vessels). */
-  fileHash(file: FileRecord, sourcePath: string): Promise<string>;
+  /**
+   * The source's sha256 for this version (shared by all vessels); with
+   * `fresh`, read from the source again instead of any cached hash.
+   */
+  fileHash(file: FileRecord, sourcePath: string, options?: { fresh?: boolean }): Promise<string>;
   /** Waits until `bytes` may be sent (the vessel's BandwidthLimit). */
   pace?(bytes: number, signal: AbortSignal): Promise<void>;
   /** The vessel's limit on parts in flight, shared by its deliveries. */
@@ -86,18 +89,18 @@ export async function runDelivery(
   const count = partCount(file.size, context.chunkSize);
 
   const sourceChanged = async (): Promise<DeliveryOutcome> => {
-    const now = await statSource(source);
+    const now = await statSource(directory.location, file.relpath);
     if (now === undefined) {
       await transport.removeParts(key);
       await transport.remove(tempPathFor(key, destination));
       store.dropDelivery(delivery.id);
       return "dropped";
     }
-    if (!sameVersion(now, file)) store.fileChanged(file.id, now.size, now.mtimeMs);
+    if (!sameVersion(now, file)) store.fileChanged(file.id, now.size, now.mtimeMs, now);
     return "changed";
   };
 
-  const sourceStat = await statSource(source);
+  const sourceStat = await statSource(directory.location, file.relpath);
   if (!sameVersion(sourceStat, file)) return await sourceChanged();
   const expectedHash = context.fileHash(file, source);
   expectedHash.catch(() => {}); // awaited below; an early failure must not go unhandled
@@ -120,28 +123,47 @@ export async function runDelivery(
         await checkFreeSpace(context, destination, file.size, 1);
       }
       context.progress?.planned(1, new Set());
-      assembled = await putWhole(context, delivery, source, key, destination);
+      assembled = await putWhole(context, delivery, source, directory.location, key, destination);
     } else {
       if (delivery.partsVersion !== file.version) {
         // No parts version means nothing was ever uploaded: startParts runs before any upload.
         if (delivery.partsVersion !== null) await transport.removeParts(key);
         store.startParts(delivery.id, file.version);
       }
-      assembled = await uploadAndAssemble(context, delivery, source, key, destination, count);
-    }
-    const expected = await expectedHash;
-    if (assembled.sha256 !== expected || assembled.size !== file.size) {
-      await transport.remove(assembled.tempPath);
-      const now = await statSource(source);
-      if (!sameVersion(now, file)) return await sourceChanged();
-      if (count > 1) {
-        await transport.removeParts(key);
-        store.startParts(delivery.id, file.version);
-      }
-      throw new Error(
-        `Verification of "${destination}" failed: vessel has sha256 ${assembled.sha256} ` +
-          `(${assembled.size} bytes), source has ${expected} (${file.size} bytes); sending again`,
+      assembled = await uploadAndAssemble(
+        context,
+        delivery,
+        source,
+        directory.location,
+        key,
+        destination,
+        count,
       );
+    }
+    let expected = await expectedHash;
+    if (assembled.sha256 !== expected || assembled.size !== file.size) {
+      const now = await statSource(directory.location, file.relpath);
+      if (!sameVersion(now, file)) {
+        await transport.remove(assembled.tempPath);
+        return await sourceChanged();
+      }
+      // The stat is unchanged, so the cached hash may belong to a replacement the stat could
+      // not tell apart: hash the source once more before anything is sent again.
+      const fresh = await context.fileHash(file, source, { fresh: true });
+      if (fresh !== expected) store.forgetHash(file.id, file.version);
+      if (fresh !== expected && assembled.sha256 === fresh && assembled.size === file.size) {
+        expected = fresh;
+      } else {
+        await transport.remove(assembled.tempPath);
+        if (count > 1) {
+          await transport.removeParts(key);
+          store.startParts(delivery.id, file.version);
+        }
+        throw new Error(
+          `Verification of "${destination}" failed: vessel has sha256 ${assembled.sha256} ` +
+            `(${assembled.size} bytes), source has ${fresh} (${file.size} bytes); sending again`,
+        );
+      }
     }
     if (!store.markPublishing(delivery.id, file.version, expected)) {
       await transport.remove(assembled.tempPath);
@@ -186,6 +208,7 @@ async function uploadParts(
   context: DeliveryContext,
   delivery: DeliveryRecord,
   source: string,
+  location: string,
   key: string,
   missing: number[],
   onWhole: (index: number) => void,
@@ -202,9 +225,9 @@ async function uploadParts(
       let bytes: number;
       try {
         buffer ??= new Uint8Array(Math.min(context.chunkSize, file.size));
-        const data = await readPart(source, index, context.chunkSize, file.size, buffer);
+        const data = await readPart(source, index, context.chunkSize, file, buffer);
         // Changed since it was queued: stop sending parts of a version that cannot be published.
-        const now = await statSource(source);
+        const now = await statSource(location, file.relpath);
         if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
         await context.pace?.(data.length, context.signal);
         context.progress?.sending(index);
@@ -234,6 +257,7 @@ async function putWhole(
   context: DeliveryContext,
   delivery: DeliveryRecord,
   source: string,
+  location: string,
   key: string,
   destination: string,
 ): Promise<Assembled> {
@@ -241,8 +265,8 @@ async function putWhole(
   const ticket = await context.window?.acquire(context.signal);
   let outcome: PartOutcome = "failed";
   try {
-    const data = await readPart(source, 0, context.chunkSize, file.size);
-    const now = await statSource(source);
+    const data = await readPart(source, 0, context.chunkSize, file);
+    const now = await statSource(location, file.relpath);
     if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
     await context.pace?.(data.length, context.signal);
     failpoint("before-assemble");
@@ -267,6 +291,7 @@ async function uploadAndAssemble(
   context: DeliveryContext,
   delivery: DeliveryRecord,
   source: string,
+  location: string,
   key: string,
   destination: string,
   count: number,
@@ -289,6 +314,7 @@ async function uploadAndAssemble(
       context,
       delivery,
       source,
+      location,
       key,
       missing,
       (index) => assembly.partReady(index),

@@ -24,6 +24,9 @@ export interface ReadyFileInfo {
   readonly relpath: string;
   readonly size: number;
   readonly mtimeMs: number;
+  readonly dev?: number | null;
+  readonly ino?: number | null;
+  readonly ctimeMs?: number | null;
 }
 
 /** How the engine behaves. */
@@ -79,7 +82,7 @@ export class Engine {
         retryFailed: options.retryFailed,
         backoff: options.backoff,
         directory: (name) => this.#directories.get(name),
-        fileHash: (file, path) => this.#fileHash(file, path),
+        fileHash: (file, path, options) => this.#fileHash(file, path, options),
         onOutcome: (delivery, outcome) => this.#onOutcome(delivery, outcome),
         observer: options.observer ?? {},
       })
@@ -165,10 +168,10 @@ export class Engine {
     for (const worker of this.#workers) worker.notify();
   }
 
-  #fileHash(file: FileRecord, path: string): Promise<string> {
-    if (file.sha256 !== null) return Promise.resolve(file.sha256);
+  #fileHash(file: FileRecord, path: string, options: { fresh?: boolean } = {}): Promise<string> {
+    if (file.sha256 !== null && !options.fresh) return Promise.resolve(file.sha256);
     const key = `${file.id}:${file.version}`;
-    let hash = this.#hashes.get(key);
+    let hash = options.fresh ? undefined : this.#hashes.get(key);
     if (!hash) {
       hash = hashSource(path, file);
       hash.catch(() => {}).finally(() => this.#hashes.delete(key));

@@ -1,10 +1,23 @@
-/** Reading source files on the shore: stat, parts, hash. */
+/**
+ * Reading source files on the shore: stat, parts, hash. Nothing is read
+ * through a symbolic link inside the directory's Location, and every open
+ * checks that it reached the queued file (device and inode), so a swapped
+ * subdirectory can never make another file pass for the queued one.
+ */
 import { createHash } from "node:crypto";
 
-/** What identifies one version of a source file. */
+/**
+ * What identifies one version of a source file: device, inode, size, mtime
+ * and ctime (a replacement copied with `cp -p`, `tar x` or `rsync -a` keeps
+ * size and mtime, not inode and ctime). `null` identity fields are unknown
+ * (files queued before they were recorded) and match anything.
+ */
 export interface SourceStat {
   readonly size: number;
   readonly mtimeMs: number;
+  readonly dev?: number | null;
+  readonly ino?: number | null;
+  readonly ctimeMs?: number | null;
   /** Permission bits, carried to the vessel (as scp does); not part of the version. */
   readonly mode?: number;
 }
@@ -21,21 +34,87 @@ export class SourceChangedError extends Error {
   }
 }
 
-/** The size and mtime of a regular file, or `undefined` if it is gone. */
-export async function statSource(path: string): Promise<SourceStat | undefined> {
+/** Thrown when a source is reached through a symbolic link inside its Location. */
+export class UnsafeSourceError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UnsafeSourceError";
+  }
+}
+
+/** The identity of what `Deno.lstat` or `FsFile.stat` saw. */
+export function toSourceStat(info: Deno.FileInfo): SourceStat {
+  return {
+    size: info.size,
+    mtimeMs: info.mtime?.getTime() ?? 0,
+    dev: info.dev ?? null,
+    ino: info.ino ?? null,
+    ctimeMs: info.ctime?.getTime() ?? null,
+    mode: (info.mode ?? 0) & 0o777,
+  };
+}
+
+/**
+ * Checks that every directory between `location` and `relpath`'s file is a
+ * real directory, not a symbolic link; throws {@linkcode UnsafeSourceError}.
+ * False when one of them is gone.
+ */
+export async function checkSourceDirs(location: string, relpath: string): Promise<boolean> {
+  const names = relpath.split("/");
+  let dir = location.replace(/\/+$/, "");
+  for (const name of names.slice(0, -1)) {
+    dir = `${dir}/${name}`;
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(dir);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
+        return false;
+      }
+      throw error;
+    }
+    if (info.isSymlink) {
+      throw new UnsafeSourceError(
+        `Refusing "${location}/${relpath}": "${dir}" is a symbolic link inside the ` +
+          `directory's Location (nothing is read or moved through one)`,
+      );
+    }
+    if (!info.isDirectory) return false;
+  }
+  return true;
+}
+
+/**
+ * The stat of the regular file at `relpath` below `location`, or `undefined`
+ * if it is gone. Throws {@linkcode UnsafeSourceError} if a directory on the
+ * way is a symbolic link.
+ */
+export async function statSource(
+  location: string,
+  relpath: string,
+): Promise<SourceStat | undefined> {
+  if (!(await checkSourceDirs(location, relpath))) return undefined;
   try {
-    const info = await Deno.lstat(path);
+    const info = await Deno.lstat(`${location}/${relpath}`);
     if (!info.isFile) return undefined;
-    return { size: info.size, mtimeMs: info.mtime?.getTime() ?? 0, mode: (info.mode ?? 0) & 0o777 };
+    return toSourceStat(info);
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
+    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
+      return undefined;
+    }
     throw error;
   }
 }
 
 /** Whether two stats describe the same version of a file. */
 export function sameVersion(a: SourceStat | undefined, b: SourceStat | undefined): boolean {
-  return a !== undefined && b !== undefined && a.size === b.size && a.mtimeMs === b.mtimeMs;
+  return a !== undefined && b !== undefined && a.size === b.size && a.mtimeMs === b.mtimeMs &&
+    sameOrUnknown(a.dev, b.dev) && sameOrUnknown(a.ino, b.ino) &&
+    sameOrUnknown(a.ctimeMs, b.ctimeMs);
+}
+
+function sameOrUnknown(a: number | null | undefined, b: number | null | undefined): boolean {
+  return a === null || a === undefined || b === null || b === undefined || a === b;
 }
 
 /** How many parts a file of `size` bytes has: an empty file still has one. */
@@ -44,22 +123,11 @@ export function partCount(size: number, chunkSize: number): number {
 }
 
 /**
- * Reads part `index` of a file of `size` bytes cut into `chunkSize` parts,
- * into `buffer` when given (the result is a view of it), so a long upload
- * reuses a few buffers instead of leaving garbage collection a trail of them.
+ * Opens `path` for reading and checks that the opened file is `expected`
+ * (same device, inode, size, mtime, ctime): a path swapped meanwhile throws
+ * {@linkcode SourceChangedError} instead of reading another file.
  */
-export async function readPart(
-  path: string,
-  index: number,
-  chunkSize: number,
-  size: number,
-  buffer?: Uint8Array,
-): Promise<Uint8Array> {
-  const offset = index * chunkSize;
-  const length = Math.max(0, Math.min(chunkSize, size - offset));
-  const data = buffer && buffer.length >= length
-    ? buffer.subarray(0, length)
-    : new Uint8Array(length);
+async function openExpected(path: string, expected: SourceStat): Promise<Deno.FsFile> {
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path);
@@ -67,34 +135,57 @@ export async function readPart(
     if (error instanceof Deno.errors.NotFound) throw new SourceChangedError(path, undefined);
     throw error;
   }
-  using _file = file;
+  try {
+    const opened = toSourceStat(await file.stat());
+    if (!sameVersion(opened, expected)) throw new SourceChangedError(path, opened);
+    return file;
+  } catch (error) {
+    file.close();
+    throw error;
+  }
+}
+
+/**
+ * Reads part `index` of the file `expected` cut into `chunkSize` parts, into
+ * `buffer` when given (the result is a view of it), so a long upload reuses
+ * a few buffers instead of leaving garbage collection a trail of them.
+ */
+export async function readPart(
+  path: string,
+  index: number,
+  chunkSize: number,
+  expected: SourceStat,
+  buffer?: Uint8Array,
+): Promise<Uint8Array> {
+  const offset = index * chunkSize;
+  const length = Math.max(0, Math.min(chunkSize, expected.size - offset));
+  const data = buffer && buffer.length >= length
+    ? buffer.subarray(0, length)
+    : new Uint8Array(length);
+  using file = await openExpected(path, expected);
   await file.seek(offset, Deno.SeekMode.Start);
   for (let filled = 0; filled < length;) {
     const read = await file.read(data.subarray(filled));
-    if (read === null) throw new SourceChangedError(path, await statSource(path));
+    if (read === null) throw new SourceChangedError(path, toSourceStat(await file.stat()));
     filled += read;
   }
   return data;
 }
 
 /**
- * The sha256 of a file, guaranteed to belong to `expected`: the file is
- * stat-ed before and after reading, and a difference throws.
+ * The sha256 of a file, guaranteed to belong to `expected`: the opened file
+ * is checked before and after reading, and a difference throws.
  */
 export async function hashSource(path: string, expected: SourceStat): Promise<string> {
-  const before = await statSource(path);
-  if (!sameVersion(before, expected)) throw new SourceChangedError(path, before);
   const hash = createHash("sha256");
   const buffer = new Uint8Array(1 << 20);
   let total = 0;
-  {
-    using file = await Deno.open(path);
-    for (let read; (read = await file.read(buffer)) !== null;) {
-      hash.update(buffer.subarray(0, read));
-      total += read;
-    }
+  using file = await openExpected(path, expected);
+  for (let read; (read = await file.read(buffer)) !== null;) {
+    hash.update(buffer.subarray(0, read));
+    total += read;
   }
-  const after = await statSource(path);
+  const after = toSourceStat(await file.stat());
   if (total !== expected.size || !sameVersion(after, expected)) {
     throw new SourceChangedError(path, after);
   }

@@ -7,7 +7,14 @@ import {
   sameVersion,
   SourceChangedError,
   statSource,
+  toSourceStat,
+  UnsafeSourceError,
 } from "./source.ts";
+
+/** The version of the file at `path` now. */
+async function statOf(path: string) {
+  return toSourceStat(await Deno.lstat(path));
+}
 
 /** Deterministic bytes that differ at every offset of a part. */
 function bytes(length: number): Uint8Array {
@@ -47,7 +54,7 @@ Deno.test("readPart() reads each part, the short last one included", async () =>
     await Deno.writeFile(path, data);
     const parts = [];
     for (let index = 0; index < partCount(data.length, 10); index++) {
-      parts.push(await readPart(path, index, 10, data.length));
+      parts.push(await readPart(path, index, 10, await statOf(path)));
     }
     assert.deepEqual(parts, [data.slice(0, 10), data.slice(10, 20), data.slice(20, 25)]);
   });
@@ -58,18 +65,18 @@ Deno.test("readPart() reads exact multiples, an empty file and parts bigger than
     const exact = `${dir}/exact`;
     const data = bytes(30);
     await Deno.writeFile(exact, data);
-    assert.deepEqual(await readPart(exact, 2, 10, 30), data.slice(20, 30));
+    assert.deepEqual(await readPart(exact, 2, 10, await statOf(exact)), data.slice(20, 30));
 
     const empty = `${dir}/empty`;
     await Deno.writeFile(empty, new Uint8Array(0));
-    assert.deepEqual(await readPart(empty, 0, 10, 0), new Uint8Array(0));
+    assert.deepEqual(await readPart(empty, 0, 10, await statOf(empty)), new Uint8Array(0));
 
     const large = `${dir}/large`;
     const big = bytes(3 * 2 ** 20 + 123);
     await Deno.writeFile(large, big);
     const chunk = 2 * 2 ** 20;
-    const first = await readPart(large, 0, chunk, big.length);
-    const last = await readPart(large, 1, chunk, big.length);
+    const first = await readPart(large, 0, chunk, await statOf(large));
+    const last = await readPart(large, 1, chunk, await statOf(large));
     assert.equal(first.length, chunk);
     assert.equal(last.length, big.length - chunk);
     assert.equal(sha256(first), sha256(big.subarray(0, chunk)));
@@ -81,7 +88,7 @@ Deno.test("readPart() of a vanished file throws SourceChangedError", async () =>
   await withDir(async (dir) => {
     const path = `${dir}/gone.bin`;
     await assert.rejects(
-      () => readPart(path, 0, 10, 25),
+      () => readPart(path, 0, 10, { size: 25, mtimeMs: 0 }),
       (error: unknown) => {
         assert.ok(error instanceof SourceChangedError);
         assert.equal(error.name, "SourceChangedError");
@@ -96,8 +103,9 @@ Deno.test("readPart() of a file that shrank throws SourceChangedError with the n
   await withDir(async (dir) => {
     const path = `${dir}/shrunk.bin`;
     await Deno.writeFile(path, bytes(15));
+    const expected = { ...await statOf(path), size: 25 };
     await assert.rejects(
-      () => readPart(path, 1, 10, 25),
+      () => readPart(path, 1, 10, expected),
       (error: unknown) => {
         assert.ok(error instanceof SourceChangedError);
         assert.equal(error.message, `Source "${path}" changed while it was read (now 15 bytes)`);
@@ -113,13 +121,13 @@ Deno.test("hashSource() equals node:crypto's sha256 of the file", async () => {
       const data = bytes(length);
       const path = `${dir}/f${length}`;
       await Deno.writeFile(path, data);
-      const stat = await statSource(path);
+      const stat = await statSource(dir, `f${length}`);
       assert.ok(stat);
       assert.equal(stat.size, length);
       assert.equal(await hashSource(path, stat), sha256(data), `${length} bytes`);
     }
     assert.equal(
-      await hashSource(`${dir}/f0`, (await statSource(`${dir}/f0`))!),
+      await hashSource(`${dir}/f0`, (await statSource(dir, "f0"))!),
       "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     );
   });
@@ -129,7 +137,7 @@ Deno.test("hashSource() throws SourceChangedError when the file is not the expec
   await withDir(async (dir) => {
     const path = `${dir}/f.bin`;
     await Deno.writeFile(path, bytes(100));
-    const stat = (await statSource(path))!;
+    const stat = (await statSource(dir, "f.bin"))!;
     for (const expected of [{ ...stat, size: 99 }, { ...stat, mtimeMs: stat.mtimeMs - 1000 }]) {
       await assert.rejects(
         () => hashSource(path, expected),
@@ -145,26 +153,66 @@ Deno.test("hashSource() throws SourceChangedError when the file is not the expec
   });
 });
 
-Deno.test("statSource() sees regular files only", async () => {
+Deno.test("statSource() sees regular files only, with their identity and mode", async () => {
   await withDir(async (dir) => {
     await Deno.writeFile(`${dir}/f`, bytes(3));
     const mtime = new Date(1_700_000_000_000);
     await Deno.utime(`${dir}/f`, mtime, mtime);
     await Deno.chmod(`${dir}/f`, 0o640);
-    assert.deepEqual(await statSource(`${dir}/f`), {
+    const info = await Deno.lstat(`${dir}/f`);
+    assert.deepEqual(await statSource(dir, "f"), {
       size: 3,
       mtimeMs: mtime.getTime(),
+      dev: info.dev,
+      ino: info.ino,
+      ctimeMs: info.ctime!.getTime(),
       mode: 0o640,
     });
     await Deno.mkdir(`${dir}/d`);
-    assert.equal(await statSource(`${dir}/d`), undefined);
+    assert.equal(await statSource(dir, "d"), undefined);
     await Deno.symlink(`${dir}/f`, `${dir}/link`);
-    assert.equal(await statSource(`${dir}/link`), undefined, "a symlink is not followed");
-    assert.equal(await statSource(`${dir}/missing`), undefined);
+    assert.equal(await statSource(dir, "link"), undefined, "a symlink is not followed");
+    assert.equal(await statSource(dir, "missing"), undefined);
+    assert.equal(await statSource(dir, "missing/below"), undefined);
+    assert.equal(await statSource(dir, "f/below"), undefined);
   });
 });
 
-Deno.test("sameVersion() needs both stats with equal size and mtime", () => {
+Deno.test("statSource() refuses a path through a symbolic link inside the location", async () => {
+  await withDir(async (dir) => {
+    await Deno.mkdir(`${dir}/location/sub`, { recursive: true });
+    await Deno.mkdir(`${dir}/elsewhere`);
+    await Deno.writeFile(`${dir}/elsewhere/f`, bytes(3));
+    await Deno.writeFile(`${dir}/location/sub/f`, bytes(3));
+    assert.ok(await statSource(`${dir}/location`, "sub/f"));
+    await Deno.remove(`${dir}/location/sub`, { recursive: true });
+    await Deno.symlink(`${dir}/elsewhere`, `${dir}/location/sub`);
+    await assert.rejects(
+      () => statSource(`${dir}/location`, "sub/f"),
+      UnsafeSourceError,
+      `"${dir}/location/sub" is a symbolic link inside the directory's Location`,
+    );
+    // A link above the location (/srv -> /data/srv) is the operator's choice and is fine.
+    await Deno.symlink(`${dir}/elsewhere`, `${dir}/alias`);
+    assert.ok(await statSource(`${dir}/alias`, "f"));
+  });
+});
+
+Deno.test("readPart() and hashSource() refuse to read another file than the queued one", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeFile(`${dir}/f`, bytes(30));
+    const queued = await statOf(`${dir}/f`);
+    // Same size and mtime, another inode (cp -p, tar x, rsync -a, a swapped directory).
+    await Deno.writeFile(`${dir}/g`, bytes(30).reverse());
+    await Deno.utime(`${dir}/g`, queued.mtimeMs / 1000, queued.mtimeMs / 1000);
+    await Deno.rename(`${dir}/g`, `${dir}/f`);
+    await assert.rejects(() => readPart(`${dir}/f`, 0, 10, queued), SourceChangedError);
+    await assert.rejects(() => hashSource(`${dir}/f`, queued), SourceChangedError);
+    assert.equal(sameVersion(await statOf(`${dir}/f`), queued), false);
+  });
+});
+
+Deno.test("sameVersion() needs equal size and mtime, and equal device, inode and ctime where known", () => {
   const a = { size: 10, mtimeMs: 1000 };
   assert.equal(sameVersion(a, { size: 10, mtimeMs: 1000 }), true);
   assert.equal(sameVersion(a, { size: 11, mtimeMs: 1000 }), false);
@@ -172,6 +220,11 @@ Deno.test("sameVersion() needs both stats with equal size and mtime", () => {
   assert.equal(sameVersion(a, undefined), false);
   assert.equal(sameVersion(undefined, a), false);
   assert.equal(sameVersion(undefined, undefined), false);
-  // A FileRecord carries more fields; only size and mtime count.
-  assert.equal(sameVersion({ ...a, version: 3 } as typeof a, a), true);
+  const full = { ...a, dev: 1, ino: 2, ctimeMs: 3 };
+  assert.equal(sameVersion(full, a), true, "unknown identity (rows queued before) matches");
+  assert.equal(sameVersion(full, { ...full }), true);
+  assert.equal(sameVersion(full, { ...full, ino: 4 }), false);
+  assert.equal(sameVersion(full, { ...full, dev: 4 }), false);
+  assert.equal(sameVersion(full, { ...full, ctimeMs: 4 }), false);
+  assert.equal(sameVersion({ ...full, version: 3 } as typeof a, full), true);
 });

@@ -25,7 +25,7 @@ export interface WorkerContext {
   /** Bytes per second this vessel's uploads may average; unlimited when absent. */
   readonly bandwidthLimit?: number;
   directory(name: string): DirectoryConfig | undefined;
-  fileHash(file: FileRecord, sourcePath: string): Promise<string>;
+  fileHash(file: FileRecord, sourcePath: string, options?: { fresh?: boolean }): Promise<string>;
   /** A delivery ended without error. */
   onOutcome(delivery: DeliveryRecord, outcome: DeliveryOutcome): void;
   /** Hears deliveries, progress and the vessel's health (logs, metrics). */
@@ -220,7 +220,7 @@ export class VesselWorker {
           transport: this.#transport,
           chunkSize: this.#context.chunkSize,
           signal,
-          fileHash: (file, path) => this.#context.fileHash(file, path),
+          fileHash: (file, path, options) => this.#context.fileHash(file, path, options),
           pace: this.#rateLimit && ((bytes, signal) => this.#rateLimit!.take(bytes, signal)),
           window: this.#window,
           progress: {

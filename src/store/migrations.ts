@@ -47,4 +47,8 @@ export const MIGRATIONS: readonly string[] = [
    ALTER TABLE vessels ADD COLUMN last_success_at INTEGER;
    ALTER TABLE vessels ADD COLUMN recent_rate INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE vessels ADD COLUMN updated_at INTEGER;`,
+  // 3: a version is identified by device, inode, size, mtime and ctime (NULL: not known yet).
+  `ALTER TABLE files ADD COLUMN dev INTEGER;
+   ALTER TABLE files ADD COLUMN ino INTEGER;
+   ALTER TABLE files ADD COLUMN ctime_ms REAL;`,
 ];

@@ -6,8 +6,18 @@ import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { InstanceLock } from "./instance_lock.ts";
 import { MIGRATIONS } from "./migrations.ts";
 
+/**
+ * What tells two versions of a file apart besides size and mtime; `null`
+ * when not known (files queued before it was recorded).
+ */
+export interface FileIdentity {
+  readonly dev?: number | null;
+  readonly ino?: number | null;
+  readonly ctimeMs?: number | null;
+}
+
 /** A file the shore is replicating. */
-export interface FileRecord {
+export interface FileRecord extends FileIdentity {
   readonly id: number;
   readonly directory: string;
   readonly relpath: string;
@@ -34,7 +44,7 @@ export interface DeliveryRecord {
 }
 
 /** A ready file to queue, with the vessels that take it. */
-export interface ReadyFileRecord {
+export interface ReadyFileRecord extends FileIdentity {
   readonly directory: string;
   readonly relpath: string;
   readonly size: number;
@@ -93,8 +103,10 @@ export interface OldestWaiting {
 
 type Row = Record<string, SQLInputValue>;
 
+const FILE_COLUMNS =
+  "f.id, f.directory, f.relpath, f.size, f.mtime_ms, f.version, f.sha256, f.dev, f.ino, f.ctime_ms";
 const DELIVERY_COLUMNS = `d.id AS d_id, d.vessel, d.state, d.parts_version, d.attempts,
-  d.last_error, f.id, f.directory, f.relpath, f.size, f.mtime_ms, f.version, f.sha256`;
+  d.last_error, ${FILE_COLUMNS}`;
 
 /** The SQLite state database of one shore. */
 export class Store {
@@ -169,8 +181,9 @@ export class Store {
     size: number,
     mtimeMs: number,
     vessels: readonly string[],
+    identity: FileIdentity = {},
   ): { fileId: number; result: EnqueueResult } {
-    return this.enqueueMany([{ directory, relpath, size, mtimeMs, vessels }])[0];
+    return this.enqueueMany([{ directory, relpath, size, mtimeMs, vessels, ...identity }])[0];
   }
 
   /** {@linkcode enqueue} for many files in one commit (one disk flush, not one per file). */
@@ -178,26 +191,34 @@ export class Store {
     return this.#transaction(() => files.map((file) => this.#enqueueOne(file)));
   }
 
-  #enqueueOne(
-    { directory, relpath, size, mtimeMs, vessels }: ReadyFileRecord,
-  ): { fileId: number; result: EnqueueResult } {
+  #enqueueOne(file: ReadyFileRecord): { fileId: number; result: EnqueueResult } {
+    const { directory, relpath, size, mtimeMs, vessels } = file;
     const existing = this.#db
-      .prepare("SELECT id, size, mtime_ms FROM files WHERE directory = ? AND relpath = ?")
+      .prepare(`SELECT ${FILE_COLUMNS} FROM files f WHERE directory = ? AND relpath = ?`)
       .get(directory, relpath);
     let fileId: number;
     let result: EnqueueResult;
     if (!existing) {
       fileId = Number(
         this.#db.prepare(
-          `INSERT INTO files (directory, relpath, size, mtime_ms, queued_at)
-           VALUES (?, ?, ?, ?, ?)`,
-        ).run(directory, relpath, size, mtimeMs, Date.now()).lastInsertRowid,
+          `INSERT INTO files (directory, relpath, size, mtime_ms, dev, ino, ctime_ms, queued_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(
+          directory,
+          relpath,
+          size,
+          mtimeMs,
+          file.dev ?? null,
+          file.ino ?? null,
+          file.ctimeMs ?? null,
+          Date.now(),
+        ).lastInsertRowid,
       );
       result = "new";
     } else {
       fileId = Number(existing.id);
-      const same = existing.size === size && existing.mtime_ms === mtimeMs;
-      if (!same) this.#newVersion(fileId, size, mtimeMs);
+      const same = sameFileVersion(toFile(existing), file);
+      if (!same) this.#newVersion(fileId, file);
       result = same ? "unchanged" : "changed";
     }
     const insert = this.#db.prepare(
@@ -207,11 +228,19 @@ export class Store {
     return { fileId, result };
   }
 
-  #newVersion(fileId: number, size: number, mtimeMs: number): void {
+  #newVersion(fileId: number, stat: { size: number; mtimeMs: number } & FileIdentity): void {
     this.#db.prepare(
-      `UPDATE files SET size = ?, mtime_ms = ?, version = version + 1, sha256 = NULL
+      `UPDATE files SET size = ?, mtime_ms = ?, dev = ?, ino = ?, ctime_ms = ?,
+         version = version + 1, sha256 = NULL
        WHERE id = ?`,
-    ).run(size, mtimeMs, fileId);
+    ).run(
+      stat.size,
+      stat.mtimeMs,
+      stat.dev ?? null,
+      stat.ino ?? null,
+      stat.ctimeMs ?? null,
+      fileId,
+    );
     this.#db.prepare(
       `UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = 0,
          last_error = NULL WHERE file_id = ?`,
@@ -222,8 +251,17 @@ export class Store {
   }
 
   /** The source changed under a queued file: send it again as a new version. */
-  fileChanged(fileId: number, size: number, mtimeMs: number): void {
-    this.#transaction(() => this.#newVersion(fileId, size, mtimeMs));
+  fileChanged(fileId: number, size: number, mtimeMs: number, identity: FileIdentity = {}): void {
+    this.#transaction(() => this.#newVersion(fileId, { size, mtimeMs, ...identity }));
+  }
+
+  /**
+   * The cached sha256 of the current version proved wrong (a replacement the
+   * stat could not tell apart): forgets it, so the source is hashed again.
+   */
+  forgetHash(fileId: number, version: number): void {
+    this.#db.prepare("UPDATE files SET sha256 = NULL WHERE id = ? AND version = ?")
+      .run(fileId, version);
   }
 
   /**
@@ -266,7 +304,7 @@ export class Store {
   /** A queued file, or `undefined` once it is finished. */
   file(fileId: number): FileRecord | undefined {
     const row = this.#db.prepare(
-      "SELECT id, directory, relpath, size, mtime_ms, version, sha256 FROM files WHERE id = ?",
+      `SELECT ${FILE_COLUMNS} FROM files f WHERE id = ?`,
     ).get(fileId);
     return row ? toFile(row) : undefined;
   }
@@ -274,8 +312,7 @@ export class Store {
   /** A file by its place, or `undefined` when it is not queued. */
   fileAt(directory: string, relpath: string): FileRecord | undefined {
     const row = this.#db.prepare(
-      `SELECT id, directory, relpath, size, mtime_ms, version, sha256 FROM files
-       WHERE directory = ? AND relpath = ?`,
+      `SELECT ${FILE_COLUMNS} FROM files f WHERE directory = ? AND relpath = ?`,
     ).get(directory, relpath);
     return row ? toFile(row) : undefined;
   }
@@ -429,7 +466,7 @@ export class Store {
   /** Files whose every delivery is done, waiting to move to processed/. */
   doneFiles(): FileRecord[] {
     return this.#db.prepare(
-      `SELECT id, directory, relpath, size, mtime_ms, version, sha256 FROM files f
+      `SELECT ${FILE_COLUMNS} FROM files f
        WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.file_id = f.id AND d.state != 'done')`,
     ).all().map(toFile);
   }
@@ -578,7 +615,21 @@ function toFile(row: Row): FileRecord {
     mtimeMs: Number(row.mtime_ms),
     version: Number(row.version),
     sha256: row.sha256 === null ? null : String(row.sha256),
+    dev: nullableNumber(row.dev),
+    ino: nullableNumber(row.ino),
+    ctimeMs: nullableNumber(row.ctime_ms),
   };
+}
+
+/** Same size and mtime, and the same device, inode and ctime where both are known. */
+function sameFileVersion(
+  a: { size: number; mtimeMs: number } & FileIdentity,
+  b: { size: number; mtimeMs: number } & FileIdentity,
+): boolean {
+  const same = (x: number | null | undefined, y: number | null | undefined) =>
+    x === null || x === undefined || y === null || y === undefined || x === y;
+  return a.size === b.size && a.mtimeMs === b.mtimeMs && same(a.dev, b.dev) &&
+    same(a.ino, b.ino) && same(a.ctimeMs, b.ctimeMs);
 }
 
 function toDelivery(row: Row): DeliveryRecord {

@@ -63,7 +63,11 @@ Deno.test("Store.open() creates the database, its directory and the schema", asy
 
 Deno.test("Store.open() again keeps the data and the instance id", async () => {
   await withStore(async (store, path) => {
-    const { fileId } = store.enqueue("out", "a.bin", 10, 1000, ["a"]);
+    const { fileId } = store.enqueue("out", "a.bin", 10, 1000, ["a"], {
+      dev: 2049,
+      ino: 77,
+      ctimeMs: 1500,
+    });
     store.recordVesselHealth(health("a", { lastError: "connection refused" }));
     store.close();
     const again = await Store.open(path);
@@ -77,6 +81,9 @@ Deno.test("Store.open() again keeps the data and the instance id", async () => {
         mtimeMs: 1000,
         version: 1,
         sha256: null,
+        dev: 2049,
+        ino: 77,
+        ctimeMs: 1500,
       });
       assert.equal(again.vesselHealth()[0].lastError, "connection refused");
       assert.deepEqual(again.counts(), { files: 1, pending: 1, failed: 0 });
@@ -150,6 +157,20 @@ Deno.test("Store.enqueue() of a changed file restarts its deliveries and forgets
   });
 });
 
+Deno.test("Store.enqueue() tells a same-size, same-mtime replacement by its inode or ctime", async () => {
+  await withStore((store) => {
+    const identity = { dev: 1, ino: 10, ctimeMs: 100 };
+    const { fileId } = store.enqueue("out", "a.bin", 10, 1000, ["a"], identity);
+    assert.equal(store.enqueue("out", "a.bin", 10, 1000, ["a"], identity).result, "unchanged");
+    const copied = { ...identity, ino: 11, ctimeMs: 200 }; // cp -p, tar x, rsync -a
+    assert.equal(store.enqueue("out", "a.bin", 10, 1000, ["a"], copied).result, "changed");
+    assert.equal(store.file(fileId)!.version, 2);
+    assert.equal(store.file(fileId)!.ino, 11);
+    const touched = { ...copied, ctimeMs: 300 }; // chmod, or an in-place rewrite with touch -r
+    assert.equal(store.enqueue("out", "a.bin", 10, 1000, ["a"], touched).result, "changed");
+  });
+});
+
 Deno.test("Store.enqueue() with more vessels adds the missing deliveries", async () => {
   await withStore((store) => {
     const { fileId } = store.enqueue("out", "a.bin", 1, 1, ["a"]);
@@ -163,10 +184,21 @@ Deno.test("Store.fileChanged() makes a new version like a changed enqueue", asyn
     const { fileId } = store.enqueue("out", "a.bin", 1, 1, ["a"]);
     const a = deliveryOf(store, fileId, "a");
     store.markPartDone(a.id, 0);
-    store.fileChanged(fileId, 5, 6);
+    store.fileChanged(fileId, 5, 6, { dev: 1, ino: 2, ctimeMs: 7 });
     assert.deepEqual(
       { ...store.file(fileId)!, id: 0 },
-      { id: 0, directory: "out", relpath: "a.bin", size: 5, mtimeMs: 6, version: 2, sha256: null },
+      {
+        id: 0,
+        directory: "out",
+        relpath: "a.bin",
+        size: 5,
+        mtimeMs: 6,
+        version: 2,
+        sha256: null,
+        dev: 1,
+        ino: 2,
+        ctimeMs: 7,
+      },
     );
     assert.equal(store.partsDone(a.id), 0);
   });

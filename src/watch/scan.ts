@@ -29,6 +29,8 @@ export interface ScannedFile {
   readonly mtimeMs: number;
   /** Inode number, when the platform has one; a renamed-in file has a new one. */
   readonly ino: number | null;
+  readonly dev?: number | null;
+  readonly ctimeMs?: number | null;
 }
 
 /** Whether a single path component names something we never report. */
@@ -110,7 +112,14 @@ async function statFile(location: string, relpath: string): Promise<ScannedFile 
   try {
     const info = await Deno.lstat(`${location}/${relpath}`);
     if (!info.isFile) return undefined;
-    return { relpath, size: info.size, mtimeMs: info.mtime?.getTime() ?? 0, ino: info.ino };
+    return {
+      relpath,
+      size: info.size,
+      mtimeMs: info.mtime?.getTime() ?? 0,
+      ino: info.ino,
+      dev: info.dev,
+      ctimeMs: info.ctime?.getTime() ?? null,
+    };
   } catch {
     // Vanished (or became unreadable) between readDir and lstat: not a file to report now.
     return undefined;

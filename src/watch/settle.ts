@@ -26,6 +26,9 @@ export interface FileStat {
   readonly mtimeMs: number;
   /** Inode number, if the platform has one (a file renamed in has a new one). */
   readonly ino: number | null;
+  /** Device and ctime, recorded with the version (not compared while settling). */
+  readonly dev?: number | null;
+  readonly ctimeMs?: number | null;
 }
 
 /**
@@ -258,7 +261,13 @@ export class Settler {
     try {
       const info = await Deno.lstat(`${this.#root}/${relpath}`);
       if (!info.isFile) return undefined;
-      return { size: info.size, mtimeMs: info.mtime?.getTime() ?? 0, ino: info.ino };
+      return {
+        size: info.size,
+        mtimeMs: info.mtime?.getTime() ?? 0,
+        ino: info.ino,
+        dev: info.dev,
+        ctimeMs: info.ctime?.getTime() ?? null,
+      };
     } catch (error) {
       if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
         return undefined;

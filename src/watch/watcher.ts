@@ -42,6 +42,9 @@ export interface ReadyFile {
   readonly path: string;
   readonly size: number;
   readonly mtimeMs: number;
+  readonly dev?: number | null;
+  readonly ino?: number | null;
+  readonly ctimeMs?: number | null;
 }
 
 /** Timings of the watcher, in milliseconds. */
@@ -148,6 +151,9 @@ class DirectoryWatch {
         path: `${base}/${relpath}`,
         size: stat.size,
         mtimeMs: stat.mtimeMs,
+        dev: stat.dev,
+        ino: stat.ino,
+        ctimeMs: stat.ctimeMs,
       });
     }, { ...timings, subject });
   }

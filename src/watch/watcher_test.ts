@@ -73,12 +73,16 @@ Deno.test("Watcher reports a written and closed file once, within 250 ms", async
     const closedAt = await writeAndClose(`${h.root}/a.txt`, "hello world");
     const readyAt = await h.waitReady("a.txt");
     assert.ok(readyAt - closedAt < 250, `reported ${readyAt - closedAt} ms after close`);
+    const info = await Deno.stat(`${h.root}/a.txt`);
     assert.deepEqual(h.ready[0], {
       directory: "outbox",
       relpath: "a.txt",
       path: `${h.root}/a.txt`,
       size: 11,
-      mtimeMs: (await Deno.stat(`${h.root}/a.txt`)).mtime?.getTime(),
+      mtimeMs: info.mtime?.getTime(),
+      dev: info.dev,
+      ino: info.ino,
+      ctimeMs: info.ctime?.getTime(),
     });
     await sleep(350); // three periodic rescans
     assert.equal(h.reportsOf("a.txt").length, 1);
