@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { VesselConfig } from "../src/config/types.ts";
+import type { SshClientKind, VesselConfig } from "../src/config/types.ts";
 import { shellCommand } from "../transports/shell_quote.ts";
 import { pathExists } from "./cli_harness.ts";
 
@@ -98,6 +98,22 @@ export function serverUnavailable(kind: ServerKind): string | undefined {
   }
   if (Deno.uid?.() !== 0) return "the test SSH servers must run as root";
   return undefined;
+}
+
+/**
+ * The SSH client the suites run over: `CONTENTMONSTER_TEST_SSH_CLIENT`
+ * (`openssh` or `builtin`); unset, ContentMonster's own default. `deno task
+ * test` runs the SFTP suites once with each.
+ */
+export function testSshClient(): SshClientKind | undefined {
+  const chosen = Deno.env.get("CONTENTMONSTER_TEST_SSH_CLIENT");
+  if (chosen === undefined || chosen === "") return undefined;
+  if (chosen !== "openssh" && chosen !== "builtin") {
+    throw new TypeError(
+      `CONTENTMONSTER_TEST_SSH_CLIENT must be openssh or builtin, not "${chosen}"`,
+    );
+  }
+  return chosen;
 }
 
 /** Writes the line CI looks for when an SFTP suite was skipped. */
@@ -327,6 +343,7 @@ async function launch(
       fsync: true,
       // Never the machine's ~/.ssh/config: tests must not depend on who runs them.
       sshConfigFile: "none",
+      sshClient: testSshClient(),
       ...overrides,
     }),
     pids,

@@ -1,5 +1,5 @@
 /** Writes `[Vessel]` sections for test servers, for configs run through the CLI. */
-import type { TestServer } from "./servers.ts";
+import { type TestServer, testSshClient } from "./servers.ts";
 
 /** A `[Vessel NAME]` section that reaches `server` with its test key and known_hosts. */
 export function vesselIni(server: TestServer, name: string, extra: Record<string, string> = {}) {
@@ -12,6 +12,7 @@ export function vesselIni(server: TestServer, name: string, extra: Record<string
     TempDir: `${server.dir}/vessel-tmp`,
     // Never the machine's ~/.ssh/config: tests must not depend on who runs them.
     SSHConfigFile: "none",
+    ...(testSshClient() ? { SSHClient: testSshClient()! } : {}),
     ...extra,
   };
   return `[Vessel ${name}]\n${

@@ -29,12 +29,14 @@ interface SftpInternals {
  * Starts an SFTP session on `input` (requests to the server) and `output`
  * (its replies) and resolves once the server answered the version exchange.
  * `close` is called when the session ends from our side. The session emits
- * `close` when `output` ends.
+ * `close` when `output` has ended and `ended` resolved (the carrier's exit, so
+ * that its reason is known first).
  */
 export function sftpOverPipes(
   input: Writable,
   output: Readable,
   close: () => void,
+  ended: Promise<void> = Promise.resolve(),
 ): Promise<SFTPWrapper> {
   const outgoing = {
     id: 0,
@@ -61,13 +63,15 @@ export function sftpOverPipes(
     incoming: { id: 0, window: Number.MAX_SAFE_INTEGER, packetSize: 1 << 20, state: "open" },
     outgoing,
   }, {}) as unknown as SftpInternals;
-  let ended = false;
+  let finished = false;
   const end = () => {
-    if (ended) return;
-    ended = true;
+    if (finished) return;
+    finished = true;
     outgoing.state = "closed";
-    sftp.push(null); // Fails every pending request.
-    sftp.emit("close");
+    void ended.then(() => {
+      sftp.push(null); // Fails every pending request.
+      sftp.emit("close");
+    });
   };
   output.on("data", (data: Buffer) => sftp.push(data));
   output.on("end", end);

@@ -197,6 +197,12 @@ export class SshConnection {
     return handshake(options, (client, info) => new SshConnection(client, options, info));
   }
 
+  /** Marks SFTP as impossible on this connection: every SFTP call rejects with `error`. */
+  sftpUnavailable(error: TransportError): void {
+    this.#sftp = Promise.reject(error);
+    this.#sftp.catch(() => {});
+  }
+
   /** The SFTP session, opened on first use. */
   sftp(): Promise<SFTPWrapper> {
     this.#sftp ??= this.#track<SFTPWrapper>("start the SFTP subsystem", true, (done) => {

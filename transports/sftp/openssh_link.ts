@@ -14,7 +14,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
 import type { Buffer } from "node:buffer";
-import { TransportError, type TransportErrorCode } from "../transport.ts";
+import { TransportError } from "../transport.ts";
 import type { ClientChannel, SFTPWrapper } from "./_ssh2.ts";
 import { sftpOverPipes } from "./_sftp_pipe.ts";
 import { type ConnectionOptions, SshConnection, type SshLink } from "./connection.ts";
@@ -35,8 +35,25 @@ export interface OpenSshOptions extends ConnectionOptions {
  * Starts `ssh` for one connection and resolves once the vessel's SFTP server
  * answered. Rejects with a {@linkcode TransportError} coded from ssh's own
  * words: `"host-key"`, `"auth"`, `"unsupported"` or `"connection"`.
+ *
+ * A vessel that lets us log in but cannot start SFTP still gets a
+ * connection, for commands only (as with the builtin client): its SFTP calls
+ * reject with the {@linkcode SftpUnavailableError}, and `check` can say that
+ * `cat` and the hasher work.
  */
 export async function openOpenSsh(options: OpenSshOptions): Promise<SshConnection> {
+  const withSftp = await start(options, true);
+  if (!(withSftp instanceof SftpUnavailableError)) return withSftp;
+  const commandsOnly = await start(options, false).catch(() => undefined);
+  if (!(commandsOnly instanceof SshConnection)) throw withSftp;
+  commandsOnly.sftpUnavailable(withSftp);
+  return commandsOnly;
+}
+
+async function start(
+  options: OpenSshOptions,
+  withSftp: boolean,
+): Promise<SshConnection | SftpUnavailableError> {
   const { setup, vessel } = options;
   const where = `vessel "${vessel.name}" (${setup.target})`;
   const hideSecrets = await setup.exposeSecrets();
@@ -49,13 +66,11 @@ export async function openOpenSsh(options: OpenSshOptions): Promise<SshConnectio
     "ControlPersist=no",
     "-o",
     `ControlPath=${options.controlPath}`,
-    "-s",
-    "--",
-    setup.host,
-    "sftp",
+    ...(withSftp ? ["-s", "--", setup.host, "sftp"] : ["-N", "--", setup.host]),
   ], { stdio: ["pipe", "pipe", "pipe"], detached: true, env: setup.env });
   const diagnostics = new Diagnostics(master);
-  diagnostics.onAuthenticated = () => void hideSecrets();
+  const authenticated = new Promise<void>((resolve) => diagnostics.onAuthenticated = resolve);
+  authenticated.then(hideSecrets);
   const exited = new Promise<void>((resolve) => master.once("close", () => resolve()));
   exited.then(hideSecrets);
   const timeoutMs = vessel.timeout * 3000;
@@ -63,7 +78,12 @@ export async function openOpenSsh(options: OpenSshOptions): Promise<SshConnectio
   const timedOut = new Promise<"timeout">((resolve) => {
     timer = setTimeout(() => resolve("timeout"), timeoutMs);
   });
-  const started = sftpOverPipes(master.stdin!, master.stdout!, () => master.stdin?.end());
+  // The session's end is reported once ssh has exited, so its own words are known by then.
+  const started = withSftp
+    ? sftpOverPipes(master.stdin!, master.stdout!, () => master.stdin?.end(), exited)
+    : authenticated.then(() => controlSocketReady(options.controlPath, exited)).then(() =>
+      undefined
+    );
   started.catch(() => {}); // Judged below, from ssh's own words once it exited.
   const first = await Promise.race([
     started.then((sftp) => ({ sftp }), () => "failed" as const),
@@ -71,6 +91,13 @@ export async function openOpenSsh(options: OpenSshOptions): Promise<SshConnectio
     timedOut,
   ]);
   clearTimeout(timer);
+  if (typeof first === "object" && diagnostics.match(/(REVOKED HOST KEY)/i)) {
+    // OpenSSH goes on with a revoked key under StrictHostKeyChecking=no; the builtin client
+    // never does, and neither do we.
+    kill(master);
+    await exited;
+    throw hostKeyError(where, diagnostics, setup);
+  }
   if (typeof first === "object") {
     void hideSecrets();
     const link = new OpenSshLink(master, first.sftp, diagnostics, options);
@@ -78,10 +105,10 @@ export async function openOpenSsh(options: OpenSshOptions): Promise<SshConnectio
       server: diagnostics.match(/remote software version (\S+)/) ?? "unknown server",
       cipher: diagnostics.match(/kex: client->server cipher: (\S+)/) ?? "unknown cipher",
       hostKey: hostKeyInfo(diagnostics, setup),
-      auth: `${diagnostics.match(/Authenticated to .* using "([^"]+)"/) ?? "unknown"} (OpenSSH)`,
+      auth: authInfo(diagnostics),
     };
     options.log.debug(
-      `connected to ${setup.target} (${info.server}, ${info.cipher}, ${info.auth})`,
+      `connected to ${setup.target} (${info.server}, ${info.cipher}, ${info.auth}, OpenSSH client)`,
     );
     return new SshConnection(link, { ...options, target: setup.target }, info);
   }
@@ -101,7 +128,24 @@ export async function openOpenSsh(options: OpenSshOptions): Promise<SshConnectio
     kill(master);
     await exited;
   }
-  throw openError(where, diagnostics, master, setup);
+  const error = openError(where, diagnostics, master, setup, vessel.timeout);
+  if (error instanceof SftpUnavailableError) return error;
+  throw error;
+}
+
+/** Resolves once ssh listens on its control socket, or rejects if it exits first. */
+async function controlSocketReady(path: string, exited: Promise<void>): Promise<void> {
+  let gone = false;
+  exited.then(() => gone = true);
+  while (!gone) {
+    try {
+      if ((await Deno.lstat(path)).isSocket) return;
+    } catch {
+      // Not yet.
+    }
+    await delay(10);
+  }
+  throw new Error("ssh exited");
 }
 
 function delay(ms: number): Promise<void> {
@@ -111,14 +155,14 @@ function delay(ms: number): Promise<void> {
 /** ssh2's `Client` as far as {@linkcode SshConnection} uses it, over `ssh` children. */
 class OpenSshLink extends EventEmitter implements SshLink {
   readonly #master: ChildProcess;
-  readonly #sftp: SFTPWrapper;
+  readonly #sftp?: SFTPWrapper;
   readonly #diagnostics: Diagnostics;
   readonly #options: OpenSshOptions;
   readonly #commands = new Set<ChildProcess>();
 
   constructor(
     master: ChildProcess,
-    sftp: SFTPWrapper,
+    sftp: SFTPWrapper | undefined,
     diagnostics: Diagnostics,
     options: OpenSshOptions,
   ) {
@@ -137,7 +181,8 @@ class OpenSshLink extends EventEmitter implements SshLink {
   }
 
   sftp(callback: (error: Error | undefined, sftp: SFTPWrapper) => void): void {
-    callback(undefined, this.#sftp);
+    if (this.#sftp) callback(undefined, this.#sftp);
+    else callback(new Error("this connection carries commands only"), undefined as never);
   }
 
   exec(
@@ -157,16 +202,10 @@ class OpenSshLink extends EventEmitter implements SshLink {
       command,
     ], { stdio: ["pipe", "pipe", "pipe"], detached: true, env: setup.env });
     this.#commands.add(child);
-    const channel = new CommandChannel(child);
-    child.once("close", () => {
-      this.#commands.delete(child);
-      // ssh's 255 with its own complaint: the shared connection is gone, not the command.
-      if (
-        child.exitCode === 255 && /mux_client|control socket|ControlPath/i.test(channel.stderrText)
-      ) {
-        this.destroy();
-      }
-    });
+    // Status 255 is ssh's own failure (our commands never exit 255): the shared
+    // connection broke, so it goes, and every call on it fails as a lost connection.
+    const channel = new CommandChannel(child, () => this.destroy());
+    child.once("close", () => this.#commands.delete(child));
     callback(undefined, channel as unknown as ClientChannel);
   }
 
@@ -188,18 +227,15 @@ class OpenSshLink extends EventEmitter implements SshLink {
 /** An `ssh` child dressed as ssh2's exec channel. */
 class CommandChannel extends EventEmitter {
   readonly stderr: EventEmitter;
-  stderrText = "";
   readonly #child: ChildProcess;
 
-  constructor(child: ChildProcess) {
+  /** `sshFailed` runs before `close` is emitted when ssh itself failed (status 255). */
+  constructor(child: ChildProcess, sshFailed: () => void) {
     super();
     this.#child = child;
     this.stderr = child.stderr!;
     child.stdin!.on("error", () => {}); // A command that exits early closes its stdin.
     child.stdout!.on("data", (data: Buffer) => this.emit("data", data));
-    child.stderr!.on("data", (data: Buffer) => {
-      if (this.stderrText.length < 4096) this.stderrText += data.toString();
-    });
     let closed = false;
     const close = () => {
       if (closed) return;
@@ -209,7 +245,10 @@ class CommandChannel extends EventEmitter {
     child.once("exit", (code: number | null, signal: string | null) => {
       this.emit("exit", code, signal ?? undefined);
     });
-    child.once("close", close);
+    child.once("close", () => {
+      if (child.exitCode === 255) sshFailed();
+      close();
+    });
     child.once("error", (error: Error) => {
       this.emit("error", error);
       close();
@@ -230,6 +269,7 @@ class Diagnostics {
   readonly #lines: string[] = [];
   readonly #head: string[] = [];
   #partial = "";
+  authenticated = false;
   onAuthenticated?: () => void;
 
   constructor(child: ChildProcess) {
@@ -243,10 +283,21 @@ class Diagnostics {
 
   #add(line: string): void {
     if (this.#head.length < 400) this.#head.push(line);
-    if (line.startsWith("debug1: Authenticated to")) this.onAuthenticated?.();
+    if (/^(debug1: )?Authenticated to/.test(line)) {
+      this.authenticated = true;
+      this.onAuthenticated?.();
+    }
     if (line.startsWith("debug") || !line.trim()) return;
     this.#lines.push(line.trim());
     if (this.#lines.length > STDERR_LINES) this.#lines.shift();
+  }
+
+  /** Every first capture group of `pattern` in the connection's first lines. */
+  matchAll(pattern: RegExp): string[] {
+    return this.#head.flatMap((line) => {
+      const found = pattern.exec(line);
+      return found ? [found[1]] : [];
+    });
   }
 
   /** The first capture group of `pattern` in the connection's first lines. */
@@ -261,7 +312,8 @@ class Diagnostics {
   /** ssh's own complaints (not its debug lines), joined. */
   summary(): string {
     const lines = this.#lines.filter((line) =>
-      !/^@+$|^Warning: Permanently added|^Pseudo-terminal/.test(line)
+      !/^@+$|^Warning: Permanently added|^Pseudo-terminal|^OpenSSH_\S+,|^Authenticated to|^Transferred:|^Bytes per second:/
+        .test(line)
     );
     return lines.slice(-6).join("; ");
   }
@@ -271,49 +323,134 @@ class Diagnostics {
   }
 }
 
+/**
+ * SFTP could not start on a vessel that let us log in. Calls that need SFTP
+ * reject with it; commands still run.
+ */
+export class SftpUnavailableError extends TransportError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, "unsupported", options);
+    this.name = "SftpUnavailableError";
+  }
+}
+
 /** Why `ssh` exited before the SFTP session started, coded for the engine. */
 function openError(
   where: string,
   diagnostics: Diagnostics,
   master: ChildProcess,
   setup: OpenSshSetup,
+  timeout: number,
 ): TransportError {
   const said = diagnostics.summary();
   const status = master.exitCode;
-  const offered = diagnostics.match(/Server host key: (\S+ \S+)/);
-  let code: TransportErrorCode = "connection";
-  let why = said || `ssh exited with status ${status ?? master.signalCode}`;
+  const cause = new Error(diagnostics.all);
+  if (diagnostics.authenticated) {
+    // Logged in, so whatever failed is the SFTP server.
+    const why = status === 126 || status === 127 || /Permission denied|not found/i.test(said)
+      ? `the vessel cannot run its SFTP server (exit ${status}: ${
+        status === 127 ? "not found" : "not executable"
+      }); check the Subsystem sftp line of sshd_config${said ? ` (ssh says: ${said})` : ""}`
+      : /subsystem request failed/i.test(said)
+      ? "the vessel has no SFTP subsystem (sshd_config needs a Subsystem sftp line)"
+      : said || `ssh exited with status ${status ?? master.signalCode}`;
+    return new SftpUnavailableError(`Cannot start SFTP on ${where}: ${why}`, { cause });
+  }
   if (
-    /host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|host key is known|has changed and you have requested strict|revoked/i
-      .test(said) || /No \S+ host key is known/.test(said)
+    /host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|has changed and you have requested strict|revoked|No \S+ host key is known/i
+      .test(said)
   ) {
-    code = "host-key";
-    why = `host key refused (StrictHostKeyChecking ${setup.hostKeyPolicy}, known hosts ` +
-      `${setup.knownHosts})${offered ? `: the server offers ${offered}` : ""}; ssh says: ${said}`;
-  } else if (
+    return hostKeyError(where, diagnostics, setup);
+  }
+  if (
     /Permission denied|Too many authentication failures|No more authentication methods/i.test(said)
   ) {
-    code = "auth";
-    why = `authentication refused: ${said}`;
-  } else if (status === 126 || status === 127) {
-    code = "unsupported";
-    why = `the vessel cannot run its SFTP server (exit ${status}: ${
-      status === 126 ? "not executable" : "not found"
-    }); check the Subsystem sftp line of sshd_config`;
-  } else if (/subsystem request failed/i.test(said)) {
-    code = "unsupported";
-    why = `the vessel has no SFTP subsystem (sshd_config needs a Subsystem sftp line): ${said}`;
-  } else if (
+    const tried = triedMethods(diagnostics);
+    return new TransportError(
+      `Cannot log in to ${where}: authentication refused${
+        tried.length > 0 ? ` (tried ${tried.join(", ")})` : ""
+      }; ssh says: ${said}`,
+      "auth",
+      { cause },
+    );
+  }
+  if (
     /Bad configuration option|bad configuration options|Bad owner or permissions|Unsupported option|no argument after keyword|Can't open user config file/i
       .test(said)
   ) {
-    code = "unsupported";
-    why = `ssh cannot use its configuration: ${said}`;
+    return new TransportError(
+      `Cannot connect to ${where}: ssh cannot use its configuration: ${said}`,
+      "unsupported",
+      { cause },
+    );
   }
-  const action = code === "auth" ? "Cannot log in to" : "Cannot connect to";
-  return new TransportError(`${action} ${where}: ${why}`, code, {
-    cause: new Error(diagnostics.all),
-  });
+  if (/timed out|Connection timed out/i.test(said)) {
+    return new TransportError(
+      `Cannot connect to ${where}: no SSH handshake within ${timeout} s (Timeout); ssh says: ${said}`,
+      "connection",
+      { cause },
+    );
+  }
+  return new TransportError(
+    `Cannot connect to ${where}: ${
+      said || `ssh exited with status ${status ?? master.signalCode}`
+    }`,
+    "connection",
+    { cause },
+  );
+}
+
+/** A refused host key, described from ssh's own lines. */
+function hostKeyError(
+  where: string,
+  diagnostics: Diagnostics,
+  setup: OpenSshSetup,
+): TransportError {
+  const offered = diagnostics.match(/Server host key: (\S+ \S+)/);
+  const offending = diagnostics.match(/Offending \S+ key in (\S+)/);
+  const finding = diagnostics.match(/(REVOKED HOST KEY)/i)
+    ? "its key is marked @revoked in known hosts"
+    : diagnostics.match(/(REMOTE HOST IDENTIFICATION HAS CHANGED)/)
+    ? `REMOTE HOST IDENTIFICATION HAS CHANGED${
+      offending ? ` (${offending} holds a different key)` : ""
+    }: someone could be eavesdropping, or the host key was replaced`
+    : "its key is not in known hosts";
+  const said = diagnostics.summary();
+  return new TransportError(
+    `Host key verification failed for ${where}: ${finding}${
+      offered ? `; the server offers ${offered}` : ""
+    } (StrictHostKeyChecking ${setup.hostKeyPolicy}, known hosts ${setup.knownHosts})${
+      said ? `; ssh says: ${said}` : ""
+    }`,
+    "host-key",
+    { cause: new Error(diagnostics.all) },
+  );
+}
+
+/** The authentication methods ssh tried, named as the builtin client names them. */
+function triedMethods(diagnostics: Diagnostics): string[] {
+  const tried = diagnostics.matchAll(/(?:Offering public key|Trying private key): (.+)$/).map(
+    describeKey,
+  );
+  if (diagnostics.match(/Next authentication method: (password)/)) tried.push("password");
+  if (diagnostics.match(/Next authentication method: (keyboard-interactive)/)) {
+    tried.push("keyboard-interactive");
+  }
+  return [...new Set(tried)];
+}
+
+/** `ssh-agent` or `key "PATH"` from ssh's description of a key. */
+function describeKey(line: string): string {
+  if (/\sagent$/.test(line)) return "ssh-agent";
+  return `key ${JSON.stringify(line.split(" ")[0])}`;
+}
+
+/** How ssh logged in, named as the builtin client names it. */
+function authInfo(diagnostics: Diagnostics): string {
+  const method = diagnostics.match(/Authenticated to .* using "([^"]+)"/) ?? "unknown";
+  if (method !== "publickey") return method;
+  const key = diagnostics.match(/Server accepts key: (.+)$/);
+  return key ? describeKey(key) : method;
 }
 
 function hostKeyInfo(diagnostics: Diagnostics, setup: OpenSshSetup): string {

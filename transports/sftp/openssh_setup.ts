@@ -11,6 +11,7 @@
  * @module
  */
 import { shellQuote } from "../shell_quote.ts";
+import type { AuthEnvironment } from "./auth.ts";
 import type { SftpVessel } from "./options.ts";
 
 /** Everything needed to start `ssh` for one vessel. */
@@ -66,7 +67,11 @@ export function findSsh(command = "ssh"): string | undefined {
  * Resolves the options of `ssh` for `vessel` with `ssh -G`, so keys absent
  * from settings.ini come from ssh_config as they would for `ssh` itself.
  */
-export async function prepareOpenSsh(vessel: SftpVessel, command: string): Promise<OpenSshSetup> {
+export async function prepareOpenSsh(
+  vessel: SftpVessel,
+  command: string,
+  environment?: AuthEnvironment,
+): Promise<OpenSshSetup> {
   if (!vessel.address) throw new TypeError(`Vessel "${vessel.name}" has no Address`);
   const host = vessel.address;
   const defaulted = new Set(vessel.defaulted ?? []);
@@ -123,11 +128,18 @@ export async function prepareOpenSsh(vessel: SftpVessel, command: string): Promi
     // ssh records new keys only in a directory that exists; the builtin client creates it too.
     const parent = vessel.knownHostsFile.slice(0, vessel.knownHostsFile.lastIndexOf("/"));
     if (parent) await Deno.mkdir(parent, { recursive: true, mode: 0o700 });
+    // ssh would create it world-readable (umask); the builtin client makes it 0600.
+    await Deno.writeTextFile(vessel.knownHostsFile, "", { append: true, mode: 0o600 });
   }
   const dir = await Deno.makeTempDir({ prefix: `${DIR_PREFIX}${Deno.pid}-` });
   await Deno.chmod(dir, 0o700);
   const env: Record<string, string> = { ...Deno.env.toObject() };
   delete env.DISPLAY;
+  if (environment) {
+    // The agent ssh asks; ssh finds ~/.ssh through the password database, not HOME.
+    if (environment.agentSocket) env.SSH_AUTH_SOCK = environment.agentSocket;
+    else delete env.SSH_AUTH_SOCK;
+  }
   if (secrets) {
     const askpass = `${dir}/askpass`;
     await Deno.writeTextFile(askpass, askpassScript(dir), { mode: 0o700, createNew: true });

@@ -427,14 +427,16 @@ export class SftpTransport implements Transport {
         "unsupported",
       );
     }
-    this.#openSsh ??= prepareOpenSsh(this.#config, command).catch((error) => {
-      this.#openSsh = undefined;
-      throw new TransportError(
-        `Cannot connect to vessel "${this.vessel}": ${errorMessage(error)}`,
-        "unsupported",
-        { cause: error },
-      );
-    });
+    this.#openSsh ??= prepareOpenSsh(this.#config, command, this.#authEnvironment).catch(
+      (error) => {
+        this.#openSsh = undefined;
+        throw new TransportError(
+          `Cannot connect to vessel "${this.vessel}": ${errorMessage(error)}`,
+          "unsupported",
+          { cause: error },
+        );
+      },
+    );
     const setup = await this.#openSsh;
     return await openOpenSsh({
       vessel: this.#config,
