@@ -132,6 +132,20 @@ export function hashCommand(path: string, sync = false): string {
 }
 
 /**
+ * Prints the sha256 of the first `blocks` blocks of `blockSize` bytes of the
+ * file at `path` (fewer if the file is shorter; `dd` is in POSIX, `head -c`
+ * is not).
+ */
+export function prefixHashCommand(path: string, blocks: number, blockSize: number): string {
+  assertAbsolute(path);
+  if (!Number.isSafeInteger(blocks) || blocks < 0 || !Number.isSafeInteger(blockSize)) {
+    throw new RangeError(`Cannot hash ${blocks} blocks of ${blockSize} bytes of "${path}"`);
+  }
+  const dd = shellCommand(["dd", `if=${path}`, `bs=${blockSize}`, `count=${blocks}`]);
+  return `${dd} 2>/dev/null | { ${HASH_STDIN}; }`;
+}
+
+/**
  * Checks what the transport needs: prints `cat ok` if `cat` runs and the
  * hasher's name and the hash of empty input.
  */

@@ -7,6 +7,7 @@ import {
   EXIT_STOPPED,
   hashCommand,
   parseSha256,
+  prefixHashCommand,
   PROBE_COMMAND,
   streamAssemblyCommand,
 } from "./commands.ts";
@@ -146,6 +147,22 @@ Deno.test("hashCommand() uses sha256sum when the vessel has no openssl", async (
     assert.notEqual(missing.code, 0);
   } finally {
     await Deno.remove(bin, { recursive: true });
+  }
+});
+
+Deno.test("prefixHashCommand() hashes the first blocks of a file with a hostile name", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/${HOSTILE_FILE}`;
+    const data = crypto.getRandomValues(new Uint8Array(10_000));
+    await Deno.writeFile(path, data);
+    const three = await sh(prefixHashCommand(path, 3, 1024));
+    assert.equal(parseSha256(three.stdout), sha256(data.subarray(0, 3072)), three.stderr);
+    const all = await sh(prefixHashCommand(path, 20, 1024)); // past the end: the whole file
+    assert.equal(parseSha256(all.stdout), sha256(data));
+    assert.throws(() => prefixHashCommand(path, -1, 1024), RangeError);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

@@ -283,10 +283,10 @@ export class SshConnection {
   }
 
   /**
-   * Writes `data` to the open handle with many write requests in flight at
-   * once, each as long as the server allows.
+   * Writes `data` to the open handle at `position` (default 0) with many
+   * write requests in flight at once, each as long as the server allows.
    */
-  async writeAll(handle: Buffer, data: Uint8Array): Promise<void> {
+  async writeAll(handle: Buffer, data: Uint8Array, position = 0): Promise<void> {
     if (data.byteLength === 0) return;
     const chunk = await this.maxWriteLength();
     const buffer = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
@@ -301,7 +301,7 @@ export class SshConnection {
         await this.request<void>(
           "write",
           (sftp, done) =>
-            sftp.write(handle, buffer, offset, length, offset, (error) => done(error)),
+            sftp.write(handle, buffer, offset, length, position + offset, (error) => done(error)),
         ).catch((error) => {
           failed = true; // Issue no more writes; those in flight still finish.
           throw error;

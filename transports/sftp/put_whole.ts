@@ -17,11 +17,13 @@ import {
   closeHandle,
   fstatHandle,
   fsyncHandle,
+  lstatPath,
   openHandle,
   readFile,
   removeFile,
   removeQuietly,
 } from "./sftp_ops.ts";
+import type { ResumeCheck } from "./resume.ts";
 
 /** How {@linkcode putWholeFile} makes the file durable and creates directories. */
 export interface PutWholeOptions {
@@ -34,11 +36,14 @@ export interface PutWholeOptions {
    * so files arriving together in a new directory create it once.
    */
   readonly makeDirectory: (dir: string) => Promise<void>;
+  /** Decides whether a file left by a try cut mid-way is completed (see resume.ts). */
+  readonly resume?: ResumeCheck;
 }
 
 /**
  * Writes `data` to `path` as a new file (one there is unlinked first, so a
- * writer left from an earlier try cannot reach the new one) and returns the
+ * writer left from an earlier try cannot reach the new one, unless
+ * `options.resume` keeps it: then only the rest is written) and returns the
  * sha256 and size of what the vessel then holds: small files are read back
  * on the same handle and hashed here, larger ones are hashed by the vessel.
  * The parent directory is created only when the create fails for lack of
@@ -58,7 +63,9 @@ export async function putWholeFile(
     connection.maxWriteLength(),
     connection.maxReadLength(),
   ]);
-  const handle = await openFresh(connection, path, options.makeDirectory);
+  // A small file is written and read back in one round trip: never worth resuming.
+  const resume = readBack ? undefined : options.resume;
+  const { handle, offset } = await openFresh(connection, path, data, options.makeDirectory, resume);
   // Never close twice: the server may already have given the handle's number to another file.
   let closing: Promise<void> | undefined;
   const close = () => closing ??= closeHandle(connection, handle);
@@ -72,7 +79,7 @@ export async function putWholeFile(
       }) ?? await readFile(connection, path, data.byteLength);
       return { sha256: createHash("sha256").update(stored).digest("hex"), size: stored.length };
     }
-    await connection.writeAll(handle, data);
+    await connection.writeAll(handle, data.subarray(offset), offset);
     const [stats] = await settleAll([
       fstatHandle(connection, handle),
       fsyncOverSftp ? fsyncHandle(connection, handle) : undefined,
@@ -94,14 +101,17 @@ export async function putWholeFile(
 /**
  * Creates `path` exclusively, for reading and writing: a new file that no
  * writer left from an earlier try can reach. If something is there, unlinks
- * it and creates the file again in the same round trip; if the directory is
- * missing, creates it and tries again.
+ * it and creates the file again in the same round trip, unless `resume`
+ * keeps a regular file there (`offset` is then where to carry on writing);
+ * if the directory is missing, creates it and tries again.
  */
 async function openFresh(
   connection: SshConnection,
   path: string,
+  data: Uint8Array,
   makeDirectory: (dir: string) => Promise<void>,
-): Promise<Buffer> {
+  resume: ResumeCheck | undefined,
+): Promise<{ handle: Buffer; offset: number }> {
   let madeDirectory = false;
   let removed = false;
   for (;;) {
@@ -110,7 +120,7 @@ async function openFresh(
       openHandle(connection, path, "wx+"),
     ]);
     if (opened.status === "fulfilled") {
-      if (unlinked.status === "fulfilled") return opened.value;
+      if (unlinked.status === "fulfilled") return { handle: opened.value, offset: 0 };
       await closeHandle(connection, opened.value).catch(() => {});
       throw unlinked.reason;
     }
@@ -120,6 +130,10 @@ async function openFresh(
       await makeDirectory(parentOf(path));
     } else if (!removed && hasStatus(error, SFTP_STATUS.FAILURE)) {
       removed = true; // SFTP v3 reports "exists" as a generic failure.
+      const stats = resume ? await lstatPath(connection, path) : undefined;
+      const offset = stats?.isFile() ? await resume!(path, stats, data) : 0;
+      // "r+": read and write, neither created nor truncated.
+      if (offset > 0) return { handle: await openHandle(connection, path, "r+"), offset };
     } else throw unlinked.status === "rejected" ? unlinked.reason : error;
   }
 }

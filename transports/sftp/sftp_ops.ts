@@ -10,6 +10,7 @@ import { Buffer } from "node:buffer";
 import { parentOf, TransportError } from "../transport.ts";
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../private_dir.ts";
 import { hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
+import type { ResumeCheck } from "./resume.ts";
 
 /** One directory entry: its name and size. */
 export interface Entry {
@@ -72,8 +73,23 @@ export async function createPrivateFile(
   path: string,
   flags: "wx" | "wx+",
 ): Promise<Buffer> {
+  return (await openPrivateFile(connection, path, flags)).handle;
+}
+
+/**
+ * {@linkcode createPrivateFile}, except that a regular file left there is
+ * kept, opened without truncation, when `resume` returns a byte to carry on
+ * writing from (see resume.ts); `offset` is that byte, or 0.
+ */
+export async function openPrivateFile(
+  connection: SshConnection,
+  path: string,
+  flags: "wx" | "wx+",
+  data?: Uint8Array,
+  resume?: ResumeCheck,
+): Promise<{ handle: Buffer; offset: number }> {
   try {
-    return await openHandle(connection, path, flags, PRIVATE_FILE_MODE);
+    return { handle: await openHandle(connection, path, flags, PRIVATE_FILE_MODE), offset: 0 };
   } catch (error) {
     if (!hasStatus(error, SFTP_STATUS.FAILURE)) throw error;
     const stats = await lstatPath(connection, path);
@@ -87,9 +103,12 @@ export async function createPrivateFile(
         { cause: error },
       );
     }
+    const offset = resume && data ? await resume(path, stats, data) : 0;
+    // "r+": read and write, neither created nor truncated.
+    if (offset > 0) return { handle: await openHandle(connection, path, "r+"), offset };
   }
   await removeFile(connection, path);
-  return await openHandle(connection, path, flags, PRIVATE_FILE_MODE);
+  return { handle: await openHandle(connection, path, flags, PRIVATE_FILE_MODE), offset: 0 };
 }
 
 /** Sets the permission bits of `path`. */
@@ -180,16 +199,19 @@ export async function removeDirectory(connection: SshConnection, path: string): 
 
 /**
  * Writes `data` to `path`, created with {@linkcode createPrivateFile}, with
- * pipelined requests. On failure the partial file is removed.
+ * pipelined requests; with `resume`, a file left by a try cut mid-way is
+ * completed instead (see {@linkcode openPrivateFile}). On failure the
+ * partial file is removed if the connection still allows it.
  */
 export async function writeFile(
   connection: SshConnection,
   path: string,
   data: Uint8Array,
+  resume?: ResumeCheck,
 ): Promise<void> {
-  const handle = await createPrivateFile(connection, path, "wx");
+  const { handle, offset } = await openPrivateFile(connection, path, "wx", data, resume);
   try {
-    await connection.writeAll(handle, data);
+    await connection.writeAll(handle, data.subarray(offset), offset);
   } catch (error) {
     await closeHandle(connection, handle).catch(() => {});
     await removeQuietly(connection, path);

@@ -36,6 +36,7 @@ import { hasStatus, SFTP_STATUS, SshConnection } from "./connection.ts";
 import { knownKeyTypesOf } from "./host_key.ts";
 import { probeVessel } from "./probe.ts";
 import { putWholeFile } from "./put_whole.ts";
+import { type ResumeCheck, resumeCheck } from "./resume.ts";
 import { SftpAssembly } from "./stream_assembly.ts";
 import { ensurePartDirectory, ensurePrivateDirectory, loginUid } from "./private_temp_dir.ts";
 import {
@@ -169,7 +170,7 @@ export class SftpTransport implements Transport {
     return await this.#run(action, async (connection) => {
       const temp = joinPath(partDir, partTempName(index));
       try {
-        await writeFile(connection, temp, data);
+        await writeFile(connection, temp, data, this.#resumeCheck(connection));
       } catch (error) {
         throw await this.#noSpace(connection, partDir, data.byteLength, error);
       }
@@ -215,6 +216,7 @@ export class SftpTransport implements Transport {
           fsync: this.#config.fsync,
           deadline: (bytes) => this.#deadline(bytes),
           makeDirectory: (dir) => this.#makeDirectory(connection, dir),
+          resume: this.#resumeCheck(connection),
         });
         return { tempPath, sha256, size };
       } catch (error) {
@@ -337,6 +339,21 @@ export class SftpTransport implements Transport {
   }
 
   /** Runs `body` on a connection, turning every failure into a TransportError for `action`. */
+  /** Resumes files cut mid-way (resume.ts), saying so in the log. */
+  #resumeCheck(connection: SshConnection): ResumeCheck {
+    const check = resumeCheck(connection, (bytes) => this.#deadline(bytes));
+    return async (path, stats, data) => {
+      const offset = await check(path, stats, data);
+      if (offset > 0) {
+        this.#log.info(
+          `resuming ${JSON.stringify(path)} at byte ${offset} of ${data.byteLength}: the vessel ` +
+            "holds the start from an earlier try",
+        );
+      }
+      return offset;
+    };
+  }
+
   async #run<T>(action: string, body: (connection: SshConnection) => Promise<T>): Promise<T> {
     let connection: SshConnection | undefined;
     try {

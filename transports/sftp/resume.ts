@@ -1,0 +1,54 @@
+/**
+ * Resuming a file cut mid-way: a part's `N.part.tmp` or a one-part file's
+ * temp name left by a try whose connection broke keeps what the vessel had
+ * written, so the next try sends only the rest instead of starting from
+ * byte 0 (on a slow link that breaks every few minutes, starting over can
+ * mean never finishing).
+ *
+ * What is kept is checked, not trusted: the vessel hashes the start of the
+ * file and it must equal the sha256 of the same bytes here (the file may
+ * hold another version of the source, or writes of a dead connection). The
+ * final sha256 of the whole file is verified as always.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import type { Stats } from "./_ssh2.ts";
+import { parseSha256, prefixHashCommand } from "./commands.ts";
+import type { SshConnection } from "./connection.ts";
+
+/** The unit kept: the start of the file is checked in whole blocks. */
+const BLOCK = 64 * 1024;
+/**
+ * Below this, sending again costs less than checking: the check is a
+ * command round trip (and a small file's write and read-back make one).
+ */
+export const MIN_RESUME = 512 * 1024;
+
+/** Decides, for a regular file found at `path`, from which byte to write `data`. */
+export type ResumeCheck = (path: string, stats: Stats, data: Uint8Array) => Promise<number>;
+
+/**
+ * A {@linkcode ResumeCheck} that keeps the longest start of the file, in
+ * whole blocks and at most `data`'s length, whose sha256 on the vessel
+ * equals that of the same bytes of `data`; 0 (write everything) when that
+ * is under {@linkcode MIN_RESUME}, the file is longer than `data`, or the
+ * bytes differ. `deadline` gives the milliseconds a command reading that
+ * many bytes may run.
+ */
+export function resumeCheck(
+  connection: SshConnection,
+  deadline: (bytes: number) => number,
+): ResumeCheck {
+  return async (path, stats, data) => {
+    const size = Number(stats.size ?? 0);
+    if (size > data.byteLength) return 0;
+    const blocks = Math.floor(size / BLOCK);
+    const offset = blocks * BLOCK;
+    if (offset < MIN_RESUME) return 0;
+    const result = await connection.exec(prefixHashCommand(path, blocks, BLOCK), deadline(offset));
+    const remote = result.code === 0 ? parseSha256(result.stdout) : undefined;
+    const local = createHash("sha256").update(data.subarray(0, offset)).digest("hex");
+    return remote === local ? offset : 0;
+  };
+}

@@ -1,0 +1,179 @@
+/**
+ * Resuming a file cut mid-way (resume.ts), on both carriers, against a real
+ * sshd behind the fault proxy: the bytes the proxy forwards on the second
+ * try show what was sent again.
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { FaultProxy } from "../../tests/fault_proxy.ts";
+import {
+  serverUnavailable,
+  skipNotice,
+  startOpenSsh,
+  type TestServer,
+} from "../../tests/servers.ts";
+import { tempPathFor, type TransportError, type TransportLogger } from "../transport.ts";
+import { findSsh } from "./openssh_setup.ts";
+import { SftpTransport } from "./sftp_transport.ts";
+
+const MiB = 1 << 20;
+const unavailable = serverUnavailable("openssh");
+if (unavailable) skipNotice("SFTP resume", unavailable);
+
+function sha256(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+function bytes(length: number, seed: number): Uint8Array {
+  const data = new Uint8Array(length);
+  let state = seed;
+  for (let i = 0; i < length; i++) {
+    state = (state * 1664525 + 1013904223) >>> 0;
+    data[i] = state >>> 24;
+  }
+  return data;
+}
+
+/** A transport with one connection through a fresh proxy, its log lines, and cleanup. */
+async function through(server: TestServer, carrier: "builtin" | "openssh") {
+  const proxy = await FaultProxy.start({ target: { hostname: "127.0.0.1", port: server.port } });
+  const knownHostsFile = `${server.dir}/known_hosts_proxy`;
+  await Deno.writeTextFile(knownHostsFile, `[127.0.0.1]:${proxy.port} ${server.hostPublicKey}\n`);
+  const lines: string[] = [];
+  const log: TransportLogger = {
+    error: (line) => lines.push(line),
+    warn: (line) => lines.push(line),
+    info: (line) => lines.push(line),
+    debug: () => {},
+  };
+  const transport = new SftpTransport(
+    server.vesselConfig({ port: proxy.port, knownHostsFile, sshClient: carrier }),
+    { connections: 1, log },
+  );
+  return {
+    proxy,
+    transport,
+    lines,
+    close: async () => {
+      await transport.close();
+      await proxy.close();
+    },
+  };
+}
+
+/** The byte the transport logged it resumed `name` at. */
+function resumedAt(lines: string[], name: string): number {
+  const line = lines.find((line) => line.includes(name) && line.startsWith("resuming"));
+  const offset = Number(/ at byte (\d+) of /.exec(line ?? "")?.[1]);
+  assert.ok(offset > 0, `no resume of ${name} logged: ${lines.join("\n")}`);
+  return offset;
+}
+
+/**
+ * What a retry may send beyond the rest of the file: a new connection's
+ * handshake, the check of the start, SFTP headers.
+ */
+const OVERHEAD = 256 * 1024;
+
+/** Runs `put` once cut after `cutAt` bytes (rejects), then again; returns bytes sent by each. */
+async function cutThenRetry(
+  proxy: FaultProxy,
+  transport: SftpTransport,
+  cutAt: number,
+  put: () => Promise<unknown>,
+): Promise<{ first: number; second: number }> {
+  await transport.hash("/nonexistent"); // Connects: the cut counts from the file's first byte.
+  const before = proxy.bytes.up + proxy.bytes.down;
+  proxy.cutAfter({ minBytes: cutAt, maxBytes: cutAt, mode: "fin" });
+  await assert.rejects(put(), (error: TransportError) => error.code === "connection");
+  proxy.clear();
+  const first = proxy.bytes.up - before;
+  const cut = proxy.bytes.up;
+  await put();
+  return { first, second: proxy.bytes.up - cut };
+}
+
+for (const carrier of ["builtin", "openssh"] as const) {
+  const ignore = unavailable !== undefined || (carrier === "openssh" && !findSsh());
+
+  Deno.test({
+    name:
+      `${carrier} carrier: a one-part file cut mid-way resumes from what the vessel holds, sending only the rest`,
+    ignore,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const server = await startOpenSsh();
+      const { proxy, transport, lines, close } = await through(server, carrier);
+      try {
+        const destination = `${server.dir}/inbox/whole.bin`;
+        const data = bytes(8 * MiB, 7);
+        const { second } = await cutThenRetry(
+          proxy,
+          transport,
+          6 * MiB,
+          () => transport.putWhole("resume1", destination, data),
+        );
+        const stored = await Deno.readFile(tempPathFor("resume1", destination));
+        assert.equal(sha256(stored), sha256(data), "the file on the vessel");
+        // The vessel keeps what sshd passed on before the cut (up to a channel window less
+        // than the proxy forwarded); the retry sends only what it lacks.
+        const offset = resumedAt(lines, "resume1.tmp");
+        assert.ok(offset >= 2 * MiB, `resumed at ${offset}`);
+        assert.ok(
+          second <= data.byteLength - offset + OVERHEAD,
+          `second try sent ${second} bytes, resuming at ${offset}`,
+        );
+      } finally {
+        await close();
+        await server.stop();
+      }
+    },
+  });
+
+  Deno.test({
+    name: `${carrier} carrier: a part cut mid-way resumes; a left file that differs is replaced`,
+    ignore,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const server = await startOpenSsh();
+      const { proxy, transport, lines, close } = await through(server, carrier);
+      try {
+        const destination = `${server.dir}/inbox/parts.bin`;
+        const data = bytes(6 * MiB, 8);
+        await transport.prepare("resume2", destination);
+        const { second } = await cutThenRetry(
+          proxy,
+          transport,
+          5 * MiB,
+          () => transport.putPart("resume2", 0, data),
+        );
+        const offset = resumedAt(lines, "0.part.tmp");
+        assert.ok(offset >= MiB, `resumed at ${offset}`);
+        assert.ok(
+          second <= data.byteLength - offset + OVERHEAD,
+          `second try sent ${second} bytes, resuming at ${offset}`,
+        );
+        assert.deepEqual([...await transport.listParts("resume2")], [0]);
+        const assembled = await transport.assemble("resume2", 1, destination);
+        assert.equal(assembled.sha256, sha256(data));
+        await transport.remove(assembled.tempPath);
+        await transport.removeParts("resume2");
+
+        // A file with other bytes at the temp name (another version of the source): the
+        // vessel's hash of its start differs, so it is written from byte 0.
+        const other = `${server.dir}/inbox/other.bin`;
+        const temp = tempPathFor("resume3", other);
+        await Deno.writeFile(temp, bytes(2 * MiB, 9), { mode: 0o600 });
+        const sent = proxy.bytes.up;
+        const whole = await transport.putWhole("resume3", other, data);
+        assert.equal(whole.sha256, sha256(data));
+        assert.ok(proxy.bytes.up - sent >= data.byteLength, "the differing file was resumed");
+      } finally {
+        await close();
+        await server.stop();
+      }
+    },
+  });
+}
