@@ -41,6 +41,8 @@ export interface OpenSshSetup {
 /** ssh_config's built-in cipher order; AES-GCM first when the CPU has AES-NI. */
 const AES_FIRST = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com";
 const DIR_PREFIX = "contentmonster-ssh-";
+/** Leftovers of dead processes are cleared once per process. */
+let staleRemoval: Promise<void> | undefined;
 
 /**
  * The `ssh` binary for `command` (an absolute path, or a name looked up on
@@ -131,6 +133,8 @@ export async function prepareOpenSsh(
     // ssh would create it world-readable (umask); the builtin client makes it 0600.
     await Deno.writeTextFile(vessel.knownHostsFile, "", { append: true, mode: 0o600 });
   }
+  staleRemoval ??= removeStaleDirectories();
+  await staleRemoval;
   const dir = await Deno.makeTempDir({ prefix: `${DIR_PREFIX}${Deno.pid}-` });
   await Deno.chmod(dir, 0o700);
   const env: Record<string, string> = { ...Deno.env.toObject() };
