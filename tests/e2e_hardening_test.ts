@@ -99,3 +99,31 @@ Deno.test("a processed/ planted as a symlink receives nothing; the refusal is lo
     await ws.cleanup();
   }
 });
+
+Deno.test("a name that is not valid UTF-8 is warned about, shown by status, and once exits 1", async () => {
+  const { ws, config } = await shore();
+  try {
+    await ws.write("outbox/fine.txt", "delivered\n");
+    await ws.mkdir("outbox/sub");
+    // Latin-1 "café.txt": byte 0xE9 alone is not UTF-8. Deno cannot name it, so a shell does.
+    const made = await new Deno.Command("/bin/sh", {
+      args: ["-c", `printf x > "$(printf '%s/caf\\351.txt' "$1")"`, "sh", ws.path("outbox/sub")],
+    }).output();
+    assert.equal(made.code, 0);
+    const result = await runCli(["once", "--config", config, "--timeout", "60"]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /cannot replicate "sub\/caf\\uFFFD\.txt": its name is not valid UTF-8/,
+    );
+    assert.match(result.stderr, /1 file cannot be replicated/);
+    assert.equal(await Deno.readTextFile(ws.path("vessel/srv/inbox/fine.txt")), "delivered\n");
+    const status = await runCli(["status", "--config", config]);
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /directory "outbox": cannot replicate "sub\/caf\\uFFFD\.txt"/);
+    const json = JSON.parse((await runCli(["status", "--config", config, "--json"])).stdout);
+    assert.deepEqual(json.unaddressable, [{ directory: "outbox", relpath: "sub/caf\uFFFD.txt" }]);
+  } finally {
+    await ws.cleanup();
+  }
+});

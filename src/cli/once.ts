@@ -25,6 +25,14 @@ export async function runOnce(
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
     if (signal.aborted) return 1;
+    const unaddressable = replicator.store.unaddressableFiles().length;
+    if (unaddressable > 0) {
+      log.error(
+        `${plural(unaddressable, "file")} cannot be replicated (names not valid UTF-8); ` +
+          "see the warnings above or `contentmonster status`",
+      );
+      return 1;
+    }
     const { failed, files } = replicator.store.counts();
     if (failed > 0) {
       log.error(

@@ -48,6 +48,7 @@ export async function startReplicator(
   });
   const watcher = new Watcher(config.directories, (file) => engine.enqueue(file), {
     trustExisting: options.once,
+    onUnaddressable: (directory, relpaths) => store.setUnaddressable(directory, relpaths),
   });
   let metricsServer: MetricsServer | undefined;
   if (metrics && config.monster.metricsAddress) {

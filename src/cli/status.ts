@@ -4,6 +4,7 @@ import { print } from "../log/logger.ts";
 import { formatBytes, formatDuration, formatRate, plural } from "../log/units.ts";
 import { Store } from "../store/store.ts";
 import { formatTable } from "./format_table.ts";
+import { escapeName } from "../watch/watcher.ts";
 import {
   type StatusReport,
   statusReport,
@@ -21,6 +22,7 @@ export async function showStatus(config: Config, json: boolean): Promise<number>
         health: store.vesselHealth(),
         queue: store.queueStatus(),
         oldest: store.oldestWaiting(),
+        unaddressable: store.unaddressableFiles(),
       };
     } finally {
       store.close();
@@ -73,8 +75,20 @@ export function renderStatus(report: StatusReport): string {
       oneLine(row.lastError ?? ""),
     ]);
   }
-  return [formatTable(vessels), ...errors, "", formatTable(directories), "", formatTable(queue)]
-    .join("\n");
+  const skipped = report.unaddressable.map(({ directory, relpath }) =>
+    `directory "${directory}": cannot replicate ${
+      escapeName(relpath)
+    } (name not valid UTF-8; rename it)`
+  );
+  return [
+    formatTable(vessels),
+    ...errors,
+    "",
+    formatTable(directories),
+    ...skipped,
+    "",
+    formatTable(queue),
+  ].join("\n");
 }
 
 function describeState(vessel: VesselReport, now: number): string {

@@ -55,6 +55,8 @@ export interface StatusReport {
   readonly vessels: readonly VesselReport[];
   readonly directories: readonly DirectoryReport[];
   readonly queue: readonly QueueStatus[];
+  /** Files found but not replicable (names that are not valid UTF-8). */
+  readonly unaddressable: readonly { directory: string; relpath: string }[];
 }
 
 /** What the store holds for `status`. */
@@ -62,6 +64,7 @@ export interface StoredStatus {
   readonly health: readonly VesselHealthRecord[];
   readonly queue: readonly QueueStatus[];
   readonly oldest: readonly OldestWaiting[];
+  readonly unaddressable?: readonly { directory: string; relpath: string }[];
 }
 
 /** Builds the report of `config`'s vessels and directories from what the store holds. */
@@ -100,7 +103,9 @@ export function statusReport(config: Config, stored: StoredStatus, now = Date.no
       oldestAgeSeconds: oldest ? Math.max(0, Math.round((now - oldest.queuedAt) / 1000)) : null,
     };
   });
-  return { now: new Date(now).toISOString(), vessels, directories, queue };
+  const unaddressable = (stored.unaddressable ?? [])
+    .map(({ directory, relpath }) => ({ directory, relpath }));
+  return { now: new Date(now).toISOString(), vessels, directories, queue, unaddressable };
 }
 
 function iso(ms: number | null | undefined): string | null {

@@ -51,4 +51,11 @@ export const MIGRATIONS: readonly string[] = [
   `ALTER TABLE files ADD COLUMN dev INTEGER;
    ALTER TABLE files ADD COLUMN ino INTEGER;
    ALTER TABLE files ADD COLUMN ctime_ms REAL;`,
+  // 4: files the last full scan found but cannot address (names that are not valid UTF-8).
+  `CREATE TABLE unaddressable_files (
+     directory TEXT NOT NULL,
+     relpath TEXT NOT NULL,
+     seen_at INTEGER NOT NULL,
+     PRIMARY KEY (directory, relpath)
+   ) WITHOUT ROWID;`,
 ];

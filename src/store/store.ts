@@ -569,6 +569,32 @@ export class Store {
     }));
   }
 
+  /**
+   * The files the latest full scan of `directory` found but cannot address
+   * (their names are not valid UTF-8), replacing what an earlier scan found.
+   */
+  setUnaddressable(directory: string, relpaths: readonly string[]): void {
+    this.#transaction(() => {
+      this.#db.prepare("DELETE FROM unaddressable_files WHERE directory = ?").run(directory);
+      const insert = this.#db.prepare(
+        "INSERT OR IGNORE INTO unaddressable_files (directory, relpath, seen_at) VALUES (?, ?, ?)",
+      );
+      const now = Date.now();
+      for (const relpath of relpaths) insert.run(directory, relpath, now);
+    });
+  }
+
+  /** Files found but not replicable, for `status` and `once`. */
+  unaddressableFiles(): { directory: string; relpath: string; seenAt: number }[] {
+    return this.#db.prepare(
+      "SELECT directory, relpath, seen_at FROM unaddressable_files ORDER BY directory, relpath",
+    ).all().map((row) => ({
+      directory: String(row.directory),
+      relpath: String(row.relpath),
+      seenAt: Number(row.seen_at),
+    }));
+  }
+
   /** Closes the database and releases its lock. */
   close(): void {
     if (this.#db.isOpen) this.#db.close();

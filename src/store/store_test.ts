@@ -54,7 +54,14 @@ Deno.test("Store.open() creates the database, its directory and the schema", asy
       assert.equal(db.prepare("PRAGMA journal_mode").get()?.journal_mode, "wal");
       const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .all().map((row) => row.name);
-      assert.deepEqual(tables, ["deliveries", "files", "meta", "parts", "vessels"]);
+      assert.deepEqual(tables, [
+        "deliveries",
+        "files",
+        "meta",
+        "parts",
+        "unaddressable_files",
+        "vessels",
+      ]);
     } finally {
       db.close();
     }

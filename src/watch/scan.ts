@@ -55,7 +55,11 @@ const STAT_BATCH = 64;
  * subdirectories that vanish during the scan are skipped silently, and
  * unreadable subdirectories are skipped with a warning.
  */
-export async function scanDirectory(location: string, under = ""): Promise<ScannedFile[]> {
+export async function scanDirectory(
+  location: string,
+  under = "",
+  unaddressable: string[] = [],
+): Promise<ScannedFile[]> {
   const files: ScannedFile[] = [];
   const start = under ? `${location}/${under}` : location;
   let entries: Deno.DirEntry[];
@@ -66,8 +70,23 @@ export async function scanDirectory(location: string, under = ""): Promise<Scann
       cause: error,
     });
   }
-  await scanEntries(location, under, entries, files);
+  await scanEntries(location, under, entries, files, unaddressable);
   return files;
+}
+
+/**
+ * Whether `relpath` below `location` is a name Deno cannot open: a name that
+ * is not valid UTF-8 reaches JavaScript with U+FFFD in place of its bad
+ * bytes, and that string names another path (or none).
+ */
+async function unreachable(location: string, relpath: string): Promise<boolean> {
+  if (!relpath.includes("\uFFFD")) return false;
+  try {
+    await Deno.lstat(`${location}/${relpath}`);
+    return false;
+  } catch (error) {
+    return error instanceof Deno.errors.NotFound;
+  }
 }
 
 async function scanEntries(
@@ -75,12 +94,17 @@ async function scanEntries(
   dir: string,
   entries: Deno.DirEntry[],
   files: ScannedFile[],
+  unaddressable: string[],
 ): Promise<void> {
   const subdirs: string[] = [];
   const candidates: string[] = [];
   for (const entry of entries) {
     if (isIgnoredName(entry.name) || entry.isSymlink) continue;
     const relpath = dir ? `${dir}/${entry.name}` : entry.name;
+    if (await unreachable(location, relpath)) {
+      unaddressable.push(relpath);
+      continue;
+    }
     if (entry.isDirectory) {
       if (dir || entry.name !== PROCESSED_DIR) subdirs.push(relpath);
     } else if (entry.isFile) {
@@ -104,7 +128,7 @@ async function scanEntries(
       }
       continue;
     }
-    await scanEntries(location, subdir, children, files);
+    await scanEntries(location, subdir, children, files, unaddressable);
   }
 }
 

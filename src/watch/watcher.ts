@@ -59,6 +59,11 @@ export interface WatcherOptions {
   retryMs?: number;
   /** Files found by the start-up scan need only the `settleMs` check (for `once`). */
   trustExisting?: boolean;
+  /**
+   * After each full scan of a directory: the files it found that cannot be
+   * replicated (names that are not valid UTF-8), each also warned about.
+   */
+  onUnaddressable?: (directory: string, relpaths: string[]) => void;
 }
 
 /** Watches source directories and calls `onReady` for each ready file version. */
@@ -78,6 +83,7 @@ export class Watcher {
       rescanMs,
       retryMs: options.retryMs ?? Math.min(rescanMs, 5_000),
       trustExisting: options.trustExisting ?? false,
+      onUnaddressable: options.onUnaddressable,
     };
     this.#watches = directories.map((config) => new DirectoryWatch(config, onReady, timings));
   }
@@ -114,6 +120,7 @@ interface Timings {
   readonly rescanMs: number;
   readonly retryMs: number;
   readonly trustExisting: boolean;
+  readonly onUnaddressable?: (directory: string, relpaths: string[]) => void;
 }
 
 /** One source directory: its `Deno.FsWatcher`, scans and settler. */
@@ -324,8 +331,9 @@ class DirectoryWatch {
   async #scan(under: string | undefined, hint: Hint): Promise<void> {
     if (this.#stopped) return;
     let files;
+    const unaddressable: string[] = [];
     try {
-      files = await scanDirectory(this.#location, under);
+      files = await scanDirectory(this.#location, under, unaddressable);
     } catch (error) {
       if (under !== undefined) return; // the new directory vanished again
       if (!this.#scanFailing) this.#log.error(describeError(error));
@@ -341,9 +349,23 @@ class DirectoryWatch {
       found.add(file.relpath);
       this.settler.note(file.relpath, hint, file);
     }
+    for (const relpath of unaddressable) {
+      this.#log.warn(
+        `cannot replicate ${
+          escapeName(relpath)
+        }: its name is not valid UTF-8 (shown as \\uFFFD), ` +
+          `so it cannot be opened; rename it to UTF-8 (e.g. with convmv)`,
+      );
+    }
     if (under !== undefined) return;
+    this.#timings.onUnaddressable?.(this.config.name, unaddressable);
     for (const relpath of this.settler.known()) {
       if (!found.has(relpath)) this.settler.verify(relpath);
     }
   }
+}
+
+/** A file name for a log line: quoted, control characters and U+FFFD escaped. */
+export function escapeName(name: string): string {
+  return JSON.stringify(name).replaceAll("\uFFFD", "\\uFFFD");
 }
