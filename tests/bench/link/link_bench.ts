@@ -169,7 +169,17 @@ async function benchLink(
       await Deno.mkdir(destination(name), { recursive: true });
       const result = await verified(await run(), destination(name), files);
       runs.push([name, result]);
-      say(`  ${label}: ${name} ${formatRun(result)}${result.error ? ` (${result.error})` : ""}`);
+      // ContentMonster's retries say how often the link broke a transfer (item 0 of issue 8).
+      const retries = name.startsWith("cm-")
+        ? (result.stderr?.match(/retrying in/g) ?? []).length
+        : undefined;
+      const firstRetry = result.stderr?.split("\n").find((line) => line.includes("retrying in"));
+      say(
+        `  ${label}: ${name} ${formatRun(result)}` +
+          (retries !== undefined ? ` (${retries} retries)` : "") +
+          (result.error ? ` (${result.error})` : ""),
+      );
+      if (firstRetry) say(`    first retry: ${firstRetry.slice(0, 240)}`);
     };
     const sources = [...files.keys()].map((name) => `${dir}/source/${name}`);
     await tool("scp", () => scp(link.shore, server, sources, destination("scp"), timeoutSeconds));

@@ -14,6 +14,8 @@ export interface ToolRun {
   readonly timedOut: boolean;
   /** Why the run failed (exit status and the end of its stderr). */
   readonly error?: string;
+  /** What the tool wrote to stderr (its last 64 KiB). */
+  readonly stderr?: string;
 }
 
 /** `12.3 s`, `> 300 s`, or `failed`. */
@@ -77,9 +79,10 @@ export async function runIn(
   clearTimeout(timer);
   running.delete(child.pid);
   const seconds = timedOut ? timeoutSeconds : (performance.now() - started) / 1000;
-  if (timedOut || status.success) return { seconds, timedOut };
-  const tail = (await stderr).trim().split("\n").slice(-3).join(" | ");
-  return { seconds, timedOut, error: `${argv[0]} exited ${status.code}: ${tail}` };
+  const text = (await stderr).slice(-65536);
+  if (timedOut || status.success) return { seconds, timedOut, stderr: text };
+  const tail = text.trim().split("\n").slice(-3).join(" | ");
+  return { seconds, timedOut, error: `${argv[0]} exited ${status.code}: ${tail}`, stderr: text };
 }
 
 function sshOptions(server: TestServer): string[] {
@@ -160,7 +163,7 @@ export async function contentMonster(
   const run = await runIn(ns, argv, options.timeoutSeconds + 15);
   // `once` exits 1 at its own --timeout: the same outcome as the deadline.
   if (run.error && run.seconds >= options.timeoutSeconds) {
-    return { seconds: options.timeoutSeconds, timedOut: true };
+    return { seconds: options.timeoutSeconds, timedOut: true, stderr: run.stderr };
   }
   return run;
 }
