@@ -3,7 +3,7 @@
  * `once`, and takes them apart again in the right order.
  */
 import type { Config } from "../config/types.ts";
-import { Engine } from "../engine/engine.ts";
+import { Engine, type VesselActivity } from "../engine/engine.ts";
 import { type EngineObserver, fanOut } from "../engine/observer.ts";
 import { engineLog } from "../log/engine_log.ts";
 import { logger } from "../log/logger.ts";
@@ -29,6 +29,29 @@ export async function startReplicator(
 ): Promise<Replicator> {
   const log = logger("");
   const store = await Store.open(config.monster.database, { exclusive: true });
+  const observers: EngineObserver[] = [engineLog()];
+  // The engine comes later; until then a scrape shows no vessel activity.
+  let activity: () => VesselActivity[] = () => [];
+  let metricsServer: MetricsServer | undefined;
+  const metrics = config.monster.metricsAddress && engineMetrics(config);
+  if (metrics && config.monster.metricsAddress) {
+    observers.push(metrics.observer);
+    metrics.readFrom({
+      activity: () => activity(),
+      queue: () => store.queueStatus(),
+    });
+    const { hostname, port } = config.monster.metricsAddress;
+    try {
+      metricsServer = serveMetrics(metrics.registry, hostname, port);
+    } catch (error) {
+      store.close(); // releases the lock before the exit
+      throw error;
+    }
+    const host = metricsServer.hostname.includes(":")
+      ? `[${metricsServer.hostname}]`
+      : metricsServer.hostname;
+    log.info(`metrics at http://${host}:${metricsServer.port}/metrics`);
+  }
   const transports = await Promise.all(
     config.vessels.map((vessel) => openTransport(vessel, logger(`vessel ${vessel.name}`))),
   );
@@ -38,28 +61,16 @@ export async function startReplicator(
       log.info(`retrying ${plural(retried, "delivery", "deliveries")} that had failed`);
     }
   }
-  const observers: EngineObserver[] = [engineLog()];
-  const metrics = config.monster.metricsAddress && engineMetrics(config);
-  if (metrics) observers.push(metrics.observer);
   const engine = new Engine(config, store, transports, {
     retryFailed: !options.once,
     onProcessed: (directory, relpath) => watcher.forget(directory, relpath),
     observer: fanOut(...observers),
   });
+  activity = () => engine.activity();
   const watcher = new Watcher(config.directories, (file) => engine.enqueue(file), {
     trustExisting: options.once,
     onUnaddressable: (directory, relpaths) => store.setUnaddressable(directory, relpaths),
   });
-  let metricsServer: MetricsServer | undefined;
-  if (metrics && config.monster.metricsAddress) {
-    metrics.readFrom({ activity: () => engine.activity(), queue: () => store.queueStatus() });
-    const { hostname, port } = config.monster.metricsAddress;
-    metricsServer = serveMetrics(metrics.registry, hostname, port);
-    const host = metricsServer.hostname.includes(":")
-      ? `[${metricsServer.hostname}]`
-      : metricsServer.hostname;
-    log.info(`metrics at http://${host}:${metricsServer.port}/metrics`);
-  }
   await engine.start();
   await watcher.start();
   log.info(
