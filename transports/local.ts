@@ -172,7 +172,7 @@ export class LocalTransport implements Transport {
         await writeAll(file, data);
         if (this.#fsync) await file.sync();
         await file.seek(0, Deno.SeekMode.Start);
-        const { sha256, size } = await hashFile(file);
+        const { sha256, size } = await hashFile(file, data.byteLength);
         return { tempPath, sha256, size };
       } finally {
         file.close();
@@ -186,7 +186,7 @@ export class LocalTransport implements Transport {
   async hash(path: string): Promise<string | undefined> {
     try {
       using file = await Deno.open(this.#local(path));
-      return (await hashFile(file)).sha256;
+      return (await hashFile(file, (await file.stat()).size)).sha256;
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return undefined;
       throw this.#fail(`hash "${path}"`, error);
@@ -197,6 +197,12 @@ export class LocalTransport implements Transport {
     try {
       if (mode !== undefined) await Deno.chmod(this.#local(tempPath), mode & 0o777);
       await Deno.rename(this.#local(tempPath), this.#local(destination));
+      if (this.#fsync) {
+        // The rename is durable once the directory's entries are: a power loss must not lose
+        // a file the shore has already moved to processed/.
+        using dir = await Deno.open(this.#local(parentOf(destination)));
+        await dir.sync();
+      }
     } catch (error) {
       throw this.#fail(`publish "${destination}"`, error);
     }
@@ -273,10 +279,17 @@ export class LocalTransport implements Transport {
   }
 }
 
-/** The sha256 and size of the rest of `file`. */
-async function hashFile(file: Deno.FsFile): Promise<{ sha256: string; size: number }> {
+/**
+ * The sha256 and size of the rest of `file`, read with a buffer sized for
+ * `sizeHint` bytes: a 1 MiB buffer per small file is most of the garbage a
+ * queue of small files makes.
+ */
+async function hashFile(
+  file: Deno.FsFile,
+  sizeHint = COPY_BUFFER,
+): Promise<{ sha256: string; size: number }> {
   const hash = createHash("sha256");
-  const buffer = new Uint8Array(COPY_BUFFER);
+  const buffer = new Uint8Array(Math.min(COPY_BUFFER, Math.max(1 << 16, sizeHint + 1)));
   let size = 0;
   for (let read; (read = await file.read(buffer)) !== null;) {
     hash.update(buffer.subarray(0, read));

@@ -129,6 +129,7 @@ export async function loadConfig(path: string, options: ParseConfigOptions = {})
   }
   const config = parseConfig(text, path, options);
   await checkConfigPaths(config);
+  (config.warnings as string[]).push(...await secretModeWarnings(config));
   return config;
 }
 
@@ -149,6 +150,7 @@ export function parseConfig(text: string, path: string, options: ParseConfigOpti
     readTextFile: options.readTextFile ?? Deno.readTextFileSync,
     warnings: [],
     checks: [],
+    secrets: [],
   };
   const document = parseIni(text, path, { secretKeys: SECRET_KEYS });
   const referenced = referencedKeys([
@@ -217,7 +219,38 @@ export function parseConfig(text: string, path: string, options: ParseConfigOpti
     warnings: context.warnings,
   };
   pathChecks.set(config, context.checks);
+  secretChecks.set(config, context.secrets);
   return config;
+}
+
+const secretChecks = new WeakMap<Config, readonly SecretCheck[]>();
+
+/**
+ * Warnings for files holding secrets that group or others can read (an
+ * IdentityFile, a PasswordFile, a settings.ini holding a Password), as
+ * OpenSSH warns about an unprotected private key.
+ */
+async function secretModeWarnings(config: Config): Promise<string[]> {
+  const warnings: string[] = [];
+  const seen = new Set<string>();
+  for (const check of secretChecks.get(config) ?? []) {
+    if (seen.has(check.path)) continue;
+    seen.add(check.path);
+    let mode: number;
+    try {
+      mode = ((await Deno.stat(check.path)).mode ?? 0) & 0o777;
+    } catch {
+      continue; // a missing file is reported by the path checks
+    }
+    if ((mode & 0o077) === 0) continue;
+    warnings.push(
+      formatConfigLocation(check.where) +
+        `"${check.path}" holds ${check.holds} and is readable by group or others (mode ${
+          mode.toString(8).padStart(4, "0")
+        }); run \`chmod 600 ${check.path}\``,
+    );
+  }
+  return warnings;
 }
 
 /**
@@ -255,6 +288,16 @@ interface Context {
   readonly readTextFile: (path: string) => string;
   readonly warnings: string[];
   readonly checks: PathCheck[];
+  /** Files holding secrets (and the config itself when it holds one), for mode warnings. */
+  readonly secrets: SecretCheck[];
+}
+
+/** A file whose mode {@linkcode loadConfig} checks, as OpenSSH does for keys. */
+interface SecretCheck {
+  readonly path: string;
+  /** What the file holds, for the warning. */
+  readonly holds: string;
+  readonly where: ConfigLocation;
 }
 
 /** One section being read: values by canonical key name, and errors located at them. */
@@ -426,6 +469,23 @@ function parseDirectory(
   }
   section.check("Location", location, "directory");
   const destination = section.vesselPath("Destination") ?? location;
+  for (const other of others) {
+    // Two directories writing into one tree would replace each other's files.
+    const relation = destination === other.destination
+      ? "is also"
+      : isInside(destination, other.destination)
+      ? "is inside"
+      : isInside(other.destination, destination)
+      ? "contains"
+      : undefined;
+    if (relation) {
+      throw section.fail(
+        "Destination",
+        `"${destination}" ${relation} the Destination of [Directory ${other.name}] ` +
+          `("${other.destination}"): their files would overwrite each other`,
+      );
+    }
+  }
   return { name, location, destination };
 }
 
@@ -479,7 +539,14 @@ function parseVessel(section: Section, name: string): VesselConfig {
   }
 
   const identityFile = section.shorePath("IdentityFile");
-  if (identityFile !== undefined) section.check("IdentityFile", identityFile, "file");
+  if (identityFile !== undefined) {
+    section.check("IdentityFile", identityFile, "file");
+    context.secrets.push({
+      path: identityFile,
+      holds: "a private key",
+      where: section.where("IdentityFile"),
+    });
+  }
 
   let timeout = 10;
   const timeoutText = section.text("Timeout");
@@ -572,6 +639,11 @@ function readSecret(section: Section, key: string, fileKey: string): Secret | un
     );
   }
   if (inline !== undefined) {
+    section.context.secrets.push({
+      path: section.context.file,
+      holds: `a ${key}`,
+      where: section.where(key),
+    });
     if (section.ini.entry(key)?.strippedComment) {
       section.warn(
         key,
@@ -582,6 +654,11 @@ function readSecret(section: Section, key: string, fileKey: string): Secret | un
     return new Secret(inline);
   }
   if (path === undefined) return undefined;
+  section.context.secrets.push({
+    path,
+    holds: `a ${key.toLowerCase()}`,
+    where: section.where(fileKey),
+  });
   let content: string;
   try {
     content = section.context.readTextFile(path);

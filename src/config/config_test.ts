@@ -146,9 +146,9 @@ Deno.test("loadConfig() reads every key, resolving shore paths against the confi
     await Deno.mkdir(join(dir, "out box"));
     await Deno.mkdir(join(dir, "mirror"));
     await Deno.mkdir(join(dir, ".ssh"));
-    await Deno.writeTextFile(join(dir, ".ssh", "id_ed25519"), "key");
-    await Deno.writeTextFile(join(dir, "password.txt"), "pa ss #1\n");
-    await Deno.writeTextFile(join(dir, "passphrase.txt"), "phrase\r\n\n");
+    await Deno.writeTextFile(join(dir, ".ssh", "id_ed25519"), "key", { mode: 0o600 });
+    await Deno.writeTextFile(join(dir, "password.txt"), "pa ss #1\n", { mode: 0o600 });
+    await Deno.writeTextFile(join(dir, "passphrase.txt"), "phrase\r\n\n", { mode: 0o600 });
     const config = await load(
       dir,
       `
@@ -535,4 +535,63 @@ Deno.test("loadConfig() refuses an SSHCommand or SSHConfigFile path that does no
       /does not exist/,
     );
   });
+});
+
+Deno.test("loadConfig() warns about secrets that group or others can read, as OpenSSH does", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "contentmonster-config-" });
+  try {
+    await Deno.mkdir(join(dir, "out"));
+    await Deno.writeTextFile(join(dir, "key"), "key", { mode: 0o640 });
+    await Deno.chmod(join(dir, "key"), 0o640);
+    await Deno.writeTextFile(join(dir, "pass"), "secret", { mode: 0o600 });
+    const path = join(dir, "settings.ini");
+    const text = (password: string) =>
+      `[Directory out]\nLocation = out\n\n[Vessel a]\nAddress = a.example\n` +
+      `IdentityFile = key\n${password}\n`;
+    await Deno.writeTextFile(path, text("Password = hunter2"), { mode: 0o644 });
+    await Deno.chmod(path, 0o644);
+    let config = await loadConfig(path, { env: {} });
+    assert.equal(config.warnings.length, 2, config.warnings.join("\n"));
+    assert.match(
+      config.warnings[0],
+      /IdentityFile: ".*\/key" holds a private key and is readable by group or others \(mode 0640\); run `chmod 600 /,
+    );
+    assert.match(
+      config.warnings[1],
+      /Password: ".*settings\.ini" holds a Password and is readable by group or others \(mode 0644\)/,
+    );
+    assert.ok(!config.warnings.join("").includes("hunter2"));
+    await Deno.chmod(join(dir, "key"), 0o600);
+    await Deno.writeTextFile(path, text("PasswordFile = pass"));
+    config = await loadConfig(path, { env: {} });
+    assert.deepEqual(config.warnings, [], "a 0644 settings.ini without a Password is fine");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("parseConfig() refuses two directories whose Destinations overlap", () => {
+  const base = "[Vessel a]\nTransport = local\nRoot = /\n";
+  for (
+    const [one, two, relation] of [
+      ["/srv/in", "/srv/in", "is also"],
+      ["/srv/in", "/srv/in/sub", "is inside"],
+      ["/srv/in/sub", "/srv/in", "contains"],
+    ]
+  ) {
+    const text = `[Directory a]\nLocation = /tmp/a\nDestination = ${one}\n\n` +
+      `[Directory b]\nLocation = /tmp/b\nDestination = ${two}\n\n${base}`;
+    assert.throws(
+      () => parseConfig(text, "/etc/cm/settings.ini", { env: {} }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(error.message, /\[Directory b\] Destination: /);
+        assert.ok(error.message.includes(`${relation} the Destination of [Directory a]`));
+        return true;
+      },
+    );
+  }
+  const fine = `[Directory a]\nLocation = /tmp/a\nDestination = /srv/in\n\n` +
+    `[Directory b]\nLocation = /tmp/b\nDestination = /srv/in2\n\n${base}`;
+  assert.equal(parseConfig(fine, "/etc/cm/settings.ini", { env: {} }).directories.length, 2);
 });

@@ -196,10 +196,14 @@ async function checkFreeSpace(
   // The missing parts plus the assembled copy must fit at the same time.
   const needed = Math.min(size, missingParts * context.chunkSize) + size;
   if (space.freeBytes < needed) {
+    // This file does not fit; smaller ones may. Coded "failed", not the vessel-wide
+    // "no-space" (which a write that fails on a full disk still gives): only this
+    // delivery backs off, and the message says why.
     throw new TransportError(
       `Not enough space on vessel "${context.transport.vessel}" for "${destination}": ` +
-        `${needed} bytes needed, ${space.freeBytes} free`,
-      "no-space",
+        `${needed} bytes needed (its missing parts and the assembled copy), ` +
+        `${space.freeBytes} free; this file waits, smaller ones go on`,
+      "failed",
     );
   }
 }

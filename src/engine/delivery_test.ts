@@ -197,3 +197,17 @@ Deno.test("runDelivery() refuses a source whose subdirectory was swapped for a s
     assert.equal(transport.count("putWhole") + transport.count("publish"), 0);
   });
 });
+
+Deno.test("runDelivery() of a file larger than the vessel's free space fails that delivery only", async () => {
+  await withShore(async ({ transport, queue, attempt }) => {
+    const fileId = await queue("big.bin", bytes(3 << 20));
+    transport.freeBytes = 4 << 20;
+    await assert.rejects(() => attempt(fileId), (error: unknown) => {
+      assert.ok(error instanceof TransportError);
+      assert.equal(error.code, "failed", "not no-space, which backs off the whole vessel");
+      assert.match(error.message, /6291456 bytes needed .*4194304 free; this file waits/);
+      return true;
+    });
+    assert.equal(transport.count("putPart"), 0);
+  });
+});

@@ -178,7 +178,8 @@ export async function readPart(
  */
 export async function hashSource(path: string, expected: SourceStat): Promise<string> {
   const hash = createHash("sha256");
-  const buffer = new Uint8Array(1 << 20);
+  // Sized for the file: a 1 MiB buffer per small file would be most of a small-file queue's garbage.
+  const buffer = new Uint8Array(Math.min(1 << 20, Math.max(1 << 16, expected.size + 1)));
   let total = 0;
   using file = await openExpected(path, expected);
   for (let read; (read = await file.read(buffer)) !== null;) {

@@ -58,4 +58,8 @@ export const MIGRATIONS: readonly string[] = [
      seen_at INTEGER NOT NULL,
      PRIMARY KEY (directory, relpath)
    ) WITHOUT ROWID;`,
+  // 5: the queue's queries use indexes instead of sorting or scanning every delivery.
+  `CREATE INDEX deliveries_due ON deliveries (vessel, file_id)
+     WHERE state IN ('pending', 'publishing', 'failed');
+   CREATE INDEX deliveries_by_state ON deliveries (state);`,
 ];

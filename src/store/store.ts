@@ -2,7 +2,7 @@
  * The state store: the only module that speaks SQL. The queue is a query on
  * it, so a restart (even after `kill -9`) resumes from here.
  */
-import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { InstanceLock } from "./instance_lock.ts";
 import { MIGRATIONS } from "./migrations.ts";
 
@@ -112,6 +112,7 @@ const DELIVERY_COLUMNS = `d.id AS d_id, d.vessel, d.state, d.parts_version, d.at
 export class Store {
   readonly #db: DatabaseSync;
   readonly #lock: InstanceLock | undefined;
+  readonly #statements = new Map<string, StatementSync>();
   /** Unique per database, so several shores can share a vessel's TempDir. */
   readonly instanceId: string;
 
@@ -149,13 +150,27 @@ export class Store {
   }
 
   #instanceId(): string {
-    const select = this.#db.prepare("SELECT value FROM meta WHERE key = 'instance_id'");
+    const select = this.#sql("SELECT value FROM meta WHERE key = 'instance_id'");
     const row = select.get();
     if (row) return String(row.value);
     const id = crypto.randomUUID().replaceAll("-", "").slice(0, 12);
     // Another process opening a new database at the same moment may have written one first.
-    this.#db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance_id', ?)").run(id);
+    this.#sql("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance_id', ?)").run(id);
     return String(select.get()!.value);
+  }
+
+  /**
+   * The prepared statement for `sql`, prepared once: each statement holds
+   * native memory that V8 does not see, so preparing one per call let a
+   * busy queue grow the RSS by hundreds of MiB before a collection freed them.
+   */
+  #sql(sql: string): StatementSync {
+    let statement = this.#statements.get(sql);
+    if (!statement) {
+      statement = this.#db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
   }
 
   #transaction<T>(work: () => T): T {
@@ -193,14 +208,15 @@ export class Store {
 
   #enqueueOne(file: ReadyFileRecord): { fileId: number; result: EnqueueResult } {
     const { directory, relpath, size, mtimeMs, vessels } = file;
-    const existing = this.#db
-      .prepare(`SELECT ${FILE_COLUMNS} FROM files f WHERE directory = ? AND relpath = ?`)
+    const existing = this.#sql(
+      `SELECT ${FILE_COLUMNS} FROM files f WHERE directory = ? AND relpath = ?`,
+    )
       .get(directory, relpath);
     let fileId: number;
     let result: EnqueueResult;
     if (!existing) {
       fileId = Number(
-        this.#db.prepare(
+        this.#sql(
           `INSERT INTO files (directory, relpath, size, mtime_ms, dev, ino, ctime_ms, queued_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
@@ -221,7 +237,7 @@ export class Store {
       if (!same) this.#newVersion(fileId, file);
       result = same ? "unchanged" : "changed";
     }
-    const insert = this.#db.prepare(
+    const insert = this.#sql(
       "INSERT OR IGNORE INTO deliveries (file_id, vessel) VALUES (?, ?)",
     );
     for (const vessel of vessels) insert.run(fileId, vessel);
@@ -229,7 +245,7 @@ export class Store {
   }
 
   #newVersion(fileId: number, stat: { size: number; mtimeMs: number } & FileIdentity): void {
-    this.#db.prepare(
+    this.#sql(
       `UPDATE files SET size = ?, mtime_ms = ?, dev = ?, ino = ?, ctime_ms = ?,
          version = version + 1, sha256 = NULL
        WHERE id = ?`,
@@ -241,11 +257,11 @@ export class Store {
       stat.ctimeMs ?? null,
       fileId,
     );
-    this.#db.prepare(
+    this.#sql(
       `UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = 0,
          last_error = NULL WHERE file_id = ?`,
     ).run(fileId);
-    this.#db.prepare(
+    this.#sql(
       "DELETE FROM parts WHERE delivery_id IN (SELECT id FROM deliveries WHERE file_id = ?)",
     ).run(fileId);
   }
@@ -260,7 +276,7 @@ export class Store {
    * stat could not tell apart): forgets it, so the source is hashed again.
    */
   forgetHash(fileId: number, version: number): void {
-    this.#db.prepare("UPDATE files SET sha256 = NULL WHERE id = ? AND version = ?")
+    this.#sql("UPDATE files SET sha256 = NULL WHERE id = ? AND version = ?")
       .run(fileId, version);
   }
 
@@ -272,12 +288,12 @@ export class Store {
   reconcile(directory: string, vessels: readonly string[]): void {
     this.#transaction(() => {
       const wanted = JSON.stringify(vessels);
-      this.#db.prepare(
+      this.#sql(
         `DELETE FROM deliveries WHERE state != 'done'
            AND vessel NOT IN (SELECT value FROM json_each(?))
            AND file_id IN (SELECT id FROM files WHERE directory = ?)`,
       ).run(wanted, directory);
-      this.#db.prepare(
+      this.#sql(
         `INSERT OR IGNORE INTO deliveries (file_id, vessel)
          SELECT f.id, v.value FROM files f, json_each(?) v WHERE f.directory = ?`,
       ).run(wanted, directory);
@@ -286,7 +302,7 @@ export class Store {
 
   /** Queued files of directories no longer configured; they are left alone. */
   orphanDirectories(configured: readonly string[]): string[] {
-    return this.#db.prepare(
+    return this.#sql(
       `SELECT DISTINCT directory FROM files
        WHERE directory NOT IN (SELECT value FROM json_each(?))`,
     ).all(JSON.stringify(configured)).map((row) => String(row.directory));
@@ -295,7 +311,7 @@ export class Store {
   /** Makes failed deliveries pending again (at start-up: the operator may have fixed things). */
   retryFailed(): number {
     return Number(
-      this.#db.prepare(
+      this.#sql(
         "UPDATE deliveries SET state = 'pending', next_attempt_at = 0 WHERE state = 'failed'",
       ).run().changes,
     );
@@ -303,7 +319,7 @@ export class Store {
 
   /** A queued file, or `undefined` once it is finished. */
   file(fileId: number): FileRecord | undefined {
-    const row = this.#db.prepare(
+    const row = this.#sql(
       `SELECT ${FILE_COLUMNS} FROM files f WHERE id = ?`,
     ).get(fileId);
     return row ? toFile(row) : undefined;
@@ -311,7 +327,7 @@ export class Store {
 
   /** A file by its place, or `undefined` when it is not queued. */
   fileAt(directory: string, relpath: string): FileRecord | undefined {
-    const row = this.#db.prepare(
+    const row = this.#sql(
       `SELECT ${FILE_COLUMNS} FROM files f WHERE directory = ? AND relpath = ?`,
     ).get(directory, relpath);
     return row ? toFile(row) : undefined;
@@ -319,7 +335,7 @@ export class Store {
 
   /** One delivery with its file, or `undefined` if it no longer exists. */
   delivery(deliveryId: number): DeliveryRecord | undefined {
-    const row = this.#db.prepare(
+    const row = this.#sql(
       `SELECT ${DELIVERY_COLUMNS} FROM deliveries d JOIN files f ON f.id = d.file_id
        WHERE d.id = ?`,
     ).get(deliveryId);
@@ -340,11 +356,15 @@ export class Store {
     const states = includeFailed
       ? "('pending', 'publishing', 'failed')"
       : "('pending', 'publishing')";
-    return this.#db.prepare(
-      `SELECT ${DELIVERY_COLUMNS} FROM deliveries d JOIN files f ON f.id = d.file_id
-       WHERE d.vessel = ? AND d.state IN ${states} AND d.next_attempt_at <= ?
+    // The first state test names the partial index deliveries_due (same expression), which
+    // yields the vessel's open deliveries in file order: no sort of every due row.
+    return this.#sql(
+      `SELECT ${DELIVERY_COLUMNS} FROM deliveries d INDEXED BY deliveries_due
+         JOIN files f ON f.id = d.file_id
+       WHERE d.state IN ('pending', 'publishing', 'failed')
+         AND d.vessel = ? AND d.state IN ${states} AND d.next_attempt_at <= ?
          AND d.id NOT IN (SELECT value FROM json_each(?))
-       ORDER BY f.id LIMIT ?`,
+       ORDER BY d.file_id LIMIT ?`,
     ).all(vessel, now, JSON.stringify([...busy]), limit).map(toDelivery);
   }
 
@@ -353,7 +373,7 @@ export class Store {
     const states = includeFailed
       ? "('pending', 'publishing', 'failed')"
       : "('pending', 'publishing')";
-    const row = this.#db.prepare(
+    const row = this.#sql(
       `SELECT MIN(next_attempt_at) AS due FROM deliveries
        WHERE vessel = ? AND state IN ${states}`,
     ).get(vessel);
@@ -366,22 +386,22 @@ export class Store {
    */
   startParts(deliveryId: number, version: number | null): void {
     this.#transaction(() => {
-      this.#db.prepare("DELETE FROM parts WHERE delivery_id = ?").run(deliveryId);
-      this.#db.prepare("UPDATE deliveries SET parts_version = ? WHERE id = ?")
+      this.#sql("DELETE FROM parts WHERE delivery_id = ?").run(deliveryId);
+      this.#sql("UPDATE deliveries SET parts_version = ? WHERE id = ?")
         .run(version, deliveryId);
     });
   }
 
   /** Part `index` of a delivery is whole on its vessel. */
   markPartDone(deliveryId: number, index: number): void {
-    this.#db.prepare("INSERT OR IGNORE INTO parts (delivery_id, idx) VALUES (?, ?)")
+    this.#sql("INSERT OR IGNORE INTO parts (delivery_id, idx) VALUES (?, ?)")
       .run(deliveryId, index);
   }
 
   /** How many parts of a delivery are recorded as sent. */
   partsDone(deliveryId: number): number {
     return Number(
-      this.#db.prepare("SELECT COUNT(*) AS n FROM parts WHERE delivery_id = ?").get(deliveryId)
+      this.#sql("SELECT COUNT(*) AS n FROM parts WHERE delivery_id = ?").get(deliveryId)
         ?.n ?? 0,
     );
   }
@@ -394,12 +414,12 @@ export class Store {
    */
   markPublishing(deliveryId: number, version: number, sha256: string): boolean {
     return this.#transaction(() => {
-      const marked = this.#db.prepare(
+      const marked = this.#sql(
         `UPDATE deliveries SET state = 'publishing' WHERE id = ?
            AND (SELECT version FROM files WHERE id = file_id) = ?`,
       ).run(deliveryId, version).changes === 1;
       if (marked) {
-        this.#db.prepare(
+        this.#sql(
           "UPDATE files SET sha256 = ? WHERE id = (SELECT file_id FROM deliveries WHERE id = ?)",
         ).run(sha256, deliveryId);
       }
@@ -413,11 +433,11 @@ export class Store {
    */
   markDelivered(deliveryId: number, version: number): boolean {
     return this.#transaction(() => {
-      const changed = this.#db.prepare(
+      const changed = this.#sql(
         `UPDATE deliveries SET state = 'done', last_error = NULL, attempts = 0
          WHERE id = ? AND (SELECT version FROM files WHERE id = file_id) = ?`,
       ).run(deliveryId, version).changes === 1;
-      if (changed) this.#db.prepare("DELETE FROM parts WHERE delivery_id = ?").run(deliveryId);
+      if (changed) this.#sql("DELETE FROM parts WHERE delivery_id = ?").run(deliveryId);
       return changed;
     });
   }
@@ -429,7 +449,7 @@ export class Store {
    * first instead of assembling and publishing again.
    */
   markAttemptFailed(deliveryId: number, error: string, retryAt: number, permanent: boolean): void {
-    this.#db.prepare(
+    this.#sql(
       `UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,
          state = CASE WHEN ? THEN 'failed' WHEN state IN ('done', 'publishing') THEN state
            ELSE 'pending' END
@@ -439,12 +459,12 @@ export class Store {
 
   /** Drops one delivery (its source vanished); the file row stays until all are gone. */
   dropDelivery(deliveryId: number): void {
-    this.#db.prepare("DELETE FROM deliveries WHERE id = ?").run(deliveryId);
+    this.#sql("DELETE FROM deliveries WHERE id = ?").run(deliveryId);
   }
 
   /** Whether every delivery of a file is done (true when it has none). */
   isFileDone(fileId: number): boolean {
-    const row = this.#db.prepare(
+    const row = this.#sql(
       "SELECT COUNT(*) AS n FROM deliveries WHERE file_id = ? AND state != 'done'",
     ).get(fileId);
     return Number(row?.n ?? 0) === 0;
@@ -452,20 +472,20 @@ export class Store {
 
   /** The vessels holding a verified copy of a file, by name. */
   deliveredVessels(fileId: number): string[] {
-    return this.#db.prepare(
+    return this.#sql(
       "SELECT vessel FROM deliveries WHERE file_id = ? AND state = 'done' ORDER BY vessel",
     ).all(fileId).map((row) => String(row.vessel));
   }
 
   /** Whether the file has any delivery left (done or not). */
   hasDeliveries(fileId: number): boolean {
-    return this.#db.prepare("SELECT 1 FROM deliveries WHERE file_id = ? LIMIT 1").get(fileId) !==
+    return this.#sql("SELECT 1 FROM deliveries WHERE file_id = ? LIMIT 1").get(fileId) !==
       undefined;
   }
 
   /** Files whose every delivery is done, waiting to move to processed/. */
   doneFiles(): FileRecord[] {
-    return this.#db.prepare(
+    return this.#sql(
       `SELECT ${FILE_COLUMNS} FROM files f
        WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.file_id = f.id AND d.state != 'done')`,
     ).all().map(toFile);
@@ -473,12 +493,12 @@ export class Store {
 
   /** Forgets a finished or vanished file and its deliveries. */
   removeFile(fileId: number): void {
-    this.#db.prepare("DELETE FROM files WHERE id = ?").run(fileId);
+    this.#sql("DELETE FROM files WHERE id = ?").run(fileId);
   }
 
   /** Counts of files still queued and of deliveries failed permanently. */
   counts(): { files: number; pending: number; failed: number } {
-    const row = this.#db.prepare(
+    const row = this.#sql(
       `SELECT (SELECT COUNT(*) FROM files) AS files,
          (SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'publishing')) AS pending,
          (SELECT COUNT(*) FROM deliveries WHERE state = 'failed') AS failed`,
@@ -492,7 +512,7 @@ export class Store {
 
   /** Records a vessel's health (written by its worker, read by `status`). */
   recordVesselHealth(health: VesselHealthRecord): void {
-    this.#db.prepare(
+    this.#sql(
       `INSERT INTO vessels (name, state, state_since, backoff_until, last_error, error_at,
          last_success_at, recent_rate, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET state = excluded.state,
@@ -515,7 +535,7 @@ export class Store {
 
   /** Every vessel's recorded health, by name. */
   vesselHealth(): VesselHealthRecord[] {
-    return this.#db.prepare(
+    return this.#sql(
       `SELECT name, state, state_since, backoff_until, last_error, error_at, last_success_at,
          recent_rate, updated_at FROM vessels ORDER BY name`,
     ).all().map((row) => ({
@@ -533,7 +553,7 @@ export class Store {
 
   /** Per directory, the file queued longest ago that still waits (oldest first). */
   oldestWaiting(): OldestWaiting[] {
-    return this.#db.prepare(
+    return this.#sql(
       `SELECT directory, relpath, MIN(queued_at) AS queued_at, COUNT(*) AS files FROM files
        GROUP BY directory ORDER BY directory`,
     ).all().map((row) => ({
@@ -546,7 +566,7 @@ export class Store {
 
   /** The queue per directory and vessel, for `status`. */
   queueStatus(): QueueStatus[] {
-    return this.#db.prepare(
+    return this.#sql(
       `SELECT f.directory, d.vessel,
          SUM(d.state != 'done') AS queued_files,
          SUM(CASE WHEN d.state != 'done' THEN f.size ELSE 0 END) AS queued_bytes,
@@ -575,8 +595,8 @@ export class Store {
    */
   setUnaddressable(directory: string, relpaths: readonly string[]): void {
     this.#transaction(() => {
-      this.#db.prepare("DELETE FROM unaddressable_files WHERE directory = ?").run(directory);
-      const insert = this.#db.prepare(
+      this.#sql("DELETE FROM unaddressable_files WHERE directory = ?").run(directory);
+      const insert = this.#sql(
         "INSERT OR IGNORE INTO unaddressable_files (directory, relpath, seen_at) VALUES (?, ?, ?)",
       );
       const now = Date.now();
@@ -586,7 +606,7 @@ export class Store {
 
   /** Files found but not replicable, for `status` and `once`. */
   unaddressableFiles(): { directory: string; relpath: string; seenAt: number }[] {
-    return this.#db.prepare(
+    return this.#sql(
       "SELECT directory, relpath, seen_at FROM unaddressable_files ORDER BY directory, relpath",
     ).all().map((row) => ({
       directory: String(row.directory),

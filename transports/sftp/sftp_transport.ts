@@ -48,6 +48,7 @@ import {
   removeDirectory,
   removeFile,
   renameReplacing,
+  syncFile,
   writeFile,
 } from "./sftp_ops.ts";
 
@@ -247,10 +248,14 @@ export class SftpTransport implements Transport {
           "unsupported",
         );
       }
-      // Sent together: the server handles them in order, so this costs one round trip.
+      // Sent together: the server handles them in order, so this costs one round trip
+      // (two with Fsync: the directory's handle comes back before its fsync can go).
+      const syncDirectory = this.#config.fsync &&
+        await connection.hasExtension("fsync@openssh.com");
       await Promise.all([
         mode === undefined ? undefined : changeMode(connection, tempPath, mode & 0o777),
         renameReplacing(connection, tempPath, destination, false),
+        syncDirectory ? syncDirectoryAfterRename(connection, parentOf(destination)) : undefined,
       ]);
     });
   }
@@ -502,4 +507,14 @@ function checkAbsolute(path: string): void {
 
 function quote(path: string): string {
   return JSON.stringify(path);
+}
+
+/**
+ * Makes a rename durable: fsync@openssh.com on a handle of the directory
+ * (OpenSSH's sftp-server opens a directory read-only like a file, and fsync
+ * of a directory descriptor flushes its entries). Without it, a vessel that
+ * loses power may lose a file the shore has already moved to processed/.
+ */
+async function syncDirectoryAfterRename(connection: SshConnection, dir: string): Promise<void> {
+  await syncFile(connection, dir);
 }
