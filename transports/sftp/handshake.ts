@@ -81,6 +81,8 @@ export function handshake<T>(
   const client = new Client();
   let hostKeyError: TransportError | undefined;
   let hostKey = "";
+  /** The key differs from KnownHostsFile (accepted with StrictHostKeyChecking = no). */
+  let hostKeyChanged = false;
   let acceptedKey: Buffer | undefined;
   let cipher = "";
   let attempt = -1;
@@ -154,7 +156,8 @@ export function handshake<T>(
         }
         verifyHostKey(vessel, key, log).then(
           (accepted) => {
-            hostKey = accepted;
+            hostKey = accepted.description;
+            hostKeyChanged = accepted.changed;
             acceptedKey = Buffer.from(key);
             verify(true);
           },
@@ -175,6 +178,8 @@ export function handshake<T>(
         next: (method: AnyAuthMethod | false) => void,
       ) => {
         attempt++;
+        // As OpenSSH: never send a password to a host whose key has changed.
+        while (hostKeyChanged && sendsSecret(credentials.methods[attempt])) attempt++;
         next(credentials.methods[attempt] ?? false);
       },
     };
@@ -193,6 +198,11 @@ export function handshake<T>(
       );
     }
   });
+}
+
+/** Whether an auth method would hand a password to the server. */
+function sendsSecret(method: AnyAuthMethod | undefined): boolean {
+  return method?.type === "password" || method?.type === "keyboard-interactive";
 }
 
 /** Host key algorithms that carry keys of `type`. */

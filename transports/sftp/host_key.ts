@@ -36,12 +36,34 @@ export async function knownKeyTypesOf(vessel: SftpVessel): Promise<string[]> {
   }
 }
 
+/** An accepted host key. */
+export interface AcceptedHostKey {
+  /** "ssh-ed25519 SHA256:... (known_hosts line 3)". */
+  readonly description: string;
+  /**
+   * Accepted although KnownHostsFile holds another key (StrictHostKeyChecking
+   * = no): as OpenSSH does, no password may then be sent to it.
+   */
+  readonly changed: boolean;
+}
+
 /**
- * Checks the raw host key `blob` the vessel offered. Resolves with a
- * description ("ssh-ed25519 SHA256:... (known_hosts line 3)") when it is
- * accepted; rejects with a {@linkcode TransportError} coded `"host-key"`.
+ * Checks the raw host key `blob` the vessel offered. Resolves with its
+ * description when it is accepted; rejects with a {@linkcode TransportError}
+ * coded `"host-key"`.
  */
 export async function verifyHostKey(
+  vessel: SftpVessel,
+  blob: Uint8Array,
+  log: Logger,
+): Promise<AcceptedHostKey> {
+  const description = await checkOfferedKey(vessel, blob, log);
+  return { description, changed: description.includes(CHANGED_ACCEPTED) };
+}
+
+const CHANGED_ACCEPTED = "(CHANGED; accepted: StrictHostKeyChecking = no)";
+
+async function checkOfferedKey(
   vessel: SftpVessel,
   blob: Uint8Array,
   log: Logger,
@@ -83,9 +105,10 @@ export async function verifyHostKey(
         log.warn(
           `the ${keyType} host key of ${hostPort} has CHANGED (now ${print}; line ` +
             `${status.line} of ${JSON.stringify(file)} differs); accepted because ` +
-            `StrictHostKeyChecking = no`,
+            `StrictHostKeyChecking = no; password and keyboard-interactive authentication ` +
+            `are disabled to avoid man-in-the-middle attacks`,
         );
-        return `${offered} (CHANGED; accepted: StrictHostKeyChecking = no)`;
+        return `${offered} ${CHANGED_ACCEPTED}`;
       }
       const lookup = port === 22 ? host : `[${host}]:${port}`;
       throw new TransportError(
