@@ -71,8 +71,15 @@ async function start(
   const diagnostics = new Diagnostics(master);
   const authenticated = new Promise<void>((resolve) => diagnostics.onAuthenticated = resolve);
   authenticated.then(hideSecrets);
-  const exited = new Promise<void>((resolve) => master.once("close", () => resolve()));
+  const exited = endOf(master);
   exited.then(hideSecrets);
+  // The SFTP session reports its end only after the link has reported why ssh ended.
+  let reported!: () => void;
+  const linkReported = new Promise<void>((resolve) => reported = resolve);
+  let linked = false;
+  exited.then(() => {
+    if (!linked) reported();
+  });
   const timeoutMs = vessel.timeout * 3000;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timedOut = new Promise<"timeout">((resolve) => {
@@ -80,7 +87,7 @@ async function start(
   });
   // The session's end is reported once ssh has exited, so its own words are known by then.
   const started = withSftp
-    ? sftpOverPipes(master.stdin!, master.stdout!, () => master.stdin?.end(), exited)
+    ? sftpOverPipes(master.stdin!, master.stdout!, () => master.stdin?.end(), linkReported)
     : authenticated.then(() => controlSocketReady(options.controlPath, exited)).then(() =>
       undefined
     );
@@ -94,13 +101,13 @@ async function start(
   if (typeof first === "object" && diagnostics.match(/(REVOKED HOST KEY)/i)) {
     // OpenSSH goes on with a revoked key under StrictHostKeyChecking=no; the builtin client
     // never does, and neither do we.
-    kill(master);
-    await exited;
+    await stop(master, exited);
     throw hostKeyError(where, diagnostics, setup);
   }
   if (typeof first === "object") {
     void hideSecrets();
-    const link = new OpenSshLink(master, first.sftp, diagnostics, options);
+    linked = true;
+    const link = new OpenSshLink(master, first.sftp, diagnostics, options, exited, reported);
     const info: ConnectionInfo = {
       server: diagnostics.match(/remote software version (\S+)/) ?? "unknown server",
       cipher: diagnostics.match(/kex: client->server cipher: (\S+)/) ?? "unknown cipher",
@@ -113,8 +120,7 @@ async function start(
     return new SshConnection(link, { ...options, target: setup.target }, info);
   }
   if (first === "timeout") {
-    kill(master);
-    await exited;
+    await stop(master, exited);
     const said = diagnostics.summary();
     throw new TransportError(
       `Cannot connect to ${where}: no SFTP session within ${timeoutMs / 1000} s ` +
@@ -124,10 +130,7 @@ async function start(
   }
   // The session failed or ssh exited: ssh's exit status and stderr say why.
   const ended = await Promise.race([exited.then(() => true), delay(2000).then(() => false)]);
-  if (!ended) {
-    kill(master);
-    await exited;
-  }
+  if (!ended) await stop(master, exited);
   const error = openError(where, diagnostics, master, setup, vessel.timeout);
   if (error instanceof SftpUnavailableError) return error;
   throw error;
@@ -148,6 +151,26 @@ async function controlSocketReady(path: string, exited: Promise<void>): Promise<
   throw new Error("ssh exited");
 }
 
+/**
+ * Resolves when `child` has ended: at `close` (its output read to the end), or
+ * shortly after `exit` if something else still holds its pipes open (a
+ * ProxyCommand's child), so no caller waits on a dead process.
+ */
+function endOf(child: ChildProcess): Promise<void> {
+  return new Promise<void>((resolve) => {
+    child.once("close", () => resolve());
+    child.once("exit", () => setTimeout(resolve, 1000));
+  });
+}
+
+/** Ends `child`: SIGTERM, then SIGKILL if it is still there after two seconds. */
+async function stop(child: ChildProcess, ended: Promise<void>): Promise<void> {
+  kill(child);
+  if (await Promise.race([ended.then(() => true), delay(2000).then(() => false)])) return;
+  kill(child, "SIGKILL");
+  await Promise.race([ended, delay(2000)]);
+}
+
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -165,18 +188,23 @@ class OpenSshLink extends EventEmitter implements SshLink {
     sftp: SFTPWrapper | undefined,
     diagnostics: Diagnostics,
     options: OpenSshOptions,
+    exited: Promise<void>,
+    reported: () => void,
   ) {
     super();
     this.#master = master;
     this.#sftp = sftp;
     this.#diagnostics = diagnostics;
     this.#options = options;
-    master.once("close", (code: number | null, signal: string | null) => {
+    void exited.then(() => {
       for (const command of this.#commands) kill(command);
+      const code = master.exitCode;
+      const signal = master.signalCode;
       const why = diagnostics.summary() ||
         (signal ? `ssh ended by ${signal}` : `ssh exited with status ${code}`);
       this.emit("error", new Error(why));
       this.emit("close");
+      reported();
     });
   }
 
@@ -312,14 +340,10 @@ class Diagnostics {
   /** ssh's own complaints (not its debug lines), joined. */
   summary(): string {
     const lines = this.#lines.filter((line) =>
-      !/^@+$|^Warning: Permanently added|^Pseudo-terminal|^OpenSSH_\S+,|^Authenticated to|^Transferred:|^Bytes per second:/
+      !/^@+$|^Warning: Permanently added|^Pseudo-terminal|^OpenSSH_.*OpenSSL|^Authenticated to|^Transferred:|^Bytes per second:/
         .test(line)
     );
     return lines.slice(-6).join("; ");
-  }
-
-  get all(): string {
-    return [...this.#lines, this.#partial].join("\n");
   }
 }
 
@@ -344,7 +368,6 @@ function openError(
 ): TransportError {
   const said = diagnostics.summary();
   const status = master.exitCode;
-  const cause = new Error(diagnostics.all);
   if (diagnostics.authenticated) {
     // Logged in, so whatever failed is the SFTP server.
     const why = status === 126 || status === 127 || /Permission denied|not found/i.test(said)
@@ -354,7 +377,7 @@ function openError(
       : /subsystem request failed/i.test(said)
       ? "the vessel has no SFTP subsystem (sshd_config needs a Subsystem sftp line)"
       : said || `ssh exited with status ${status ?? master.signalCode}`;
-    return new SftpUnavailableError(`Cannot start SFTP on ${where}: ${why}`, { cause });
+    return new SftpUnavailableError(`Cannot start SFTP on ${where}: ${why}`);
   }
   if (
     /host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|has changed and you have requested strict|revoked|No \S+ host key is known/i
@@ -371,7 +394,6 @@ function openError(
         tried.length > 0 ? ` (tried ${tried.join(", ")})` : ""
       }; ssh says: ${said}`,
       "auth",
-      { cause },
     );
   }
   if (
@@ -381,14 +403,12 @@ function openError(
     return new TransportError(
       `Cannot connect to ${where}: ssh cannot use its configuration: ${said}`,
       "unsupported",
-      { cause },
     );
   }
   if (/timed out|Connection timed out/i.test(said)) {
     return new TransportError(
       `Cannot connect to ${where}: no SSH handshake within ${timeout} s (Timeout); ssh says: ${said}`,
       "connection",
-      { cause },
     );
   }
   return new TransportError(
@@ -396,7 +416,6 @@ function openError(
       said || `ssh exited with status ${status ?? master.signalCode}`
     }`,
     "connection",
-    { cause },
   );
 }
 
@@ -423,7 +442,7 @@ function hostKeyError(
       said ? `; ssh says: ${said}` : ""
     }`,
     "host-key",
-    { cause: new Error(diagnostics.all) },
+    {},
   );
 }
 
@@ -466,10 +485,10 @@ function hostKeyInfo(diagnostics: Diagnostics, setup: OpenSshSetup): string {
   return `${offered}${line ? ` (${line})` : ""}`;
 }
 
-function kill(child: ChildProcess): void {
+function kill(child: ChildProcess, signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): void {
   if (child.exitCode !== null || child.signalCode !== null) return;
   try {
-    child.kill("SIGTERM");
+    child.kill(signal);
   } catch {
     // Already gone.
   }

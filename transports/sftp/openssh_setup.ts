@@ -32,7 +32,7 @@ export interface OpenSshSetup {
   readonly env: Record<string, string>;
   /** A private (0700) directory for control sockets; removed by {@linkcode dispose}. */
   readonly dir: string;
-  /** Puts the secrets where the helper finds them, for one login; returns their removal. */
+  /** Readies one login: the private directory, and the secrets where the helper finds them; returns their removal. */
   exposeSecrets(): Promise<() => Promise<void>>;
   /** Removes the private directory. */
   dispose(): Promise<void>;
@@ -163,6 +163,9 @@ export async function prepareOpenSsh(
     env,
     dir,
     async exposeSecrets() {
+      // Recreated if something emptied the temp directory meanwhile: ssh binds its
+      // control socket here on every connection.
+      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
       const written: string[] = [];
       for (
         const [name, secret] of [["password", vessel.password], [
