@@ -19,6 +19,9 @@ import type { SFTPWrapper } from "./_ssh2.ts";
 /** The internals of ssh2's SFTP class this module uses. */
 interface SftpInternals {
   _init(): void;
+  /** Set by ssh2 while it holds payloads back for want of window. */
+  _chunkcb?: () => void;
+  _waitWindow: boolean;
   push(data: Buffer | null): void;
   emit(event: string, ...args: unknown[]): boolean;
   once(event: string, listener: (...args: unknown[]) => void): unknown;
@@ -38,10 +41,13 @@ export function sftpOverPipes(
   close: () => void,
   ended: Promise<void> = Promise.resolve(),
 ): Promise<SFTPWrapper> {
+  const open = Number.MAX_SAFE_INTEGER;
   const outgoing = {
     id: 0,
-    // No SSH window between us and ssh: the transport bounds what is in flight.
-    window: Number.MAX_SAFE_INTEGER,
+    // The pipe is the window: open while it takes data, shut while it is full, so
+    // ssh2 keeps the requests (without copying) instead of node's stream, which
+    // would join them into one buffer at every drain (a copy of everything queued).
+    window: open,
     packetSize: 1 << 20,
     state: "open",
   };
@@ -51,7 +57,7 @@ export function sftpOverPipes(
     // an unnamed server gets its safe 34000 bytes meanwhile.
     _remoteIdentRaw: "SSH-2.0-unknown",
     channelData(_id: number, data: Uint8Array) {
-      input.write(data);
+      if (!input.write(data)) outgoing.window = 0;
     },
     channelClose(_id: number) {
       outgoing.state = "closed";
@@ -78,6 +84,13 @@ export function sftpOverPipes(
   output.on("close", end);
   output.on("error", end);
   input.on("error", () => close());
+  input.on("drain", () => {
+    outgoing.window = open;
+    if (sftp._waitWindow) {
+      sftp._waitWindow = false;
+      sftp._chunkcb?.();
+    }
+  });
   return new Promise<SFTPWrapper>((resolve, reject) => {
     sftp.once("ready", () => resolve(sftp as unknown as SFTPWrapper));
     sftp.once("error", (error) => reject(error));
