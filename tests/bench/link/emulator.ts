@@ -11,6 +11,7 @@
  * a Python one was not tried.
  */
 import type { LinkNamespaces } from "./namespaces.ts";
+import { track } from "./runner.ts";
 
 /** One emulated link: the same in both directions. */
 export interface LinkProfile {
@@ -159,6 +160,7 @@ async function probe(
   let text = "";
   let last: Record<string, number> = {};
   const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  const untrack = track(child.pid); // An interrupted bench kills it too.
   try {
     for (;;) {
       const { value, done } = await reader.read();
@@ -176,6 +178,7 @@ async function probe(
     return last;
   } finally {
     clearTimeout(timer);
+    untrack();
   }
 }
 

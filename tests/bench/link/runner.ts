@@ -39,6 +39,12 @@ const PERMISSIONS = [
 
 const running = new Set<number>();
 
+/** Counts `pid` among the runs {@linkcode killRunning} stops; returns the call that forgets it. */
+export function track(pid: number): () => void {
+  running.add(pid);
+  return () => running.delete(pid);
+}
+
 /** Kills every run still going, and what it started. */
 export async function killRunning(): Promise<void> {
   for (const pid of running) await killTree(pid);
