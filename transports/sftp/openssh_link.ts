@@ -368,6 +368,13 @@ function openError(
 ): TransportError {
   const said = diagnostics.summary();
   const status = master.exitCode;
+  if (/unix_listener|ControlSocket|control socket/i.test(said)) {
+    // Our private directory was not usable for the control socket: the next try makes it again.
+    return new TransportError(
+      `Cannot connect to ${where}: ssh cannot listen on its control socket: ${said}`,
+      "connection",
+    );
+  }
   if (diagnostics.authenticated) {
     // Logged in, so whatever failed is the SFTP server.
     const why = status === 126 || status === 127 || /Permission denied|not found/i.test(said)

@@ -41,6 +41,8 @@ export interface OpenSshSetup {
 /** ssh_config's built-in cipher order; AES-GCM first when the CPU has AES-NI. */
 const AES_FIRST = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com";
 const DIR_PREFIX = "contentmonster-ssh-";
+/** How old a dead process's directory must be before it is removed. */
+const STALE_AFTER_MS = 10 * 60_000;
 /** Leftovers of dead processes are cleared once per process. */
 let staleRemoval: Promise<void> | undefined;
 
@@ -208,7 +210,11 @@ export async function removeStaleDirectories(
     if (await processRuns(Number(pid))) continue;
     const path = `${tmp}/${entry.name}`;
     try {
-      if ((await Deno.lstat(path)).uid !== Deno.uid()) continue;
+      const info = await Deno.lstat(path);
+      // Only old ones: a young directory belongs to a process that may be starting.
+      if (info.uid !== Deno.uid() || Date.now() - (info.mtime?.getTime() ?? 0) < STALE_AFTER_MS) {
+        continue;
+      }
       await Deno.remove(path, { recursive: true });
     } catch {
       // Gone already, or not ours.
