@@ -499,6 +499,49 @@ export function transportConformance(
           },
         );
 
+        await t.step("removeLeftovers removes only its own names older than the age", async () => {
+          if (!transport.removeLeftovers) return;
+          const local = (path: string) => target.localPath(path);
+          const twoDaysAgo = new Date(Date.now() - 2 * 86_400_000);
+          const old = async (path: string) => await Deno.utime(local(path), twoDaysAgo, twoDaysAgo);
+          const planted = {
+            oldKey: `${target.tempDir}/0123456789ab-7`,
+            keptKey: `${target.tempDir}/0123456789ab-8`,
+            newKey: `${target.tempDir}/0123456789ab-9`,
+            otherDir: `${target.tempDir}/not-a-key`,
+            oldTemp: `${base}/left/sub/.contentmonster-0123456789ab-7.tmp`,
+            newTemp: `${base}/left/.contentmonster-0123456789ab-9.tmp`,
+            oldOther: `${base}/left/.other-file.tmp`,
+          };
+          for (const dir of [planted.oldKey, planted.keptKey, planted.newKey, planted.otherDir]) {
+            await Deno.mkdir(local(dir), { recursive: true, mode: 0o700 });
+            await Deno.writeFile(local(`${dir}/0.part`), bytes(10, 1));
+          }
+          await Deno.mkdir(local(`${base}/left/sub`), { recursive: true });
+          for (const file of [planted.oldTemp, planted.newTemp, planted.oldOther]) {
+            await Deno.writeFile(local(file), bytes(10, 2));
+          }
+          for (const path of [planted.oldKey, planted.keptKey, planted.otherDir]) await old(path);
+          for (const path of [planted.oldTemp, planted.oldOther]) await old(path);
+          const removed = await transport.removeLeftovers({
+            olderThanMs: 86_400_000,
+            keep: new Set(["0123456789ab-8"]),
+            destinations: [base],
+          });
+          assert.equal(removed, 2);
+          const exists = (path: string) => Deno.lstat(local(path)).then(() => true, () => false);
+          assert.equal(await exists(planted.oldKey), false);
+          assert.equal(await exists(planted.oldTemp), false);
+          for (const kept of [planted.keptKey, planted.newKey, planted.otherDir, planted.newTemp]) {
+            assert.equal(await exists(kept), true, kept);
+          }
+          assert.equal(await exists(planted.oldOther), true);
+          for (const dir of [planted.keptKey, planted.newKey, planted.otherDir]) {
+            await Deno.remove(local(dir), { recursive: true });
+          }
+          await Deno.remove(local(`${base}/left`), { recursive: true });
+        });
+
         await t.step("free space and probe report the vessel", async () => {
           const space = await transport.freeSpace(`${base}/x`);
           if (space !== undefined) assert.ok(space.freeBytes > 0);

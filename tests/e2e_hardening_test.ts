@@ -127,3 +127,26 @@ Deno.test("a name that is not valid UTF-8 is warned about, shown by status, and 
     await ws.cleanup();
   }
 });
+
+Deno.test("leftovers of dropped deliveries older than a day are removed from the vessel", async () => {
+  const { ws, config } = await shore();
+  try {
+    const twoDaysAgo = new Date(Date.now() - 2 * 86_400_000);
+    const partDir = ws.path("vessel/tmp/.ContentMonster/0123456789ab-41");
+    await Deno.mkdir(partDir, { recursive: true, mode: 0o700 });
+    await Deno.chmod(ws.path("vessel/tmp/.ContentMonster"), 0o700);
+    await Deno.writeFile(`${partDir}/0.part`, randomBytes(100, 1));
+    await Deno.utime(partDir, twoDaysAgo, twoDaysAgo);
+    const temp = await ws.write("vessel/srv/inbox/a/.contentmonster-0123456789ab-41.tmp", "half");
+    await Deno.utime(temp, twoDaysAgo, twoDaysAgo);
+    const fresh = await ws.write("vessel/srv/inbox/.contentmonster-0123456789ab-42.tmp", "new");
+    const result = await runCli(["once", "--config", config, "--timeout", "60"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, /removed 2 leftovers of dropped deliveries/);
+    await assert.rejects(() => Deno.lstat(partDir), Deno.errors.NotFound);
+    await assert.rejects(() => Deno.lstat(temp), Deno.errors.NotFound);
+    assert.ok((await Deno.lstat(fresh)).isFile, "a recent temp file may belong to a running shore");
+  } finally {
+    await ws.cleanup();
+  }
+});

@@ -8,6 +8,9 @@ import {
   type Assembled,
   type Assembly,
   joinPath,
+  LEFTOVER_KEY,
+  LEFTOVER_TEMP,
+  type LeftoverOptions,
   parentOf,
   parsePartName,
   partName,
@@ -276,6 +279,42 @@ export class LocalTransport implements Transport {
 
   close(): Promise<void> {
     return Promise.resolve();
+  }
+
+  async removeLeftovers(options: LeftoverOptions): Promise<number> {
+    const before = Date.now() - options.olderThanMs;
+    const old = (info: Deno.FileInfo) => (info.mtime?.getTime() ?? Infinity) < before;
+    let removed = 0;
+    const tempDir = this.#local(this.#tempDir);
+    for (const entry of await listQuietly(tempDir)) {
+      if (!LEFTOVER_KEY.test(entry.name) || options.keep.has(entry.name)) continue;
+      const path = `${tempDir}/${entry.name}`;
+      const info = await Deno.lstat(path);
+      if (!old(info)) continue;
+      await Deno.remove(path, { recursive: info.isDirectory });
+      removed++;
+    }
+    const walk = async (dir: string): Promise<void> => {
+      for (const entry of await listQuietly(dir)) {
+        const path = `${dir}/${entry.name}`;
+        if (entry.isDirectory) await walk(path);
+        else if (entry.isFile && LEFTOVER_TEMP.test(entry.name) && old(await Deno.lstat(path))) {
+          await Deno.remove(path);
+          removed++;
+        }
+      }
+    };
+    for (const destination of options.destinations) await walk(this.#local(destination));
+    return removed;
+  }
+}
+
+/** A directory's entries (symlinks not followed), `[]` if it cannot be read. */
+async function listQuietly(dir: string): Promise<Deno.DirEntry[]> {
+  try {
+    return await Array.fromAsync(Deno.readDir(dir));
+  } catch {
+    return [];
   }
 }
 

@@ -168,7 +168,32 @@ export interface Transport {
 
   /** Closes connections. Pending calls reject. Safe to call twice. */
   close(): Promise<void>;
+
+  /**
+   * Optional: removes ContentMonster's own leftovers older than
+   * `olderThanMs` (deliveries dropped because IgnoreDirs changed, the vessel
+   * was removed or the database lost): part directories in TempDir named
+   * like delivery keys ({@linkcode LEFTOVER_KEY}), except those in `keep`,
+   * and `.contentmonster-*.tmp` files below `destinations`. Nothing is
+   * followed through a symbolic link. Resolves with how many it removed.
+   */
+  removeLeftovers?(options: LeftoverOptions): Promise<number>;
 }
+
+/** What {@linkcode Transport.removeLeftovers} removes. */
+export interface LeftoverOptions {
+  readonly olderThanMs: number;
+  /** Delivery keys still in the store: their parts stay, however old. */
+  readonly keep: ReadonlySet<string>;
+  /** Destination roots to search for old temp files. */
+  readonly destinations: readonly string[];
+}
+
+/** The shape of a delivery key: a shore's 12-hex instance id, a dash, a delivery id. */
+export const LEFTOVER_KEY = /^[0-9a-f]{12}-[0-9]+$/;
+
+/** The shape of a temp name {@linkcode tempPathFor} makes. */
+export const LEFTOVER_TEMP = /^\.contentmonster-[0-9a-f]{12}-[0-9]+\.tmp$/;
 
 /** Why a transport call failed, so the engine can decide what to do. */
 export type TransportErrorCode =

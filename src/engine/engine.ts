@@ -7,7 +7,7 @@ import { describeError, logger } from "../log/logger.ts";
 import type { DeliveryRecord, FileRecord, Store, VesselHealthRecord } from "../store/store.ts";
 import type { Transport } from "../../transports/transport.ts";
 import type { BackoffPolicy } from "./backoff.ts";
-import type { DeliveryOutcome } from "./delivery.ts";
+import { deliveryKey, type DeliveryOutcome } from "./delivery.ts";
 import { finalizeFile } from "./finalizer.ts";
 import type { EngineObserver } from "./observer.ts";
 import { hashSource } from "./source.ts";
@@ -17,6 +17,8 @@ const log = logger("engine");
 
 /** How long ready files gather before they are recorded together. */
 const ARRIVALS_DELAY_MS = 5;
+/** How old a leftover of a dropped delivery must be before it is removed. */
+const LEFTOVER_AGE_MS = 24 * 3600_000;
 /** Files recorded per commit: about 50 ms of work. */
 const ARRIVALS_PER_COMMIT = 500;
 
@@ -61,6 +63,7 @@ export class Engine {
   readonly #finalizing = new Set<number>();
   readonly #abort = new AbortController();
   #running: Promise<unknown> | undefined;
+  #cleaning: Promise<void> = Promise.resolve();
   #finalizations: Promise<void> = Promise.resolve();
   readonly #arrivals: ReadyFileInfo[] = [];
   #arrivalsFlush: ReturnType<typeof setTimeout> | undefined;
@@ -109,6 +112,40 @@ export class Engine {
     for (const file of this.#store.doneFiles()) this.#finalize(file);
     await this.#finalizations;
     this.#running = Promise.all(this.#workers.map((worker) => worker.run(this.#abort.signal)));
+    this.#cleaning = this.#removeLeftovers();
+  }
+
+  /**
+   * Removes what dropped deliveries left on the vessels (IgnoreDirs changed,
+   * a vessel removed, a database lost) once it is a day old, in the
+   * background; a failure is only logged.
+   */
+  async #removeLeftovers(): Promise<void> {
+    const keep = new Set(this.#store.deliveryIds().map((id) => deliveryKey(this.#store, id)));
+    await Promise.all(this.#transports.map(async (transport) => {
+      if (!transport.removeLeftovers) return;
+      const vessel = this.#config.vessels.find((v) => v.name === transport.vessel);
+      const destinations = this.#config.directories
+        .filter((directory) => !vessel?.ignoreDirs.includes(directory.name))
+        .map((directory) => directory.destination);
+      try {
+        const removed = await transport.removeLeftovers({
+          olderThanMs: LEFTOVER_AGE_MS,
+          keep,
+          destinations,
+        });
+        if (removed > 0) {
+          logger(`vessel "${transport.vessel}"`).info(
+            `removed ${removed} leftovers of dropped deliveries (older than a day)`,
+          );
+        }
+      } catch (error) {
+        if (this.#abort.signal.aborted) return;
+        logger(`vessel "${transport.vessel}"`).warn(
+          `cannot remove old leftovers: ${describeError(error)}`,
+        );
+      }
+    }));
   }
 
   /**
@@ -169,6 +206,7 @@ export class Engine {
     await Promise.allSettled(this.#transports.map((transport) => transport.close()));
     await this.#running;
     await this.#finalizations;
+    await this.#cleaning;
   }
 
   #notifyAll(): void {

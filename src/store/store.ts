@@ -462,6 +462,11 @@ export class Store {
     this.#sql("DELETE FROM deliveries WHERE id = ?").run(deliveryId);
   }
 
+  /** The ids of every delivery in the queue (their parts on vessels are not leftovers). */
+  deliveryIds(): number[] {
+    return this.#sql("SELECT id FROM deliveries").all().map((row) => Number(row.id));
+  }
+
   /** Whether every delivery of a file is done (true when it has none). */
   isFileDone(fileId: number): boolean {
     const row = this.#sql(

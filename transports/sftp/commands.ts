@@ -130,6 +130,16 @@ export function streamAssemblyCommand(
   return `trap '' PIPE HUP; exec 4>&1; r=; ${steps.join(" && ")} || { ${cleanup}; }`;
 }
 
+/**
+ * Removes ContentMonster's temp files (`.contentmonster-*.tmp`) below `dir`
+ * not modified for `minutes`, without following links, printing each path.
+ */
+export function leftoverTempCommand(dir: string, minutes: number): string {
+  assertAbsolute(dir);
+  return `${shellCommand(["find", "-P", dir])} -type f -name '.contentmonster-*.tmp' ` +
+    `-mmin +${Math.floor(minutes)} -print -exec rm -f -- {} +`;
+}
+
 /** Prints the sha256 of the file at `path`, after flushing it to disk if `sync`. */
 export function hashCommand(path: string, sync = false): string {
   assertAbsolute(path);

@@ -12,10 +12,11 @@ import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../private_dir.ts";
 import { hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
 import type { ResumeCheck } from "./resume.ts";
 
-/** One directory entry: its name and size. */
+/** One directory entry: its name, size and mtime (seconds). */
 export interface Entry {
   readonly name: string;
   readonly size: number;
+  readonly mtime: number;
 }
 
 /** Metadata of a path, or `undefined` if nothing is there. */
@@ -122,11 +123,17 @@ export async function readDirectory(
   path: string,
 ): Promise<Entry[] | undefined> {
   try {
-    const list = await connection.request<{ filename: string; attrs: { size?: number } }[]>(
+    const list = await connection.request<
+      { filename: string; attrs: { size?: number; mtime?: number } }[]
+    >(
       "read a directory",
       (sftp, done) => sftp.readdir(path, done),
     );
-    return list.map((item) => ({ name: item.filename, size: Number(item.attrs.size ?? 0) }));
+    return list.map((item) => ({
+      name: item.filename,
+      size: Number(item.attrs.size ?? 0),
+      mtime: Number(item.attrs.mtime ?? 0),
+    }));
   } catch (error) {
     if (hasStatus(error, SFTP_STATUS.NO_SUCH_FILE)) return undefined;
     throw error;

@@ -13,6 +13,8 @@ import {
   type Assembled,
   type Assembly,
   joinPath,
+  LEFTOVER_KEY,
+  type LeftoverOptions,
   parentOf,
   parsePartName,
   partName,
@@ -28,6 +30,7 @@ import {
   type TransportLogger,
 } from "../transport.ts";
 import type { SftpVessel, SshClientKind } from "./options.ts";
+import { leftoverTempCommand } from "./commands.ts";
 import { openOpenSsh } from "./openssh_link.ts";
 import { findSsh, type OpenSshSetup, prepareOpenSsh } from "./openssh_setup.ts";
 import { type AuthEnvironment, type Credentials, loadCredentials } from "./auth.ts";
@@ -258,6 +261,33 @@ export class SftpTransport implements Transport {
         syncDirectory ? syncDirectoryAfterRename(connection, parentOf(destination)) : undefined,
       ]);
     });
+  }
+
+  async removeLeftovers(options: LeftoverOptions): Promise<number> {
+    const action = `Cannot remove old leftovers on vessel "${this.vessel}"`;
+    const entries = await this.#run(
+      action,
+      (connection) => readDirectory(connection, this.#config.tempDir),
+    ) ?? [];
+    const before = (Date.now() - options.olderThanMs) / 1000;
+    let removed = 0;
+    for (const entry of entries) {
+      if (!LEFTOVER_KEY.test(entry.name) || options.keep.has(entry.name)) continue;
+      if (entry.mtime >= before) continue;
+      await this.removeParts(entry.name);
+      removed++;
+    }
+    for (const destination of options.destinations) {
+      checkAbsolute(destination);
+      const command = leftoverTempCommand(destination, options.olderThanMs / 60_000);
+      // find may be missing, or the destination not exist yet: nothing to remove then.
+      const result = await this.#run(
+        action,
+        (connection) => connection.exec(command, this.#deadline(0) * 10),
+      );
+      if (result.code === 0) removed += result.stdout.split("\n").filter(Boolean).length;
+    }
+    return removed;
   }
 
   async removeParts(key: string): Promise<void> {
