@@ -15,6 +15,13 @@ import { lstatPath, makeDirectories, makePrivateDirectory } from "./sftp_ops.ts"
 export async function loginUid(connection: SshConnection, deadlineMs: number): Promise<number> {
   const result = await connection.exec("id -u", deadlineMs);
   const uid = Number(result.stdout.trim());
+  if (result.code === undefined) {
+    // No exit status: the channel or connection went away, which a retry may mend.
+    throw new TransportError(
+      `\`id -u\` ended without an exit status${result.signal ? ` (${result.signal})` : ""}`,
+      "connection",
+    );
+  }
   if (result.code !== 0 || !/^\d+$/.test(result.stdout.trim())) {
     throw new TransportError(
       `cannot learn the login user's uid with \`id -u\` (exit ${result.code}: ` +
