@@ -19,6 +19,8 @@ const log = logger("engine");
 const ARRIVALS_DELAY_MS = 5;
 /** How old a leftover of a dropped delivery must be before it is removed. */
 const LEFTOVER_AGE_MS = 24 * 3600_000;
+/** How often the engine looks for a vessel idle enough to clean. */
+const CLEANUP_CHECK_MS = 5_000;
 /** Files recorded per commit: about 50 ms of work. */
 const ARRIVALS_PER_COMMIT = 500;
 
@@ -63,7 +65,10 @@ export class Engine {
   readonly #finalizing = new Set<number>();
   readonly #abort = new AbortController();
   #running: Promise<unknown> | undefined;
-  #cleaning: Promise<void> = Promise.resolve();
+  /** Vessels whose leftovers this run has removed (or is removing). */
+  readonly #cleaned = new Set<string>();
+  readonly #cleanups = new Set<Promise<void>>();
+  #cleanupTimer: ReturnType<typeof setInterval> | undefined;
   #finalizations: Promise<void> = Promise.resolve();
   readonly #arrivals: ReadyFileInfo[] = [];
   #arrivalsFlush: ReturnType<typeof setTimeout> | undefined;
@@ -112,40 +117,50 @@ export class Engine {
     for (const file of this.#store.doneFiles()) this.#finalize(file);
     await this.#finalizations;
     this.#running = Promise.all(this.#workers.map((worker) => worker.run(this.#abort.signal)));
-    this.#cleaning = this.#removeLeftovers();
+    this.#cleanupTimer = setInterval(() => this.#removeLeftovers(), CLEANUP_CHECK_MS);
   }
 
   /**
    * Removes what dropped deliveries left on the vessels (IgnoreDirs changed,
-   * a vessel removed, a database lost) once it is a day old, in the
-   * background; a failure is only logged.
+   * a vessel removed, a database lost) once it is a day old: once per run
+   * and vessel, as soon as the vessel's worker has nothing running, so the
+   * cleanup shares its connection instead of opening another beside a
+   * delivery. A failure is only logged.
    */
-  async #removeLeftovers(): Promise<void> {
+  #removeLeftovers(): void {
+    for (const [index, transport] of this.#transports.entries()) {
+      if (this.#abort.signal.aborted || this.#workers[index].active) continue;
+      if (this.#cleaned.has(transport.vessel)) continue;
+      this.#cleaned.add(transport.vessel);
+      if (!transport.removeLeftovers) continue;
+      const cleanup = this.#removeLeftoversOf(transport, transport.removeLeftovers.bind(transport));
+      this.#cleanups.add(cleanup);
+      cleanup.finally(() => this.#cleanups.delete(cleanup));
+    }
+  }
+
+  async #removeLeftoversOf(
+    transport: Transport,
+    removeLeftovers: NonNullable<Transport["removeLeftovers"]>,
+  ): Promise<void> {
     const keep = new Set(this.#store.deliveryIds().map((id) => deliveryKey(this.#store, id)));
-    await Promise.all(this.#transports.map(async (transport) => {
-      if (!transport.removeLeftovers) return;
-      const vessel = this.#config.vessels.find((v) => v.name === transport.vessel);
-      const destinations = this.#config.directories
-        .filter((directory) => !vessel?.ignoreDirs.includes(directory.name))
-        .map((directory) => directory.destination);
-      try {
-        const removed = await transport.removeLeftovers({
-          olderThanMs: LEFTOVER_AGE_MS,
-          keep,
-          destinations,
-        });
-        if (removed > 0) {
-          logger(`vessel "${transport.vessel}"`).info(
-            `removed ${removed} leftovers of dropped deliveries (older than a day)`,
-          );
-        }
-      } catch (error) {
-        if (this.#abort.signal.aborted) return;
-        logger(`vessel "${transport.vessel}"`).warn(
-          `cannot remove old leftovers: ${describeError(error)}`,
+    const vessel = this.#config.vessels.find((v) => v.name === transport.vessel);
+    const destinations = this.#config.directories
+      .filter((directory) => !vessel?.ignoreDirs.includes(directory.name))
+      .map((directory) => directory.destination);
+    try {
+      const removed = await removeLeftovers({ olderThanMs: LEFTOVER_AGE_MS, keep, destinations });
+      if (removed > 0) {
+        logger(`vessel "${transport.vessel}"`).info(
+          `removed ${removed} leftovers of dropped deliveries (older than a day)`,
         );
       }
-    }));
+    } catch (error) {
+      if (this.#abort.signal.aborted) return;
+      logger(`vessel "${transport.vessel}"`).warn(
+        `cannot remove old leftovers: ${describeError(error)}`,
+      );
+    }
   }
 
   /**
@@ -193,20 +208,24 @@ export class Engine {
 
   /** Whether nothing is running and nothing is due, for `once`. */
   idle(): boolean {
-    return this.#arrivals.length === 0 && this.#store.counts().pending === 0 &&
+    const idle = this.#arrivals.length === 0 && this.#store.counts().pending === 0 &&
       this.#finalizing.size === 0 &&
       !this.#workers.some((worker) => worker.active) && this.#store.doneFiles().length === 0;
+    if (!idle) return false;
+    this.#removeLeftovers();
+    return this.#cleanups.size === 0;
   }
 
   /** Stops the workers and closes the transports; unfinished work resumes at the next start. */
   async stop(): Promise<void> {
     this.#abort.abort();
+    clearInterval(this.#cleanupTimer);
     clearTimeout(this.#arrivalsFlush);
     // Closing rejects calls in flight, so a stalled transfer cannot delay the stop.
     await Promise.allSettled(this.#transports.map((transport) => transport.close()));
     await this.#running;
     await this.#finalizations;
-    await this.#cleaning;
+    await Promise.allSettled(this.#cleanups);
   }
 
   #notifyAll(): void {
