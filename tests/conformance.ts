@@ -4,7 +4,12 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { tempPathFor, type Transport, TransportError } from "../transports/transport.ts";
+import {
+  assembleAll,
+  tempPathFor,
+  type Transport,
+  TransportError,
+} from "../transports/transport.ts";
 
 /** A transport under test and a way to look at the vessel behind it. */
 export interface ConformanceTarget {
@@ -104,7 +109,7 @@ export function transportConformance(
           await transport.prepare(key, destination);
           for (const index of [2, 0, 1]) await transport.putPart(key, index, parts[index]);
           assert.deepEqual([...await transport.listParts(key)].sort(), [0, 1, 2]);
-          const assembled = await transport.assemble(key, 3, destination);
+          const assembled = await assembleAll(transport, key, 3, destination);
           assert.equal(assembled.tempPath, tempPathFor(key, destination));
           assert.equal(assembled.sha256, sha256(...parts));
           assert.equal(assembled.size, 71_003);
@@ -128,7 +133,7 @@ export function transportConformance(
             const data = encoder.encode(`content of ${fileName}\n`);
             await transport.prepare(key, destination);
             await transport.putPart(key, 0, data);
-            const assembled = await transport.assemble(key, 1, destination);
+            const assembled = await assembleAll(transport, key, 1, destination);
             assert.equal(assembled.sha256, sha256(data), `hash of ${JSON.stringify(fileName)}`);
             await transport.publish(assembled.tempPath, destination);
             assert.deepEqual(await target.read(destination), data, `bytes of #${i}`);
@@ -144,7 +149,7 @@ export function transportConformance(
           const destination = `${base}/empty`;
           await transport.prepare(key, destination);
           await transport.putPart(key, 0, new Uint8Array(0));
-          const assembled = await transport.assemble(key, 1, destination);
+          const assembled = await assembleAll(transport, key, 1, destination);
           assert.equal(assembled.size, 0);
           assert.equal(assembled.sha256, sha256());
           await transport.publish(assembled.tempPath, destination);
@@ -159,7 +164,7 @@ export function transportConformance(
           await transport.putPart(key, 0, bytes(100, 4));
           await transport.putPart(key, 2, bytes(100, 5));
           await assert.rejects(
-            () => transport.assemble(key, 3, destination),
+            () => assembleAll(transport, key, 3, destination),
             isCode("part-missing"),
           );
           assert.equal(await target.read(destination), undefined);
@@ -176,7 +181,7 @@ export function transportConformance(
           await transport.putPart(key, 0, bytes(10, 7));
           await transport.putPart(key, 0, bytes(10, 7));
           assert.deepEqual([...await transport.listParts(key)], [0]);
-          const assembled = await transport.assemble(key, 1, destination);
+          const assembled = await assembleAll(transport, key, 1, destination);
           assert.equal(assembled.sha256, sha256(bytes(10, 7)));
           assert.equal(assembled.size, 10);
           await transport.remove(assembled.tempPath);
@@ -190,7 +195,7 @@ export function transportConformance(
           for (const version of ["old version", "new version, longer"]) {
             await transport.prepare(key, destination);
             await transport.putPart(key, 0, encoder.encode(version));
-            const assembled = await transport.assemble(key, 1, destination);
+            const assembled = await assembleAll(transport, key, 1, destination);
             await transport.publish(assembled.tempPath, destination);
             await transport.removeParts(key);
           }
@@ -395,7 +400,7 @@ export function transportConformance(
             await transport.putPart(key, 0, bytes(10, 1));
             await transport.putPart(key, 1, bytes(300_000, 2));
             assert.equal(await mode(`${target.tempDir}/${key}/0.part`), 0o600);
-            const assembled = await transport.assemble(key, 2, destination);
+            const assembled = await assembleAll(transport, key, 2, destination);
             assert.equal(await mode(assembled.tempPath), 0o600);
             await transport.publish(assembled.tempPath, destination, 0o640);
             assert.equal(await mode(destination), 0o640);

@@ -3,6 +3,7 @@
  * already on the vessel (a resume): one command whose length does not grow
  * with the part count (the streamed command reads indices on stdin anyway).
  */
+import { assembleAll } from "../transports/transport.ts";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { SftpTransport } from "../transports/sftp/sftp_transport.ts";
@@ -32,7 +33,7 @@ Deno.test({
         await Deno.writeFile(`${vessel.tempDir}/huge/${index}.part`, data);
       }
       const expected = hash.digest("hex");
-      const assembled = await transport.assemble("huge", PARTS, destination);
+      const assembled = await assembleAll(transport, "huge", PARTS, destination);
       assert.equal(assembled.sha256, expected);
       assert.equal(assembled.size, PARTS * 40);
       await transport.publish(assembled.tempPath, destination);

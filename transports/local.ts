@@ -128,12 +128,6 @@ export class LocalTransport implements Transport {
     }
   }
 
-  async assemble(key: string, count: number, destination: string): Promise<Assembled> {
-    const assembly = this.startAssembly(key, count, destination);
-    for (let index = 0; index < count; index++) assembly.partReady(index);
-    return await assembly.finish();
-  }
-
   startAssembly(key: string, count: number, destination: string): Assembly {
     if (!Number.isSafeInteger(count) || count < 0) {
       throw new RangeError(`Cannot assemble "${destination}" from ${count} parts`);

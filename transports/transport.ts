@@ -47,7 +47,7 @@ export interface Assembly {
   /**
    * Resolves once all `count` parts were announced and assembled, like
    * {@linkcode Transport.assemble}: the temp file is durable, and its sha256
-   * and size are what the vessel holds. Rejects like `assemble()`; on
+   * and size are what the vessel holds. Rejects like {@linkcode assembleAll}; on
    * rejection nothing is left at the temp path. Calling it again returns the
    * same outcome.
    */
@@ -108,20 +108,11 @@ export interface Transport {
   putPart(key: string, index: number, data: Uint8Array): Promise<void>;
 
   /**
-   * Concatenates parts `0..count-1` in order into `tempPathFor(key,
-   * destination)`, makes it durable and returns its sha256 and size. If a
-   * part is missing it throws a retryable {@linkcode TransportError} with code
-   * `"part-missing"` and nothing is left at the temp path or the destination.
-   * On any error nothing is left at the temp path.
-   */
-  assemble(key: string, count: number, destination: string): Promise<Assembled>;
-
-  /**
    * Starts assembling parts `0..count-1` of `key` into `tempPathFor(key,
    * destination)` while they are still being put: announce each part with
    * {@linkcode Assembly.partReady} once its `putPart` resolved. Same outcome
-   * and errors as {@linkcode assemble}, which is this plus announcing every
-   * part. A temp file left by an earlier try is replaced. The part directory
+   * and errors as {@linkcode assembleAll}, which is this plus announcing every
+   * part (see {@linkcode assembleAll}). A temp file left by an earlier try is replaced. The part directory
    * must have been prepared. A part announced but not there rejects with
    * `"part-missing"`; an assembly that makes no progress for a few
    * `Timeout`s while it has parts to consume rejects with `"connection"`.
@@ -297,3 +288,22 @@ export const silentLogger: TransportLogger = {
   info() {},
   debug() {},
 };
+
+/**
+ * Concatenates parts `0..count-1` of `key`, all already whole on the vessel,
+ * in order into `tempPathFor(key, destination)`, makes it durable and returns
+ * its sha256 and size: {@linkcode Transport.startAssembly} with every part
+ * announced at once. If a part is missing it rejects with a retryable
+ * {@linkcode TransportError} coded `"part-missing"`, and nothing is left at the
+ * temp path or the destination; on any error nothing is left at the temp path.
+ */
+export async function assembleAll(
+  transport: Transport,
+  key: string,
+  count: number,
+  destination: string,
+): Promise<Assembled> {
+  const assembly = transport.startAssembly(key, count, destination);
+  for (let index = 0; index < count; index++) assembly.partReady(index);
+  return await assembly.finish();
+}

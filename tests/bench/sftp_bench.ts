@@ -14,6 +14,7 @@
  *
  * Generated data lives in a temp directory that is removed at the end.
  */
+import { assembleAll } from "../../transports/transport.ts";
 import { parseArgs } from "node:util";
 import { SftpTransport } from "../../transports/sftp/sftp_transport.ts";
 import { startOpenSsh } from "../servers.ts";
@@ -136,7 +137,7 @@ async function sendBig(source: string, destination: string, key: string, mode: s
   const uploaded = performance.now();
   const assembled = assembly
     ? await assembly.finish()
-    : await transport.assemble(key, count, destination);
+    : await assembleAll(transport, key, count, destination);
   const assembledAt = performance.now();
   await transport.publish(assembled.tempPath, destination);
   await transport.removeParts(key);
@@ -203,7 +204,7 @@ async function smallFiles(count: number, size: number): Promise<void> {
           } else {
             await transport.prepare(key, destination);
             await transport.putPart(key, 0, files[index]);
-            assembled = await transport.assemble(key, 1, destination);
+            assembled = await assembleAll(transport, key, 1, destination);
           }
           await transport.publish(assembled.tempPath, destination);
           if (mode !== "whole") await transport.removeParts(key);

@@ -12,7 +12,12 @@ import {
   startOpenSsh,
   type TestServer,
 } from "../../tests/servers.ts";
-import { tempPathFor, type TransportError, type TransportLogger } from "../transport.ts";
+import {
+  assembleAll,
+  tempPathFor,
+  type TransportError,
+  type TransportLogger,
+} from "../transport.ts";
 import { findSsh } from "./openssh_setup.ts";
 import { SftpTransport } from "./sftp_transport.ts";
 
@@ -156,7 +161,7 @@ for (const carrier of ["builtin", "openssh"] as const) {
           `second try sent ${second} bytes, resuming at ${offset}`,
         );
         assert.deepEqual([...await transport.listParts("resume2")], [0]);
-        const assembled = await transport.assemble("resume2", 1, destination);
+        const assembled = await assembleAll(transport, "resume2", 1, destination);
         assert.equal(assembled.sha256, sha256(data));
         await transport.remove(assembled.tempPath);
         await transport.removeParts("resume2");

@@ -182,12 +182,6 @@ export class SftpTransport implements Transport {
     });
   }
 
-  async assemble(key: string, count: number, destination: string): Promise<Assembled> {
-    const assembly = this.startAssembly(key, count, destination);
-    for (let index = 0; index < count; index++) assembly.partReady(index);
-    return await assembly.finish();
-  }
-
   startAssembly(key: string, count: number, destination: string): Assembly {
     const partDir = this.#partDir(key);
     checkAbsolute(destination);

@@ -13,7 +13,7 @@ import {
   startOpenSsh,
   type TestServer,
 } from "../../tests/servers.ts";
-import { tempPathFor, type Transport, TransportError } from "../transport.ts";
+import { assembleAll, tempPathFor, type Transport, TransportError } from "../transport.ts";
 import { HOSTILE_NAMES } from "../../tests/conformance.ts";
 import { chacha20CiphersFinalized } from "./_ssh2.ts";
 import { SftpTransport } from "./sftp_transport.ts";
@@ -82,7 +82,7 @@ Deno.test({
         const parts = [bytes(3 << 20, 1), bytes(3 << 20, 2), bytes(12345, 3)];
         await transport.prepare("big1", destination);
         await Promise.all(parts.map((data, index) => transport.putPart("big1", index, data)));
-        const assembled = await transport.assemble("big1", parts.length, destination);
+        const assembled = await assembleAll(transport, "big1", parts.length, destination);
         assert.equal(assembled.sha256, sha256(...parts));
         assert.equal(assembled.size, (6 << 20) + 12345);
         await transport.publish(assembled.tempPath, destination);
@@ -96,12 +96,12 @@ Deno.test({
         for (const [index, data] of many.entries()) {
           if (index !== 7 && index !== 13) await transport.putPart("many", index, data);
         }
-        const error = await rejection(transport.assemble("many", many.length, destination));
+        const error = await rejection(assembleAll(transport, "many", many.length, destination));
         assert.equal(error.code, "part-missing");
         assert.match(error.message, /: parts 7, 13 are missing$/);
         await transport.putPart("many", 7, many[7]);
         await transport.putPart("many", 13, many[13]);
-        const whole = await transport.assemble("many", many.length, destination);
+        const whole = await assembleAll(transport, "many", many.length, destination);
         assert.equal(whole.sha256, sha256(...many));
         await transport.remove(whole.tempPath);
         await transport.removeParts("many");
@@ -112,7 +112,7 @@ Deno.test({
           const destination = `${server.dir}/big/nofsync.bin`;
           await transport.prepare("big2", destination);
           await transport.putPart("big2", 0, bytes(2 << 20, 4));
-          const assembled = await transport.assemble("big2", 1, destination);
+          const assembled = await assembleAll(transport, "big2", 1, destination);
           assert.equal(assembled.sha256, sha256(bytes(2 << 20, 4)));
           await transport.remove(assembled.tempPath);
           await transport.removeParts("big2");
@@ -313,7 +313,7 @@ Deno.test({
             const parts = [bytes(200_000, index), bytes(100_000, index + 100)];
             await transport.prepare(key, destination);
             for (const [part, data] of parts.entries()) await transport.putPart(key, part, data);
-            const assembled = await transport.assemble(key, 2, destination);
+            const assembled = await assembleAll(transport, key, 2, destination);
             assert.equal(assembled.sha256, sha256(...parts), JSON.stringify(name));
             await transport.publish(assembled.tempPath, destination);
             assert.equal(await transport.hash(destination), sha256(...parts));
@@ -364,7 +364,7 @@ Deno.test({
         try {
           const calls = [
             transport.putPart("freeze", 1, bytes(8 << 20, 2)),
-            transport.assemble("freeze", 1, destination),
+            assembleAll(transport, "freeze", 1, destination),
             transport.listParts("freeze"),
           ];
           for (const call of calls) {
@@ -615,7 +615,7 @@ Deno.test({
             const data = new TextEncoder().encode(`hello from ${server.kind}\n`);
             await transport.prepare("bind", `${mount}/inbox/hello.txt`);
             await transport.putPart("bind", 0, data);
-            const assembled = await transport.assemble("bind", 1, `${mount}/inbox/hello.txt`);
+            const assembled = await assembleAll(transport, "bind", 1, `${mount}/inbox/hello.txt`);
             await transport.publish(assembled.tempPath, `${mount}/inbox/hello.txt`);
             await transport.removeParts("bind");
           });
@@ -656,7 +656,7 @@ Deno.test({
           await transport.prepare("full2", destination);
           await transport.putPart("full2", 0, bytes(400 * 1024, 2));
           await transport.putPart("full2", 1, bytes(400 * 1024, 3));
-          const error = await rejection(transport.assemble("full2", 2, destination));
+          const error = await rejection(assembleAll(transport, "full2", 2, destination));
           assert.equal(error.code, "no-space", error.message);
           assert.match(error.message, /No space left on device/);
           assert.equal(await transport.hash(tempPathFor("full2", destination)), undefined);
