@@ -4,8 +4,10 @@
  */
 import { createHash } from "node:crypto";
 
-const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
-const PERMISSIONS = [
+/** The CLI's entry point, for `deno run`. */
+export const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
+/** What `deno task start` grants the CLI (see deno.json); `--allow-run` is for ssh. */
+export const PERMISSIONS = [
   "--allow-read",
   "--allow-write",
   "--allow-env",
@@ -13,6 +15,8 @@ const PERMISSIONS = [
   "--allow-sys",
   "--allow-run",
 ];
+/** The V8 flag of `deno task start` and the compiled binary, for runs that measure memory. */
+export const V8_FLAGS = "--v8-flags=--max-semi-space-size=1";
 
 /** The result of a finished CLI run. */
 export interface CliResult {

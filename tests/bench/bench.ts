@@ -6,21 +6,17 @@
  *   deno task bench [--size-mib 1024] [--files 1000] [--fanout-mib 256] [--quick]
  */
 import { parseArgs } from "node:util";
-import { randomBytes, sha256 } from "../cli_harness.ts";
+import {
+  MAIN,
+  PERMISSIONS as CLI_PERMISSIONS,
+  randomBytes,
+  sha256,
+  V8_FLAGS,
+} from "../cli_harness.ts";
 import { startOpenSsh, type TestServer } from "../servers.ts";
 import { vesselIni } from "../vessel_ini.ts";
 
-const MAIN = new URL("../../src/main.ts", import.meta.url).pathname;
-// The same V8 flag as `deno task start` and the compiled binary (see deno.json).
-const PERMISSIONS = [
-  "--v8-flags=--max-semi-space-size=1",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-net",
-  "--allow-sys",
-  "--allow-run",
-];
+const PERMISSIONS = [V8_FLAGS, ...CLI_PERMISSIONS];
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -4,6 +4,7 @@
  * with every process it started, by PID, and reported as `> N s`; so is
  * every run still going when the bench is interrupted.
  */
+import { MAIN, PERMISSIONS as CLI_PERMISSIONS, V8_FLAGS } from "../../cli_harness.ts";
 import { descendantsOf, type TestServer } from "../../servers.ts";
 import { vesselIni } from "../../vessel_ini.ts";
 
@@ -25,17 +26,7 @@ export function formatRun(run: ToolRun): string {
   return `${run.seconds.toFixed(1)} s`;
 }
 
-const MAIN = new URL("../../../src/main.ts", import.meta.url).pathname;
-// The flags of `deno task start` (see deno.json), and --allow-run for the OpenSSH carrier's ssh.
-const PERMISSIONS = [
-  "--v8-flags=--max-semi-space-size=1",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-net",
-  "--allow-sys",
-  "--allow-run",
-];
+const PERMISSIONS = [V8_FLAGS, ...CLI_PERMISSIONS];
 
 const running = new Set<number>();
 
