@@ -6,7 +6,7 @@
  *
  *   deno run -A tests/bench/sftp_bench.ts [--size MiB] [--part MiB]
  *     [--connections N] [--parallel N] [--runs N] [--assembly after|stream|both]
- *     [--no-fsync]
+ *     [--no-fsync] [--client openssh|builtin]
  *   deno run -A tests/bench/sftp_bench.ts --files N [--file-size KiB]
  *     [--deliveries N] [--runs N] [--small whole|parts|both] [--no-fsync]
  *                         (many small files, next to rsync: `putWhole` + publish,
@@ -28,6 +28,7 @@ const { values } = parseArgs({
     runs: { type: "string", default: "1" },
     files: { type: "string" },
     "file-size": { type: "string", default: "16" },
+    client: { type: "string", default: "openssh" },
     deliveries: { type: "string" },
     assembly: { type: "string", default: "both" },
     small: { type: "string", default: "both" },
@@ -40,7 +41,11 @@ const partSize = Math.round(Number(values.part) * MiB);
 const connections = Number(values.connections);
 const runs = Number(values.runs);
 /** The vessel as the transport sees it; `--no-fsync` skips flushing files to disk (like scp, rsync). */
-const vessel = () => server.vesselConfig({ fsync: !values["no-fsync"] });
+const vessel = () =>
+  server.vesselConfig({
+    fsync: !values["no-fsync"],
+    sshClient: values.client === "builtin" ? "builtin" : "openssh",
+  });
 
 function out(line: string): void {
   Deno.stdout.writeSync(new TextEncoder().encode(line + "\n"));

@@ -182,6 +182,8 @@ class OpenSshLink extends EventEmitter implements SshLink {
   readonly #diagnostics: Diagnostics;
   readonly #options: OpenSshOptions;
   readonly #commands = new Set<ChildProcess>();
+  readonly #reported: () => void;
+  #lost = false;
 
   constructor(
     master: ChildProcess,
@@ -196,16 +198,25 @@ class OpenSshLink extends EventEmitter implements SshLink {
     this.#sftp = sftp;
     this.#diagnostics = diagnostics;
     this.#options = options;
+    this.#reported = reported;
     void exited.then(() => {
-      for (const command of this.#commands) kill(command);
       const code = master.exitCode;
       const signal = master.signalCode;
-      const why = diagnostics.summary() ||
-        (signal ? `ssh ended by ${signal}` : `ssh exited with status ${code}`);
-      this.emit("error", new Error(why));
-      this.emit("close");
-      reported();
+      this.#lose(
+        diagnostics.summary() ||
+          (signal ? `ssh ended by ${signal}` : `ssh exited with status ${code}`),
+      );
     });
+  }
+
+  /** Reports the connection lost, once, before anything that used it learns of it otherwise. */
+  #lose(why: string): void {
+    if (this.#lost) return;
+    this.#lost = true;
+    this.emit("error", new Error(why));
+    this.emit("close");
+    this.#reported();
+    this.destroy();
   }
 
   sftp(callback: (error: Error | undefined, sftp: SFTPWrapper) => void): void {
@@ -232,7 +243,10 @@ class OpenSshLink extends EventEmitter implements SshLink {
     this.#commands.add(child);
     // Status 255 is ssh's own failure (our commands never exit 255): the shared
     // connection broke, so it goes, and every call on it fails as a lost connection.
-    const channel = new CommandChannel(child, () => this.destroy());
+    const channel = new CommandChannel(
+      child,
+      (stderr) => this.#lose(`ssh failed running a command: ${stderr.trim() || "status 255"}`),
+    );
     child.once("close", () => this.#commands.delete(child));
     callback(undefined, channel as unknown as ClientChannel);
   }
@@ -258,9 +272,13 @@ class CommandChannel extends EventEmitter {
   readonly #child: ChildProcess;
 
   /** `sshFailed` runs before `close` is emitted when ssh itself failed (status 255). */
-  constructor(child: ChildProcess, sshFailed: () => void) {
+  constructor(child: ChildProcess, sshFailed: (stderr: string) => void) {
     super();
     this.#child = child;
+    let stderr = "";
+    child.stderr!.on("data", (data: Buffer) => {
+      if (stderr.length < 2048) stderr += data.toString();
+    });
     this.stderr = child.stderr!;
     child.stdin!.on("error", () => {}); // A command that exits early closes its stdin.
     child.stdout!.on("data", (data: Buffer) => this.emit("data", data));
@@ -274,7 +292,7 @@ class CommandChannel extends EventEmitter {
       this.emit("exit", code, signal ?? undefined);
     });
     child.once("close", () => {
-      if (child.exitCode === 255) sshFailed();
+      if (child.exitCode === 255) sshFailed(stderr);
       close();
     });
     child.once("error", (error: Error) => {
