@@ -13,7 +13,13 @@
 import assert from "node:assert/strict";
 import { CliProcess, listFiles, sha256, waitFor, Workspace } from "./cli_harness.ts";
 import { FaultProxy } from "./fault_proxy.ts";
-import { serverUnavailable, skipNotice, startOpenSsh, type TestServer } from "./servers.ts";
+import {
+  serverUnavailable,
+  skipNotice,
+  startOpenSsh,
+  type TestServer,
+  testSshClient,
+} from "./servers.ts";
 import { openTransport } from "../transports/mod.ts";
 import { TEMP_PREFIX, type TransportCapabilities } from "../transports/transport.ts";
 
@@ -241,6 +247,8 @@ export async function startRig(options: RigOptions): Promise<Rig> {
       "known_hosts",
       `[127.0.0.1]:${proxy.port} ${server.hostPublicKey}\n`,
     );
+    // The suite's client unless the test chooses one (CONTENTMONSTER_TEST_SSH_CLIENT).
+    const sshClient = options.sshClient ?? testSshClient();
     const config = await ws.config(`[MONSTER]
 ChunkSize = ${options.chunkSize}
 Database = state/cm.db
@@ -257,7 +265,8 @@ IdentityFile = ${server.identityFile}
 KnownHostsFile = ${knownHosts}
 TempDir = ${tempDir}
 Timeout = ${options.timeout ?? 3}
-${options.sshClient ? `SSHClient = ${options.sshClient}\n` : ""}`);
+SSHConfigFile = none
+${sshClient ? `SSHClient = ${sshClient}\n` : ""}`);
     // Constructing the transport connects nothing; it only tells what it declares.
     const transport = await openTransport(server.vesselConfig({ port: proxy.port }));
     const capabilities = transport.capabilities;
