@@ -73,6 +73,9 @@ export function sameStat(a: FileStat | undefined, b: FileStat | undefined): bool
     a.ino === b.ino;
 }
 
+/** How many `lstat` calls the settle step keeps in flight. */
+const STAT_CONCURRENCY = 64;
+
 /** The shortest wait between two checks, so a zero timing cannot spin. */
 const MIN_WAIT_MS = 5;
 
@@ -90,6 +93,8 @@ export class Settler {
   /** For each directory (relpath), how many pending or reported files lie below it. */
   readonly #dirs = new Map<string, number>();
   readonly #inflight = new Set<Promise<void>>();
+  #statsRunning = 0;
+  readonly #statsWaiting: (() => void)[] = [];
   readonly #log;
   #closed = false;
 
@@ -216,12 +221,30 @@ export class Settler {
     return promise;
   }
 
+  /**
+   * {@linkcode #stat} with at most {@linkcode STAT_CONCURRENCY} in flight: a
+   * scan of 100,000 files schedules as many checks at once, and letting them
+   * all stat together peaked at 785 MiB RSS in garbage.
+   */
+  async #limitedStat(relpath: string): Promise<FileStat | undefined> {
+    if (this.#statsRunning >= STAT_CONCURRENCY) {
+      await new Promise<void>((resolve) => this.#statsWaiting.push(resolve));
+    }
+    this.#statsRunning++;
+    try {
+      return await this.#stat(relpath);
+    } finally {
+      this.#statsRunning--;
+      this.#statsWaiting.shift()?.();
+    }
+  }
+
   async #check(relpath: string, entry: Entry): Promise<void> {
     const generation = entry.generation;
     entry.running = true;
     let stat: FileStat | undefined;
     try {
-      stat = await this.#stat(relpath);
+      stat = await this.#limitedStat(relpath);
     } catch (error) {
       // Unreadable: give up on this file rather than keep `pending` up forever.
       if (this.#entries.get(relpath) === entry) this.#deleteEntry(relpath);
