@@ -116,6 +116,25 @@ export function testSshClient(): SshClientKind | undefined {
   return chosen;
 }
 
+/**
+ * Options for `ssh`, `scp` and `rsync -e ssh` to reach `server` as the tests
+ * do: its key and known_hosts, no machine ssh_config, never a prompt.
+ */
+export function sshClientOptions(server: TestServer): string[] {
+  return [
+    "-F",
+    "none",
+    "-i",
+    server.identityFile,
+    "-o",
+    `UserKnownHostsFile=${server.knownHostsFile}`,
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    "BatchMode=yes",
+  ];
+}
+
 /** Writes the line CI looks for when an SFTP suite was skipped. */
 export function skipNotice(suite: string, reason: string): void {
   Deno.stderr.writeSync(new TextEncoder().encode(`SKIPPED sftp suite: ${suite}: ${reason}\n`));

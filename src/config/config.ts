@@ -453,13 +453,7 @@ function parseDirectory(
     section.required("Location", "the source directory on this server"),
   );
   for (const other of others) {
-    const relation = location === other.location
-      ? "is also"
-      : isInside(location, other.location)
-      ? "is inside"
-      : isInside(other.location, location)
-      ? "contains"
-      : undefined;
+    const relation = overlap(location, other.location);
     if (relation) {
       throw section.fail(
         "Location",
@@ -471,13 +465,7 @@ function parseDirectory(
   const destination = section.vesselPath("Destination") ?? location;
   for (const other of others) {
     // Two directories writing into one tree would replace each other's files.
-    const relation = destination === other.destination
-      ? "is also"
-      : isInside(destination, other.destination)
-      ? "is inside"
-      : isInside(other.destination, destination)
-      ? "contains"
-      : undefined;
+    const relation = overlap(destination, other.destination);
     if (relation) {
       throw section.fail(
         "Destination",
@@ -487,6 +475,14 @@ function parseDirectory(
     }
   }
   return { name, location, destination };
+}
+
+/** How `path` overlaps `other` ("is also", "is inside", "contains"), or `undefined`. */
+function overlap(path: string, other: string): string | undefined {
+  if (path === other) return "is also";
+  if (isInside(path, other)) return "is inside";
+  if (isInside(other, path)) return "contains";
+  return undefined;
 }
 
 function isInside(path: string, parent: string): boolean {

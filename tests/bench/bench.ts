@@ -13,7 +13,7 @@ import {
   sha256,
   V8_FLAGS,
 } from "../cli_harness.ts";
-import { startOpenSsh, type TestServer } from "../servers.ts";
+import { sshClientOptions, startOpenSsh, type TestServer } from "../servers.ts";
 import { vesselIni } from "../vessel_ini.ts";
 
 const PERMISSIONS = [V8_FLAGS, ...CLI_PERMISSIONS];
@@ -86,25 +86,12 @@ async function timedWithCpu(
   return { seconds, cpu: childCpuSeconds() - cpu };
 }
 
-function sshOptions(server: TestServer): string[] {
-  return [
-    "-i",
-    server.identityFile,
-    "-o",
-    `UserKnownHostsFile=${server.knownHostsFile}`,
-    "-o",
-    "StrictHostKeyChecking=yes",
-    "-o",
-    "BatchMode=yes",
-  ];
-}
-
 function scp(server: TestServer, source: string, target: string) {
   return run("scp", [
     "-q",
     "-P",
     String(server.port),
-    ...sshOptions(server),
+    ...sshClientOptions(server),
     source,
     `root@127.0.0.1:${target}`,
   ]);
@@ -249,7 +236,7 @@ async function smallFiles(work: string) {
       run("rsync", [
         "-a",
         "-e",
-        `ssh -p ${server.port} ${sshOptions(server).join(" ")}`,
+        `ssh -p ${server.port} ${sshClientOptions(server).join(" ")}`,
         `${source}/`,
         `root@127.0.0.1:${work}/rsync-dest/`,
       ])

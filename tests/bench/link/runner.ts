@@ -5,7 +5,7 @@
  * every run still going when the bench is interrupted.
  */
 import { MAIN, PERMISSIONS as CLI_PERMISSIONS, V8_FLAGS } from "../../cli_harness.ts";
-import { descendantsOf, type TestServer } from "../../servers.ts";
+import { descendantsOf, sshClientOptions, type TestServer } from "../../servers.ts";
 import { vesselIni } from "../../vessel_ini.ts";
 
 /** How one tool did. */
@@ -82,21 +82,6 @@ export async function runIn(
   return { seconds, timedOut, error: `${argv[0]} exited ${status.code}: ${tail}`, stderr: text };
 }
 
-function sshOptions(server: TestServer): string[] {
-  return [
-    "-F",
-    "none",
-    "-i",
-    server.identityFile,
-    "-o",
-    `UserKnownHostsFile=${server.knownHostsFile}`,
-    "-o",
-    "StrictHostKeyChecking=yes",
-    "-o",
-    "BatchMode=yes",
-  ];
-}
-
 /** scp of `sources` into the vessel's directory `target` (one connection). */
 export function scp(
   ns: string,
@@ -105,7 +90,7 @@ export function scp(
   target: string,
   timeoutSeconds: number,
 ): Promise<ToolRun> {
-  const argv = ["scp", "-q", "-P", String(server.port), ...sshOptions(server), ...sources];
+  const argv = ["scp", "-q", "-P", String(server.port), ...sshClientOptions(server), ...sources];
   return runIn(ns, [...argv, `root@${server.host}:${target}/`], timeoutSeconds);
 }
 
@@ -117,7 +102,7 @@ export function rsync(
   target: string,
   timeoutSeconds: number,
 ): Promise<ToolRun> {
-  const ssh = ["ssh", "-p", String(server.port), ...sshOptions(server)].join(" ");
+  const ssh = ["ssh", "-p", String(server.port), ...sshClientOptions(server)].join(" ");
   const argv = ["rsync", "-a", "-e", ssh, `${source}/`, `root@${server.host}:${target}/`];
   return runIn(ns, argv, timeoutSeconds);
 }
