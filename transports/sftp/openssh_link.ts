@@ -179,7 +179,6 @@ function delay(ms: number): Promise<void> {
 class OpenSshLink extends EventEmitter implements SshLink {
   readonly #master: ChildProcess;
   readonly #sftp?: SFTPWrapper;
-  readonly #diagnostics: Diagnostics;
   readonly #options: OpenSshOptions;
   readonly #commands = new Set<ChildProcess>();
   readonly #reported: () => void;
@@ -196,7 +195,6 @@ class OpenSshLink extends EventEmitter implements SshLink {
     super();
     this.#master = master;
     this.#sftp = sftp;
-    this.#diagnostics = diagnostics;
     this.#options = options;
     this.#reported = reported;
     void exited.then(() => {
@@ -259,10 +257,6 @@ class OpenSshLink extends EventEmitter implements SshLink {
   destroy(): void {
     for (const command of this.#commands) kill(command);
     kill(this.#master);
-  }
-
-  get diagnostics(): string {
-    return this.#diagnostics.summary();
   }
 }
 

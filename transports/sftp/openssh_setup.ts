@@ -181,9 +181,11 @@ export async function prepareOpenSsh(
         await Deno.writeTextFile(path, secret.reveal(), { mode: 0o600, createNew: true });
         written.push(path);
       }
-      return async () => {
-        await Promise.all(written.map((path) => Deno.remove(path).catch(() => {})));
-      };
+      // Called when ssh authenticates, when it exits, and once it serves SFTP: removes once.
+      let removal: Promise<void> | undefined;
+      return () =>
+        removal ??= Promise.all(written.map((path) => Deno.remove(path).catch(() => {})))
+          .then(() => {});
     },
     async dispose() {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -195,7 +197,7 @@ export async function prepareOpenSsh(
  * Removes private directories left by ContentMonster processes that no longer
  * run (after a `kill -9`), since one may still hold a secret.
  */
-export async function removeStaleDirectories(
+async function removeStaleDirectories(
   tmp = Deno.env.get("TMPDIR") || "/tmp",
 ): Promise<void> {
   let entries: Deno.DirEntry[];

@@ -4,7 +4,7 @@
  * try show what was sent again.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { randomBytes as bytes, sha256 } from "../../tests/cli_harness.ts";
 import { FaultProxy } from "../../tests/fault_proxy.ts";
 import {
   serverUnavailable,
@@ -24,20 +24,6 @@ import { SftpTransport } from "./sftp_transport.ts";
 const MiB = 1 << 20;
 const unavailable = serverUnavailable("openssh");
 if (unavailable) skipNotice("SFTP resume", unavailable);
-
-function sha256(data: Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
-}
-
-function bytes(length: number, seed: number): Uint8Array {
-  const data = new Uint8Array(length);
-  let state = seed;
-  for (let i = 0; i < length; i++) {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    data[i] = state >>> 24;
-  }
-  return data;
-}
 
 /** A transport with one connection through a fresh proxy, its log lines, and cleanup. */
 async function through(server: TestServer, carrier: "builtin" | "openssh") {

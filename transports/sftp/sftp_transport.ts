@@ -116,9 +116,7 @@ export class SftpTransport implements Transport {
   describeCarrier(): string {
     if (this.carrier === "builtin") return "builtin (ssh2 in this process)";
     if (!this.#sshCommand) {
-      return `openssh, but no ssh binary ${
-        this.#config.sshCommand ? `at ${JSON.stringify(this.#config.sshCommand)}` : "on PATH"
-      }`;
+      return `openssh, but no ssh binary ${this.#sshSearched()}`;
     }
     const config = this.#config.sshConfigFile === undefined
       ? "ssh_config: the user's"
@@ -462,14 +460,18 @@ export class SftpTransport implements Transport {
     }
   }
 
+  /** Where the ssh binary was looked for, for messages. */
+  #sshSearched(): string {
+    return this.#config.sshCommand ? `at ${JSON.stringify(this.#config.sshCommand)}` : "on PATH";
+  }
+
   async #openOpenSsh(): Promise<SshConnection> {
     const command = this.#sshCommand;
     if (!command) {
       throw new TransportError(
         `Cannot connect to vessel "${this.vessel}": SSHClient = openssh, but there is no ssh ` +
-          `binary ${
-            this.#config.sshCommand ? `at ${JSON.stringify(this.#config.sshCommand)}` : "on PATH"
-          } (install openssh-client, set SSHCommand, or set SSHClient = builtin)`,
+          `binary ${this.#sshSearched()} (install openssh-client, set SSHCommand, or set ` +
+          `SSHClient = builtin)`,
         "unsupported",
       );
     }
