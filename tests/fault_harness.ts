@@ -72,6 +72,8 @@ export interface RigOptions {
   readonly tmpfs?: number;
   /** The vessel's `SSHClient`; default: the config's default. */
   readonly sshClient?: "openssh" | "builtin";
+  /** The vessel's `Connections`; default: the config's default (auto). */
+  readonly connections?: number;
 }
 
 /** One scenario's world: shore workspace, sshd, proxy, config, daemons. */
@@ -266,9 +268,13 @@ KnownHostsFile = ${knownHosts}
 TempDir = ${tempDir}
 Timeout = ${options.timeout ?? 3}
 SSHConfigFile = none
-${sshClient ? `SSHClient = ${sshClient}\n` : ""}`);
+${sshClient ? `SSHClient = ${sshClient}\n` : ""}${
+      options.connections ? `Connections = ${options.connections}\n` : ""
+    }`);
     // Constructing the transport connects nothing; it only tells what it declares.
-    const transport = await openTransport(server.vesselConfig({ port: proxy.port }));
+    const transport = await openTransport(
+      server.vesselConfig({ port: proxy.port, connections: options.connections }),
+    );
     const capabilities = transport.capabilities;
     await transport.close();
     return new Rig({

@@ -42,6 +42,8 @@ export interface ServerOptions {
    * on `address` there, as the WAN bench's vessel (OpenSSH only).
    */
   readonly netns?: { readonly name: string; readonly address: string };
+  /** More sshd_config lines (OpenSSH only), e.g. `MaxStartups 1:100:1`. */
+  readonly sshdConfig?: readonly string[];
 }
 
 /** A running SSH server on 127.0.0.1 (or in a network namespace, option `netns`). */
@@ -166,6 +168,7 @@ export async function startOpenSsh(options: ServerOptions = {}): Promise<TestSer
       "MaxSessions 20",
       "LogLevel ERROR",
       ...(sftp === false ? [] : [`Subsystem sftp ${sftp}`]),
+      ...options.sshdConfig ?? [],
     ];
     const configFile = `${dir}/sshd_config`;
     await Deno.writeTextFile(configFile, config.join("\n") + "\n");

@@ -1,7 +1,7 @@
 /**
  * A slow link that is alive (issue 8, item 0): the builtin carrier through
- * the fault proxy throttled to 128 KiB/s with 1 s round trips, one file of
- * one part. ssh2's own keepalive took such a link for dead: its ping's reply
+ * the fault proxy throttled to 128 KiB/s with 1 s round trips, one file
+ * smaller than ChunkSize. ssh2's own keepalive took such a link for dead: its ping's reply
  * waits behind the megabytes of writes queued before it.
  */
 import assert from "node:assert/strict";
@@ -14,7 +14,7 @@ export function slowLinkTest(size: number, timeout: number): void {
     `builtin carrier: a link throttled to 128 KiB/s with 1 s round trips delivers ` +
       `${mib(size)} with Timeout ${timeout} (slow is not dead)`,
     async () => {
-      // A ChunkSize above the size makes the file one part (so a resend would start at byte 0).
+      // A ChunkSize above the size: the file's parts are as small as spreading makes them.
       const rig = await startRig({ chunkSize: 10 * MiB, timeout, sshClient: "builtin" });
       try {
         const files = new Map([["slow/file.bin", randomBytes(size, 500)]]);
@@ -37,7 +37,7 @@ export function slowLinkTest(size: number, timeout: number): void {
             `${rig.proxy.connections()} connection(s)`,
         );
         assert.doesNotMatch(daemon.log, /Keepalive timeout|no SFTP reply/);
-        assert.equal(rig.proxy.connections(), 1, "the live connection was never dropped");
+        assert.doesNotMatch(daemon.log, /retrying in/, "no connection was taken for dead");
       } finally {
         await rig.cleanup();
       }

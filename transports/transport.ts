@@ -13,7 +13,10 @@
 
 /** What a transport can do beyond the required contract. */
 export interface TransportCapabilities {
-  /** How many parts of one delivery may be put at the same time. */
+  /**
+   * How many parts of one delivery may be put at the same time: the most
+   * connections the vessel may use (see {@linkcode ConnectionPool}).
+   */
   readonly parallelParts: number;
   /** How many deliveries this vessel should run at the same time. */
   readonly parallelDeliveries: number;
@@ -74,11 +77,34 @@ export interface SpaceInfo {
   readonly freeBytes: number;
 }
 
+/**
+ * A vessel's connections, which the engine sizes to the link: on a lossy or
+ * long link each TCP stream is slow, and more of them carry more; on a
+ * fast link more only cost CPU.
+ */
+export interface ConnectionPool {
+  /** Most connections the vessel may use (its `Connections`). */
+  readonly max: number;
+  /** Whether the count adapts to the link (`Connections = auto`); otherwise it stays `max`. */
+  readonly adaptive: boolean;
+  /** Connections open now. */
+  readonly open: number;
+  /** Bytes of file data the vessel has acknowledged so far, over all connections. */
+  readonly acknowledgedBytes: number;
+  /**
+   * Uses at most `count` connections from now on (1..max): more are opened
+   * as calls need them, a few at a time; those beyond close once idle.
+   */
+  use(count: number): void;
+}
+
 /** One connection to one vessel. Methods may be called concurrently. */
 export interface Transport {
   /** The vessel's name, for messages. */
   readonly vessel: string;
   readonly capabilities: TransportCapabilities;
+  /** Present when the transport's connection count can follow the link. */
+  readonly connections?: ConnectionPool;
 
   /**
    * Creates the delivery's part directory and the destination's parent

@@ -55,6 +55,7 @@ const KEYS = {
     "IgnoreDirs",
     "Timeout",
     "Fsync",
+    "Connections",
     "BandwidthLimit",
     "Root",
     "SSHClient",
@@ -72,6 +73,8 @@ const SECRET_KEYS = ["Password", "Passphrase"];
 
 const DEFAULT_CHUNK_SIZE = 10485760;
 const DEFAULT_TEMP_DIR = "/tmp/.ContentMonster";
+/** Most SSH connections a vessel may be given (sshd's MaxStartups is 10 at once by default). */
+const MAX_CONNECTIONS = 64;
 /** The longest delay `setTimeout` takes, in seconds. */
 const MAX_TIMEOUT = 2147483;
 const BOOLEANS: Record<string, boolean> = {
@@ -569,6 +572,21 @@ function parseVessel(section: Section, name: string): VesselConfig {
     if (bandwidthLimit === 0) bandwidthLimit = undefined;
   }
 
+  const connectionsText = section.text("Connections");
+  let connections: number | "auto" = "auto";
+  if (connectionsText !== undefined && connectionsText.toLowerCase() !== "auto") {
+    connections = Number(connectionsText);
+    if (!/^\d+$/.test(connectionsText) || connections < 1 || connections > MAX_CONNECTIONS) {
+      throw section.fail(
+        "Connections",
+        `"${connectionsText}" is neither auto nor a whole number from 1 to ${MAX_CONNECTIONS}`,
+      );
+    }
+  }
+  if (transport === "local" && connectionsText !== undefined) {
+    section.warn("Connections", "is ignored with Transport = local");
+  }
+
   const sshClient = section.text("SSHClient") === undefined
     ? undefined
     : section.choice("SSHClient", SSH_CLIENTS, "openssh");
@@ -616,6 +634,7 @@ function parseVessel(section: Section, name: string): VesselConfig {
     ignoreDirs,
     timeout,
     fsync: section.choice("Fsync", BOOLEANS, true),
+    connections,
     bandwidthLimit,
     sshClient,
     sshCommand,

@@ -272,7 +272,7 @@ User = me
     '"StrictHostKeyChecking"?',
     '/etc/cm/settings.ini:11: [Vessel v] unknown key "Bogus" (known keys: Transport, Address, ' +
     "Port, Username, Password, PasswordFile, Passphrase, PassphraseFile, IdentityFile, " +
-    "KnownHostsFile, StrictHostKeyChecking, TempDir, IgnoreDirs, Timeout, Fsync, BandwidthLimit, Root, SSHClient, SSHCommand, SSHConfigFile)",
+    "KnownHostsFile, StrictHostKeyChecking, TempDir, IgnoreDirs, Timeout, Fsync, Connections, BandwidthLimit, Root, SSHClient, SSHCommand, SSHConfigFile)",
     "/etc/cm/settings.ini:10: [Vessel v] Root: is ignored unless Transport = local",
     '/etc/cm/settings.ini:13: [DEFAULT] unknown key "User", did you mean "Username"?',
   ]);
@@ -400,6 +400,8 @@ Deno.test("parseConfig() rejects bad Vessel values", async () => {
     ["[Vessel v]\nAddress = a\nTimeout = 0\n", 5, "Timeout", /"0" is not a positive number/],
     ["[Vessel v]\nAddress = a\nTimeout = soon\n", 5, "Timeout", /"soon" is not a positive/],
     ["[Vessel v]\nAddress = a\nFsync = maybe\n", 5, "Fsync", /"maybe" is not one of/],
+    ["[Vessel v]\nAddress = a\nConnections = 0\n", 5, "Connections", /neither auto nor .* 1 to 64/],
+    ["[Vessel v]\nAddress = a\nConnections = many\n", 5, "Connections", /"many" is neither auto/],
     ["[Vessel v]\nAddress = a\nTempDir = tmp\n", 5, "TempDir", /not an absolute path/],
     ["[Vessel v]\nTransport = local\n", 3, "Root", /is required \(.*Transport = local\)/],
     [
@@ -511,6 +513,13 @@ Deno.test("parseConfig() reads SSHClient, SSHCommand and SSHConfigFile, and whic
   assert.equal(chosen.sshCommand, "ssh2");
   assert.equal(chosen.sshConfigFile, "none");
   assert.deepEqual(chosen.defaulted, ["port"]);
+});
+
+Deno.test("parseConfig() reads Connections: auto by default, or a fixed count", () => {
+  const vessel = (line: string) => parse(`[Directory d]\nLocation=/d\n${VESSEL}${line}`).vessels[0];
+  assert.equal(vessel("").connections, "auto");
+  assert.equal(vessel("Connections = Auto\n").connections, "auto");
+  assert.equal(vessel("Connections = 6\n").connections, 6);
 });
 
 Deno.test("parseConfig() refuses an unknown SSHClient naming the choices", async () => {

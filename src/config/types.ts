@@ -51,6 +51,8 @@ export interface VesselConfig {
   readonly timeout: number;
   /** Whether to fsync a file before publishing it. */
   readonly fsync: boolean;
+  /** SSH connections: `auto` (also when absent) follows the link, up to 16; a number fixes them. */
+  readonly connections?: number | "auto";
   /** Bytes per second uploads to this vessel may average; unlimited when absent. */
   readonly bandwidthLimit?: number;
   /** The SSH carrier; absent: `openssh` when an `ssh` binary is found, else `builtin`. */

@@ -14,7 +14,14 @@ import {
 } from "../../transports/transport.ts";
 import { failpoint } from "./failpoint.ts";
 import type { PartOutcome, PartWindow } from "./part_window.ts";
-import { partCount, readPart, sameVersion, SourceChangedError, statSource } from "./source.ts";
+import {
+  partCount,
+  partSizeFor,
+  readPart,
+  sameVersion,
+  SourceChangedError,
+  statSource,
+} from "./source.ts";
 
 /** How a delivery attempt ended when it did not throw. */
 export type DeliveryOutcome =
@@ -29,6 +36,7 @@ export type DeliveryOutcome =
 export interface DeliveryContext {
   readonly store: Store;
   readonly transport: Transport;
+  /** The operator's ChunkSize: the largest part (see {@linkcode partSizeFor}). */
   readonly chunkSize: number;
   readonly signal: AbortSignal;
   /**
@@ -46,8 +54,11 @@ export interface DeliveryContext {
 
 /** What one delivery attempt reports while it runs. */
 export interface DeliveryProgress {
-  /** The attempt sends `parts` parts in all, of which `present` are on the vessel already. */
-  planned(parts: number, present: ReadonlySet<number>): void;
+  /**
+   * The attempt sends `parts` parts of `partSize` bytes (the last may be
+   * shorter), of which `present` are on the vessel already.
+   */
+  planned(parts: number, present: ReadonlySet<number>, partSize: number): void;
   /**
    * Part `index` of a file of several parts starts uploading, on a vessel
    * that just answered (its part directory is prepared and listed).
@@ -57,8 +68,12 @@ export interface DeliveryProgress {
   sent(index: number, bytes: number): void;
 }
 
-/** Files this small are not worth a free-space round trip. */
-const SPACE_CHECK_MIN_BYTES = 1 << 20;
+/**
+ * Files this small are not worth a free-space round trip, nor a place in the
+ * part window: the window bounds the memory and the losses of large parts,
+ * and small files are bounded by the deliveries in flight.
+ */
+const SMALL_FILE_BYTES = 1 << 20;
 
 /** The source path on the shore and the destination path on the vessel. */
 export function deliveryPaths(
@@ -78,12 +93,21 @@ export function deliveryKey(store: Store, deliveryId: number): string {
 
 /** Runs one attempt of a delivery. Throws on failure; the caller backs off. */
 export async function runDelivery(
-  context: DeliveryContext,
+  deliveryContext: DeliveryContext,
   delivery: DeliveryRecord,
   directory: DirectoryConfig,
 ): Promise<DeliveryOutcome> {
-  const { store, transport } = context;
+  const { store, transport } = deliveryContext;
   const { file } = delivery;
+  // From here on `chunkSize` is this file's part size.
+  const context = {
+    ...deliveryContext,
+    chunkSize: partSizeFor(
+      file.size,
+      deliveryContext.chunkSize,
+      transport.capabilities.parallelParts,
+    ),
+  };
   const { source, destination } = deliveryPaths(directory, file.relpath);
   const key = deliveryKey(store, delivery.id);
   const count = partCount(file.size, context.chunkSize);
@@ -119,10 +143,10 @@ export async function runDelivery(
         await transport.removeParts(key);
         store.startParts(delivery.id, null);
       }
-      if (file.size >= SPACE_CHECK_MIN_BYTES) {
+      if (file.size >= SMALL_FILE_BYTES) {
         await checkFreeSpace(context, destination, file.size, 1);
       }
-      context.progress?.planned(1, new Set());
+      context.progress?.planned(1, new Set(), context.chunkSize);
       assembled = await putWhole(context, delivery, source, directory.location, key, destination);
     } else {
       if (delivery.partsVersion !== file.version) {
@@ -219,16 +243,17 @@ async function uploadParts(
 ): Promise<void> {
   const { file } = delivery;
   const queue = [...missing];
+  // Buffers go back here when a part settles (transports do not keep `data` after that),
+  // so a delivery holds as many as it has parts in flight, not one per lane.
+  const buffers: Uint8Array[] = [];
   const worker = async () => {
-    // One buffer per lane: transports do not keep `data` once putPart has settled.
-    let buffer: Uint8Array | undefined;
     for (let index = queue.shift(); index !== undefined; index = queue.shift()) {
       context.signal.throwIfAborted();
       const ticket = await context.window?.acquire(context.signal);
       let outcome: PartOutcome = "failed";
       let bytes: number;
+      const buffer = buffers.pop() ?? new Uint8Array(Math.min(context.chunkSize, file.size));
       try {
-        buffer ??= new Uint8Array(Math.min(context.chunkSize, file.size));
         const data = await readPart(source, index, context.chunkSize, file, buffer);
         // Changed since it was queued: stop sending parts of a version that cannot be published.
         const now = await statSource(location, file.relpath);
@@ -242,6 +267,7 @@ async function uploadParts(
         if (error instanceof TransportError && error.code === "connection") outcome = "lost";
         throw error;
       } finally {
+        buffers.push(buffer);
         if (ticket !== undefined) context.window?.release(ticket, outcome);
       }
       context.store.markPartDone(delivery.id, index);
@@ -266,7 +292,8 @@ async function putWhole(
   destination: string,
 ): Promise<Assembled> {
   const { file } = delivery;
-  const ticket = await context.window?.acquire(context.signal);
+  const window = file.size >= SMALL_FILE_BYTES ? context.window : undefined;
+  const ticket = await window?.acquire(context.signal);
   let outcome: PartOutcome = "failed";
   try {
     const data = await readPart(source, 0, context.chunkSize, file);
@@ -283,7 +310,7 @@ async function putWhole(
     if (error instanceof TransportError && error.code === "connection") outcome = "lost";
     throw error;
   } finally {
-    if (ticket !== undefined) context.window?.release(ticket, outcome);
+    if (ticket !== undefined) window?.release(ticket, outcome);
   }
 }
 
@@ -303,10 +330,10 @@ async function uploadAndAssemble(
   const { transport } = context;
   await transport.prepare(key, destination);
   const present = await transport.listParts(key);
-  if (delivery.file.size >= SPACE_CHECK_MIN_BYTES) {
+  if (delivery.file.size >= SMALL_FILE_BYTES) {
     await checkFreeSpace(context, destination, delivery.file.size, count - present.size);
   }
-  context.progress?.planned(count, present);
+  context.progress?.planned(count, present, context.chunkSize);
   const assembly = transport.startAssembly(key, count, destination);
   try {
     const missing = [];

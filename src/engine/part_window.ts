@@ -12,8 +12,8 @@ export type PartOutcome = "whole" | "lost" | "failed";
 
 /** A shared limit on a vessel's parts in flight. */
 export class PartWindow {
-  /** The limit while the link holds. */
-  readonly max: number;
+  /** The limit while the link holds: the connections the vessel uses now. */
+  #max: number;
   #limit: number;
   #inFlight = 0;
   #streak = 0;
@@ -25,8 +25,38 @@ export class PartWindow {
     if (!(Number.isSafeInteger(max) && max >= 1)) {
       throw new RangeError(`Cannot create a part window of "${max}" parts: must be >= 1`);
     }
-    this.max = max;
+    this.#max = max;
     this.#limit = max;
+  }
+
+  /** The limit while the link holds. */
+  get max(): number {
+    return this.#max;
+  }
+
+  /**
+   * Follows the connections the vessel uses: a larger window opens at once
+   * (the link has room, so its losses so far say nothing of it), a smaller
+   * one takes effect as parts settle.
+   */
+  set max(max: number) {
+    if (!(Number.isSafeInteger(max) && max >= 1)) {
+      throw new RangeError(`Cannot set a part window of "${max}" parts: must be >= 1`);
+    }
+    if (max > this.#max) this.#limit += max - this.#max;
+    this.#max = max;
+    this.#limit = Math.min(this.#limit, max);
+    this.#wakeAll();
+  }
+
+  /** Parts in flight now. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Uploads waiting for a place now: more parts are ready than the window lets out. */
+  get waiting(): number {
+    return this.#waiters.size;
   }
 
   /** How many parts may be in flight now. */
@@ -61,7 +91,7 @@ export class PartWindow {
   release(ticket: number, outcome: PartOutcome): void {
     this.#inFlight--;
     if (outcome === "whole") {
-      if (++this.#streak >= this.#limit && this.#limit < this.max) {
+      if (++this.#streak >= this.#limit && this.#limit < this.#max) {
         this.#limit++;
         this.#streak = 0;
       }
@@ -70,6 +100,10 @@ export class PartWindow {
       this.#streak = 0;
       this.#epoch++;
     }
+    this.#wakeAll();
+  }
+
+  #wakeAll(): void {
     for (const wake of [...this.#waiters]) wake();
   }
 }

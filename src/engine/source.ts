@@ -117,6 +117,30 @@ function sameOrUnknown(a: number | null | undefined, b: number | null | undefine
   return a === null || a === undefined || b === null || b === undefined || a === b;
 }
 
+/**
+ * Smallest part a file is cut into to spread it over connections: below it
+ * a part's own round trips (create, rename, append) cost more than the
+ * parallel streams win.
+ */
+const MIN_SPREAD_PART = 512 << 10;
+/** Spread parts are whole multiples of this, the largest SFTP write most servers take. */
+const PART_ALIGN = 64 << 10;
+
+/**
+ * The part size for a file of `size` bytes on a vessel of up to
+ * `connections` connections: `chunkSize` (the operator's ChunkSize, the
+ * largest part) unless that leaves fewer than two parts per connection; then
+ * smaller, down to 512 KiB, so every connection has parts to the end of the
+ * file and no single slow stream carries its tail. It depends on nothing
+ * that changes while the daemon runs, so a later attempt, or a restart,
+ * finds the parts an earlier one left in the same layout.
+ */
+export function partSizeFor(size: number, chunkSize: number, connections: number): number {
+  if (connections <= 1) return chunkSize;
+  const spread = Math.ceil(size / (2 * connections) / PART_ALIGN) * PART_ALIGN;
+  return Math.min(chunkSize, Math.max(MIN_SPREAD_PART, spread));
+}
+
 /** How many parts a file of `size` bytes has: an empty file still has one. */
 export function partCount(size: number, chunkSize: number): number {
   return Math.max(1, Math.ceil(size / chunkSize));

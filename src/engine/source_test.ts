@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import {
   hashSource,
   partCount,
+  partSizeFor,
   readPart,
   sameVersion,
   SourceChangedError,
@@ -33,6 +34,24 @@ async function withDir(work: (dir: string) => Promise<void>): Promise<void> {
 function sha256(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
 }
+
+Deno.test("partSizeFor() spreads a file over the connections, between 512 KiB and ChunkSize", () => {
+  const MiB = 1 << 20;
+  const chunk = 10 * MiB;
+  // Large files keep the operator's ChunkSize.
+  assert.equal(partSizeFor(1024 * MiB, chunk, 16), chunk);
+  // Two parts per connection at the cap: 16 MiB over 16 connections is 32 parts of 512 KiB.
+  assert.equal(partSizeFor(16 * MiB, chunk, 16), 512 << 10);
+  assert.equal(partSizeFor(64 * MiB, chunk, 16), 2 * MiB);
+  // Never below 512 KiB: a small file stays one part.
+  assert.equal(partSizeFor(300 << 10, chunk, 16), 512 << 10);
+  assert.equal(partCount(300 << 10, partSizeFor(300 << 10, chunk, 16)), 1);
+  // Whole multiples of 64 KiB, never above ChunkSize.
+  assert.equal(partSizeFor(50 * MiB + 1, chunk, 16) % (64 << 10), 0);
+  assert.equal(partSizeFor(16 * MiB, 100 << 10, 16), 100 << 10);
+  // One connection gains nothing from smaller parts.
+  assert.equal(partSizeFor(16 * MiB, chunk, 1), chunk);
+});
 
 Deno.test("partCount() gives an empty file one part and splits exact multiples exactly", () => {
   assert.equal(partCount(0, 10), 1);

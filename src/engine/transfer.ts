@@ -11,7 +11,6 @@ import type { VesselHealth } from "./vessel_health.ts";
 export class Transfer implements DeliveryProgress {
   readonly startedAt = Date.now();
   readonly #delivery: DeliveryRecord;
-  readonly #chunkSize: number;
   readonly #observer: EngineObserver;
   readonly #health: VesselHealth;
   /** Parts of this delivery sent by earlier attempts in this process, shared between attempts. */
@@ -23,25 +22,23 @@ export class Transfer implements DeliveryProgress {
 
   constructor(
     delivery: DeliveryRecord,
-    chunkSize: number,
     observer: EngineObserver,
     health: VesselHealth,
     sentBefore: Set<number>,
   ) {
     this.#delivery = delivery;
-    this.#chunkSize = chunkSize;
     this.#observer = observer;
     this.#health = health;
     this.#sentBefore = sentBefore;
   }
 
-  planned(parts: number, present: ReadonlySet<number>): void {
+  planned(parts: number, present: ReadonlySet<number>, partSize: number): void {
     this.#parts = parts;
     this.#resumed = present.size;
     const { size } = this.#delivery.file;
     this.#resumedBytes = 0;
     for (const index of present) {
-      this.#resumedBytes += Math.max(0, Math.min(this.#chunkSize, size - index * this.#chunkSize));
+      this.#resumedBytes += Math.max(0, Math.min(partSize, size - index * partSize));
     }
   }
 

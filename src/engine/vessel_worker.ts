@@ -8,6 +8,7 @@ import { describeError, logger } from "../log/logger.ts";
 import type { DeliveryRecord, FileRecord, Store, VesselHealthRecord } from "../store/store.ts";
 import { type Transport, TransportError } from "../../transports/transport.ts";
 import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.ts";
+import { ConnectionGovernor } from "./connection_governor.ts";
 import { type DeliveryOutcome, runDelivery } from "./delivery.ts";
 import type { EngineObserver } from "./observer.ts";
 import { PartWindow } from "./part_window.ts";
@@ -56,6 +57,15 @@ const QUIET_MS = 3_000;
 const HEALTH_RECORD_MS = 10_000;
 /** A new last success is written this soon, yet a stream of small files costs one write a second. */
 const SUCCESS_RECORD_MS = 1_000;
+/** How often the connection count is reconsidered. */
+const TUNE_MS = 500;
+/** Connections an adaptive vessel starts with. */
+const FIRST_CONNECTIONS = 2;
+/**
+ * Parts in flight per connection: while one part's last round trips (close,
+ * rename) run, the next one's data keeps the connection busy.
+ */
+const PARTS_PER_CONNECTION = 2;
 
 /** The worker of one vessel. */
 export class VesselWorker {
@@ -71,6 +81,7 @@ export class VesselWorker {
   readonly #busy = new Map<number, Promise<void>>();
   readonly #rateLimit: RateLimit | undefined;
   readonly #window: PartWindow;
+  readonly #governor?: ConnectionGovernor;
   #wake: () => void = () => {};
   #blockedUntil = 0;
   #vesselFailures = 0;
@@ -86,7 +97,17 @@ export class VesselWorker {
     }, { lastSuccessAt: recorded?.lastSuccessAt });
     this.#rateLimit = context.bandwidthLimit ? new RateLimit(context.bandwidthLimit) : undefined;
     const { parallelParts, parallelDeliveries } = transport.capabilities;
-    this.#window = new PartWindow(Math.max(1, parallelParts * parallelDeliveries));
+    const pool = transport.connections;
+    if (pool?.adaptive) {
+      this.#governor = new ConnectionGovernor({ max: pool.max, start: FIRST_CONNECTIONS });
+    }
+    const connections = this.#governor?.target ?? pool?.max;
+    this.#window = new PartWindow(
+      connections === undefined
+        ? Math.max(1, parallelParts * parallelDeliveries)
+        : connections * PARTS_PER_CONNECTION,
+    );
+    if (connections !== undefined) pool?.use(connections);
   }
 
   /** Whether a delivery is running now. */
@@ -113,6 +134,7 @@ export class VesselWorker {
   async run(signal: AbortSignal): Promise<void> {
     const onAbort = () => this.#wake();
     signal.addEventListener("abort", onAbort);
+    const tuner = this.#governor && setInterval(() => this.#tune(), TUNE_MS);
     try {
       this.#recordHealth(this.#health.snapshot());
       while (!signal.aborted) {
@@ -121,9 +143,29 @@ export class VesselWorker {
         await this.#sleep(this.#sleepMs());
       }
     } finally {
+      clearInterval(tuner);
       signal.removeEventListener("abort", onAbort);
       await Promise.allSettled(this.#busy.values());
     }
+  }
+
+  /** Sizes the vessel's connections to what the link carries (see connection_governor.ts). */
+  #tune(): void {
+    const pool = this.#transport.connections;
+    if (!pool || !this.#governor) return;
+    const before = this.#governor.target;
+    const target = this.#governor.tick(
+      Date.now(),
+      pool.acknowledgedBytes,
+      this.#window.waiting > 0,
+      pool.open,
+    );
+    if (target === before) return;
+    logger(`vessel "${this.vessel}"`).debug(
+      `connections: ${before} -> ${target} (${pool.open} open)`,
+    );
+    this.#window.max = target * PARTS_PER_CONNECTION;
+    pool.use(target);
   }
 
   #startDue(signal: AbortSignal): void {
@@ -204,7 +246,6 @@ export class VesselWorker {
     if (!sentParts) this.#sentParts.set(delivery.id, sentParts = new Set());
     const transfer = new Transfer(
       delivery,
-      this.#context.chunkSize,
       this.#context.observer,
       this.#health,
       sentParts,
@@ -224,7 +265,7 @@ export class VesselWorker {
           pace: this.#rateLimit && ((bytes, signal) => this.#rateLimit!.take(bytes, signal)),
           window: this.#window,
           progress: {
-            planned: (parts, present) => transfer.planned(parts, present),
+            planned: (parts, present, partSize) => transfer.planned(parts, present, partSize),
             sending: (index) => transfer.sending(index),
             sent: (index, bytes) => {
               // Progress: the vessel works, so its next failure backs off from the start again.

@@ -109,6 +109,13 @@ export interface ConnectionOptions {
   readonly log: Logger;
   /** `user@host:port` as the carrier resolved it (ssh_config may change all three). */
   readonly target?: string;
+  /** Counts the bytes of every write the vessel acknowledges (shared by a transport's connections). */
+  readonly acknowledged?: ByteCounter;
+}
+
+/** A running total of bytes. */
+export interface ByteCounter {
+  bytes: number;
 }
 
 interface Pending {
@@ -126,6 +133,7 @@ export class SshConnection {
   readonly #target: string;
   readonly #log: Logger;
   readonly #timeoutMs: number;
+  readonly #acknowledged: ByteCounter;
   readonly #pending = new Set<Pending>();
   readonly #watchdog: ReturnType<typeof setInterval>;
   #sftp?: Promise<SFTPWrapper>;
@@ -150,6 +158,7 @@ export class SshConnection {
       `${options.vessel.username}@${options.vessel.address}:${options.vessel.port}`;
     this.#log = options.log;
     this.#timeoutMs = options.vessel.timeout * 1000;
+    this.#acknowledged = options.acknowledged ?? { bytes: 0 };
     this.info = info;
     client.on("error", (error: Error) => {
       this.#lastError = error;
@@ -306,6 +315,7 @@ export class SshConnection {
           failed = true; // Issue no more writes; those in flight still finish.
           throw error;
         });
+        this.#acknowledged.bytes += length;
       }
     };
     const writers = Math.min(window, Math.ceil(buffer.length / chunk));

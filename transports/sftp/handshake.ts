@@ -37,6 +37,8 @@ export interface ConnectOptions {
   /** Key types known_hosts lists for the vessel, preferred in negotiation. */
   readonly knownKeyTypes: readonly string[];
   readonly log: Logger;
+  /** Counts the bytes of every write the vessel acknowledges. */
+  readonly acknowledged?: { bytes: number };
 }
 
 const CIPHERS: CipherAlgorithm[] = [

@@ -36,6 +36,8 @@ export interface SftpVessel {
   readonly timeout: number;
   /** Whether to fsync a file before publishing it. */
   readonly fsync: boolean;
+  /** SSH connections: `auto` (default) follows the link, a number fixes them. */
+  readonly connections?: number | "auto";
   /** The SSH carrier; default: `openssh` when an `ssh` binary is found, else `builtin`. */
   readonly sshClient?: SshClientKind;
   /** The `ssh` binary of the `openssh` carrier (default: `ssh` on PATH). */

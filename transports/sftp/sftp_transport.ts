@@ -12,6 +12,7 @@ import { errorMessage } from "../../lib/error_message.ts";
 import {
   type Assembled,
   type Assembly,
+  type ConnectionPool,
   joinPath,
   LEFTOVER_KEY,
   type LeftoverOptions,
@@ -57,7 +58,7 @@ import {
 
 /** Tuning and test hooks for {@linkcode SftpTransport}. */
 export interface SftpTransportOptions {
-  /** SSH connections per vessel; parts of one file spread over them. Default 2. */
+  /** SSH connections per vessel, fixed; overrides the vessel's `Connections`. */
   readonly connections?: number;
   /** Where default keys and the agent are found (default: this process's env). */
   readonly authEnvironment?: AuthEnvironment;
@@ -68,20 +69,42 @@ export interface SftpTransportOptions {
 /** Commands get `Timeout` seconds per this many bytes they read, plus a base. */
 const BYTES_PER_TIMEOUT = 16 << 20;
 const KEY_PATTERN = /^[A-Za-z0-9_-]+$/;
+/**
+ * The most connections `Connections = auto` opens: enough for a link with
+ * 1 % loss (one CUBIC stream carries ~2 Mbit/s at 60 ms) to carry tens of
+ * Mbit/s, and few enough that sshd's MaxStartups (10 unauthenticated at
+ * once by default) is never met, since at most {@linkcode MAX_OPENING} log in
+ * together.
+ */
+export const AUTO_CONNECTIONS = 16;
+/** Connections that may be logging in at the same time. */
+const MAX_OPENING = 3;
+/** Connections in use at first, and after the engine has not said otherwise. */
+const FIRST_CONNECTIONS = 2;
+/** How long a vessel that refused a further connection is not asked for one again. */
+const REFUSED_MS = 60_000;
 
 interface Slot {
   connection?: SshConnection;
   opening?: Promise<SshConnection>;
-  waiting: number;
+  /** Calls waiting for the login, or running on the connection. */
+  calls: number;
 }
 
 /** A {@linkcode Transport} to a vessel over SSH/SFTP. */
 export class SftpTransport implements Transport {
   readonly vessel: string;
   readonly capabilities: TransportCapabilities;
+  readonly connections: ConnectionPool;
   readonly #config: SftpVessel;
   readonly #log: TransportLogger;
   readonly #slots: Slot[];
+  /** Slots in use: the engine's choice, at most the vessel's ceiling. */
+  #inUse: number;
+  /** Fewer than the slots when the vessel refused a further connection lately. */
+  #ceiling: number;
+  #ceilingUntil = 0;
+  readonly #acknowledged = { bytes: 0 };
   readonly #authEnvironment?: AuthEnvironment;
   #credentials?: Promise<Credentials>;
   /** The SSH carrier: the system's OpenSSH client, or ssh2 in this process. */
@@ -99,14 +122,31 @@ export class SftpTransport implements Transport {
     if (!vessel.address) {
       throw new TypeError(`Cannot use SFTP for vessel "${vessel.name}": it has no Address`);
     }
-    const connections = Math.max(1, Math.floor(options.connections ?? 2));
+    const fixed = options.connections ??
+      (vessel.connections === "auto" ? undefined : vessel.connections);
+    const max = Math.max(1, Math.floor(fixed ?? AUTO_CONNECTIONS));
     this.vessel = vessel.name;
     this.#config = vessel;
     this.#log = options.log ?? silentLogger;
     this.#authEnvironment = options.authEnvironment;
-    this.#slots = Array.from({ length: connections }, () => ({ waiting: 0 }));
-    // One part per connection fills its 2 MiB SSH window; more only costs memory.
-    this.capabilities = { parallelParts: connections, parallelDeliveries: 8 };
+    this.#slots = Array.from({ length: max }, () => ({ calls: 0 }));
+    this.#inUse = fixed === undefined ? Math.min(FIRST_CONNECTIONS, max) : max;
+    this.#ceiling = max;
+    // One part per connection fills its SSH window; more only cost memory.
+    this.capabilities = { parallelParts: max, parallelDeliveries: 8 };
+    const countOpen = () => this.#slots.filter((slot) => live(slot)).length;
+    const acknowledged = this.#acknowledged;
+    this.connections = {
+      max,
+      adaptive: fixed === undefined,
+      get open() {
+        return countOpen();
+      },
+      get acknowledgedBytes() {
+        return acknowledged.bytes;
+      },
+      use: (count) => this.#use(count),
+    };
     this.#sshCommand = findSsh(vessel.sshCommand);
     this.carrier = vessel.sshClient ?? (this.#sshCommand ? "openssh" : "builtin");
     this.#log.info(`SSH client: ${this.describeCarrier()}`);
@@ -328,7 +368,14 @@ export class SftpTransport implements Transport {
       detail: this.describeCarrier(),
     };
     if (!client.ok) return [client];
-    return [client, ...await probeVessel(this.#config, () => this.#connection(), destinations)];
+    return [
+      client,
+      ...await probeVessel(
+        this.#config,
+        async () => (await this.#connection(this.#pick())).connection,
+        destinations,
+      ),
+    ];
   }
 
   async close(): Promise<void> {
@@ -382,32 +429,80 @@ export class SftpTransport implements Transport {
   }
 
   async #run<T>(action: string, body: (connection: SshConnection) => Promise<T>): Promise<T> {
-    let connection: SshConnection | undefined;
+    let slot: Slot | undefined;
     try {
-      connection = await this.#connection();
-      return await body(connection);
+      slot = this.#pick();
+      slot.calls++;
+      const used = await this.#connection(slot);
+      if (used.slot !== slot) {
+        slot.calls--;
+        slot = used.slot;
+        slot.calls++;
+      }
+      return await body(used.connection);
     } catch (error) {
       throw classify(action, error);
+    } finally {
+      if (slot) slot.calls--;
+      this.#closeSurplus();
     }
   }
 
-  /** The least busy connection, opened if needed. */
-  async #connection(): Promise<SshConnection> {
+  /** Uses at most `count` connections; idle ones beyond it close now, busy ones when done. */
+  #use(count: number): void {
+    this.#inUse = Math.max(1, Math.min(this.#slots.length, Math.floor(count)));
+    this.#closeSurplus();
+  }
+
+  /** The slots calls may use now. */
+  #usable(): Slot[] {
+    if (this.#ceilingUntil && Date.now() >= this.#ceilingUntil) {
+      this.#ceiling = this.#slots.length;
+      this.#ceilingUntil = 0;
+    }
+    return this.#slots.slice(0, Math.min(this.#inUse, this.#ceiling));
+  }
+
+  /** Closes idle connections in slots beyond those in use. */
+  #closeSurplus(): void {
+    const usable = Math.min(this.#inUse, this.#ceiling);
+    for (const slot of this.#slots.slice(usable)) {
+      const connection = slot.connection;
+      if (connection && slot.calls === 0) {
+        slot.connection = undefined;
+        void connection.close();
+      }
+    }
+  }
+
+  /**
+   * The least busy slot. An empty one counts as idle, so calls spread to new
+   * connections as the engine allows more, but at most
+   * {@linkcode MAX_OPENING} log in at once.
+   */
+  #pick(): Slot {
     if (this.#closed) {
       throw new TransportError(`The transport of vessel "${this.vessel}" is closed`, "connection");
     }
-    let best = this.#slots[0];
+    const usable = this.#usable();
+    const opening = this.#slots.filter((slot) => slot.opening).length;
+    let best: Slot | undefined;
     let bestLoad = Infinity;
-    for (const slot of this.#slots) {
-      const live = slot.connection && !slot.connection.closed ? slot.connection : undefined;
-      const load = live ? live.load : slot.opening ? slot.waiting : 0;
+    for (const slot of usable) {
+      const load = live(slot) || slot.opening ? slot.calls : opening >= MAX_OPENING ? Infinity : 0;
       if (load < bestLoad) {
         best = slot;
         bestLoad = load;
       }
     }
-    const slot = best;
-    if (slot.connection && !slot.connection.closed) return slot.connection;
+    // Every usable slot waits for a login: share a live connection beyond them (just shrunk).
+    return best ?? this.#slots.find((slot) => live(slot)) ?? usable[0];
+  }
+
+  /** The slot's connection, opened if needed; another slot's if the vessel refuses it. */
+  async #connection(slot: Slot): Promise<{ slot: Slot; connection: SshConnection }> {
+    const connection = live(slot);
+    if (connection) return { slot, connection };
     slot.connection = undefined;
     slot.opening ??= this.#open().then(
       (connection) => {
@@ -427,12 +522,31 @@ export class SftpTransport implements Transport {
         throw error;
       },
     );
-    slot.waiting++;
     try {
-      return await slot.opening;
-    } finally {
-      slot.waiting--;
+      return { slot, connection: await slot.opening };
+    } catch (error) {
+      const others = this.#slots.filter((other) => other !== slot && live(other));
+      const opening = this.#slots.find((other) => other !== slot && other.opening);
+      if ((others.length === 0 && !opening) || this.#closed) throw error;
+      // The vessel serves (or is letting in) other connections but refused one more (sshd's
+      // MaxStartups, a firewall's limit): stay with those it lets in for a while.
+      this.#refused(Math.max(1, others.length), error);
+      if (others.length === 0) return { slot: opening!, connection: await opening!.opening! };
+      const other = others.reduce((a, b) => a.calls <= b.calls ? a : b);
+      return { slot: other, connection: live(other)! };
     }
+  }
+
+  #refused(open: number, error: unknown): void {
+    if (this.#ceilingUntil === 0) {
+      this.#log.warn(
+        `vessel "${this.vessel}" refused connection ${open + 1} while ${open} are open ` +
+          `(${errorMessage(error)}); using at most ${open} for ${REFUSED_MS / 1000} s ` +
+          "(raise MaxStartups/MaxSessions in its sshd_config, or set Connections)",
+      );
+    }
+    this.#ceiling = Math.max(1, open);
+    this.#ceilingUntil = Date.now() + REFUSED_MS;
   }
 
   async #open(): Promise<SshConnection> {
@@ -452,6 +566,7 @@ export class SftpTransport implements Transport {
         credentials,
         knownKeyTypes: await knownKeyTypesOf(this.#config),
         log: this.#log,
+        acknowledged: this.#acknowledged,
       });
     } catch (error) {
       // Keys, agent or passwords may be fixed before the next try.
@@ -491,6 +606,7 @@ export class SftpTransport implements Transport {
       log: this.#log,
       setup,
       controlPath: `${setup.dir}/c${this.#connectionsOpened++}`,
+      acknowledged: this.#acknowledged,
     });
   }
 
@@ -510,6 +626,11 @@ export class SftpTransport implements Transport {
       { cause: error },
     );
   }
+}
+
+/** The slot's connection while it is open. */
+function live(slot: Slot): SshConnection | undefined {
+  return slot.connection && !slot.connection.closed ? slot.connection : undefined;
 }
 
 /** Turns any failure into a TransportError whose message starts with `action`. */

@@ -7,7 +7,10 @@
  *
  *   deno task bench:link --link wan|lossy|sat|flaky|all [--cc cubic|bbr|cubic,bbr]
  *     [--client openssh|builtin|openssh,builtin] [--workload large|small|both]
- *     [--timeout 300] [--seed 1]
+ *     [--timeout 300] [--seed 1] [--ours-only] [--verbose]
+ *
+ * `--ours-only` skips scp and rsync (for tuning; no ratios then); `--verbose`
+ * prints how ContentMonster's connection count changed.
  *
  * Needs root (namespaces, TUN), gcc, python3, sshd, scp and rsync.
  */
@@ -41,6 +44,8 @@ const { values } = parseArgs({
     workload: { type: "string", default: "both" },
     timeout: { type: "string", default: "300" },
     seed: { type: "string", default: "1" },
+    "ours-only": { type: "boolean", default: false },
+    verbose: { type: "boolean", default: false },
   },
 });
 
@@ -180,13 +185,21 @@ async function benchLink(
           (result.error ? ` (${result.error})` : ""),
       );
       if (firstRetry) say(`    first retry: ${firstRetry.slice(0, 240)}`);
+      for (const line of result.stderr?.split("\n") ?? []) {
+        if (values.verbose && /connections: \d+ -> \d+/.test(line)) say(`    ${line}`);
+      }
     };
     const sources = [...files.keys()].map((name) => `${dir}/source/${name}`);
-    await tool("scp", () => scp(link.shore, server, sources, destination("scp"), timeoutSeconds));
-    await tool(
-      "rsync",
-      () => rsync(link.shore, server, `${dir}/source`, destination("rsync"), timeoutSeconds),
-    );
+    if (!values["ours-only"]) {
+      await tool(
+        "scp",
+        () => scp(link.shore, server, sources, destination("scp"), timeoutSeconds),
+      );
+      await tool(
+        "rsync",
+        () => rsync(link.shore, server, `${dir}/source`, destination("rsync"), timeoutSeconds),
+      );
+    }
     for (const client of clients) {
       const name = `cm-${client}`;
       const outbox = `${dir}/outbox-${client}`;
@@ -201,6 +214,7 @@ async function benchLink(
           destination: destination(name),
           extra: { SSHClient: client },
           timeoutSeconds,
+          verbose: values.verbose,
         }).then((run) => run));
     }
     rows.push({ link: profile.name, cc, workload: label, runs });

@@ -121,6 +121,8 @@ export async function contentMonster(
     destination: string;
     extra: Record<string, string>;
     timeoutSeconds: number;
+    /** Logs debug lines too (the connection count's changes among them). */
+    verbose?: boolean;
   },
 ): Promise<ToolRun> {
   await Deno.mkdir(options.dir, { recursive: true });
@@ -141,6 +143,7 @@ export async function contentMonster(
     config,
     "--timeout",
     String(options.timeoutSeconds),
+    ...(options.verbose ? ["--verbose"] : []),
   ];
   const run = await runIn(ns, argv, options.timeoutSeconds + 15);
   // `once` exits 1 at its own --timeout: the same outcome as the deadline.

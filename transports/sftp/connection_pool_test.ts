@@ -1,0 +1,100 @@
+/**
+ * The SFTP transport's connections as the engine sizes them (issue 8): more
+ * open as calls need them, the surplus closes, and a vessel that refuses
+ * one more login keeps being served on those it let in. Real sshd.
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { serverUnavailable, startOpenSsh, type TestServer } from "../../tests/servers.ts";
+import { silentLogger, type TransportLogger } from "../transport.ts";
+import { SftpTransport } from "./sftp_transport.ts";
+
+const unavailable = serverUnavailable("openssh");
+if (unavailable) console.log(`skipping the connection pool tests: ${unavailable}`);
+const ignore = unavailable !== undefined;
+
+const PART = 1 << 20;
+
+function part(index: number): Uint8Array {
+  const data = new Uint8Array(PART);
+  for (let i = 0; i < data.length; i += 4096) data[i] = (index * 31 + i) & 0xff;
+  data[0] = index;
+  return data;
+}
+
+function sha256(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+async function withTransport(
+  server: TestServer,
+  log: TransportLogger | undefined,
+  body: (transport: SftpTransport) => Promise<void>,
+): Promise<void> {
+  const transport = new SftpTransport(server.vesselConfig(), { log });
+  try {
+    await body(transport);
+  } finally {
+    await transport.close();
+    await server.stop();
+  }
+}
+
+/** Puts `count` parts of `key` at once and checks every one on the vessel's disk. */
+async function putParts(transport: SftpTransport, server: TestServer, key: string, count: number) {
+  const destination = `${server.dir}/pool/${key}.bin`;
+  await transport.prepare(key, destination);
+  await Promise.all(
+    Array.from({ length: count }, (_, index) => transport.putPart(key, index, part(index))),
+  );
+  const tempDir = server.vesselConfig().tempDir;
+  for (let index = 0; index < count; index++) {
+    const stored = await Deno.readFile(`${tempDir}/${key}/${index}.part`);
+    assert.equal(sha256(stored), sha256(part(index)), `part ${index} differs on the vessel`);
+  }
+}
+
+Deno.test({
+  name: "an adaptive SFTP vessel opens the connections asked for and closes the surplus",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh();
+    await withTransport(server, undefined, async (transport) => {
+      const pool = transport.connections;
+      assert.equal(pool.adaptive, true);
+      assert.equal(pool.max, 16);
+      await putParts(transport, server, "first", 4);
+      assert.equal(pool.open, 2, "two connections at first");
+      pool.use(6);
+      await putParts(transport, server, "wider", 12);
+      assert.equal(pool.open, 5, "at most three log in at once: the rest of the calls wait");
+      await putParts(transport, server, "wider-yet", 12);
+      assert.equal(pool.open, 6, "later calls spread over the six allowed");
+      assert.equal(pool.acknowledgedBytes, 28 * PART, "every byte written was counted");
+      pool.use(1);
+      assert.equal(pool.open, 1, "idle connections beyond the one allowed close at once");
+      await putParts(transport, server, "narrow", 3);
+      assert.equal(pool.open, 1);
+    });
+  },
+});
+
+Deno.test({
+  name: "a vessel that refuses one more login (MaxStartups) is served on the connections it let in",
+  ignore,
+  fn: async () => {
+    // sshd drops every new connection while one is still logging in.
+    const server = await startOpenSsh({ sshdConfig: ["MaxStartups 1:100:1"] });
+    const warnings: string[] = [];
+    const log = { ...silentLogger, warn: (line: string) => void warnings.push(line) };
+    await withTransport(server, log, async (transport) => {
+      await transport.listParts("none"); // one connection, logged in alone
+      transport.connections.use(8);
+      await putParts(transport, server, "refused", 16);
+      const refusal = warnings.find((line) => line.includes("refused connection"));
+      assert.ok(refusal, `no refusal was reported: ${JSON.stringify(warnings)}`);
+      assert.match(refusal, /MaxStartups/);
+      assert.ok(transport.connections.open < 8, `${transport.connections.open} open`);
+    });
+  },
+});
