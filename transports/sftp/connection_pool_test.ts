@@ -5,12 +5,17 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { serverUnavailable, startOpenSsh, type TestServer } from "../../tests/servers.ts";
+import {
+  serverUnavailable,
+  skipNotice,
+  startOpenSsh,
+  type TestServer,
+} from "../../tests/servers.ts";
 import { silentLogger, type TransportLogger } from "../transport.ts";
 import { SftpTransport } from "./sftp_transport.ts";
 
 const unavailable = serverUnavailable("openssh");
-if (unavailable) console.log(`skipping the connection pool tests: ${unavailable}`);
+if (unavailable) skipNotice("SFTP connection pool", unavailable);
 const ignore = unavailable !== undefined;
 
 const PART = 1 << 20;
