@@ -91,6 +91,8 @@ export interface ConnectionPool {
   readonly open: number;
   /** Bytes of file data the vessel has acknowledged so far, over all connections. */
   readonly acknowledgedBytes: number;
+  /** The link's round trip as the quickest replies tell it, once known. */
+  readonly roundTripMs: number | undefined;
   /**
    * Uses at most `count` connections from now on (1..max): more are opened
    * as calls need them, a few at a time; those beyond close once idle.

@@ -13,6 +13,7 @@ import { type DeliveryOutcome, runDelivery } from "./delivery.ts";
 import type { EngineObserver } from "./observer.ts";
 import { PartWindow } from "./part_window.ts";
 import { RateLimit } from "./rate_limit.ts";
+import { formatRate } from "../log/units.ts";
 import { Transfer } from "./transfer.ts";
 import { VesselHealth } from "./vessel_health.ts";
 
@@ -59,8 +60,12 @@ const HEALTH_RECORD_MS = 10_000;
 const SUCCESS_RECORD_MS = 1_000;
 /** How often the connection count is reconsidered. */
 const TUNE_MS = 500;
-/** Connections an adaptive vessel starts with. */
-const FIRST_CONNECTIONS = 2;
+/**
+ * Connections an adaptive vessel starts with: on a clean link the extra ones
+ * cost a few logins; on a lossy one every stream carries little, and the
+ * first reading comes sooner with more of them.
+ */
+const FIRST_CONNECTIONS = 4;
 /**
  * Parts in flight per connection: while one part's last round trips (close,
  * rename) run, the next one's data keeps the connection busy.
@@ -82,6 +87,7 @@ export class VesselWorker {
   readonly #rateLimit: RateLimit | undefined;
   readonly #window: PartWindow;
   readonly #governor?: ConnectionGovernor;
+  #lastReading?: ConnectionGovernor["lastReading"];
   #wake: () => void = () => {};
   #blockedUntil = 0;
   #vesselFailures = 0;
@@ -159,10 +165,19 @@ export class VesselWorker {
       pool.acknowledgedBytes,
       this.#window.waiting > 0,
       pool.open,
+      pool.roundTripMs,
     );
+    const reading = this.#governor.lastReading;
+    if (reading && reading !== this.#lastReading) {
+      logger(`vessel "${this.vessel}"`).debug(
+        `connections: ${reading.open} carry ${formatRate(reading.bytesPerSecond)}`,
+      );
+    }
+    this.#lastReading = reading;
     if (target === before) return;
     logger(`vessel "${this.vessel}"`).debug(
-      `connections: ${before} -> ${target} (${pool.open} open)`,
+      `connections: ${before} -> ${target} (${pool.open} open` +
+        (reading ? `; ${formatRate(reading.bytesPerSecond)} with ${reading.open}` : "") + ")",
     );
     this.#window.max = target * PARTS_PER_CONNECTION;
     pool.use(target);

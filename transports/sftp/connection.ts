@@ -134,6 +134,7 @@ export class SshConnection {
   readonly #log: Logger;
   readonly #timeoutMs: number;
   readonly #acknowledged: ByteCounter;
+  #roundTripMs?: number;
   readonly #pending = new Set<Pending>();
   readonly #watchdog: ReturnType<typeof setInterval>;
   #sftp?: Promise<SFTPWrapper>;
@@ -287,8 +288,21 @@ export class SshConnection {
     call: (sftp: SFTPWrapper, callback: (error?: Error | null, value?: T) => void) => void,
   ): Promise<T> {
     const open = this.#sftpOpen;
-    if (open) return this.#track<T>(what, true, (done) => call(open, done));
-    return this.sftp().then((sftp) => this.#track<T>(what, true, (done) => call(sftp, done)));
+    const started = performance.now();
+    const timed = (value: T) => {
+      // The quickest reply so far is the round trip (others wait behind writes or disks).
+      this.#roundTripMs = Math.min(this.#roundTripMs ?? Infinity, performance.now() - started);
+      return value;
+    };
+    if (open) return this.#track<T>(what, true, (done) => call(open, done)).then(timed);
+    return this.sftp().then((sftp) =>
+      this.#track<T>(what, true, (done) => call(sftp, done)).then(timed)
+    );
+  }
+
+  /** The quickest SFTP reply so far, in milliseconds: about the link's round trip. */
+  get roundTripMs(): number | undefined {
+    return this.#roundTripMs;
   }
 
   /**

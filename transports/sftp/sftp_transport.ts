@@ -73,12 +73,12 @@ const KEY_PATTERN = /^[A-Za-z0-9_-]+$/;
  * The most connections `Connections = auto` opens: enough for a link with
  * 1 % loss (one CUBIC stream carries ~2 Mbit/s at 60 ms) to carry tens of
  * Mbit/s, and few enough that sshd's MaxStartups (10 unauthenticated at
- * once by default) is never met, since at most {@linkcode MAX_OPENING} log in
+ * once by default) is not met, since at most {@linkcode MAX_OPENING} log in
  * together.
  */
 export const AUTO_CONNECTIONS = 16;
 /** Connections that may be logging in at the same time. */
-const MAX_OPENING = 3;
+const MAX_OPENING = 6;
 /** Connections in use at first, and after the engine has not said otherwise. */
 const FIRST_CONNECTIONS = 2;
 /** How long a vessel that refused a further connection is not asked for one again. */
@@ -136,6 +136,11 @@ export class SftpTransport implements Transport {
     this.capabilities = { parallelParts: max, parallelDeliveries: 8 };
     const countOpen = () => this.#slots.filter((slot) => live(slot)).length;
     const acknowledged = this.#acknowledged;
+    const roundTrip = () => {
+      const times = this.#slots.map((slot) => live(slot)?.roundTripMs ?? Infinity);
+      const quickest = Math.min(...times);
+      return Number.isFinite(quickest) ? quickest : undefined;
+    };
     this.connections = {
       max,
       adaptive: fixed === undefined,
@@ -144,6 +149,9 @@ export class SftpTransport implements Transport {
       },
       get acknowledgedBytes() {
         return acknowledged.bytes;
+      },
+      get roundTripMs() {
+        return roundTrip();
       },
       use: (count) => this.#use(count),
     };
@@ -452,6 +460,7 @@ export class SftpTransport implements Transport {
   #use(count: number): void {
     this.#inUse = Math.max(1, Math.min(this.#slots.length, Math.floor(count)));
     this.#closeSurplus();
+    this.#openAhead();
   }
 
   /** The slots calls may use now. */
@@ -504,6 +513,24 @@ export class SftpTransport implements Transport {
     const connection = live(slot);
     if (connection) return { slot, connection };
     slot.connection = undefined;
+    const opening = this.#startOpening(slot);
+    try {
+      return { slot, connection: await opening };
+    } catch (error) {
+      const others = this.#slots.filter((other) => other !== slot && live(other));
+      const opening = this.#slots.find((other) => other !== slot && other.opening);
+      if ((others.length === 0 && !opening) || this.#closed) throw error;
+      // The vessel serves (or is letting in) other connections but refused one more (sshd's
+      // MaxStartups, a firewall's limit): stay with those it lets in for a while.
+      this.#refused(Math.max(1, others.length), error);
+      if (others.length === 0) return { slot: opening!, connection: await opening!.opening! };
+      const other = others.reduce((a, b) => a.calls <= b.calls ? a : b);
+      return { slot: other, connection: live(other)! };
+    }
+  }
+
+  /** Starts the slot's login unless it runs already; a success opens the rest in use. */
+  #startOpening(slot: Slot): Promise<SshConnection> {
     slot.opening ??= this.#open().then(
       (connection) => {
         slot.opening = undefined;
@@ -515,6 +542,7 @@ export class SftpTransport implements Transport {
           );
         }
         slot.connection = connection;
+        this.#openAhead();
         return connection;
       },
       (error) => {
@@ -522,18 +550,25 @@ export class SftpTransport implements Transport {
         throw error;
       },
     );
-    try {
-      return { slot, connection: await slot.opening };
-    } catch (error) {
-      const others = this.#slots.filter((other) => other !== slot && live(other));
-      const opening = this.#slots.find((other) => other !== slot && other.opening);
-      if ((others.length === 0 && !opening) || this.#closed) throw error;
-      // The vessel serves (or is letting in) other connections but refused one more (sshd's
-      // MaxStartups, a firewall's limit): stay with those it lets in for a while.
-      this.#refused(Math.max(1, others.length), error);
-      if (others.length === 0) return { slot: opening!, connection: await opening!.opening! };
-      const other = others.reduce((a, b) => a.calls <= b.calls ? a : b);
-      return { slot: other, connection: live(other)! };
+    return slot.opening;
+  }
+
+  /**
+   * Logs in the connections in use that are not open yet, before calls need
+   * them: on a long link a login takes seconds, and parts wait for it. Only
+   * once the vessel has let one in, so its errors surface on the calls.
+   */
+  #openAhead(): void {
+    if (this.#closed || !this.#slots.some((slot) => live(slot))) return;
+    let opening = this.#slots.filter((slot) => slot.opening).length;
+    for (const slot of this.#usable()) {
+      if (opening >= MAX_OPENING) return;
+      if (live(slot) || slot.opening) continue;
+      opening++;
+      this.#startOpening(slot).catch((error) => {
+        const open = this.#slots.filter((other) => live(other)).length;
+        if (open > 0 && !this.#closed) this.#refused(open, error);
+      });
     }
   }
 

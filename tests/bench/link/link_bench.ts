@@ -10,7 +10,7 @@
  *     [--timeout 300] [--seed 1] [--ours-only] [--verbose]
  *
  * `--ours-only` skips scp and rsync (for tuning; no ratios then); `--verbose`
- * prints how ContentMonster's connection count changed.
+ * prints ContentMonster's debug log (the connection count's changes among it).
  *
  * Needs root (namespaces, TUN), gcc, python3, sshd, scp and rsync.
  */
@@ -186,7 +186,7 @@ async function benchLink(
       );
       if (firstRetry) say(`    first retry: ${firstRetry.slice(0, 240)}`);
       for (const line of result.stderr?.split("\n") ?? []) {
-        if (values.verbose && /connections: \d+ -> \d+/.test(line)) say(`    ${line}`);
+        if (values.verbose && line.trim()) say(`    ${line}`);
       }
     };
     const sources = [...files.keys()].map((name) => `${dir}/source/${name}`);
