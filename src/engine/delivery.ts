@@ -189,7 +189,8 @@ export async function runDelivery(
         );
       }
     }
-    if (!store.markPublishing(delivery.id, file.version, expected)) {
+    const hash = expected;
+    if (!(await store.grouped(() => store.markPublishing(delivery.id, file.version, hash)))) {
       await transport.remove(assembled.tempPath);
       return "changed";
     }
@@ -205,7 +206,8 @@ export async function runDelivery(
     if (delivery.partsVersion !== null || count > 1) {
       await transport.removeParts(key);
     }
-    return store.markDelivered(delivery.id, file.version) ? "delivered" : "changed";
+    const delivered = await store.grouped(() => store.markDelivered(delivery.id, file.version));
+    return delivered ? "delivered" : "changed";
   }
 }
 

@@ -23,6 +23,11 @@ const LEFTOVER_AGE_MS = 24 * 3600_000;
 const CLEANUP_CHECK_MS = 5_000;
 /** Files recorded per commit: about 50 ms of work. */
 const ARRIVALS_PER_COMMIT = 500;
+/**
+ * Files moved to processed/ at the same time: their store writes then share
+ * one commit (one after the other, each small file waited for its own).
+ */
+const PARALLEL_FINALIZATIONS = 32;
 
 /** A file the watcher found ready. */
 export interface ReadyFileInfo {
@@ -69,7 +74,9 @@ export class Engine {
   readonly #cleaned = new Set<string>();
   readonly #cleanups = new Set<Promise<void>>();
   #cleanupTimer: ReturnType<typeof setInterval> | undefined;
-  #finalizations: Promise<void> = Promise.resolve();
+  /** Files waiting to move to processed/, and the moves running now. */
+  readonly #toFinalize: FileRecord[] = [];
+  readonly #finalizations = new Set<Promise<void>>();
   readonly #arrivals: ReadyFileInfo[] = [];
   #arrivalsFlush: ReturnType<typeof setTimeout> | undefined;
 
@@ -115,7 +122,7 @@ export class Engine {
       log.warn(`queued files of directory "${orphan}" wait: it is no longer configured`);
     }
     for (const file of this.#store.doneFiles()) this.#finalize(file);
-    await this.#finalizations;
+    await this.#finalized();
     this.#running = Promise.all(this.#workers.map((worker) => worker.run(this.#abort.signal)));
     this.#cleanupTimer = setInterval(() => this.#removeLeftovers(), CLEANUP_CHECK_MS);
   }
@@ -224,7 +231,7 @@ export class Engine {
     // Closing rejects calls in flight, so a stalled transfer cannot delay the stop.
     await Promise.allSettled(this.#transports.map((transport) => transport.close()));
     await this.#running;
-    await this.#finalizations;
+    await this.#finalized();
     await Promise.allSettled(this.#cleanups);
   }
 
@@ -260,26 +267,47 @@ export class Engine {
     if (outcome === "delivered" && this.#store.isFileDone(fileId)) this.#finalize(file);
   }
 
+  /** Waits until no file is moving to processed/. */
+  async #finalized(): Promise<void> {
+    while (this.#finalizations.size > 0) await Promise.allSettled(this.#finalizations);
+  }
+
   #finalize(file: FileRecord): void {
     const directory = this.#directories.get(file.directory);
     if (!directory || this.#finalizing.has(file.id)) return;
     this.#finalizing.add(file.id);
-    this.#finalizations = this.#finalizations.then(async () => {
-      try {
-        const vessels = this.#store.deliveredVessels(file.id);
-        const outcome = await finalizeFile(this.#store, directory, file);
-        if (outcome === "changed") this.#notifyAll();
-        else this.#options.onProcessed?.(file.directory, file.relpath);
-        if (outcome === "processed") {
-          this.#options.observer?.processed?.(file.directory, file.relpath, vessels);
-        }
-      } catch (error) {
-        logger(`"${file.directory}/${file.relpath}"`).error(
-          `cannot move to processed/: ${describeError(error)}`,
-        );
-      } finally {
-        this.#finalizing.delete(file.id);
+    this.#toFinalize.push(file);
+    this.#startFinalizations();
+  }
+
+  #startFinalizations(): void {
+    while (this.#finalizations.size < PARALLEL_FINALIZATIONS && this.#toFinalize.length > 0) {
+      const file = this.#toFinalize.shift()!;
+      const running = this.#finalizeNow(file, this.#directories.get(file.directory)!).finally(
+        () => {
+          this.#finalizations.delete(running);
+          this.#startFinalizations();
+        },
+      );
+      this.#finalizations.add(running);
+    }
+  }
+
+  async #finalizeNow(file: FileRecord, directory: DirectoryConfig): Promise<void> {
+    try {
+      const vessels = this.#store.deliveredVessels(file.id);
+      const outcome = await finalizeFile(this.#store, directory, file);
+      if (outcome === "changed") this.#notifyAll();
+      else this.#options.onProcessed?.(file.directory, file.relpath);
+      if (outcome === "processed") {
+        this.#options.observer?.processed?.(file.directory, file.relpath, vessels);
       }
-    });
+    } catch (error) {
+      logger(`"${file.directory}/${file.relpath}"`).error(
+        `cannot move to processed/: ${describeError(error)}`,
+      );
+    } finally {
+      this.#finalizing.delete(file.id);
+    }
   }
 }

@@ -40,7 +40,7 @@ export async function finalizeFile(
   const name = file.relpath.slice(slash + 1);
   const dir = await processedDirectory(location, subdir);
   const moved = await moveWithoutReplacing(`${location}/${file.relpath}`, dir, name, now);
-  store.removeFile(file.id);
+  await store.grouped(() => store.removeFile(file.id));
   if (moved !== name) {
     const prefix = `${PROCESSED_DIR}/${subdir ? `${subdir}/` : ""}`;
     logger(`"${directory.name}/${file.relpath}"`).warn(

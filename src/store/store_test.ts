@@ -644,3 +644,65 @@ Deno.test("Store.open() upgrades a version 1 database: vessel errors become idle
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("Store.grouped() commits the work of one turn in one transaction", async () => {
+  await withStore(async (store, path) => {
+    const ids = Array.from({ length: 50 }, (_, i) => {
+      const { fileId } = store.enqueue("out", `f${i}`, 1, 1, ["a"]);
+      return deliveryOf(store, fileId, "a").id;
+    });
+    const walBytes = () => Deno.statSync(`${path}-wal`).size;
+    const before = walBytes();
+    const delivered = await Promise.all(
+      ids.map((id) => store.grouped(() => store.markDelivered(id, 1))),
+    );
+    assert.deepEqual(delivered, ids.map(() => true));
+    // Each commit appends its own copy of every page it changed (4 KiB each): fifty
+    // commits of the same few pages would add hundreds of KiB.
+    const added = walBytes() - before;
+    assert.ok(added < 20 * 4096, `the WAL grew by ${added} bytes for one group`);
+    const reader = new DatabaseSync(path, { readOnly: true });
+    try {
+      const done = reader.prepare("SELECT COUNT(*) AS n FROM deliveries WHERE state = 'done'")
+        .get();
+      assert.equal(done?.n, 50, "committed once the promises resolve");
+    } finally {
+      reader.close();
+    }
+  });
+});
+
+Deno.test("Store.grouped() undoes a failing work alone and flushes on close", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cm-store-" });
+  try {
+    const path = `${dir}/cm.db`;
+    const store = await Store.open(path);
+    const a = store.enqueue("out", "a", 1, 1, ["v"]).fileId;
+    const b = store.enqueue("out", "b", 1, 1, ["v"]).fileId;
+    const c = store.enqueue("out", "c", 1, 1, ["v"]).fileId;
+    const first = store.grouped(() => store.removeFile(a));
+    const failing = store.grouped(() => {
+      store.removeFile(b);
+      // markDelivered opens a transaction of its own: inside a group it nests.
+      store.markDelivered(deliveryOf(store, c, "v").id, 1);
+      throw new Error("boom");
+    });
+    const last = store.grouped(() => store.markPublishing(deliveryOf(store, c, "v").id, 1, "ab"));
+    store.close(); // before the group's timer: closing commits what is queued
+    await first;
+    await assert.rejects(failing, /boom/);
+    assert.equal(await last, true);
+
+    const reopened = await Store.open(path);
+    try {
+      assert.equal(reopened.file(a), undefined);
+      assert.ok(reopened.file(b), "the failing work's removal was undone");
+      assert.equal(reopened.fileAt("out", "c")?.sha256, "ab");
+      assert.equal(reopened.delivery(deliveryOf(reopened, c, "v").id)?.state, "publishing");
+    } finally {
+      reopened.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

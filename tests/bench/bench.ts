@@ -4,6 +4,7 @@
  * reference it is compared with, and the ratio.
  *
  *   deno task bench [--size-mib 1024] [--files 1000] [--fanout-mib 256] [--quick]
+ *                   [--only big|small|fanout|latency] [--client openssh|builtin]
  */
 import { parseArgs } from "node:util";
 import {
@@ -25,11 +26,23 @@ const { values } = parseArgs({
     files: { type: "string" },
     "fanout-mib": { type: "string" },
     quick: { type: "boolean" },
+    /** One scenario only, e.g. `--only small` while working on small files. */
+    only: { type: "string" },
+    /** One SSH carrier only. */
+    client: { type: "string" },
   },
 });
 const quick = values.quick ?? false;
-/** Both SSH carriers run in the same run as scp and rsync. */
-const CARRIERS = ["openssh", "builtin"] as const;
+/** Both SSH carriers run in the same run as scp and rsync, unless `--client` names one. */
+const CARRIERS = (["openssh", "builtin"] as const).filter((carrier) =>
+  values.client === undefined || values.client === carrier
+);
+if (CARRIERS.length === 0) throw new TypeError(`--client ${values.client}: openssh or builtin`);
+const SCENARIOS = ["big", "small", "fanout", "latency"];
+if (values.only !== undefined && !SCENARIOS.includes(values.only)) {
+  throw new TypeError(`--only ${values.only}: one of ${SCENARIOS.join(", ")}`);
+}
+const runs = (scenario: string) => values.only === undefined || values.only === scenario;
 const sizeMiB = Number(values["size-mib"] ?? (quick ? 128 : 1024));
 const fileCount = Number(values.files ?? (quick ? 200 : 1000));
 const fanoutMiB = Number(values["fanout-mib"] ?? (quick ? 64 : 256));
@@ -375,10 +388,10 @@ async function pickupLatency(work: string) {
 
 const work = await Deno.makeTempDir({ prefix: "cm-bench-" });
 try {
-  await bigFile(work);
-  await smallFiles(work);
-  await fanOut(work);
-  await pickupLatency(work);
+  if (runs("big")) await bigFile(work);
+  if (runs("small")) await smallFiles(work);
+  if (runs("fanout")) await fanOut(work);
+  if (runs("latency")) await pickupLatency(work);
 } finally {
   await Deno.remove(work, { recursive: true }).catch(() => {});
 }
