@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { Buffer } from "node:buffer";
+import { Buffer } from "node:buffer";
 import type { Readable, Writable } from "node:stream";
 // @ts-types="./_sftp_class.d.ts"
 import sftpModule from "ssh2/lib/protocol/SFTP.js";
@@ -23,6 +23,8 @@ import type { SFTPWrapper } from "./_ssh2.ts";
  * the queue, which node joins into one buffer at each drain, small.
  */
 const PIPE_QUEUE = 4 << 20;
+/** Requests smaller than this are joined with those made in the same turn; larger go alone. */
+const JOIN_BELOW = 64 << 10;
 
 /** The internals of ssh2's SFTP class this module uses. */
 interface SftpInternals {
@@ -59,16 +61,34 @@ export function sftpOverPipes(
     packetSize: 1 << 20,
     state: "open",
   };
+  // Small requests made in one turn leave in one write: one wakeup of ssh, not one each.
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  const flush = () => {
+    if (pending.length === 0) return;
+    const chunks = pending;
+    pending = [];
+    pendingBytes = 0;
+    input.write(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+  };
   const protocol = {
     // ssh2 sizes reads and writes by the server's name until limits@openssh.com
     // (OpenSSH's sftp-server 8.7+, also under Dropbear) gives the real limits;
     // an unnamed server gets its safe 34000 bytes meanwhile.
     _remoteIdentRaw: "SSH-2.0-unknown",
     channelData(_id: number, data: Uint8Array) {
-      input.write(data);
-      if (input.writableLength >= PIPE_QUEUE) outgoing.window = 0;
+      if (data.byteLength >= JOIN_BELOW) {
+        flush();
+        input.write(data);
+      } else {
+        pending.push(data);
+        pendingBytes += data.byteLength;
+        if (pending.length === 1) queueMicrotask(flush);
+      }
+      if (input.writableLength + pendingBytes >= PIPE_QUEUE) outgoing.window = 0;
     },
     channelClose(_id: number) {
+      flush();
       outgoing.state = "closed";
       close();
     },
