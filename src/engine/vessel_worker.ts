@@ -10,6 +10,7 @@ import { type Transport, TransportError } from "../../transports/transport.ts";
 import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.ts";
 import { ConnectionGovernor } from "./connection_governor.ts";
 import { type DeliveryOutcome, runDelivery } from "./delivery.ts";
+import { DeliverySlots, SMALL_FILE_BYTES } from "./delivery_slots.ts";
 import type { EngineObserver } from "./observer.ts";
 import { PartWindow } from "./part_window.ts";
 import { RateLimit } from "./rate_limit.ts";
@@ -84,6 +85,7 @@ export class VesselWorker {
   #healthRecordedAt = 0;
   #successUnrecorded = false;
   readonly #busy = new Map<number, Promise<void>>();
+  readonly #slots: DeliverySlots;
   readonly #rateLimit: RateLimit | undefined;
   readonly #window: PartWindow;
   readonly #governor?: ConnectionGovernor;
@@ -114,6 +116,10 @@ export class VesselWorker {
         : connections * PARTS_PER_CONNECTION,
     );
     if (connections !== undefined) pool?.use(connections);
+    this.#slots = new DeliverySlots(
+      parallelDeliveries,
+      Math.min(SMALL_FILE_BYTES, context.chunkSize),
+    );
   }
 
   /** Whether a delivery is running now. */
@@ -186,7 +192,7 @@ export class VesselWorker {
   #startDue(signal: AbortSignal): void {
     const now = Date.now();
     if (now < this.#blockedUntil) return;
-    const free = this.#transport.capabilities.parallelDeliveries - this.#busy.size;
+    const free = this.#slots.free;
     if (free <= 0) return;
     const due = this.#context.store.nextDeliveries(
       this.vessel,
@@ -196,7 +202,11 @@ export class VesselWorker {
       this.#context.retryFailed,
     );
     for (const delivery of due) {
+      // In file order: a large file waiting for a slot holds back the files after it.
+      if (!this.#slots.fits(delivery.file.size)) break;
+      this.#slots.start(delivery.id, delivery.file.size);
       const running = this.#attempt(delivery, signal).finally(() => {
+        this.#slots.end(delivery.id);
         this.#busy.delete(delivery.id);
         this.#wake();
       });
@@ -229,7 +239,7 @@ export class VesselWorker {
     const now = Date.now();
     if (now < this.#blockedUntil) return this.#blockedUntil - now;
     const due = this.#context.store.nextDueAt(this.vessel, this.#context.retryFailed);
-    if (due === undefined || this.#busy.size >= this.#transport.capabilities.parallelDeliveries) {
+    if (due === undefined || this.#slots.free <= 0) {
       return MAX_IDLE_MS;
     }
     return Math.min(MAX_IDLE_MS, Math.max(0, due - now));

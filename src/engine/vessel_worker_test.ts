@@ -6,11 +6,13 @@ import { TransportError } from "../../transports/transport.ts";
 import type { DeliveryOutcome } from "./delivery.ts";
 import { hashSource, toSourceStat } from "./source.ts";
 import { VesselWorker } from "./vessel_worker.ts";
+import { SMALL_IN_FLIGHT } from "./delivery_slots.ts";
 
 async function withWorker(
   body: (h: {
     store: Store;
     transport: FakeTransport;
+    worker: VesselWorker;
     queue: (relpath: string, size: number) => Promise<number>;
     runUntil: (done: () => boolean) => Promise<void>;
     outcomes: [string, DeliveryOutcome][];
@@ -38,6 +40,7 @@ async function withWorker(
     await body({
       store,
       transport,
+      worker,
       outcomes,
       async queue(relpath, size) {
         const path = `${directory.location}/${relpath}`;
@@ -90,5 +93,66 @@ Deno.test("VesselWorker: a file too big for the free space fails alone; smaller 
     assert.ok(transport.files.has("/srv/in/small.bin"));
     const health = store.vesselHealth().find((h) => h.vessel === "v");
     assert.equal(health?.lastError ?? null, null, "the vessel is not blamed");
+  });
+});
+
+/** Holds every `publish` until `release()`, counting the deliveries waiting there. */
+function holdPublishes(transport: FakeTransport, count: number) {
+  let waiting = 0;
+  let open: () => void = () => {};
+  const gate = new Promise<void>((resolve) => open = resolve);
+  for (let i = 0; i < count; i++) {
+    transport.script("publish", async () => {
+      waiting++;
+      await gate;
+      waiting--;
+    });
+  }
+  return { waiting: () => waiting, release: () => open() };
+}
+
+Deno.test("VesselWorker: many small files are in flight at once, large ones only parallelDeliveries", async () => {
+  await withWorker(async ({ store, transport, worker, queue, outcomes }) => {
+    const until = async (done: () => boolean) => {
+      const deadline = Date.now() + 10_000;
+      while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      assert.ok(done(), `not reached within 10 s (${worker.inFlight} in flight)`);
+    };
+    const small = SMALL_IN_FLIGHT + 8;
+    for (let i = 0; i < small; i++) await queue(`s${i}.bin`, 500 + i);
+    const large = 6;
+    const heldSmall = holdPublishes(transport, small);
+    const abort = new AbortController();
+    const running = worker.run(abort.signal);
+    let heldLarge: ReturnType<typeof holdPublishes> | undefined;
+    try {
+      await until(() => heldSmall.waiting() === SMALL_IN_FLIGHT);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(worker.inFlight, SMALL_IN_FLIGHT, "no more than SMALL_IN_FLIGHT");
+      heldSmall.release();
+      await until(() => outcomes.length === small);
+      for (let i = 0; i < small; i++) {
+        const copy = transport.files.get(`/srv/in/s${i}.bin`);
+        assert.deepEqual(copy, new Uint8Array(500 + i).fill(7));
+      }
+
+      // Files of several parts keep the transport's limit: each holds part buffers.
+      const held = heldLarge = holdPublishes(transport, large);
+      for (let i = 0; i < large; i++) await queue(`l${i}.bin`, 3000);
+      worker.notify();
+      const { parallelDeliveries } = transport.capabilities;
+      await until(() => held.waiting() === parallelDeliveries);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(worker.inFlight, parallelDeliveries);
+      held.release();
+      await until(() => outcomes.length === small + large);
+      assert.deepEqual(transport.files.get("/srv/in/l5.bin"), new Uint8Array(3000).fill(7));
+      assert.equal(store.counts().pending, 0);
+    } finally {
+      heldSmall.release(); // an assertion that failed above must not leave deliveries held
+      heldLarge?.release();
+      abort.abort();
+      await running;
+    }
   });
 });
