@@ -21,6 +21,8 @@ interface Shore {
   queue(relpath: string, data: Uint8Array, identity?: boolean): Promise<number>;
   /** Runs one attempt of the delivery of `fileId` to "fake". */
   attempt(fileId: number): ReturnType<typeof runDelivery>;
+  /** How many times the delivery asked for the source's hash. */
+  readonly hashes: () => number;
 }
 
 async function withShore(body: (shore: Shore) => Promise<void>): Promise<void> {
@@ -29,15 +31,18 @@ async function withShore(body: (shore: Shore) => Promise<void>): Promise<void> {
   const transport = new FakeTransport();
   const directory = { name: "out", location: `${dir}/out`, destination: "/srv/in" };
   await Deno.mkdir(directory.location);
+  let hashes = 0;
   const context: DeliveryContext = {
     store,
     transport,
     chunkSize: CHUNK,
     signal: new AbortController().signal,
-    fileHash: (file, path, options) =>
-      file.sha256 !== null && !options?.fresh
+    fileHash: (file, path, options) => {
+      hashes++;
+      return file.sha256 !== null && !options?.fresh
         ? Promise.resolve(file.sha256)
-        : hashSource(path, file),
+        : hashSource(path, file);
+    },
   };
   const shore: Shore = {
     dir,
@@ -58,6 +63,7 @@ async function withShore(body: (shore: Shore) => Promise<void>): Promise<void> {
         identity ? stat : {},
       ).fileId;
     },
+    hashes: () => hashes,
     attempt(fileId) {
       const delivery = store.nextDeliveries("fake", Date.now() + 1e9, 100, [], true)
         .find((d) => d.file.id === fileId);
@@ -119,6 +125,21 @@ Deno.test("runDelivery() of a corrupted copy publishes nothing and succeeds on t
     assert.equal(transport.parts.size, 0, "the parts are sent again");
     assert.equal(await attempt(fileId), "delivered");
     assert.equal(sha256(transport.files.get("/srv/in/f.bin")!), sha256(data));
+  });
+});
+
+Deno.test("runDelivery() of a one-part file verifies the vessel's copy against the bytes it read", async () => {
+  await withShore(async ({ store, transport, queue, attempt, hashes }) => {
+    const data = bytes(CHUNK - 1);
+    const fileId = await queue("f.bin", data);
+    transport.script("putWhole", () => bytes(CHUNK - 1, 5));
+    await assert.rejects(() => attempt(fileId), /Verification of "\/srv\/in\/f\.bin" failed/);
+    assert.equal(transport.files.size, 0, "a corrupted copy is never published");
+    assert.equal(await attempt(fileId), "delivered");
+    assert.equal(sha256(transport.files.get("/srv/in/f.bin")!), sha256(data));
+    assert.equal(store.file(fileId)!.sha256, sha256(data), "kept for the other vessel");
+    // Only the failed verification read the source again (to rule out a change the stat missed).
+    assert.equal(hashes(), 1, "the source is read once per attempt, to send it");
   });
 });
 
