@@ -55,12 +55,16 @@ async function processedDirectory(location: string, subdir: string): Promise<str
   let dir = location;
   for (const name of [PROCESSED_DIR, ...(subdir ? subdir.split("/") : [])]) {
     dir = `${dir}/${name}`;
-    try {
-      await Deno.mkdir(dir);
-    } catch (error) {
-      if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    // Usually there: one lstat, not a failing mkdir and an lstat per file moved.
+    let info = await lstatOrUndefined(dir);
+    if (!info) {
+      try {
+        await Deno.mkdir(dir);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+      }
+      info = await Deno.lstat(dir);
     }
-    const info = await Deno.lstat(dir);
     if (info.isSymlink || !info.isDirectory) {
       throw new UnsafeSourceError(
         `"${dir}" is ${info.isSymlink ? "a symbolic link" : "not a directory"}; nothing is ` +
@@ -125,12 +129,15 @@ function sameInode(info: Deno.FileInfo, identity: SourceStat): boolean {
   return info.dev === identity.dev && info.ino === identity.ino;
 }
 
-async function exists(path: string): Promise<boolean> {
+async function lstatOrUndefined(path: string): Promise<Deno.FileInfo | undefined> {
   try {
-    await Deno.lstat(path);
-    return true;
+    return await Deno.lstat(path);
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
+    if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;
   }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await lstatOrUndefined(path) !== undefined;
 }

@@ -187,7 +187,7 @@ export async function readPart(
     ? buffer.subarray(0, length)
     : new Uint8Array(length);
   using file = await openExpected(path, expected);
-  await file.seek(offset, Deno.SeekMode.Start);
+  if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
   for (let filled = 0; filled < length;) {
     const read = await file.read(data.subarray(filled));
     if (read === null) throw new SourceChangedError(path, toSourceStat(await file.stat()));
