@@ -124,19 +124,21 @@ export class Engine {
     for (const file of this.#store.doneFiles()) this.#finalize(file);
     await this.#finalized();
     this.#running = Promise.all(this.#workers.map((worker) => worker.run(this.#abort.signal)));
+    this.#removeLeftovers();
     this.#cleanupTimer = setInterval(() => this.#removeLeftovers(), CLEANUP_CHECK_MS);
   }
 
   /**
    * Removes what dropped deliveries left on the vessels (IgnoreDirs changed,
    * a vessel removed, a database lost) once it is a day old: once per run
-   * and vessel, as soon as the vessel's worker has nothing running, so the
-   * cleanup shares its connection instead of opening another beside a
-   * delivery. A failure is only logged.
+   * and vessel, at the start, beside the first deliveries (a vessel's
+   * connections are shared by its calls, and on a long link the cleanup's
+   * round trips would otherwise come after the last delivery). A failure is
+   * only logged.
    */
   #removeLeftovers(): void {
-    for (const [index, transport] of this.#transports.entries()) {
-      if (this.#abort.signal.aborted || this.#workers[index].active) continue;
+    for (const transport of this.#transports) {
+      if (this.#abort.signal.aborted) continue;
       if (this.#cleaned.has(transport.vessel)) continue;
       this.#cleaned.add(transport.vessel);
       if (!transport.removeLeftovers) continue;

@@ -105,3 +105,32 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "check says whether the vessel lets in the connections a transfer starts with",
+  ignore,
+  fn: async () => {
+    const open = await startOpenSsh();
+    await withTransport(open, undefined, async (transport) => {
+      const item = (await transport.probe([])).find((item) => item.check === "connections");
+      assert.deepEqual(item, {
+        check: "connections",
+        ok: true,
+        detail: "auto: follows the link, up to 16; 6 logged in at once",
+      });
+      assert.equal(transport.connections.open, 2, "check leaves the count it found");
+    });
+
+    const strict = await startOpenSsh({ sshdConfig: ["MaxStartups 1:100:1"] });
+    const fixed = new SftpTransport(strict.vesselConfig({ connections: 6 }));
+    try {
+      const item = (await fixed.probe([])).find((item) => item.check === "connections");
+      assert.equal(item?.ok, false, JSON.stringify(item));
+      assert.match(item!.detail, /^6 \(Connections = 6\); the vessel let in [1-5] of 6 at once/);
+      assert.match(item!.detail, /MaxStartups/);
+    } finally {
+      await fixed.close();
+      await strict.stop();
+    }
+  },
+});

@@ -29,6 +29,8 @@ export interface OpenSshOptions extends ConnectionOptions {
   readonly setup: OpenSshSetup;
   /** This connection's control socket, inside `setup.dir`. */
   readonly controlPath: string;
+  /** Hears that the vessel accepted the login, before the session starts. */
+  readonly onAuthenticated?: () => void;
 }
 
 /**
@@ -71,6 +73,7 @@ async function start(
   const diagnostics = new Diagnostics(master);
   const authenticated = new Promise<void>((resolve) => diagnostics.onAuthenticated = resolve);
   authenticated.then(hideSecrets);
+  if (options.onAuthenticated) authenticated.then(options.onAuthenticated);
   const exited = endOf(master);
   exited.then(hideSecrets);
   // The SFTP session reports its end only after the link has reported why ssh ended.

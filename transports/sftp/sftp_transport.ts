@@ -78,7 +78,15 @@ const KEY_PATTERN = /^[A-Za-z0-9_-]+$/;
  */
 export const AUTO_CONNECTIONS = 16;
 /** Connections that may be logging in at the same time. */
-const MAX_OPENING = 6;
+const MAX_OPENING = 8;
+/**
+ * What waiting for a login costs, counted in calls queued in front on an
+ * open connection: on a long link a login takes a dozen round trips, a
+ * queued part a few.
+ */
+const LOGIN_COST = 2;
+/** Connections `check` opens at once to see whether the vessel lets them in. */
+const PROBED_CONNECTIONS = 6;
 /** Connections in use at first, and after the engine has not said otherwise. */
 const FIRST_CONNECTIONS = 2;
 /** How long a vessel that refused a further connection is not asked for one again. */
@@ -114,6 +122,8 @@ export class SftpTransport implements Transport {
   #connectionsOpened = 0;
   #uid?: Promise<number>;
   #closed = false;
+  /** The vessel has accepted a login: more may log in together without risking a ban. */
+  #admitted = false;
   /** Directories being created, so files arriving together in a new one create it once. */
   readonly #makingDirectories = new Map<string, Promise<void>>();
 
@@ -376,14 +386,43 @@ export class SftpTransport implements Transport {
       detail: this.describeCarrier(),
     };
     if (!client.ok) return [client];
-    return [
-      client,
-      ...await probeVessel(
-        this.#config,
-        async () => (await this.#connection(this.#pick())).connection,
-        destinations,
-      ),
-    ];
+    const items = await probeVessel(
+      this.#config,
+      async () => (await this.#connection(this.#pick())).connection,
+      destinations,
+    );
+    const loggedIn = items.some((item) => item.check === "auth" && item.ok);
+    return [client, ...items, ...loggedIn ? [await this.#probeConnections()] : []];
+  }
+
+  /**
+   * Opens the connections a transfer would start with, all at once, and
+   * tells whether the vessel let them in (sshd's MaxStartups drops logins
+   * beyond 10 at once by default, fewer where the operator set it so).
+   */
+  async #probeConnections(): Promise<ProbeItem> {
+    const { adaptive, max } = this.connections;
+    const wanted = adaptive ? Math.min(max, PROBED_CONNECTIONS) : max;
+    const inUse = this.#inUse;
+    this.#use(wanted);
+    while (this.#slots.some((slot) => slot.opening)) {
+      await Promise.allSettled(this.#slots.map((slot) => slot.opening));
+    }
+    const open = this.connections.open;
+    this.#use(inUse);
+    const mode = adaptive
+      ? `auto: follows the link, up to ${max}`
+      : `${max} (Connections = ${max})`;
+    if (open >= wanted) {
+      return { check: "connections", ok: true, detail: `${mode}; ${open} logged in at once` };
+    }
+    return {
+      check: "connections",
+      ok: adaptive,
+      detail: `${mode}; the vessel let in ${open} of ${wanted} at once (sshd_config's ` +
+        `MaxStartups, or a firewall): ContentMonster stays at ${open} for a while after a ` +
+        `refusal` + (adaptive ? "" : "; lower Connections or raise MaxStartups"),
+    };
   }
 
   async close(): Promise<void> {
@@ -498,7 +537,13 @@ export class SftpTransport implements Transport {
     let best: Slot | undefined;
     let bestLoad = Infinity;
     for (const slot of usable) {
-      const load = live(slot) || slot.opening ? slot.calls : opening >= MAX_OPENING ? Infinity : 0;
+      const load = live(slot)
+        ? slot.calls
+        : slot.opening
+        ? slot.calls + LOGIN_COST
+        : opening >= MAX_OPENING
+        ? Infinity
+        : LOGIN_COST;
       if (load < bestLoad) {
         best = slot;
         bestLoad = load;
@@ -556,10 +601,12 @@ export class SftpTransport implements Transport {
   /**
    * Logs in the connections in use that are not open yet, before calls need
    * them: on a long link a login takes seconds, and parts wait for it. Only
-   * once the vessel has let one in, so its errors surface on the calls.
+   * once the vessel has accepted one login, so a refused key is tried once
+   * (not once per connection, which could get the shore banned), and its
+   * errors surface on the calls.
    */
   #openAhead(): void {
-    if (this.#closed || !this.#slots.some((slot) => live(slot))) return;
+    if (this.#closed || !(this.#admitted || this.#slots.some((slot) => live(slot)))) return;
     let opening = this.#slots.filter((slot) => slot.opening).length;
     for (const slot of this.#usable()) {
       if (opening >= MAX_OPENING) return;
@@ -642,6 +689,11 @@ export class SftpTransport implements Transport {
       setup,
       controlPath: `${setup.dir}/c${this.#connectionsOpened++}`,
       acknowledged: this.#acknowledged,
+      onAuthenticated: () => {
+        // The credentials work: the other connections need not wait for this one's session.
+        this.#admitted = true;
+        this.#openAhead();
+      },
     });
   }
 
