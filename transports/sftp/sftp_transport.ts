@@ -8,6 +8,7 @@
  *
  * @module
  */
+import type { Buffer } from "node:buffer";
 import { errorMessage } from "../../lib/error_message.ts";
 import {
   type Assembled,
@@ -39,20 +40,23 @@ import { hashFile } from "./assemble.ts";
 import { hasStatus, SFTP_STATUS, SshConnection } from "./connection.ts";
 import { knownKeyTypesOf } from "./host_key.ts";
 import { probeVessel } from "./probe.ts";
+import { DirectorySyncs } from "./directory_sync.ts";
 import { putWholeFile } from "./put_whole.ts";
 import { type ResumeCheck, resumeCheck } from "./resume.ts";
 import { SftpAssembly } from "./stream_assembly.ts";
 import { ensurePartDirectory, ensurePrivateDirectory, loginUid } from "./private_temp_dir.ts";
 import {
   changeMode,
+  closeHandle,
   freeBytes,
+  fsyncHandle,
   lstatPath,
   makeDirectories,
+  openHandle,
   readDirectory,
   removeDirectory,
   removeFile,
   renameReplacing,
-  syncFile,
   writeFile,
 } from "./sftp_ops.ts";
 
@@ -124,6 +128,14 @@ export class SftpTransport implements Transport {
   #closed = false;
   /** The vessel has accepted a login: more may log in together without risking a ban. */
   #admitted = false;
+  /** Flushes destination directories, one fsync for the files renamed into one together. */
+  readonly #directorySyncs = new DirectorySyncs<SshConnection, Buffer>({
+    // Read-only: OpenSSH's sftp-server opens a directory like a file, and fsync of a directory
+    // descriptor flushes its entries (a vessel that loses power keeps the renamed file).
+    open: (connection, dir) => openHandle(connection, dir, "r"),
+    fsync: fsyncHandle,
+    close: closeHandle,
+  });
   /** Directories being created, so files arriving together in a new one create it once. */
   readonly #makingDirectories = new Map<string, Promise<void>>();
 
@@ -294,21 +306,24 @@ export class SftpTransport implements Transport {
     const action = `Cannot publish ${quote(tempPath)} as ${quote(destination)} on vessel ` +
       `"${this.vessel}"`;
     return await this.#run(action, async (connection) => {
-      if (!(await connection.hasExtension("posix-rename@openssh.com"))) {
+      const [posixRename, syncDirectory] = await Promise.all([
+        connection.hasExtension("posix-rename@openssh.com"),
+        this.#config.fsync && connection.hasExtension("fsync@openssh.com"),
+      ]);
+      if (!posixRename) {
         throw new TransportError(
           "its SFTP server lacks posix-rename@openssh.com, so an existing file cannot be " +
             "replaced atomically (use OpenSSH's sftp-server on the vessel)",
           "unsupported",
         );
       }
-      // Sent together: the server handles them in order, so this costs one round trip
-      // (two with Fsync: the directory's handle comes back before its fsync can go).
-      const syncDirectory = this.#config.fsync &&
-        await connection.hasExtension("fsync@openssh.com");
+      // Sent in this turn: the server handles them in order, and the directory's fsync
+      // (shared with the files renamed into it meanwhile) leaves only once its open is
+      // answered, after the rename. Two round trips in all.
       await Promise.all([
         mode === undefined ? undefined : changeMode(connection, tempPath, mode & 0o777),
         renameReplacing(connection, tempPath, destination, false),
-        syncDirectory ? syncDirectoryAfterRename(connection, parentOf(destination)) : undefined,
+        syncDirectory ? this.#directorySyncs.sync(connection, parentOf(destination)) : undefined,
       ]);
     });
   }
@@ -741,14 +756,4 @@ function checkAbsolute(path: string): void {
 
 function quote(path: string): string {
   return JSON.stringify(path);
-}
-
-/**
- * Makes a rename durable: fsync@openssh.com on a handle of the directory
- * (OpenSSH's sftp-server opens a directory read-only like a file, and fsync
- * of a directory descriptor flushes its entries). Without it, a vessel that
- * loses power may lose a file the shore has already moved to processed/.
- */
-async function syncDirectoryAfterRename(connection: SshConnection, dir: string): Promise<void> {
-  await syncFile(connection, dir);
 }

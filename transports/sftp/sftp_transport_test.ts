@@ -417,6 +417,34 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "SftpTransport publishes 40 small files into one directory at once, each whole with its mode",
+  ignore,
+  fn: () =>
+    withServer(startOpenSsh, async (server) => {
+      const vessel = server.vesselConfig({ fsync: true });
+      await withTransport(new SftpTransport(vessel), async (transport) => {
+        const dir = `${server.dir}/burst`;
+        const files = Array.from({ length: 40 }, (_, i) => bytes(3000 + i, i + 1));
+        // Renames and the directory's fsyncs interleave: later files join a later fsync.
+        await Promise.all(files.map(async (data, i) => {
+          const assembled = await transport.putWhole(`burst-${i}`, `${dir}/f${i}`, data);
+          assert.equal(assembled.sha256, sha256(data));
+          await transport.publish(assembled.tempPath, `${dir}/f${i}`, 0o640 + (i % 2) * 4);
+        }));
+        for (const [i, data] of files.entries()) {
+          const stored = await Deno.readFile(`${dir}/f${i}`);
+          assert.equal(sha256(stored), sha256(data), `f${i}`);
+          assert.equal((await Deno.stat(`${dir}/f${i}`)).mode! & 0o777, 0o640 + (i % 2) * 4);
+        }
+        const names = [];
+        for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+        assert.equal(names.length, 40, "no temp file left");
+      });
+    }),
+});
+
+Deno.test({
   name: "SftpTransport reports an unreachable vessel with code connection, also in probe()",
   ignore,
   fn: async () => {

@@ -1,0 +1,61 @@
+/**
+ * Shares the fsync of a destination directory between the files renamed
+ * into it over one connection at about the same time. An SFTP server
+ * handles one session's requests in order, so an fsync of the directory
+ * covers every rename sent before it on the same connection: files
+ * published together need one open, fsync and close of their directory
+ * instead of one each (and one journal commit on the vessel). The first
+ * publish's open goes out with its rename, so a lone file still takes two
+ * round trips, as before.
+ *
+ * @module
+ */
+
+/** The three requests of a directory flush, on one connection. */
+export interface DirectoryFlush<C, H> {
+  open(connection: C, dir: string): Promise<H>;
+  fsync(connection: C, handle: H): Promise<void>;
+  close(connection: C, handle: H): Promise<void>;
+}
+
+/** Per connection and directory, the fsync that renames sent from now on still join. */
+export class DirectorySyncs<C extends object, H> {
+  readonly #flush: DirectoryFlush<C, H>;
+  readonly #joinable = new WeakMap<C, Map<string, Promise<void>>>();
+
+  constructor(flush: DirectoryFlush<C, H>) {
+    this.#flush = flush;
+  }
+
+  /**
+   * Call once the request renaming a file into `dir` has been sent on
+   * `connection` (or in the same turn, before any reply can be handled):
+   * resolves once an fsync of `dir` sent after that rename on `connection`
+   * succeeded.
+   */
+  sync(connection: C, dir: string): Promise<void> {
+    let byDir = this.#joinable.get(connection);
+    if (!byDir) this.#joinable.set(connection, byDir = new Map());
+    const joinable = byDir.get(dir);
+    if (joinable) return joinable;
+    const flushed = this.#flushNow(connection, dir, byDir);
+    byDir.set(dir, flushed);
+    return flushed;
+  }
+
+  async #flushNow(connection: C, dir: string, byDir: Map<string, Promise<void>>): Promise<void> {
+    let handle: H;
+    try {
+      handle = await this.#flush.open(connection, dir);
+    } finally {
+      byDir.delete(dir);
+    }
+    // No await since the entry went: every rename that joined was sent before this fsync.
+    const synced = this.#flush.fsync(connection, handle);
+    try {
+      await synced;
+    } finally {
+      await this.#flush.close(connection, handle).catch(() => {});
+    }
+  }
+}

@@ -1,0 +1,81 @@
+import assert from "node:assert/strict";
+import { DirectorySyncs } from "./directory_sync.ts";
+
+interface Connection {
+  readonly name: string;
+}
+
+/** Records each request as "connection request dir" and answers only when told. */
+function recorder() {
+  const requests: string[] = [];
+  const answers: ((error?: Error) => void)[] = [];
+  const request = <T>(line: string, value: T) =>
+    new Promise<T>((resolve, reject) => {
+      requests.push(line);
+      answers.push((error) => error ? reject(error) : resolve(value));
+    });
+  const syncs = new DirectorySyncs<Connection, string>({
+    open: (connection, dir) => request(`${connection.name} open ${dir}`, dir),
+    fsync: (connection, handle) => request(`${connection.name} fsync ${handle}`, undefined),
+    close: (connection, handle) => request(`${connection.name} close ${handle}`, undefined),
+  });
+  const answered = new Set<number>();
+  /** Answers the request made `index`-th (0-based), then lets the callbacks run. */
+  const answer = async (index: number, error?: Error) => {
+    answered.add(index);
+    answers[index](error);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  };
+  /** Answers every request, also those the answers lead to. */
+  const answerAll = async () => {
+    while (answered.size < answers.length) {
+      for (const index of answers.keys()) if (!answered.has(index)) await answer(index);
+    }
+  };
+  return { requests, syncs, answer, answerAll };
+}
+
+const a = { name: "a" };
+const b = { name: "b" };
+
+Deno.test("DirectorySyncs.sync() flushes a directory once for the renames sent before its fsync", async () => {
+  const { requests, syncs, answer, answerAll } = recorder();
+  const first = syncs.sync(a, "/in");
+  const joined = [syncs.sync(a, "/in"), syncs.sync(a, "/in")];
+  const otherConnection = syncs.sync(b, "/in");
+  const otherDir = syncs.sync(a, "/out");
+  assert.deepEqual(requests, ["a open /in", "b open /in", "a open /out"]);
+  await answer(0);
+  // A rename sent after the fsync is not covered by it: it needs a flush of its own.
+  const late = syncs.sync(a, "/in");
+  assert.deepEqual(requests.slice(3), ["a fsync /in", "a open /in"]);
+  await answer(3);
+  assert.equal(requests[5], "a close /in");
+  await answerAll();
+  await Promise.all([first, ...joined, otherConnection, otherDir, late]);
+  assert.equal(requests.filter((line) => line === "a fsync /in").length, 2, "two flushes of /in");
+  assert.equal(requests.filter((line) => line.includes("fsync")).length, 4);
+});
+
+Deno.test("DirectorySyncs.sync() rejects the callers of a failed flush; the next call opens again", async () => {
+  const { requests, syncs, answer, answerAll } = recorder();
+  const outcome = (call: Promise<void>) => call.then(() => undefined, (error: Error) => error);
+  const calls = [outcome(syncs.sync(a, "/in")), outcome(syncs.sync(a, "/in"))];
+  await answer(0);
+  await answer(1, new Error("connection lost"));
+  assert.deepEqual(requests, ["a open /in", "a fsync /in", "a close /in"], "closed after all");
+  await answer(2);
+  for (const call of calls) assert.match(String(await call), /connection lost/);
+  const again = syncs.sync(a, "/in");
+  assert.equal(requests[3], "a open /in");
+  await answerAll();
+  await again;
+
+  const failedOpen = outcome(syncs.sync(a, "/gone"));
+  await answer(requests.length - 1, new Error("No such file"));
+  assert.match(String(await failedOpen), /No such file/);
+  const retried = outcome(syncs.sync(a, "/gone"));
+  assert.equal(requests.at(-1), "a open /gone", "a failed open is not joined later");
+  await answer(requests.length - 1, new Error("No such file"));
+  assert.match(String(await retried), /No such file/);
+});
