@@ -22,8 +22,9 @@ Deno.test({
     const wrapper = `${dir}/sftp-server`;
     await Deno.writeTextFile(
       wrapper,
+      // One trace per sftp-server (the transport opens several connections).
       `#!/bin/sh\nexec ${STRACE} -f -qq -e trace=openat,rename,renameat,renameat2,fsync ` +
-        `-o ${trace} ${SFTP_SERVER} "$@"\n`,
+        `-o ${trace}.$$ ${SFTP_SERVER} "$@"\n`,
       { mode: 0o755 },
     );
     const server = await startOpenSsh({ sftpServer: wrapper });
@@ -33,7 +34,13 @@ Deno.test({
       const assembled = await transport.putWhole("fsync1", destination, new Uint8Array(100));
       await transport.publish(assembled.tempPath, destination, 0o644);
       await transport.close();
-      const lines = (await Deno.readTextFile(trace)).split("\n");
+      // The directory's fsync must be on the connection (sftp-server) that renamed the file.
+      let lines: string[] = [];
+      for await (const entry of Deno.readDir(dir)) {
+        if (!entry.name.startsWith("sftp.trace.")) continue;
+        const traced = (await Deno.readTextFile(`${dir}/${entry.name}`)).split("\n");
+        if (traced.some((line) => /rename.*durable\.bin/.test(line))) lines = traced;
+      }
       const rename = lines.findIndex((line) => /rename.*durable\.bin/.test(line));
       assert.ok(rename >= 0, "no rename traced");
       // The directory may be opened before the rename (requests are pipelined); its fsync
