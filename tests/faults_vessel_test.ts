@@ -22,7 +22,8 @@ noticeSkip("faults_vessel_test.ts");
 faultTest(
   "a TempDir wiped mid-file (vessel reboot): the file is sent again and arrives whole",
   async () => {
-    const rig = await startRig({ chunkSize: MiB });
+    // Two connections: 16 parts of ChunkSize, at most 4 in flight when the wipe comes.
+    const rig = await startRig({ chunkSize: MiB, connections: 2 });
     try {
       const files = new Map([["wiped.bin", randomBytes(16 * MiB, 500)]]);
       await rig.writeSources(files);

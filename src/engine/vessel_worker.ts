@@ -59,8 +59,8 @@ const QUIET_MS = 3_000;
 const HEALTH_RECORD_MS = 10_000;
 /** A new last success is written this soon, yet a stream of small files costs one write a second. */
 const SUCCESS_RECORD_MS = 1_000;
-/** How often the connection count is reconsidered. */
-const TUNE_MS = 500;
+/** How often the connection count, and the part window with it, is reconsidered. */
+const TUNE_MS = 250;
 /**
  * Connections an adaptive vessel starts with: on a clean link the extra ones
  * cost a few logins; on a lossy one every stream carries little, and the
@@ -110,10 +110,11 @@ export class VesselWorker {
       this.#governor = new ConnectionGovernor({ max: pool.max, start: FIRST_CONNECTIONS });
     }
     const connections = this.#governor?.target ?? pool?.max;
+    // An adaptive vessel's window follows its open connections (see #tune), from one.
     this.#window = new PartWindow(
       connections === undefined
         ? Math.max(1, parallelParts * parallelDeliveries)
-        : connections * PARTS_PER_CONNECTION,
+        : (this.#governor ? 1 : connections) * PARTS_PER_CONNECTION,
     );
     if (connections !== undefined) pool?.use(connections);
     this.#slots = new DeliverySlots(
@@ -180,12 +181,15 @@ export class VesselWorker {
       );
     }
     this.#lastReading = reading;
+    // Parts start as connections open: a part handed to one still logging in would wait
+    // there, and arrive last, while those already open could carry it.
+    const parts = PARTS_PER_CONNECTION * Math.max(1, Math.min(target, pool.open));
+    if (parts !== this.#window.max) this.#window.max = parts;
     if (target === before) return;
     logger(`vessel "${this.vessel}"`).debug(
       `connections: ${before} -> ${target} (${pool.open} open` +
         (reading ? `; ${formatRate(reading.bytesPerSecond)} with ${reading.open}` : "") + ")",
     );
-    this.#window.max = target * PARTS_PER_CONNECTION;
     pool.use(target);
   }
 
