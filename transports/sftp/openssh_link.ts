@@ -23,6 +23,8 @@ import type { OpenSshSetup } from "./openssh_setup.ts";
 
 /** Lines of ssh's stderr kept for messages. */
 const STDERR_LINES = 40;
+/** How long a failed command waits for the master's own account of the failure. */
+const MASTER_WORDS_MS = 500;
 
 /** Options of {@linkcode openOpenSsh}. */
 export interface OpenSshOptions extends ConnectionOptions {
@@ -185,6 +187,7 @@ class OpenSshLink extends EventEmitter implements SshLink {
   readonly #options: OpenSshOptions;
   readonly #commands = new Set<ChildProcess>();
   readonly #reported: () => void;
+  readonly #exited: Promise<void>;
   #lost = false;
 
   constructor(
@@ -200,6 +203,7 @@ class OpenSshLink extends EventEmitter implements SshLink {
     this.#sftp = sftp;
     this.#options = options;
     this.#reported = reported;
+    this.#exited = exited;
     void exited.then(() => {
       const code = master.exitCode;
       const signal = master.signalCode;
@@ -244,12 +248,24 @@ class OpenSshLink extends EventEmitter implements SshLink {
     this.#commands.add(child);
     // Status 255 is ssh's own failure (our commands never exit 255): the shared
     // connection broke, so it goes, and every call on it fails as a lost connection.
-    const channel = new CommandChannel(
-      child,
-      (stderr) => this.#lose(`ssh failed running a command: ${stderr.trim() || "status 255"}`),
-    );
+    const channel = new CommandChannel(child, (stderr) => this.#commandFailed(stderr));
     child.once("close", () => this.#commands.delete(child));
     callback(undefined, channel as unknown as ClientChannel);
+  }
+
+  /**
+   * A command's ssh failed. The master it borrows the connection from usually
+   * ends too, for the same reason, and says why (no reply to its keepalives,
+   * a reset): its words are waited for a moment before the command's own.
+   */
+  async #commandFailed(stderr: string): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#exited,
+      new Promise((resolve) => timer = setTimeout(resolve, MASTER_WORDS_MS)),
+    ]);
+    clearTimeout(timer);
+    this.#lose(`ssh failed running a command: ${stderr.trim() || "status 255"}`);
   }
 
   /** Ends the SFTP session; ssh exits once the commands on it have ended. */
@@ -268,8 +284,8 @@ class CommandChannel extends EventEmitter {
   readonly stderr: EventEmitter;
   readonly #child: ChildProcess;
 
-  /** `sshFailed` runs before `close` is emitted when ssh itself failed (status 255). */
-  constructor(child: ChildProcess, sshFailed: (stderr: string) => void) {
+  /** `sshFailed` settles before `close` is emitted when ssh itself failed (status 255). */
+  constructor(child: ChildProcess, sshFailed: (stderr: string) => Promise<void>) {
     super();
     this.#child = child;
     let stderr = "";
@@ -289,8 +305,8 @@ class CommandChannel extends EventEmitter {
       this.emit("exit", code, signal ?? undefined);
     });
     child.once("close", () => {
-      if (child.exitCode === 255) sshFailed(stderr);
-      close();
+      if (child.exitCode === 255) void sshFailed(stderr).finally(close);
+      else close();
     });
     child.once("error", (error: Error) => {
       this.emit("error", error);
