@@ -70,7 +70,8 @@ BandwidthLimit = ${64 * KiB}
       daemon.log,
       /vessel "a": "outbox\/slow\.bin": delivered 512 KiB in [\d.]+ s \([\d.]+ KiB\/s\), 32 parts\n/,
     );
-    assert.match(daemon.log, /"outbox\/slow\.bin": delivered to a, moved to processed\/\n/);
+    // Files move to processed/ in groups; the group's lines follow the moves.
+    await daemon.waitForLog(/"outbox\/slow\.bin": delivered to a, moved to processed\/\n/, 5_000);
     assert.match(daemon.log, /vessel "a": connected\n/);
   } finally {
     daemon.kill("SIGTERM");
