@@ -277,9 +277,10 @@ Deno.test("Watcher reports a directory's files again after it is moved out and b
 Deno.test("Watcher reports each of 1000 files written in a burst exactly once", async () => {
   await withWatcher({ quietMs: 60_000, rescanMs: 500 }, async (h) => {
     const start = Date.now();
-    await Deno.mkdir(`${h.root}/burst`);
-    for (let i = 0; i < 1000; i++) await writeAndClose(`${h.root}/burst/f${i}`, "x".repeat(100));
-    await h.waitReady("burst/f999", 1, 10_000);
+    // Straight into the watched root: files written into a directory made a moment earlier may
+    // beat its watch under load, and wait for the quiet period (README: a known limit).
+    for (let i = 0; i < 1000; i++) await writeAndClose(`${h.root}/burst-f${i}`, "x".repeat(100));
+    await h.waitReady("burst-f999", 1, 10_000);
     while (h.ready.length < 1000 && Date.now() - start < 10_000) await sleep(10);
     const relpaths = new Set(h.ready.map((file) => file.relpath));
     assert.equal(relpaths.size, 1000);
