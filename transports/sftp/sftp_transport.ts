@@ -91,8 +91,8 @@ const MAX_OPENING = 8;
 const LOGIN_COST = 2;
 /** Connections `check` opens at once to see whether the vessel lets them in. */
 const PROBED_CONNECTIONS = 6;
-/** Connections in use at first, and after the engine has not said otherwise. */
-const FIRST_CONNECTIONS = 2;
+/** Connections in use until the engine says how many (tests, `check`). */
+const IN_USE_UNTOLD = 2;
 /** How long a vessel that refused a further connection is not asked for one again. */
 const REFUSED_MS = 60_000;
 
@@ -152,7 +152,7 @@ export class SftpTransport implements Transport {
     this.#log = options.log ?? silentLogger;
     this.#authEnvironment = options.authEnvironment;
     this.#slots = Array.from({ length: max }, () => ({ calls: 0 }));
-    this.#inUse = fixed === undefined ? Math.min(FIRST_CONNECTIONS, max) : max;
+    this.#inUse = fixed === undefined ? Math.min(IN_USE_UNTOLD, max) : max;
     this.#ceiling = max;
     // One part per connection fills its SSH window; more only cost memory.
     this.capabilities = { parallelParts: max, parallelDeliveries: 8 };
