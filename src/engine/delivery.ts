@@ -257,7 +257,8 @@ async function uploadParts(
   const worker = async () => {
     for (let index = queue.shift(); index !== undefined; index = queue.shift()) {
       context.signal.throwIfAborted();
-      const ticket = await context.window?.acquire(context.signal);
+      const partBytes = Math.min(context.chunkSize, file.size - index * context.chunkSize);
+      const ticket = await context.window?.acquire(context.signal, partBytes);
       let outcome: PartOutcome = "failed";
       let bytes: number;
       const buffer = buffers.pop() ?? new Uint8Array(Math.min(context.chunkSize, file.size));
@@ -304,7 +305,7 @@ async function putWhole(
 ): Promise<{ assembled: Assembled; sha256: string }> {
   const { file } = delivery;
   const window = file.size >= SMALL_FILE_BYTES ? context.window : undefined;
-  const ticket = await window?.acquire(context.signal);
+  const ticket = await window?.acquire(context.signal, file.size);
   let outcome: PartOutcome = "failed";
   try {
     const data = await readPart(source, 0, context.chunkSize, file);

@@ -10,12 +10,20 @@
 /** What became of a part upload that held a place in the window. */
 export type PartOutcome = "whole" | "lost" | "failed";
 
+/** A place in the window, given back with {@linkcode PartWindow.release}. */
+export interface PartTicket {
+  readonly epoch: number;
+  readonly bytes: number;
+}
+
 /** A shared limit on a vessel's parts in flight. */
 export class PartWindow {
   /** The limit while the link holds: the connections the vessel uses now. */
   #max: number;
   #limit: number;
   #inFlight = 0;
+  #bytesInFlight = 0;
+  #maxBytes = Infinity;
   #streak = 0;
   /** Bumped at each decrease, so one loss that fails many parts halves once. */
   #epoch = 0;
@@ -49,6 +57,15 @@ export class PartWindow {
     this.#wakeAll();
   }
 
+  /**
+   * Bytes the parts in flight may hold together (their buffers): large parts
+   * then take fewer places. One part is let in whatever its size.
+   */
+  set maxBytes(maxBytes: number) {
+    this.#maxBytes = maxBytes;
+    this.#wakeAll();
+  }
+
   /** Parts in flight now. */
   get inFlight(): number {
     return this.#inFlight;
@@ -64,9 +81,15 @@ export class PartWindow {
     return this.#limit;
   }
 
-  /** Waits for a place; returns the ticket to give back to {@linkcode release}. */
-  async acquire(signal: AbortSignal): Promise<number> {
-    while (this.#inFlight >= this.#limit) {
+  /**
+   * Waits for a place for a part of `bytes`; returns the ticket to give back
+   * to {@linkcode release}.
+   */
+  async acquire(signal: AbortSignal, bytes = 0): Promise<PartTicket> {
+    while (
+      this.#inFlight >= this.#limit ||
+      this.#inFlight > 0 && this.#bytesInFlight + bytes > this.#maxBytes
+    ) {
       signal.throwIfAborted();
       await new Promise<void>((resolve, reject) => {
         const wake = () => {
@@ -84,18 +107,20 @@ export class PartWindow {
     }
     signal.throwIfAborted();
     this.#inFlight++;
-    return this.#epoch;
+    this.#bytesInFlight += bytes;
+    return { epoch: this.#epoch, bytes };
   }
 
   /** Gives a place back and adapts the limit to how the upload ended. */
-  release(ticket: number, outcome: PartOutcome): void {
+  release(ticket: PartTicket, outcome: PartOutcome): void {
     this.#inFlight--;
+    this.#bytesInFlight -= ticket.bytes;
     if (outcome === "whole") {
       if (++this.#streak >= this.#limit && this.#limit < this.#max) {
         this.#limit++;
         this.#streak = 0;
       }
-    } else if (outcome === "lost" && ticket === this.#epoch) {
+    } else if (outcome === "lost" && ticket.epoch === this.#epoch) {
       this.#limit = Math.max(1, Math.floor(this.#limit / 2));
       this.#streak = 0;
       this.#epoch++;

@@ -59,3 +59,28 @@ Deno.test("PartWindow rejects a maximum below one", () => {
   assert.throws(() => new PartWindow(0), RangeError);
   assert.throws(() => new PartWindow(0), /"0" parts/);
 });
+
+Deno.test("PartWindow lets fewer large parts in when a byte budget is set, and one whatever its size", async () => {
+  const window = new PartWindow(8);
+  window.maxBytes = 24;
+  const big = [await window.acquire(signal, 10), await window.acquire(signal, 10)];
+  let third = false;
+  const waiting = window.acquire(signal, 10).then((ticket) => {
+    third = true;
+    return ticket;
+  });
+  await Promise.resolve();
+  assert.equal(third, false, "a third 10-byte part would pass 24 bytes");
+  window.release(big[0], "whole");
+  window.release(await waiting, "whole");
+  window.release(big[1], "whole");
+  assert.equal(window.inFlight, 0);
+  // A part larger than the budget still goes, alone.
+  const huge = await window.acquire(signal, 100);
+  assert.equal(window.inFlight, 1);
+  window.release(huge, "whole");
+  // Small parts are held by the part count only.
+  const small = await Promise.all(Array.from({ length: 8 }, () => window.acquire(signal, 1)));
+  assert.equal(window.inFlight, 8);
+  for (const ticket of small) window.release(ticket, "whole");
+});

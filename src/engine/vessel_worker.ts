@@ -72,6 +72,12 @@ const FIRST_CONNECTIONS = 4;
  * rename) run, the next one's data keeps the connection busy.
  */
 const PARTS_PER_CONNECTION = 2;
+/**
+ * Part bytes in flight per open connection: two small parts each, but one
+ * part of ChunkSize's default 10 MiB, whose own round trips are a small
+ * share of its time on the wire (this bounds the shore's part buffers).
+ */
+const BYTES_PER_CONNECTION = 12 << 20;
 
 /** The worker of one vessel. */
 export class VesselWorker {
@@ -116,7 +122,10 @@ export class VesselWorker {
         ? Math.max(1, parallelParts * parallelDeliveries)
         : (this.#governor ? 1 : connections) * PARTS_PER_CONNECTION,
     );
-    if (connections !== undefined) pool?.use(connections);
+    if (connections !== undefined) {
+      this.#window.maxBytes = (this.#governor ? 1 : connections) * BYTES_PER_CONNECTION;
+      pool?.use(connections);
+    }
     this.#slots = new DeliverySlots(
       parallelDeliveries,
       Math.min(SMALL_FILE_BYTES, context.chunkSize),
@@ -183,8 +192,11 @@ export class VesselWorker {
     this.#lastReading = reading;
     // Parts start as connections open: a part handed to one still logging in would wait
     // there, and arrive last, while those already open could carry it.
-    const parts = PARTS_PER_CONNECTION * Math.max(1, Math.min(target, pool.open));
-    if (parts !== this.#window.max) this.#window.max = parts;
+    const open = Math.max(1, Math.min(target, pool.open));
+    if (PARTS_PER_CONNECTION * open !== this.#window.max) {
+      this.#window.max = PARTS_PER_CONNECTION * open;
+      this.#window.maxBytes = BYTES_PER_CONNECTION * open;
+    }
     if (target === before) return;
     logger(`vessel "${this.vessel}"`).debug(
       `connections: ${before} -> ${target} (${pool.open} open` +
