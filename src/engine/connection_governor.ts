@@ -167,14 +167,14 @@ export class ConnectionGovernor {
       const worth = trial.up
         ? gain >= MIN_GAIN_SHARE * ideal
         : reading.rate >= trial.from.rate * KEEP_FEWER_SHARE;
-      if (!worth && trial.up) this.#noGainAt = reading.open;
-      if (!worth && trial.up && reading.open > 2 * trial.from.open) {
-        // Overshot: the doubling in between may still pay.
-        this.#trial = { from: trial.from, up: true, since: now };
-        this.#target = 2 * trial.from.open;
-        return;
-      }
       if (!worth) {
+        if (trial.up) this.#noGainAt = reading.open;
+        if (trial.up && reading.open > 2 * trial.from.open) {
+          // Overshot: the doubling in between may still pay.
+          this.#trial = { from: trial.from, up: true, since: now };
+          this.#target = 2 * trial.from.open;
+          return;
+        }
         this.#target = trial.from.open;
         this.#holdUntil = now + this.#holdMs;
         return;

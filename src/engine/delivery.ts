@@ -70,11 +70,11 @@ export interface DeliveryProgress {
 }
 
 /**
- * Files this small are not worth a free-space round trip, nor a place in the
- * part window: the window bounds the memory and the losses of large parts,
- * and small files are bounded by the deliveries in flight.
+ * Files from this size on are worth a free-space round trip and take a place
+ * in the part window (which bounds the memory and the losses of large
+ * parts); smaller ones are bounded by the deliveries in flight.
  */
-const SMALL_FILE_BYTES = 1 << 20;
+const LARGE_FILE_BYTES = 1 << 20;
 
 /** The source path on the shore and the destination path on the vessel. */
 export function deliveryPaths(
@@ -147,7 +147,7 @@ export async function runDelivery(
         await transport.removeParts(key);
         store.startParts(delivery.id, null);
       }
-      if (file.size >= SMALL_FILE_BYTES) {
+      if (file.size >= LARGE_FILE_BYTES) {
         await checkFreeSpace(context, destination, file.size, 1);
       }
       context.progress?.planned(1, new Set(), context.chunkSize);
@@ -304,7 +304,7 @@ async function putWhole(
   destination: string,
 ): Promise<{ assembled: Assembled; sha256: string }> {
   const { file } = delivery;
-  const window = file.size >= SMALL_FILE_BYTES ? context.window : undefined;
+  const window = file.size >= LARGE_FILE_BYTES ? context.window : undefined;
   const ticket = await window?.acquire(context.signal, file.size);
   let outcome: PartOutcome = "failed";
   try {
@@ -343,7 +343,7 @@ async function uploadAndAssemble(
   const { transport } = context;
   await transport.prepare(key, destination);
   const present = await transport.listParts(key);
-  if (delivery.file.size >= SMALL_FILE_BYTES) {
+  if (delivery.file.size >= LARGE_FILE_BYTES) {
     await checkFreeSpace(context, destination, delivery.file.size, count - present.size);
   }
   context.progress?.planned(count, present, context.chunkSize);

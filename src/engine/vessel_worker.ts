@@ -115,16 +115,11 @@ export class VesselWorker {
     if (pool?.adaptive) {
       this.#governor = new ConnectionGovernor({ max: pool.max, start: FIRST_CONNECTIONS });
     }
-    const connections = this.#governor?.target ?? pool?.max;
-    // An adaptive vessel's window follows its open connections (see #tune), from one.
-    this.#window = new PartWindow(
-      connections === undefined
-        ? Math.max(1, parallelParts * parallelDeliveries)
-        : (this.#governor ? 1 : connections) * PARTS_PER_CONNECTION,
-    );
-    if (connections !== undefined) {
-      this.#window.maxBytes = (this.#governor ? 1 : connections) * BYTES_PER_CONNECTION;
-      pool?.use(connections);
+    this.#window = new PartWindow(Math.max(1, parallelParts * parallelDeliveries));
+    if (pool) {
+      // An adaptive vessel's window follows its open connections (see #tune), from one.
+      this.#sizeWindow(this.#governor ? 1 : pool.max);
+      pool.use(this.#governor?.target ?? pool.max);
     }
     this.#slots = new DeliverySlots(
       parallelDeliveries,
@@ -171,6 +166,12 @@ export class VesselWorker {
     }
   }
 
+  /** Lets as many parts, and part bytes, in flight as `connections` carry. */
+  #sizeWindow(connections: number): void {
+    this.#window.max = PARTS_PER_CONNECTION * connections;
+    this.#window.maxBytes = BYTES_PER_CONNECTION * connections;
+  }
+
   /** Sizes the vessel's connections to what the link carries (see connection_governor.ts). */
   #tune(): void {
     const pool = this.#transport.connections;
@@ -193,10 +194,7 @@ export class VesselWorker {
     // Parts start as connections open: a part handed to one still logging in would wait
     // there, and arrive last, while those already open could carry it.
     const open = Math.max(1, Math.min(target, pool.open));
-    if (PARTS_PER_CONNECTION * open !== this.#window.max) {
-      this.#window.max = PARTS_PER_CONNECTION * open;
-      this.#window.maxBytes = BYTES_PER_CONNECTION * open;
-    }
+    if (PARTS_PER_CONNECTION * open !== this.#window.max) this.#sizeWindow(open);
     if (target === before) return;
     logger(`vessel "${this.vessel}"`).debug(
       `connections: ${before} -> ${target} (${pool.open} open` +

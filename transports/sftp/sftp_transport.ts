@@ -126,7 +126,10 @@ export class SftpTransport implements Transport {
   #connectionsOpened = 0;
   #uid?: Promise<number>;
   #closed = false;
-  /** The vessel has accepted a login: more may log in together without risking a ban. */
+  /**
+   * The vessel has accepted a login (ssh said so, or a connection opened):
+   * more may log in together without risking a ban.
+   */
   #admitted = false;
   /** Flushes destination directories, one fsync for the files renamed into one together. */
   readonly #directorySyncs = new DirectorySyncs<SshConnection, Buffer>({
@@ -528,8 +531,7 @@ export class SftpTransport implements Transport {
 
   /** Closes idle connections in slots beyond those in use. */
   #closeSurplus(): void {
-    const usable = Math.min(this.#inUse, this.#ceiling);
-    for (const slot of this.#slots.slice(usable)) {
+    for (const slot of this.#slots.slice(this.#usable().length)) {
       const connection = slot.connection;
       if (connection && slot.calls === 0) {
         slot.connection = undefined;
@@ -578,12 +580,12 @@ export class SftpTransport implements Transport {
       return { slot, connection: await opening };
     } catch (error) {
       const others = this.#slots.filter((other) => other !== slot && live(other));
-      const opening = this.#slots.find((other) => other !== slot && other.opening);
-      if ((others.length === 0 && !opening) || this.#closed) throw error;
+      const loggingIn = this.#slots.find((other) => other !== slot && other.opening);
+      if ((others.length === 0 && !loggingIn) || this.#closed) throw error;
       // The vessel serves (or is letting in) other connections but refused one more (sshd's
       // MaxStartups, a firewall's limit): stay with those it lets in for a while.
       this.#refused(Math.max(1, others.length), error);
-      if (others.length === 0) return { slot: opening!, connection: await opening!.opening! };
+      if (others.length === 0) return { slot: loggingIn!, connection: await loggingIn!.opening! };
       const other = others.reduce((a, b) => a.calls <= b.calls ? a : b);
       return { slot: other, connection: live(other)! };
     }
@@ -602,6 +604,7 @@ export class SftpTransport implements Transport {
           );
         }
         slot.connection = connection;
+        this.#admitted = true;
         this.#openAhead();
         return connection;
       },
@@ -621,14 +624,14 @@ export class SftpTransport implements Transport {
    * errors surface on the calls.
    */
   #openAhead(): void {
-    if (this.#closed || !(this.#admitted || this.#slots.some((slot) => live(slot)))) return;
+    if (this.#closed || !this.#admitted) return;
     let opening = this.#slots.filter((slot) => slot.opening).length;
     for (const slot of this.#usable()) {
       if (opening >= MAX_OPENING) return;
       if (live(slot) || slot.opening) continue;
       opening++;
       this.#startOpening(slot).catch((error) => {
-        const open = this.#slots.filter((other) => live(other)).length;
+        const open = this.connections.open;
         if (open > 0 && !this.#closed) this.#refused(open, error);
       });
     }
