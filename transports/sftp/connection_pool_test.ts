@@ -107,6 +107,25 @@ Deno.test({
 });
 
 Deno.test({
+  name: "calls that start logins together on a strict vessel wait for the one it lets in",
+  ignore,
+  fn: async () => {
+    // From a cold start, four calls log in four connections at once; sshd drops all but one.
+    const server = await startOpenSsh({ sshdConfig: ["MaxStartups 1:100:1"] });
+    const transport = new SftpTransport(server.vesselConfig({ connections: 4 }));
+    try {
+      const listed = await Promise.all([0, 1, 2, 3].map(() => transport.listParts("cold")));
+      assert.deepEqual(listed.map((parts) => parts.size), [0, 0, 0, 0]);
+      assert.ok(transport.connections.open < 4, `${transport.connections.open} open`);
+      await putParts(transport, server, "cold", 4);
+    } finally {
+      await transport.close();
+      await server.stop();
+    }
+  },
+});
+
+Deno.test({
   name: "check says whether the vessel lets in the connections a transfer starts with",
   ignore,
   fn: async () => {
