@@ -27,7 +27,7 @@ export class PartWindow {
   #streak = 0;
   /** Bumped at each decrease, so one loss that fails many parts halves once. */
   #epoch = 0;
-  readonly #waiters = new Set<() => void>();
+  readonly #waiters: Waiter[] = [];
 
   constructor(max: number) {
     if (!(Number.isSafeInteger(max) && max >= 1)) {
@@ -54,7 +54,7 @@ export class PartWindow {
     if (max > this.#max) this.#limit += max - this.#max;
     this.#max = max;
     this.#limit = Math.min(this.#limit, max);
-    this.#wakeAll();
+    this.#admit();
   }
 
   /**
@@ -63,7 +63,7 @@ export class PartWindow {
    */
   set maxBytes(maxBytes: number) {
     this.#maxBytes = maxBytes;
-    this.#wakeAll();
+    this.#admit();
   }
 
   /** Parts in flight now. */
@@ -73,7 +73,7 @@ export class PartWindow {
 
   /** Uploads waiting for a place now: more parts are ready than the window lets out. */
   get waiting(): number {
-    return this.#waiters.size;
+    return this.#waiters.length;
   }
 
   /** How many parts may be in flight now. */
@@ -83,32 +83,30 @@ export class PartWindow {
 
   /**
    * Waits for a place for a part of `bytes`; returns the ticket to give back
-   * to {@linkcode release}.
+   * to {@linkcode release}. Places go to waiters in the order they came, and
+   * a newcomer waits behind them: an upload that just finished a part must
+   * not take the place of the parts before the one it would send next, which
+   * the vessel's assembly waits for.
    */
-  async acquire(signal: AbortSignal, bytes = 0): Promise<PartTicket> {
-    while (
-      this.#inFlight >= this.#limit ||
-      this.#inFlight > 0 && this.#bytesInFlight + bytes > this.#maxBytes
-    ) {
-      signal.throwIfAborted();
-      await new Promise<void>((resolve, reject) => {
-        const wake = () => {
-          this.#waiters.delete(wake);
-          signal.removeEventListener("abort", onAbort);
-          resolve();
-        };
-        const onAbort = () => {
-          this.#waiters.delete(wake);
-          reject(signal.reason);
-        };
-        this.#waiters.add(wake);
-        signal.addEventListener("abort", onAbort, { once: true });
-      });
-    }
+  acquire(signal: AbortSignal, bytes = 0): Promise<PartTicket> {
     signal.throwIfAborted();
-    this.#inFlight++;
-    this.#bytesInFlight += bytes;
-    return { epoch: this.#epoch, bytes };
+    if (this.#waiters.length === 0 && this.#fits(bytes)) return Promise.resolve(this.#take(bytes));
+    return new Promise<PartTicket>((resolve, reject) => {
+      const waiter: Waiter = {
+        bytes,
+        admit: () => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(this.#take(bytes));
+        },
+      };
+      const onAbort = () => {
+        this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+        reject(signal.reason);
+        this.#admit(); // The next one may fit where this one did not.
+      };
+      this.#waiters.push(waiter);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
   }
 
   /** Gives a place back and adapts the limit to how the upload ended. */
@@ -125,10 +123,29 @@ export class PartWindow {
       this.#streak = 0;
       this.#epoch++;
     }
-    this.#wakeAll();
+    this.#admit();
   }
 
-  #wakeAll(): void {
-    for (const wake of [...this.#waiters]) wake();
+  #fits(bytes: number): boolean {
+    return this.#inFlight < this.#limit &&
+      (this.#inFlight === 0 || this.#bytesInFlight + bytes <= this.#maxBytes);
   }
+
+  #take(bytes: number): PartTicket {
+    this.#inFlight++;
+    this.#bytesInFlight += bytes;
+    return { epoch: this.#epoch, bytes };
+  }
+
+  /** Lets in the waiters at the head of the line while they fit. */
+  #admit(): void {
+    while (this.#waiters.length > 0 && this.#fits(this.#waiters[0].bytes)) {
+      this.#waiters.shift()!.admit();
+    }
+  }
+}
+
+interface Waiter {
+  readonly bytes: number;
+  admit(): void;
 }

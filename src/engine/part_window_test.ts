@@ -15,6 +15,22 @@ Deno.test("PartWindow lets `max` parts in at once and the next one when a place 
   assert.equal(third, true);
 });
 
+Deno.test("PartWindow gives a released place to the earliest waiter, not to a newcomer", async () => {
+  // Uploads ask again right after releasing: the parts queued before theirs must go first,
+  // or the vessel's in-order assembly waits for them at the end.
+  const window = new PartWindow(2);
+  const held = [await window.acquire(signal), await window.acquire(signal)];
+  const order: string[] = [];
+  const early = window.acquire(signal).then((ticket) => (order.push("early"), ticket));
+  window.release(held[0], "whole");
+  const late = window.acquire(signal).then((ticket) => (order.push("late"), ticket));
+  window.release(await early, "whole");
+  window.release(held[1], "whole");
+  await late;
+  assert.deepEqual(order, ["early", "late"]);
+  assert.equal(window.inFlight, 1);
+});
+
 Deno.test("PartWindow halves once per loss, even when the loss fails many parts", async () => {
   const window = new PartWindow(16);
   const tickets = await Promise.all(Array.from({ length: 8 }, () => window.acquire(signal)));
