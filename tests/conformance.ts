@@ -106,9 +106,10 @@ export function transportConformance(
           const key = freshKey();
           const destination = `${base}/nested/deeper/file.bin`;
           const parts = [bytes(1000, 1), bytes(70_000, 2), bytes(3, 3)];
-          await transport.prepare(key, destination);
+          assert.deepEqual([...await transport.prepare(key, destination)], [], "a new part dir");
           for (const index of [2, 0, 1]) await transport.putPart(key, index, parts[index]);
           assert.deepEqual([...await transport.listParts(key)].sort(), [0, 1, 2]);
+          assert.deepEqual([...await transport.prepare(key, destination)].sort(), [0, 1, 2]);
           const assembled = await assembleAll(transport, key, 3, destination);
           assert.equal(assembled.tempPath, tempPathFor(key, destination));
           assert.equal(assembled.sha256, sha256(...parts));
@@ -200,6 +201,27 @@ export function transportConformance(
             await transport.removeParts(key);
           }
           assert.deepEqual(await target.read(destination), encoder.encode("new version, longer"));
+        });
+
+        await t.step("removing parts by count also removes what else was left", async () => {
+          const key = freshKey();
+          await transport.prepare(key, `${base}/counted.bin`);
+          for (const index of [0, 1]) await transport.putPart(key, index, bytes(100, index));
+          // A part cut mid-way by a lost connection, and one of a larger earlier try.
+          await Deno.writeFile(
+            `${target.localPath(`${target.tempDir}/${key}`)}/2.part.tmp`,
+            bytes(9, 9),
+          );
+          await Deno.writeFile(
+            `${target.localPath(`${target.tempDir}/${key}`)}/5.part`,
+            bytes(9, 9),
+          );
+          await transport.removeParts(key, 2);
+          assert.ok(!(await target.list(target.tempDir)).includes(key), "part dir left behind");
+          await transport.prepare(key, `${base}/counted.bin`);
+          await transport.putPart(key, 0, bytes(100, 0));
+          await transport.removeParts(key, 2); // Part 1 is not there: no error.
+          assert.ok(!(await target.list(target.tempDir)).includes(key), "part dir left behind");
         });
 
         await t.step(

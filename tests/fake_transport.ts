@@ -76,9 +76,10 @@ export class FakeTransport implements Transport {
     return (await script?.(args)) ?? undefined;
   }
 
-  async prepare(key: string, destination: string): Promise<void> {
+  async prepare(key: string, destination: string): Promise<Set<number>> {
     await this.#enter("prepare", key, destination);
     if (!this.parts.has(key)) this.parts.set(key, new Map());
+    return new Set(this.parts.get(key)!.keys());
   }
 
   async listParts(key: string): Promise<Set<number>> {
@@ -156,8 +157,8 @@ export class FakeTransport implements Transport {
     if (mode !== undefined) this.modes.set(destination, mode);
   }
 
-  async removeParts(key: string): Promise<void> {
-    await this.#enter("removeParts", key);
+  async removeParts(key: string, count?: number): Promise<void> {
+    await this.#enter("removeParts", key, ...count === undefined ? [] : [count]);
     this.parts.delete(key);
   }
 

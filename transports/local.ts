@@ -75,7 +75,7 @@ export class LocalTransport implements Transport {
     );
   }
 
-  async prepare(key: string, destination: string): Promise<void> {
+  async prepare(key: string, destination: string): Promise<Set<number>> {
     try {
       await this.#privateDirectory(this.#tempDir, true);
       await this.#privateDirectory(joinPath(this.#tempDir, key), false);
@@ -84,6 +84,7 @@ export class LocalTransport implements Transport {
       if (error instanceof TransportError) throw error;
       throw this.#fail(`prepare "${key}" for "${destination}"`, error);
     }
+    return await this.listParts(key);
   }
 
   /** Creates `dir` (0700) or checks that the one there is private to us. */

@@ -117,8 +117,11 @@ export interface Transport {
    * Every file a transport creates in TempDir or beside a destination is
    * created exclusively (never through a link, never truncating something
    * there) with mode 0600.
+   *
+   * Returns the parts already there, as {@linkcode listParts} does: none
+   * when the part directory is new (then without asking the vessel again).
    */
-  prepare(key: string, destination: string): Promise<void>;
+  prepare(key: string, destination: string): Promise<Set<number>>;
 
   /**
    * Indices of the whole parts present for `key` (`N.part`; a `N.part.tmp`
@@ -168,8 +171,13 @@ export interface Transport {
    */
   publish(tempPath: string, destination: string, mode?: number): Promise<void>;
 
-  /** Removes the part directory of `key`. No error if it does not exist. */
-  removeParts(key: string): Promise<void>;
+  /**
+   * Removes the part directory of `key`. No error if it does not exist.
+   * With `count`, the parts are taken to be `0..count-1` (the transport may
+   * then remove them without listing them first, and lists only when
+   * something else is left).
+   */
+  removeParts(key: string, count?: number): Promise<void>;
 
   /** Removes one file. No error if it does not exist. */
   remove(path: string): Promise<void>;

@@ -8,8 +8,8 @@
 import type { Stats } from "./_ssh2.ts";
 import { parentOf, TransportError } from "../transport.ts";
 import { type DirectoryStat, privateDirProblem, unsafeTempDir } from "../private_dir.ts";
-import type { SshConnection } from "./connection.ts";
-import { lstatPath, makeDirectories, makePrivateDirectory } from "./sftp_ops.ts";
+import { hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
+import { lstatPath, makeDirectories, makePrivateDirectory, removeDirectory } from "./sftp_ops.ts";
 
 /** The uid the login user's files get on the vessel (`id -u`). */
 export async function loginUid(connection: SshConnection, deadlineMs: number): Promise<number> {
@@ -59,14 +59,57 @@ export async function ensurePrivateDirectory(
 /**
  * Creates the part directory `dir` (0700) inside a TempDir already checked:
  * one round trip when it is new; one there already is checked like TempDir.
+ * Returns whether it is new (so holds no parts).
  */
 export async function ensurePartDirectory(
   connection: SshConnection,
   dir: string,
   options: { vessel: string; uid: number },
-): Promise<void> {
-  if (await makePrivateDirectory(connection, dir)) return;
+): Promise<boolean> {
+  if (await makePrivateDirectory(connection, dir)) return true;
   await ensurePrivateDirectory(connection, dir, { ...options, parents: false });
+  return false;
+}
+
+/**
+ * Makes sure `tempDir` is private (as {@linkcode ensurePrivateDirectory})
+ * and creates the part directory `partDir` in it, in one round trip when
+ * TempDir is there and the part directory is not: TempDir's lstat and the
+ * part directory's mkdir leave together, and the server answers them in
+ * order, so the lstat shows TempDir as the mkdir found it. A part directory
+ * made in a TempDir that fails the check is removed before the error. Returns
+ * whether the part directory is new (so holds no parts).
+ */
+export async function preparePartDirectory(
+  connection: SshConnection,
+  tempDir: string,
+  partDir: string,
+  options: { vessel: string; uid: Promise<number> },
+): Promise<boolean> {
+  await connection.sftp(); // From here on requests leave in the order they are made.
+  const [tempStats, made] = await Promise.allSettled([
+    lstatPath(connection, tempDir),
+    makePrivateDirectory(connection, partDir),
+  ]);
+  const uid = await options.uid;
+  if (tempStats.status === "rejected") throw tempStats.reason;
+  if (tempStats.value) {
+    const problem = privateDirProblem(tempDir, directoryStat(tempStats.value), uid);
+    if (problem) {
+      if (made.status === "fulfilled" && made.value) {
+        await removeDirectory(connection, partDir).catch(() => {});
+      }
+      throw unsafeTempDir(options.vessel, problem);
+    }
+    if (made.status === "fulfilled" && made.value) return true;
+  }
+  // TempDir is missing (wiped by a reboot), or the part directory is there from an earlier try.
+  if (made.status === "rejected" && !hasStatus(made.reason, SFTP_STATUS.NO_SUCH_FILE)) {
+    throw made.reason;
+  }
+  const checked = { vessel: options.vessel, uid };
+  await ensurePrivateDirectory(connection, tempDir, { ...checked, parents: true });
+  return await ensurePartDirectory(connection, partDir, checked);
 }
 
 function directoryStat(stats: Stats): DirectoryStat {

@@ -140,18 +140,30 @@ export async function readDirectory(
   }
 }
 
-/** Creates `path` and missing parents (`mkdir -p`), one level at a time. */
+/**
+ * Creates `path` and missing parents (`mkdir -p`), one level at a time. The
+ * mkdir and a stat leave together (the server answers in order): a
+ * directory there already costs one round trip, not two.
+ */
 export async function makeDirectories(connection: SshConnection, path: string): Promise<void> {
-  try {
-    await connection.request<void>("mkdir", (sftp, done) => sftp.mkdir(path, done));
-  } catch (error) {
-    if (hasStatus(error, SFTP_STATUS.NO_SUCH_FILE) && path !== "/") {
-      await makeDirectories(connection, parentOf(path));
-      await makeDirectory(connection, path);
-      return;
-    }
-    await mustBeDirectory(connection, path, error);
+  await connection.sftp(); // From here on requests leave in the order they are made.
+  const [made, stats] = await Promise.allSettled([
+    connection.request<void>("mkdir", (sftp, done) => sftp.mkdir(path, done)),
+    statPath(connection, path),
+  ]);
+  if (made.status === "fulfilled") return;
+  // A lost connection must stay a connection error, not turn into mkdir's "Failure".
+  if (made.reason instanceof TransportError) throw made.reason;
+  if (stats.status === "rejected" && stats.reason instanceof TransportError) throw stats.reason;
+  const found = stats.status === "fulfilled" ? stats.value : undefined;
+  if (found?.isDirectory()) return;
+  if (found) throw new Error(`${JSON.stringify(path)} exists and is not a directory`);
+  if (hasStatus(made.reason, SFTP_STATUS.NO_SUCH_FILE) && path !== "/") {
+    await makeDirectories(connection, parentOf(path));
+    await makeDirectory(connection, path);
+    return;
   }
+  throw made.reason;
 }
 
 /** Creates one directory; no error if a directory is there already. */
@@ -207,16 +219,17 @@ export async function removeDirectory(connection: SshConnection, path: string): 
 /**
  * Writes `data` to `path`, created with {@linkcode createPrivateFile}, with
  * pipelined requests; with `resume`, a file left by a try cut mid-way is
- * completed instead (see {@linkcode openPrivateFile}). On failure the
- * partial file is removed if the connection still allows it.
+ * completed instead (see {@linkcode openPrivateFile}). With `renameTo`, the
+ * whole file then takes that name (replacing what is there). On failure
+ * the partial file is removed if the connection still allows it.
  */
 export async function writeFile(
   connection: SshConnection,
   path: string,
   data: Uint8Array,
-  resume?: ResumeCheck,
+  options: { resume?: ResumeCheck; renameTo?: string } = {},
 ): Promise<void> {
-  const { handle, offset } = await openPrivateFile(connection, path, "wx", data, resume);
+  const { handle, offset } = await openPrivateFile(connection, path, "wx", data, options.resume);
   try {
     await connection.writeAll(handle, data.subarray(offset), offset);
   } catch (error) {
@@ -224,12 +237,25 @@ export async function writeFile(
     await removeQuietly(connection, path);
     throw error;
   }
-  try {
-    // Some file systems report write errors (NFS: no space) only on close.
-    await closeHandle(connection, handle);
-  } catch (error) {
+  // The rename goes out with the close, not after its answer: the server handles them in
+  // order, and a round trip less per file counts on a long link.
+  const { renameTo } = options;
+  const [closed, renamed] = await Promise.allSettled([
+    closeHandle(connection, handle),
+    renameTo === undefined ? undefined : renameReplacing(connection, path, renameTo, true),
+  ]);
+  if (closed.status === "rejected") {
+    // Some file systems report write errors (NFS: no space) only on close: the file, under
+    // either name, may be short.
     await removeQuietly(connection, path);
-    throw error;
+    if (renameTo !== undefined && renamed.status === "fulfilled") {
+      await removeQuietly(connection, renameTo);
+    }
+    throw closed.reason;
+  }
+  if (renamed.status === "rejected") {
+    await removeQuietly(connection, path);
+    throw renamed.reason;
   }
 }
 
@@ -333,17 +359,27 @@ async function readRange(
   }
 }
 
-/** Flushes a file to disk with `fsync@openssh.com` on a read-only handle. */
-export async function syncFile(connection: SshConnection, path: string): Promise<void> {
-  const handle = await connection.request<Buffer>(
-    "open for fsync",
-    (sftp, done) => sftp.open(path, "r", done),
-  );
-  try {
-    await fsyncHandle(connection, handle);
-  } finally {
-    await closeHandle(connection, handle).catch(() => {});
-  }
+/**
+ * Flushes a file to disk with `fsync@openssh.com` on a read-only handle,
+ * the one given (opened earlier, a round trip saved) or one opened here,
+ * and closes that handle. The fsync and the close leave together.
+ */
+export async function syncFile(
+  connection: SshConnection,
+  path: string,
+  opened?: Buffer,
+): Promise<void> {
+  const handle = opened ?? await openForSync(connection, path);
+  const [synced] = await Promise.allSettled([
+    fsyncHandle(connection, handle),
+    closeHandle(connection, handle),
+  ]);
+  if (synced.status === "rejected") throw synced.reason;
+}
+
+/** A read-only handle on `path`, for {@linkcode syncFile}. */
+export function openForSync(connection: SshConnection, path: string): Promise<Buffer> {
+  return connection.request<Buffer>("open for fsync", (sftp, done) => sftp.open(path, "r", done));
 }
 
 /**

@@ -44,7 +44,7 @@ import { DirectorySyncs } from "./directory_sync.ts";
 import { putWholeFile } from "./put_whole.ts";
 import { type ResumeCheck, resumeCheck } from "./resume.ts";
 import { SftpAssembly } from "./stream_assembly.ts";
-import { ensurePartDirectory, ensurePrivateDirectory, loginUid } from "./private_temp_dir.ts";
+import { loginUid, preparePartDirectory } from "./private_temp_dir.ts";
 import {
   changeMode,
   closeHandle,
@@ -197,25 +197,21 @@ export class SftpTransport implements Transport {
     return `openssh (${this.#sshCommand}; ${config})`;
   }
 
-  async prepare(key: string, destination: string): Promise<void> {
+  async prepare(key: string, destination: string): Promise<Set<number>> {
     const partDir = this.#partDir(key);
     checkAbsolute(destination);
     const action = `Cannot prepare the part directory of "${key}" and the directory of ` +
       `${quote(destination)} on vessel "${this.vessel}"`;
     return await this.#run(action, async (connection) => {
-      await Promise.all([
-        this.#ensurePartDirectory(connection, partDir),
+      const [fresh] = await Promise.all([
+        preparePartDirectory(connection, this.#config.tempDir, partDir, {
+          vessel: this.vessel,
+          uid: this.#loginUid(connection),
+        }),
         makeDirectories(connection, parentOf(destination)),
       ]);
+      return fresh ? new Set<number>() : partsIn(await readDirectory(connection, partDir));
     });
-  }
-
-  /** TempDir checked (or created 0700), then the part directory in it. */
-  async #ensurePartDirectory(connection: SshConnection, partDir: string): Promise<void> {
-    const uid = await this.#loginUid(connection);
-    const options = { vessel: this.vessel, uid };
-    await ensurePrivateDirectory(connection, this.#config.tempDir, { ...options, parents: true });
-    await ensurePartDirectory(connection, partDir, options);
   }
 
   /** The login user's uid, asked once per transport. */
@@ -228,28 +224,24 @@ export class SftpTransport implements Transport {
   async listParts(key: string): Promise<Set<number>> {
     const partDir = this.#partDir(key);
     const action = `Cannot list the parts of "${key}" on vessel "${this.vessel}"`;
-    return await this.#run(action, async (connection) => {
-      const entries = await readDirectory(connection, partDir) ?? [];
-      const parts = new Set<number>();
-      for (const entry of entries) {
-        const index = parsePartName(entry.name);
-        if (index !== undefined) parts.add(index);
-      }
-      return parts;
-    });
+    return await this.#run(
+      action,
+      async (connection) => partsIn(await readDirectory(connection, partDir)),
+    );
   }
 
   async putPart(key: string, index: number, data: Uint8Array): Promise<void> {
     const partDir = this.#partDir(key);
     const action = `Cannot put part ${index} of "${key}" on vessel "${this.vessel}"`;
     return await this.#run(action, async (connection) => {
-      const temp = joinPath(partDir, partTempName(index));
       try {
-        await writeFile(connection, temp, data, this.#resumeCheck(connection));
+        await writeFile(connection, joinPath(partDir, partTempName(index)), data, {
+          resume: this.#resumeCheck(connection),
+          renameTo: joinPath(partDir, partName(index)),
+        });
       } catch (error) {
         throw await this.#noSpace(connection, partDir, data.byteLength, error);
       }
-      await renameReplacing(connection, temp, joinPath(partDir, partName(index)), true);
     });
   }
 
@@ -358,10 +350,11 @@ export class SftpTransport implements Transport {
     return removed;
   }
 
-  async removeParts(key: string): Promise<void> {
+  async removeParts(key: string, count?: number): Promise<void> {
     const partDir = this.#partDir(key);
     const action = `Cannot remove the parts of "${key}" on vessel "${this.vessel}"`;
     return await this.#run(action, async (connection) => {
+      if (count !== undefined && await removeKnownParts(connection, partDir, count)) return;
       const stats = await lstatPath(connection, partDir);
       if (!stats) return;
       // A link planted as the part directory goes itself; what it points to stays.
@@ -731,6 +724,42 @@ export class SftpTransport implements Transport {
       { cause: error },
     );
   }
+}
+
+/**
+ * Removes parts `0..count-1` and then their directory, all in one round
+ * trip; `false` when something else was left in it (a part cut mid-way),
+ * which a listing then finds. The part directory was made by us in a TempDir
+ * checked private, so no one else can have put a link in its place.
+ */
+async function removeKnownParts(
+  connection: SshConnection,
+  partDir: string,
+  count: number,
+): Promise<boolean> {
+  await connection.sftp(); // From here on requests leave in the order they are made.
+  const results = await Promise.allSettled([
+    ...Array.from(
+      { length: count },
+      (_, index) => removeFile(connection, joinPath(partDir, partName(index))),
+    ),
+    removeDirectory(connection, partDir),
+  ]);
+  const lost = results.find((result) =>
+    result.status === "rejected" && result.reason instanceof TransportError
+  );
+  if (lost) throw (lost as PromiseRejectedResult).reason;
+  return results.every((result) => result.status === "fulfilled");
+}
+
+/** The indices of the whole parts among a part directory's entries. */
+function partsIn(entries: readonly { name: string }[] | undefined): Set<number> {
+  const parts = new Set<number>();
+  for (const entry of entries ?? []) {
+    const index = parsePartName(entry.name);
+    if (index !== undefined) parts.add(index);
+  }
+  return parts;
 }
 
 /** The slot's connection while it is open. */
