@@ -286,7 +286,12 @@ async function uploadParts(
       context.progress?.sent(index, bytes);
     }
   };
-  const lanes = Math.max(1, Math.min(context.transport.capabilities.parallelParts, queue.length));
+  // Two per connection: a connection's next part opens while its last one's close and rename
+  // are on the way (the part window, when there is one, decides how many really go).
+  const lanes = Math.max(
+    1,
+    Math.min(2 * context.transport.capabilities.parallelParts, queue.length),
+  );
   const results = await Promise.allSettled(Array.from({ length: lanes }, worker));
   const failure = results.find((result) => result.status === "rejected");
   if (failure) throw (failure as PromiseRejectedResult).reason;

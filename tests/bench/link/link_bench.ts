@@ -7,10 +7,11 @@
  *
  *   deno task bench:link --link wan|lossy|sat|flaky|all [--cc cubic|bbr|cubic,bbr]
  *     [--client openssh|builtin|openssh,builtin] [--workload large|small|both]
- *     [--timeout 300] [--seed 1] [--ours-only] [--verbose]
+ *     [--timeout 300] [--seed 1] [--ours-only] [--verbose] [--set KEY=VALUE ...]
  *
  * `--ours-only` skips scp and rsync (for tuning; no ratios then); `--verbose`
- * prints ContentMonster's debug log (the connection count's changes among it).
+ * prints ContentMonster's debug log (the connection count's changes among it);
+ * `--set Connections=4` gives ContentMonster's vessel a key of settings.ini.
  *
  * Needs root (namespaces, TUN), gcc, python3, sshd, scp and rsync.
  */
@@ -46,6 +47,7 @@ const { values } = parseArgs({
     seed: { type: "string", default: "1" },
     "ours-only": { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
+    set: { type: "string", multiple: true, default: [] },
   },
 });
 
@@ -57,7 +59,8 @@ function usage(why: string): never {
   say(
     `${why}\nusage: deno task bench:link --link ${Object.keys(PROFILES).join("|")}|all ` +
       "[--cc cubic|bbr|cubic,bbr] [--client openssh|builtin|openssh,builtin] " +
-      "[--workload large|small|both] [--timeout SECONDS] [--seed N]",
+      "[--workload large|small|both] [--timeout SECONDS] [--seed N] [--ours-only] [--verbose] " +
+      "[--set KEY=VALUE ...]",
   );
   Deno.exit(2);
 }
@@ -75,6 +78,12 @@ if (clients.some((client) => client !== "openssh" && client !== "builtin")) {
 }
 const workloads = values.workload === "both" ? ["large", "small"] : [values.workload];
 if (workloads.some((w) => w !== "large" && w !== "small")) usage(`unknown --workload`);
+const vesselKeys: Record<string, string> = {};
+for (const setting of values.set) {
+  const [key, ...value] = setting.split("=");
+  if (!key || value.length === 0) usage(`--set needs KEY=VALUE, not "${setting}"`);
+  vesselKeys[key] = value.join("=");
+}
 const timeoutSeconds = Number(values.timeout);
 const seed = Number(values.seed);
 if (Deno.uid?.() !== 0) usage("the WAN bench needs root (network namespaces, TUN devices)");
@@ -212,7 +221,7 @@ async function benchLink(
           dir: `${dir}/${name}`,
           outbox,
           destination: destination(name),
-          extra: { SSHClient: client },
+          extra: { SSHClient: client, ...vesselKeys },
           timeoutSeconds,
           verbose: values.verbose,
         }).then((run) => run));
