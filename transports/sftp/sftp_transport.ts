@@ -131,6 +131,8 @@ export class SftpTransport implements Transport {
    * more may log in together without risking a ban.
    */
   #admitted = false;
+  /** Settles with the slot of the next login that succeeds (then replaced by a new one). */
+  #loggedIn = Promise.withResolvers<Slot>();
   /** Flushes destination directories, one fsync for the files renamed into one together. */
   readonly #directorySyncs = new DirectorySyncs<SshConnection, Buffer>({
     // Read-only: OpenSSH's sftp-server opens a directory like a file, and fsync of a directory
@@ -563,13 +565,24 @@ export class SftpTransport implements Transport {
     return best ?? this.#slots.find((slot) => live(slot)) ?? usable[0];
   }
 
-  /** The slot's connection, opened if needed; another slot's if the vessel refuses it. */
+  /**
+   * The slot's connection, opened if needed, or another slot's that comes up
+   * first: on a long, busy link logins take seconds and vary by many, and a
+   * part must not wait for a slow one while another connection is ready.
+   * Another slot's too if the vessel refuses this one.
+   */
   async #connection(slot: Slot): Promise<{ slot: Slot; connection: SshConnection }> {
     const connection = live(slot);
     if (connection) return { slot, connection };
     slot.connection = undefined;
     const opening = this.#startOpening(slot);
     try {
+      const first = await Promise.race([opening.then(() => slot), this.#loggedIn.promise]);
+      const firstConnection = live(first);
+      if (first !== slot && firstConnection) {
+        opening.catch((error) => this.#refusedAhead(error));
+        return { slot: first, connection: firstConnection };
+      }
       return { slot, connection: await opening };
     } catch (error) {
       const others = this.#slots.filter((other) => other !== slot && live(other));
@@ -598,6 +611,9 @@ export class SftpTransport implements Transport {
         }
         slot.connection = connection;
         this.#admitted = true;
+        const loggedIn = this.#loggedIn;
+        this.#loggedIn = Promise.withResolvers<Slot>();
+        loggedIn.resolve(slot);
         this.#openAhead();
         return connection;
       },
@@ -623,11 +639,14 @@ export class SftpTransport implements Transport {
       if (opening >= MAX_OPENING) return;
       if (live(slot) || slot.opening) continue;
       opening++;
-      this.#startOpening(slot).catch((error) => {
-        const open = this.connections.open;
-        if (open > 0 && !this.#closed) this.#refused(open, error);
-      });
+      this.#startOpening(slot).catch((error) => this.#refusedAhead(error));
     }
+  }
+
+  /** A login no call waits for failed: a refusal if others are open. */
+  #refusedAhead(error: unknown): void {
+    const open = this.connections.open;
+    if (open > 0 && !this.#closed) this.#refused(open, error);
   }
 
   #refused(open: number, error: unknown): void {
