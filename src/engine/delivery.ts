@@ -201,16 +201,21 @@ export async function runDelivery(
       await transport.remove(assembled.tempPath);
       return "changed";
     }
-    await transport.publish(assembled.tempPath, destination, sourceStat?.mode);
+    // The verified copy needs its parts no more: they go while it is published, a round trip
+    // less per file (a publish that fails then sends them again).
+    await Promise.all([
+      transport.publish(assembled.tempPath, destination, sourceStat?.mode),
+      count > 1 ? transport.removeParts(key, count) : undefined,
+    ]);
     failpoint("after-publish");
-    return await finish();
+    return await finish(count > 1);
   } catch (error) {
     if (error instanceof SourceChangedError) return await sourceChanged();
     throw error;
   }
 
-  async function finish(): Promise<DeliveryOutcome> {
-    if (delivery.partsVersion !== null || count > 1) {
+  async function finish(partsRemoved = false): Promise<DeliveryOutcome> {
+    if (!partsRemoved && (delivery.partsVersion !== null || count > 1)) {
       await transport.removeParts(key, count > 1 ? count : undefined);
     }
     const delivered = await store.grouped(() => store.markDelivered(delivery.id, file.version));

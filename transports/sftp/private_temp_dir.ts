@@ -76,9 +76,11 @@ export async function ensurePartDirectory(
  * and creates the part directory `partDir` in it, in one round trip when
  * TempDir is there and the part directory is not: TempDir's lstat and the
  * part directory's mkdir leave together, and the server answers them in
- * order, so the lstat shows TempDir as the mkdir found it. A part directory
- * made in a TempDir that fails the check is removed before the error. Returns
- * whether the part directory is new (so holds no parts).
+ * order, so the lstat shows TempDir as the mkdir found it. A missing TempDir
+ * (a new vessel, a reboot) is made in the same way, its mkdir first: one
+ * round trip more. A part directory made in a TempDir that fails the check
+ * is removed before the error. Returns whether the part directory is new
+ * (so holds no parts).
  */
 export async function preparePartDirectory(
   connection: SshConnection,
@@ -87,27 +89,30 @@ export async function preparePartDirectory(
   options: { vessel: string; uid: Promise<number> },
 ): Promise<boolean> {
   await connection.sftp(); // From here on requests leave in the order they are made.
-  const [tempStats, made] = await Promise.allSettled([
-    lstatPath(connection, tempDir),
-    makePrivateDirectory(connection, partDir),
-  ]);
-  const uid = await options.uid;
-  if (tempStats.status === "rejected") throw tempStats.reason;
-  if (tempStats.value) {
-    const problem = privateDirProblem(tempDir, directoryStat(tempStats.value), uid);
-    if (problem) {
-      if (made.status === "fulfilled" && made.value) {
-        await removeDirectory(connection, partDir).catch(() => {});
+  for (const makeTempDir of [false, true]) {
+    const [, tempStats, made] = await Promise.allSettled([
+      makeTempDir ? makePrivateDirectory(connection, tempDir) : undefined,
+      lstatPath(connection, tempDir),
+      makePrivateDirectory(connection, partDir),
+    ]);
+    const uid = await options.uid;
+    if (tempStats.status === "rejected") throw tempStats.reason;
+    const madePartDir = made.status === "fulfilled" && made.value;
+    if (tempStats.value) {
+      const problem = privateDirProblem(tempDir, directoryStat(tempStats.value), uid);
+      if (problem) {
+        if (madePartDir) await removeDirectory(connection, partDir).catch(() => {});
+        throw unsafeTempDir(options.vessel, problem);
       }
-      throw unsafeTempDir(options.vessel, problem);
+      if (madePartDir) return true;
+      break; // The part directory is there from an earlier try.
     }
-    if (made.status === "fulfilled" && made.value) return true;
+    if (made.status === "rejected" && !hasStatus(made.reason, SFTP_STATUS.NO_SUCH_FILE)) {
+      throw made.reason;
+    }
   }
-  // TempDir is missing (wiped by a reboot), or the part directory is there from an earlier try.
-  if (made.status === "rejected" && !hasStatus(made.reason, SFTP_STATUS.NO_SUCH_FILE)) {
-    throw made.reason;
-  }
-  const checked = { vessel: options.vessel, uid };
+  // TempDir's parent is missing too, or the part directory is there already: step by step.
+  const checked = { vessel: options.vessel, uid: await options.uid };
   await ensurePrivateDirectory(connection, tempDir, { ...checked, parents: true });
   return await ensurePartDirectory(connection, partDir, checked);
 }
