@@ -142,7 +142,7 @@ export class Store {
       db = new DatabaseSync(path);
       // First, so that the statements below wait for another process instead of failing.
       db.exec("PRAGMA busy_timeout = 5000");
-      db.exec("PRAGMA journal_mode = WAL");
+      await walMode(db);
       db.exec("PRAGMA synchronous = FULL");
       db.exec("PRAGMA foreign_keys = ON");
       migrate(db);
@@ -655,6 +655,28 @@ export class Store {
       this.#db.close();
     }
     this.#lock?.release();
+  }
+}
+
+/** How long opening waits for other processes to let the database switch to WAL. */
+const WAL_SWITCH_MS = 5_000;
+
+/**
+ * Switches the database to WAL. SQLite answers "database is locked" at once,
+ * without the busy timeout, when other processes open a new database at the
+ * same moment (found by six `status` at once on a new database): try again
+ * for a while.
+ */
+async function walMode(db: DatabaseSync): Promise<void> {
+  const until = Date.now() + WAL_SWITCH_MS;
+  for (let pause = 5;; pause = Math.min(pause * 2, 200)) {
+    try {
+      db.exec("PRAGMA journal_mode = WAL");
+      return;
+    } catch (error) {
+      if (!/database is locked/i.test(String(error)) || Date.now() >= until) throw error;
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
   }
 }
 
