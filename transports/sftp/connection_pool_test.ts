@@ -153,3 +153,74 @@ Deno.test({
     }
   },
 });
+
+/**
+ * A TCP relay to `port` that holds its `held`-th connection (counting from
+ * 1) unconnected until `release()`: a login that takes as long as the test
+ * wants, as on a long, busy link.
+ */
+async function holdingRelay(port: number, held: number) {
+  const net = await import("node:net");
+  let accepted = 0;
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  const sockets = new Set<import("node:net").Socket>();
+  const server = net.createServer(async (client) => {
+    sockets.add(client);
+    client.on("error", () => {});
+    if (++accepted === held) await released;
+    const upstream = net.connect(port, "127.0.0.1");
+    sockets.add(upstream);
+    upstream.on("error", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as import("node:net").AddressInfo).port,
+    release,
+    close: async () => {
+      release();
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+Deno.test({
+  name: "a call whose login is slow runs on another connection that came up first",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const relay = await holdingRelay(server.port, 2);
+    const knownHosts = `${server.dir}/relay_known_hosts`;
+    await Deno.writeTextFile(knownHosts, `[127.0.0.1]:${relay.port} ${server.hostPublicKey}\n`);
+    const transport = new SftpTransport(
+      // A Timeout far longer than the test waits: the held login must not fail meanwhile.
+      server.vesselConfig({
+        port: relay.port,
+        knownHostsFile: knownHosts,
+        connections: 3,
+        timeout: 60,
+      }),
+    );
+    try {
+      // From a cold start three calls log in three connections; the second stays held. Each
+      // call must finish on a connection that is up, not wait for the one it started.
+      const listed = await Promise.race([
+        Promise.all([0, 1, 2].map(() => transport.listParts("slow-login"))),
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error("a call waited for the held login")), 5_000)
+        ),
+      ]);
+      assert.deepEqual(listed.map((parts) => parts.size), [0, 0, 0]);
+      assert.ok(transport.connections.open < 3, "the held login is not open yet");
+      relay.release();
+      await putParts(transport, server, "slow-login", 3);
+    } finally {
+      await transport.close();
+      await relay.close();
+      await server.stop();
+    }
+  },
+});
