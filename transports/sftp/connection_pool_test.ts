@@ -162,13 +162,18 @@ Deno.test({
 async function holdingRelay(port: number, held: number) {
   const net = await import("node:net");
   let accepted = 0;
+  /** Bytes each connection carried towards the server, in the order they were accepted. */
+  const sent: number[] = [];
   let release!: () => void;
   const released = new Promise<void>((resolve) => release = resolve);
   const sockets = new Set<import("node:net").Socket>();
   const server = net.createServer(async (client) => {
     sockets.add(client);
     client.on("error", () => {});
-    if (++accepted === held) await released;
+    const id = accepted++;
+    sent[id] = 0;
+    client.on("data", (data: Uint8Array) => sent[id] += data.byteLength);
+    if (id + 1 === held) await released;
     const upstream = net.connect(port, "127.0.0.1");
     sockets.add(upstream);
     upstream.on("error", () => client.destroy());
@@ -179,6 +184,7 @@ async function holdingRelay(port: number, held: number) {
   return {
     port: (server.address() as import("node:net").AddressInfo).port,
     release,
+    sent,
     close: async () => {
       release();
       for (const socket of sockets) socket.destroy();
@@ -217,6 +223,33 @@ Deno.test({
       assert.ok(transport.connections.open < 3, "the held login is not open yet");
       relay.release();
       await putParts(transport, server, "slow-login", 3);
+    } finally {
+      await transport.close();
+      await relay.close();
+      await server.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "calls spread over logins that finish together do not crowd onto the first one up",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const relay = await holdingRelay(server.port, 0);
+    const knownHosts = `${server.dir}/relay_known_hosts`;
+    await Deno.writeTextFile(knownHosts, `[127.0.0.1]:${relay.port} ${server.hostPublicKey}\n`);
+    const transport = new SftpTransport(
+      server.vesselConfig({ port: relay.port, knownHostsFile: knownHosts, connections: 4 }),
+    );
+    try {
+      // From a cold start: parts spread over four logins; the first connection up must not
+      // take the parts waiting for the other three (on a lossy link one stream carries little).
+      await putParts(transport, server, "spread", 16);
+      const total = relay.sent.reduce((sum, bytes) => sum + bytes, 0);
+      const most = Math.max(...relay.sent);
+      assert.ok(relay.sent.length >= 3, `${relay.sent.length} connections`);
+      assert.ok(most < total / 2, `one connection carried ${most} of ${total} bytes`);
     } finally {
       await transport.close();
       await relay.close();

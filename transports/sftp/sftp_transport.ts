@@ -89,6 +89,13 @@ const MAX_OPENING = 8;
  * queued part a few.
  */
 const LOGIN_COST = 2;
+/**
+ * A connection that comes up takes calls waiting for slower logins while it
+ * carries fewer calls than this: a part should not wait seconds for its own
+ * login, but a batch of small files spread over logins that finish together
+ * should not all crowd onto the first.
+ */
+const TAKE_OVER_BELOW = 4;
 /** Connections `check` opens at once to see whether the vessel lets them in. */
 const PROBED_CONNECTIONS = 6;
 /** Connections in use until the engine says how many (tests, `check`). */
@@ -494,11 +501,7 @@ export class SftpTransport implements Transport {
       slot = this.#pick();
       slot.calls++;
       const used = await this.#connection(slot);
-      if (used.slot !== slot) {
-        slot.calls--;
-        slot = used.slot;
-        slot.calls++;
-      }
+      slot = used.slot;
       return await body(used.connection);
     } catch (error) {
       throw classify(action, error);
@@ -567,9 +570,9 @@ export class SftpTransport implements Transport {
 
   /**
    * The slot's connection, opened if needed, or another slot's that comes up
-   * first: on a long, busy link logins take seconds and vary by many, and a
-   * part must not wait for a slow one while another connection is ready.
-   * Another slot's too if the vessel refuses this one.
+   * first with few calls: on a long, busy link logins take seconds and vary
+   * by many, and a part must not wait for a slow one while another
+   * connection is ready. Another slot's too if the vessel refuses this one.
    */
   async #connection(slot: Slot): Promise<{ slot: Slot; connection: SshConnection }> {
     const connection = live(slot);
@@ -577,23 +580,40 @@ export class SftpTransport implements Transport {
     slot.connection = undefined;
     const opening = this.#startOpening(slot);
     try {
-      const first = await Promise.race([opening.then(() => slot), this.#loggedIn.promise]);
-      const firstConnection = live(first);
-      if (first !== slot && firstConnection) {
-        opening.catch((error) => this.#refusedAhead(error));
-        return { slot: first, connection: firstConnection };
+      for (;;) {
+        const first = await Promise.race([opening.then(() => slot), this.#loggedIn.promise]);
+        if (first === slot) return { slot, connection: await opening };
+        const firstConnection = live(first);
+        if (firstConnection && first.calls < TAKE_OVER_BELOW) {
+          opening.catch((error) => this.#refusedAhead(error));
+          return moved(slot, first, firstConnection);
+        }
       }
-      return { slot, connection: await opening };
     } catch (error) {
       const others = this.#slots.filter((other) => other !== slot && live(other));
-      const loggingIn = this.#slots.find((other) => other !== slot && other.opening);
+      const loggingIn = this.#slots.some((other) => other !== slot && other.opening);
       if ((others.length === 0 && !loggingIn) || this.#closed) throw error;
       // The vessel serves (or is letting in) other connections but refused one more (sshd's
       // MaxStartups, a firewall's limit): stay with those it lets in for a while.
       this.#refused(Math.max(1, others.length), error);
-      if (others.length === 0) return { slot: loggingIn!, connection: await loggingIn!.opening! };
-      const other = others.reduce((a, b) => a.calls <= b.calls ? a : b);
-      return { slot: other, connection: live(other)! };
+      const other = others.length > 0
+        ? others.reduce((a, b) => a.calls <= b.calls ? a : b)
+        : await this.#firstUp(slot);
+      const otherConnection = other && live(other);
+      if (!otherConnection) throw error;
+      return moved(slot, other, otherConnection);
+    }
+  }
+
+  /** The first other slot whose login under way succeeds, or `undefined` if none does. */
+  async #firstUp(except: Slot): Promise<Slot | undefined> {
+    for (;;) {
+      const openings = this.#slots
+        .filter((other) => other !== except && other.opening)
+        .map((other) => other.opening!.then(() => other, () => undefined));
+      if (openings.length === 0) return undefined;
+      const up = await Promise.race(openings);
+      if (up) return up;
     }
   }
 
@@ -779,6 +799,20 @@ function partsIn(entries: readonly { name: string }[] | undefined): Set<number> 
     if (index !== undefined) parts.add(index);
   }
   return parts;
+}
+
+/**
+ * A call counted on `from` runs on `to`'s connection: counted there at once,
+ * so calls deciding in the same turn see it.
+ */
+function moved(
+  from: Slot,
+  to: Slot,
+  connection: SshConnection,
+): { slot: Slot; connection: SshConnection } {
+  from.calls--;
+  to.calls++;
+  return { slot: to, connection };
 }
 
 /** The slot's connection while it is open. */
