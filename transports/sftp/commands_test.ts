@@ -200,8 +200,13 @@ async function shWithInput(command: string, input: string, shell = "/bin/sh"): P
     stderr: "piped",
   }).spawn();
   const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(input));
-  await writer.close();
+  try {
+    await writer.write(new TextEncoder().encode(input));
+    await writer.close();
+  } catch (error) {
+    // A command that stops early (a missing part) may exit before it reads its input.
+    if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
+  }
   const output = await child.output();
   const decoder = new TextDecoder();
   return {
