@@ -483,10 +483,10 @@ export function transportConformance(
             const local = target.localPath(target.tempDir);
             const destination = `${base}/refused.bin`;
             const refused = async (pattern: RegExp) => {
-              await assert.rejects(
-                () => transport.prepare(freshKey(), destination),
-                isUnsafe(pattern),
-              );
+              const key = freshKey();
+              await assert.rejects(() => transport.prepare(key, destination), isUnsafe(pattern));
+              // A part directory made in the same round trip as TempDir's check is gone again.
+              assert.ok(!(await target.list(target.tempDir)).includes(key), "part dir left");
               const item = (await transport.probe([base])).find((i) => i.check === "TempDir");
               assert.ok(item && !item.ok, JSON.stringify(item));
               assert.match(item.detail, pattern);
