@@ -4,6 +4,7 @@
  * one more login keeps being served on those it let in. Real sshd.
  */
 import assert from "node:assert/strict";
+import net from "node:net";
 import { createHash } from "node:crypto";
 import {
   serverUnavailable,
@@ -154,19 +155,21 @@ Deno.test({
   },
 });
 
+/** A relay from {@linkcode holdingRelay}. */
+type Relay = Awaited<ReturnType<typeof holdingRelay>>;
+
 /**
  * A TCP relay to `port` that holds its `held`-th connection (counting from
  * 1) unconnected until `release()`: a login that takes as long as the test
- * wants, as on a long, busy link.
+ * wants, as on a long, busy link. It counts what each connection sends.
  */
 async function holdingRelay(port: number, held: number) {
-  const net = await import("node:net");
   let accepted = 0;
   /** Bytes each connection carried towards the server, in the order they were accepted. */
   const sent: number[] = [];
   let release!: () => void;
   const released = new Promise<void>((resolve) => release = resolve);
-  const sockets = new Set<import("node:net").Socket>();
+  const sockets = new Set<net.Socket>();
   const server = net.createServer(async (client) => {
     sockets.add(client);
     client.on("error", () => {});
@@ -182,7 +185,7 @@ async function holdingRelay(port: number, held: number) {
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
-    port: (server.address() as import("node:net").AddressInfo).port,
+    port: (server.address() as net.AddressInfo).port,
     release,
     sent,
     close: async () => {
@@ -193,24 +196,34 @@ async function holdingRelay(port: number, held: number) {
   };
 }
 
+/** Runs `body` on a transport that reaches a new sshd through a {@linkcode holdingRelay}. */
+async function withRelay(
+  held: number,
+  overrides: Parameters<TestServer["vesselConfig"]>[0],
+  body: (transport: SftpTransport, relay: Relay, server: TestServer) => Promise<void>,
+): Promise<void> {
+  const server = await startOpenSsh();
+  const relay = await holdingRelay(server.port, held);
+  const knownHosts = `${server.dir}/relay_known_hosts`;
+  await Deno.writeTextFile(knownHosts, `[127.0.0.1]:${relay.port} ${server.hostPublicKey}\n`);
+  const transport = new SftpTransport(
+    server.vesselConfig({ ...overrides, port: relay.port, knownHostsFile: knownHosts }),
+  );
+  try {
+    await body(transport, relay, server);
+  } finally {
+    await transport.close();
+    await relay.close();
+    await server.stop();
+  }
+}
+
 Deno.test({
   name: "a call whose login is slow runs on another connection that came up first",
   ignore,
   fn: async () => {
-    const server = await startOpenSsh();
-    const relay = await holdingRelay(server.port, 2);
-    const knownHosts = `${server.dir}/relay_known_hosts`;
-    await Deno.writeTextFile(knownHosts, `[127.0.0.1]:${relay.port} ${server.hostPublicKey}\n`);
-    const transport = new SftpTransport(
-      // A Timeout far longer than the test waits: the held login must not fail meanwhile.
-      server.vesselConfig({
-        port: relay.port,
-        knownHostsFile: knownHosts,
-        connections: 3,
-        timeout: 60,
-      }),
-    );
-    try {
+    // A Timeout far longer than the test waits: the held login must not fail meanwhile.
+    await withRelay(2, { connections: 3, timeout: 60 }, async (transport, relay, server) => {
       // From a cold start three calls log in three connections; the second stays held. Each
       // call must finish on a connection that is up, not wait for the one it started.
       const listed = await Promise.race([
@@ -223,11 +236,7 @@ Deno.test({
       assert.ok(transport.connections.open < 3, "the held login is not open yet");
       relay.release();
       await putParts(transport, server, "slow-login", 3);
-    } finally {
-      await transport.close();
-      await relay.close();
-      await server.stop();
-    }
+    });
   },
 });
 
@@ -235,14 +244,7 @@ Deno.test({
   name: "calls spread over logins that finish together do not crowd onto the first one up",
   ignore,
   fn: async () => {
-    const server = await startOpenSsh();
-    const relay = await holdingRelay(server.port, 0);
-    const knownHosts = `${server.dir}/relay_known_hosts`;
-    await Deno.writeTextFile(knownHosts, `[127.0.0.1]:${relay.port} ${server.hostPublicKey}\n`);
-    const transport = new SftpTransport(
-      server.vesselConfig({ port: relay.port, knownHostsFile: knownHosts, connections: 4 }),
-    );
-    try {
+    await withRelay(0, { connections: 4 }, async (transport, relay, server) => {
       // From a cold start: parts spread over four logins; the first connection up must not
       // take the parts waiting for the other three (on a lossy link one stream carries little).
       await putParts(transport, server, "spread", 16);
@@ -250,10 +252,6 @@ Deno.test({
       const most = Math.max(...relay.sent);
       assert.ok(relay.sent.length >= 3, `${relay.sent.length} connections`);
       assert.ok(most < total / 2, `one connection carried ${most} of ${total} bytes`);
-    } finally {
-      await transport.close();
-      await relay.close();
-      await server.stop();
-    }
+    });
   },
 });
