@@ -15,9 +15,10 @@ import {
   TransportError,
 } from "../../transports/transport.ts";
 import { failpoint } from "./failpoint.ts";
-import type { PartOutcome, PartWindow } from "./part_window.ts";
+import { type PartOutcome, PARTS_PER_CONNECTION, type PartWindow } from "./part_window.ts";
 import {
   partCount,
+  partLength,
   partSizeFor,
   readPart,
   sameVersion,
@@ -263,8 +264,10 @@ async function uploadParts(
   const worker = async () => {
     for (let index = queue.shift(); index !== undefined; index = queue.shift()) {
       context.signal.throwIfAborted();
-      const partBytes = Math.min(context.chunkSize, file.size - index * context.chunkSize);
-      const ticket = await context.window?.acquire(context.signal, partBytes);
+      const ticket = await context.window?.acquire(
+        context.signal,
+        partLength(file.size, context.chunkSize, index),
+      );
       let outcome: PartOutcome = "failed";
       let bytes: number;
       const buffer = buffers.pop() ?? new Uint8Array(Math.min(context.chunkSize, file.size));
@@ -291,11 +294,10 @@ async function uploadParts(
       context.progress?.sent(index, bytes);
     }
   };
-  // Two per connection: a connection's next part opens while its last one's close and rename
-  // are on the way (the part window, when there is one, decides how many really go).
+  // As many as the window could let go (it decides how many really do).
   const lanes = Math.max(
     1,
-    Math.min(2 * context.transport.capabilities.parallelParts, queue.length),
+    Math.min(PARTS_PER_CONNECTION * context.transport.capabilities.parallelParts, queue.length),
   );
   const results = await Promise.allSettled(Array.from({ length: lanes }, worker));
   const failure = results.find((result) => result.status === "rejected");

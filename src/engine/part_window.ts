@@ -7,6 +7,12 @@
  * progress, instead of losing every part in flight at every drop.
  */
 
+/**
+ * Parts in flight per connection: while one part's last round trips (close,
+ * rename) run, the next one's data keeps the connection busy.
+ */
+export const PARTS_PER_CONNECTION = 2;
+
 /** What became of a part upload that held a place in the window. */
 export type PartOutcome = "whole" | "lost" | "failed";
 

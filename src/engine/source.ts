@@ -169,6 +169,11 @@ async function openExpected(path: string, expected: SourceStat): Promise<Deno.Fs
   }
 }
 
+/** The length of part `index` of a file of `size` bytes cut into `chunkSize` parts. */
+export function partLength(size: number, chunkSize: number, index: number): number {
+  return Math.max(0, Math.min(chunkSize, size - index * chunkSize));
+}
+
 /**
  * Reads part `index` of the file `expected` cut into `chunkSize` parts, into
  * `buffer` when given (the result is a view of it), so a long upload reuses
@@ -182,7 +187,7 @@ export async function readPart(
   buffer?: Uint8Array,
 ): Promise<Uint8Array> {
   const offset = index * chunkSize;
-  const length = Math.max(0, Math.min(chunkSize, expected.size - offset));
+  const length = partLength(expected.size, chunkSize, index);
   const data = buffer && buffer.length >= length
     ? buffer.subarray(0, length)
     : new Uint8Array(length);

@@ -12,7 +12,7 @@ import { ConnectionGovernor } from "./connection_governor.ts";
 import { type DeliveryOutcome, runDelivery } from "./delivery.ts";
 import { DeliverySlots, SMALL_FILE_BYTES } from "./delivery_slots.ts";
 import type { EngineObserver } from "./observer.ts";
-import { PartWindow } from "./part_window.ts";
+import { PARTS_PER_CONNECTION, PartWindow } from "./part_window.ts";
 import { RateLimit } from "./rate_limit.ts";
 import { formatRate } from "../log/units.ts";
 import { Transfer } from "./transfer.ts";
@@ -67,11 +67,6 @@ const TUNE_MS = 250;
  * first reading comes sooner with more of them.
  */
 const FIRST_CONNECTIONS = 4;
-/**
- * Parts in flight per connection: while one part's last round trips (close,
- * rename) run, the next one's data keeps the connection busy.
- */
-const PARTS_PER_CONNECTION = 2;
 /**
  * Part bytes in flight per open connection: two small parts each, but one
  * part of ChunkSize's default 10 MiB, whose own round trips are a small
