@@ -5,6 +5,10 @@
  *
  *   deno task bench [--size-mib 1024] [--files 1000] [--fanout-mib 256] [--quick]
  *                   [--only big|small|fanout|latency] [--client openssh|builtin]
+ *                   [--set KEY=VALUE ...]
+ *
+ * `--set Fsync=no` gives ContentMonster's vessels a key of settings.ini, to
+ * measure what one setting costs.
  */
 import { parseArgs } from "node:util";
 import {
@@ -30,8 +34,15 @@ const { values } = parseArgs({
     only: { type: "string" },
     /** One SSH carrier only. */
     client: { type: "string" },
+    set: { type: "string", multiple: true, default: [] },
   },
 });
+const vesselKeys: Record<string, string> = {};
+for (const setting of values.set) {
+  const [key, ...value] = setting.split("=");
+  if (!key || value.length === 0) throw new TypeError(`--set needs KEY=VALUE, not "${setting}"`);
+  vesselKeys[key] = value.join("=");
+}
 const quick = values.quick ?? false;
 /** Both SSH carriers run in the same run as scp and rsync, unless `--client` names one. */
 const CARRIERS = (["openssh", "builtin"] as const).filter((carrier) =>
@@ -200,7 +211,7 @@ async function bigFile(work: string) {
         configText(
           `${work}/big-out`,
           `${work}/big-dest-${carrier}`,
-          vesselIni(server, "v", { SSHClient: carrier }),
+          vesselIni(server, "v", { ...vesselKeys, SSHClient: carrier }),
           `${work}/state-big-${carrier}.db`,
         ),
       );
@@ -262,7 +273,7 @@ async function smallFiles(work: string) {
         configText(
           source,
           dest,
-          vesselIni(server, "v", { SSHClient: carrier }),
+          vesselIni(server, "v", { ...vesselKeys, SSHClient: carrier }),
           `${work}/state-small-${carrier}.db`,
         ),
       );
@@ -313,7 +324,9 @@ async function fanOut(work: string) {
     for (const carrier of CARRIERS) {
       await Deno.rename(source, `${work}/fan-out/fan.bin`);
       const config = `${work}/fan-${carrier}.ini`;
-      const vessels = servers.map((server, i) => vesselIni(server, `v${i}`, { SSHClient: carrier }))
+      const vessels = servers.map((server, i) =>
+        vesselIni(server, `v${i}`, { ...vesselKeys, SSHClient: carrier })
+      )
         .join("\n");
       await Deno.writeTextFile(
         config,
@@ -346,7 +359,7 @@ async function pickupLatency(work: string) {
   const dest = `${work}/latency-dest`;
   await Deno.mkdir(outbox);
   const config = `${work}/latency.ini`;
-  await Deno.writeTextFile(config, configText(outbox, dest, vesselIni(server, "v")));
+  await Deno.writeTextFile(config, configText(outbox, dest, vesselIni(server, "v", vesselKeys)));
   const daemon = new Deno.Command(Deno.execPath(), {
     args: ["run", ...PERMISSIONS, MAIN, "run", "--config", config],
     stdout: "null",

@@ -111,6 +111,8 @@ export interface ConnectionOptions {
   readonly target?: string;
   /** Counts the bytes of every write the vessel acknowledges (shared by a transport's connections). */
   readonly acknowledged?: ByteCounter;
+  /** Ends the login if it is still under way (the transport closes). */
+  readonly signal?: AbortSignal;
 }
 
 /** A running total of bytes. */

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { createHash } from "node:crypto";
 import {
+  descendantsOf,
   serverUnavailable,
   skipNotice,
   startOpenSsh,
@@ -253,5 +254,35 @@ Deno.test({
       assert.ok(relay.sent.length >= 3, `${relay.sent.length} connections`);
       assert.ok(most < total / 2, `one connection carried ${most} of ${total} bytes`);
     });
+  },
+});
+
+Deno.test({
+  name: "closing a transport ends a login still under way at once, with its ssh process",
+  ignore,
+  fn: async () => {
+    for (const sshClient of ["openssh", "builtin"] as const) {
+      // The relay holds the only login; without the abort, close() waits for the login's
+      // own failure (3 x Timeout with the OpenSSH client, Timeout with the builtin one).
+      await withRelay(1, { connections: 1, timeout: 5, sshClient }, async (transport) => {
+        const call = transport.listParts("closing");
+        call.catch(() => {});
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const started = performance.now();
+        await transport.close();
+        const waited = performance.now() - started;
+        assert.ok(
+          waited < 1000,
+          `${sshClient}: close() waited ${waited.toFixed(0)} ms for the login`,
+        );
+        await assert.rejects(call, /closed during the login/);
+        const ssh = [];
+        for (const pid of await descendantsOf(Deno.pid)) {
+          const name = await Deno.readTextFile(`/proc/${pid}/comm`).catch(() => "");
+          if (name.trim() === "ssh") ssh.push(pid);
+        }
+        assert.deepEqual(ssh, [], `${sshClient}: ssh processes left after close()`);
+      });
+    }
   },
 });

@@ -39,6 +39,8 @@ export interface ConnectOptions {
   readonly log: Logger;
   /** Counts the bytes of every write the vessel acknowledges. */
   readonly acknowledged?: { bytes: number };
+  /** Ends the handshake if it is still under way (the transport closes). */
+  readonly signal?: AbortSignal;
 }
 
 const CIPHERS: CipherAlgorithm[] = [
@@ -99,6 +101,13 @@ export function handshake<T>(
 
   return new Promise<T>((resolve, reject) => {
     let settled = false;
+    const abort = () => {
+      if (settled) return;
+      settled = true;
+      client.destroy();
+      reject(closedDuringLogin(where));
+    };
+    options.signal?.addEventListener("abort", abort, { once: true });
     client.on("handshake", (negotiated) => {
       cipher = negotiated.cs.cipher;
     });
@@ -106,6 +115,8 @@ export function handshake<T>(
       firstError ??= error; // Later ones ("Connection lost before handshake") say less.
     });
     client.on("ready", () => {
+      options.signal?.removeEventListener("abort", abort);
+      if (settled) return;
       settled = true;
       if (cipher.startsWith("chacha20") && chacha20CiphersFinalized() === 0 && !chacha20Leaks) {
         chacha20Leaks = true;
@@ -127,6 +138,7 @@ export function handshake<T>(
       resolve(connected(client, info));
     });
     client.on("close", () => {
+      options.signal?.removeEventListener("abort", abort);
       if (settled) return;
       settled = true;
       reject(openError(where, credentials, hostKeyError, firstError, timeoutMs));
@@ -185,6 +197,7 @@ export function handshake<T>(
         next(credentials.methods[attempt] ?? false);
       },
     };
+    if (options.signal?.aborted) return abort();
     try {
       // Our own socket: connected here, Nagle off, writes coalesced. ssh2 waits
       // for its 'connect' and times the handshake from now on.
@@ -200,6 +213,14 @@ export function handshake<T>(
       );
     }
   });
+}
+
+/** The error of a login ended because the transport closed. */
+export function closedDuringLogin(where: string): TransportError {
+  return new TransportError(
+    `Cannot connect to ${where}: the transport closed during the login`,
+    "connection",
+  );
 }
 
 /** Whether an auth method would hand a password to the server. */

@@ -18,7 +18,7 @@ import { TransportError } from "../transport.ts";
 import type { ClientChannel, SFTPWrapper } from "./_ssh2.ts";
 import { sftpOverPipes } from "./_sftp_pipe.ts";
 import { type ConnectionOptions, SshConnection, type SshLink } from "./connection.ts";
-import type { ConnectionInfo } from "./handshake.ts";
+import { closedDuringLogin, type ConnectionInfo } from "./handshake.ts";
 import type { OpenSshSetup } from "./openssh_setup.ts";
 
 /** Lines of ssh's stderr kept for messages. */
@@ -97,12 +97,22 @@ async function start(
       undefined
     );
   started.catch(() => {}); // Judged below, from ssh's own words once it exited.
+  let abort!: () => void;
+  const aborted = new Promise<"aborted">((resolve) => abort = () => resolve("aborted"));
+  if (options.signal?.aborted) abort();
+  options.signal?.addEventListener("abort", abort, { once: true });
   const first = await Promise.race([
     started.then((sftp) => ({ sftp }), () => "failed" as const),
     exited.then(() => "exited" as const),
     timedOut,
+    aborted,
   ]);
   clearTimeout(timer);
+  options.signal?.removeEventListener("abort", abort);
+  if (first === "aborted") {
+    await stop(master, exited);
+    throw closedDuringLogin(where);
+  }
   if (typeof first === "object" && diagnostics.match(/(REVOKED HOST KEY)/i)) {
     // OpenSSH goes on with a revoked key under StrictHostKeyChecking=no; the builtin client
     // never does, and neither do we.

@@ -133,6 +133,8 @@ export class SftpTransport implements Transport {
   #connectionsOpened = 0;
   #uid?: Promise<number>;
   #closed = false;
+  /** Ends the logins still under way when the transport closes: nothing waits for them. */
+  readonly #closing = new AbortController();
   /**
    * The vessel has accepted a login (ssh said so, or a connection opened):
    * more may log in together without risking a ban.
@@ -447,6 +449,7 @@ export class SftpTransport implements Transport {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#closing.abort();
     const closing = this.#slots.map(async (slot) => {
       const connection = slot.connection ?? await slot.opening?.catch(() => undefined);
       slot.connection = undefined;
@@ -699,6 +702,7 @@ export class SftpTransport implements Transport {
         knownKeyTypes: await knownKeyTypesOf(this.#config),
         log: this.#log,
         acknowledged: this.#acknowledged,
+        signal: this.#closing.signal,
       });
     } catch (error) {
       // Keys, agent or passwords may be fixed before the next try.
@@ -739,6 +743,7 @@ export class SftpTransport implements Transport {
       setup,
       controlPath: `${setup.dir}/c${this.#connectionsOpened++}`,
       acknowledged: this.#acknowledged,
+      signal: this.#closing.signal,
       onAuthenticated: () => {
         // The credentials work: the other connections need not wait for this one's session.
         this.#admitted = true;
