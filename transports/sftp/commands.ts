@@ -147,6 +147,58 @@ export function hashCommand(path: string, sync = false): string {
   return sync ? `${shellCommand(["sync", "--", path])} && ${hash}` : hash;
 }
 
+/** Files of one directory for {@linkcode batchHashCommand}. */
+export interface HashGroup {
+  readonly dir: string;
+  /** Names in `dir`: our own temp names, which start with "." and hold only `[.A-Za-z0-9_-]`. */
+  readonly names: readonly string[];
+}
+
+/** Our temp names: nothing a hasher would take for an option, quote or escape. */
+const PLAIN_NAME = /^\.[.A-Za-z0-9_-]+$/;
+
+/**
+ * Prints the sha256 of every file of `groups` with one hasher process per
+ * directory, not one per file: a batch of small files costs one command.
+ * Each directory's lines follow a line `@ INDEX` (its place in `groups`),
+ * one `HEX *NAME` (openssl) or `HEX  NAME` (sha256sum) per file; a file
+ * that cannot be read has no line. Parse with {@linkcode parseBatchHashes}.
+ */
+export function batchHashCommand(groups: readonly HashGroup[]): string {
+  const steps = groups.map((group, index) => {
+    assertAbsolute(group.dir);
+    for (const name of group.names) {
+      if (!PLAIN_NAME.test(name)) {
+        throw new TypeError(`Cannot hash "${name}" in a batch: not one of our temp names`);
+      }
+    }
+    return `echo '@ ${index}'; ${shellCommand(["cd", "--", group.dir])} && $h ${
+      group.names.join(" ")
+    }`;
+  });
+  return "if command -v openssl >/dev/null 2>&1; then h='openssl dgst -sha256 -r'; " +
+    `else h=sha256sum; fi; ${steps.join("; ")}`;
+}
+
+/**
+ * The hashes {@linkcode batchHashCommand} printed, keyed by
+ * `INDEX/NAME`; lines it does not recognise are skipped.
+ */
+export function parseBatchHashes(output: string): Map<string, string> {
+  const hashes = new Map<string, string>();
+  let group: string | undefined;
+  for (const line of output.split("\n")) {
+    const marker = /^@ (\d+)$/.exec(line);
+    if (marker) {
+      group = marker[1];
+      continue;
+    }
+    const hashed = /^([0-9a-f]{64}) [ *](\.[.A-Za-z0-9_-]+)$/.exec(line);
+    if (hashed && group !== undefined) hashes.set(`${group}/${hashed[2]}`, hashed[1]);
+  }
+  return hashes;
+}
+
 /**
  * Prints the sha256 of the first `blocks` blocks of `blockSize` bytes of the
  * file at `path` (fewer if the file is shorter; `dd` is in POSIX, `head -c`

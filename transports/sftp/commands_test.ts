@@ -2,10 +2,12 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import {
   assembleCommand,
+  batchHashCommand,
   EMPTY_SHA256,
   EXIT_PART_MISSING,
   EXIT_STOPPED,
   hashCommand,
+  parseBatchHashes,
   parseSha256,
   prefixHashCommand,
   PROBE_COMMAND,
@@ -146,6 +148,46 @@ Deno.test("hashCommand() uses sha256sum when the vessel has no openssl", async (
     const missing = await sh(hashCommand(`${bin}/absent`));
     assert.notEqual(missing.code, 0);
   } finally {
+    await Deno.remove(bin, { recursive: true });
+  }
+});
+
+Deno.test("batchHashCommand() hashes files of several hostile directories with one hasher each", async () => {
+  const root = await Deno.makeTempDir();
+  const bin = await Deno.makeTempDir();
+  try {
+    const dirs = [`${root}/${HOSTILE_DIR}`, `${root}/second -dir`];
+    const files = new Map<string, Uint8Array>();
+    for (const [index, dir] of dirs.entries()) {
+      await Deno.mkdir(dir, { recursive: true });
+      // The same name in both directories: each line must count for its own directory.
+      for (const name of [".contentmonster-0123456789ab-1.tmp", `.contentmonster-x-${index}.tmp`]) {
+        const data = crypto.getRandomValues(new Uint8Array(3000 + index * 7 + name.length));
+        await Deno.writeFile(`${dir}/${name}`, data);
+        files.set(`${index}/${name}`, data);
+      }
+    }
+    const groups = dirs.map((dir, index) => ({
+      dir,
+      names: [
+        ".contentmonster-0123456789ab-1.tmp",
+        `.contentmonster-x-${index}.tmp`,
+        ".absent.tmp",
+      ],
+    }));
+    for (const tool of ["sha256sum", "cat"]) {
+      await Deno.symlink((await sh(`command -v ${tool}`)).stdout.trim(), `${bin}/${tool}`);
+    }
+    for (const env of [undefined, { PATH: bin }]) {
+      const run = await sh(batchHashCommand(groups), env);
+      const hashes = parseBatchHashes(run.stdout);
+      assert.equal(hashes.size, files.size, `${JSON.stringify(env)}: ${run.stdout}${run.stderr}`);
+      for (const [key, data] of files) assert.equal(hashes.get(key), sha256(data), key);
+    }
+    assert.throws(() => batchHashCommand([{ dir: root, names: ["-rf"] }]), /not one of our temp/);
+    assert.throws(() => batchHashCommand([{ dir: root, names: [".a b"] }]), /not one of our temp/);
+  } finally {
+    await Deno.remove(root, { recursive: true });
     await Deno.remove(bin, { recursive: true });
   }
 });

@@ -15,7 +15,7 @@ import {
 } from "../../tests/servers.ts";
 import { silentLogger, type TransportLogger } from "../transport.ts";
 import { waitFor } from "../../tests/cli_harness.ts";
-import { SftpTransport } from "./sftp_transport.ts";
+import { SftpTransport, type SftpTransportOptions } from "./sftp_transport.ts";
 
 const unavailable = serverUnavailable("openssh");
 if (unavailable) skipNotice("SFTP connection pool", unavailable);
@@ -162,12 +162,14 @@ type Relay = Awaited<ReturnType<typeof holdingRelay>>;
 /**
  * A TCP relay to `port` that holds its `held`-th connection (counting from
  * 1) unconnected until `release()`: a login that takes as long as the test
- * wants, as on a long, busy link. It counts what each connection sends.
+ * wants, as on a long, busy link. It counts what each connection carries.
  */
 async function holdingRelay(port: number, held: number) {
   let accepted = 0;
   /** Bytes each connection carried towards the server, in the order they were accepted. */
   const sent: number[] = [];
+  /** Bytes each connection carried back from the server. */
+  const received: number[] = [];
   let release!: () => void;
   const released = new Promise<void>((resolve) => release = resolve);
   const sockets = new Set<net.Socket>();
@@ -176,10 +178,12 @@ async function holdingRelay(port: number, held: number) {
     client.on("error", () => {});
     const id = accepted++;
     sent[id] = 0;
+    received[id] = 0;
     client.on("data", (data: Uint8Array) => sent[id] += data.byteLength);
     if (id + 1 === held) await released;
     const upstream = net.connect(port, "127.0.0.1");
     sockets.add(upstream);
+    upstream.on("data", (data: Uint8Array) => received[id] += data.byteLength);
     upstream.on("error", () => client.destroy());
     client.on("error", () => upstream.destroy());
     client.pipe(upstream).pipe(client);
@@ -189,6 +193,7 @@ async function holdingRelay(port: number, held: number) {
     port: (server.address() as net.AddressInfo).port,
     release,
     sent,
+    received,
     close: async () => {
       release();
       for (const socket of sockets) socket.destroy();
@@ -202,6 +207,7 @@ async function withRelay(
   held: number,
   overrides: Parameters<TestServer["vesselConfig"]>[0],
   body: (transport: SftpTransport, relay: Relay, server: TestServer) => Promise<void>,
+  options: SftpTransportOptions = {},
 ): Promise<void> {
   const server = await startOpenSsh();
   const relay = await holdingRelay(server.port, held);
@@ -209,6 +215,7 @@ async function withRelay(
   await Deno.writeTextFile(knownHosts, `[127.0.0.1]:${relay.port} ${server.hostPublicKey}\n`);
   const transport = new SftpTransport(
     server.vesselConfig({ ...overrides, port: relay.port, knownHostsFile: knownHosts }),
+    options,
   );
   try {
     await body(transport, relay, server);
@@ -283,6 +290,35 @@ Deno.test({
         }
         assert.deepEqual(ssh, [], `${sshClient}: ssh processes left after close()`);
       });
+    }
+  },
+});
+
+Deno.test({
+  name: "small files on a long link are hashed on the vessel in batches, not read back",
+  ignore,
+  fn: async () => {
+    for (const sshClient of ["openssh", "builtin"] as const) {
+      // Every round trip counts as long: the vessel hashes, only the hashes come back.
+      await withRelay(0, { connections: 2, sshClient }, async (transport, relay, server) => {
+        const files = Array.from({ length: 24 }, (_, index) => part(index).subarray(0, 60_000));
+        const dir = `${server.dir}/batch dir 'q'`;
+        const assembled = await Promise.all(
+          files.map((data, index) =>
+            transport.putWhole(`batch-${index}`, `${dir}/${index % 2}/f${index}.bin`, data)
+          ),
+        );
+        for (const [index, data] of files.entries()) {
+          assert.equal(assembled[index].sha256, sha256(data), `file ${index}: reported sha256`);
+          assert.equal(assembled[index].size, data.length);
+          const stored = await Deno.readFile(assembled[index].tempPath);
+          assert.equal(sha256(stored), sha256(data), `file ${index} differs on the vessel`);
+          assert.equal((await Deno.stat(assembled[index].tempPath)).mode! & 0o777, 0o600);
+        }
+        const back = relay.received.reduce((sum, bytes) => sum + bytes, 0);
+        const written = files.reduce((sum, data) => sum + data.length, 0);
+        assert.ok(back < written / 4, `${sshClient}: ${back} bytes came back for ${written} sent`);
+      }, { batchHashFromMs: 0 });
     }
   },
 });

@@ -3,7 +3,9 @@
  * destination in as few round trips as SFTP allows. The SFTP server handles
  * requests on one file in the order they arrive, so they are sent without
  * waiting for replies: an exclusive create in one round trip, then writes,
- * reads back, fsync and close in the next.
+ * reads back, fsync and close in the next; or, on a long link, writes,
+ * fstat, fsync and close, and the vessel hashes the file in a batch with
+ * others (see hash_batch.ts).
  *
  * @module
  */
@@ -38,6 +40,16 @@ export interface PutWholeOptions {
   readonly makeDirectory: (dir: string) => Promise<void>;
   /** Decides whether a file left by a try cut mid-way is completed (see resume.ts). */
   readonly resume?: ResumeCheck;
+  /** Hashes small files on the vessel with others, when the link makes that pay. */
+  readonly hashBatch?: BatchHashing;
+}
+
+/** Small files hashed on the vessel in batches instead of read back (see hash_batch.ts). */
+export interface BatchHashing {
+  /** Whether it pays now (asked once the file is open, when the link has answered). */
+  pays(): boolean;
+  /** The sha256 of the vessel file `path`, `bytes` long. */
+  hash(path: string, bytes: number): Promise<string>;
 }
 
 /**
@@ -45,7 +57,8 @@ export interface PutWholeOptions {
  * writer left from an earlier try cannot reach the new one, unless
  * `options.resume` keeps it: then only the rest is written) and returns the
  * sha256 and size of what the vessel then holds: small files are read back
- * on the same handle and hashed here, larger ones are hashed by the vessel.
+ * on the same handle and hashed here (or hashed by `options.hashBatch`),
+ * larger ones are hashed by the vessel.
  * The parent directory is created only when the create fails for lack of
  * it, then tried once more. On error the file is removed.
  */
@@ -58,19 +71,28 @@ export async function putWholeFile(
   // From here on requests leave in the order they are made (see SshConnection.request).
   await connection.sftp();
   const fsyncOverSftp = options.fsync && await connection.hasExtension("fsync@openssh.com");
-  const readBack = data.byteLength <= SMALL_FILE && (fsyncOverSftp || !options.fsync);
+  const small = data.byteLength <= SMALL_FILE && (fsyncOverSftp || !options.fsync);
   const [writeLength, readLength] = await Promise.all([
     connection.maxWriteLength(),
     connection.maxReadLength(),
   ]);
-  // A small file is written and read back in one round trip: never worth resuming.
-  const resume = readBack ? undefined : options.resume;
+  // A small file is written (and read back) in one round trip: never worth resuming.
+  const resume = small ? undefined : options.resume;
   const { handle, offset } = await openFresh(connection, path, data, options.makeDirectory, resume);
   // Never close twice: the server may already have given the handle's number to another file.
   let closing: Promise<void> | undefined;
   const close = () => closing ??= closeHandle(connection, handle);
   try {
-    if (readBack) {
+    if (small && options.hashBatch?.pays()) {
+      const size = await writeClosing(connection, handle, data, {
+        writeLength,
+        fsync: fsyncOverSftp,
+        close,
+      });
+      checkSize(size, data.byteLength);
+      return { sha256: await options.hashBatch.hash(path, size), size };
+    }
+    if (small) {
       const stored = await writeReadBack(connection, handle, data, {
         writeLength,
         readLength,
@@ -182,6 +204,34 @@ async function writeReadBack(
     ...reads,
   ]);
   return short ? undefined : stored;
+}
+
+/**
+ * Sends every write, fstat, fsync and close before the first reply, and
+ * returns the size the server then reports.
+ */
+async function writeClosing(
+  connection: SshConnection,
+  handle: Buffer,
+  data: Uint8Array,
+  options: { writeLength: number; fsync: boolean; close: () => Promise<void> },
+): Promise<number> {
+  const source = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const writes: Promise<unknown>[] = [];
+  for (let offset = 0; offset < source.length; offset += options.writeLength) {
+    const length = Math.min(options.writeLength, source.length - offset);
+    writes.push(connection.request<void>(
+      "write",
+      (sftp, done) => sftp.write(handle, source, offset, length, offset, (error) => done(error)),
+    ));
+  }
+  const [stats] = await settleAll([
+    fstatHandle(connection, handle),
+    options.fsync ? fsyncHandle(connection, handle) : undefined,
+    options.close(),
+    ...writes,
+  ]);
+  return stats.size;
 }
 
 /** Awaits every promise (so none is left unobserved), then throws the first failure. */

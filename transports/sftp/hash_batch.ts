@@ -1,0 +1,106 @@
+/**
+ * Small files hashed on the vessel in batches. On a long link, reading a
+ * small file back to hash it sends its bytes across the link a second time,
+ * on streams that start slow, and a ship's uplink is often its narrow side.
+ * One command hashes every small file written meanwhile instead: its round
+ * trips are shared by the batch, and only the hashes come back.
+ *
+ * @module
+ */
+import { parentOf, TransportError } from "../transport.ts";
+import { batchHashCommand, parseBatchHashes } from "./commands.ts";
+import type { ExecResult } from "./connection.ts";
+
+/** Batches running at once: a new one need not wait for a slow one. */
+const RUNNING_BATCHES = 4;
+/** Files per command: a few KiB of names. */
+const FILES_PER_BATCH = 200;
+
+interface Waiting {
+  readonly path: string;
+  readonly bytes: number;
+  resolve(sha256: string): void;
+  reject(error: unknown): void;
+}
+
+/** Runs a command on the vessel, given the bytes it reads (for its deadline). */
+export type RunCommand = (command: string, bytes: number) => Promise<ExecResult>;
+
+/** Hashes vessel files in batches of those asked for together. */
+export class HashBatcher {
+  readonly #run: RunCommand;
+  #waiting: Waiting[] = [];
+  #running = 0;
+  #scheduled = false;
+
+  constructor(run: RunCommand) {
+    this.#run = run;
+  }
+
+  /**
+   * The sha256 of the vessel file `path` (`bytes` long), whose name is one
+   * of our temp names. Rejects with a {@linkcode TransportError} if the
+   * vessel could not hash it.
+   */
+  hash(path: string, bytes: number): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ path, bytes, resolve, reject });
+      this.#schedule();
+    });
+  }
+
+  /** Starts a batch once this turn's callers have asked, if one may start. */
+  #schedule(): void {
+    if (this.#scheduled || this.#running >= RUNNING_BATCHES || this.#waiting.length === 0) return;
+    this.#scheduled = true;
+    setTimeout(() => {
+      this.#scheduled = false;
+      if (this.#running >= RUNNING_BATCHES) return;
+      const batch = this.#waiting.splice(0, FILES_PER_BATCH);
+      this.#running++;
+      this.#hashBatch(batch).finally(() => {
+        this.#running--;
+        this.#schedule();
+      });
+      this.#schedule();
+    }, 0);
+  }
+
+  async #hashBatch(batch: Waiting[]): Promise<void> {
+    const groups: { dir: string; names: string[] }[] = [];
+    const groupOf = new Map<string, number>();
+    const keys = batch.map(({ path }) => {
+      const dir = parentOf(path);
+      let group = groupOf.get(dir);
+      if (group === undefined) {
+        group = groups.push({ dir, names: [] }) - 1;
+        groupOf.set(dir, group);
+      }
+      const name = path.slice(path.lastIndexOf("/") + 1);
+      groups[group].names.push(name);
+      return `${group}/${name}`;
+    });
+    let result: ExecResult;
+    try {
+      const bytes = batch.reduce((sum, file) => sum + file.bytes, 0);
+      result = await this.#run(batchHashCommand(groups), bytes);
+    } catch (error) {
+      for (const file of batch) file.reject(error);
+      return;
+    }
+    const hashes = parseBatchHashes(result.stdout);
+    for (const [index, file] of batch.entries()) {
+      const sha256 = hashes.get(keys[index]);
+      if (sha256) file.resolve(sha256);
+      else {
+        file.reject(
+          new TransportError(
+            `the vessel's hasher gave no sha256 for it (exit ${result.code}` +
+              `${result.stderr.trim() ? `: ${result.stderr.trim().slice(0, 300)}` : ""})`,
+            "failed",
+          ),
+        );
+      }
+    }
+  }
+}
