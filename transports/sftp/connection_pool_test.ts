@@ -322,3 +322,24 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "calls other than parts never wait for a login while a connection is up",
+  ignore,
+  fn: async () => {
+    // Connection 2 logs in ahead of need and stays held: only parts may wait for it.
+    await withRelay(2, { connections: 2, timeout: 60 }, async (transport, relay, server) => {
+      await transport.listParts("up"); // connection 1, alone
+      await waitFor(() => relay.sent.length === 2, 5_000, "the second login under way");
+      const listed = await Promise.race([
+        Promise.all(Array.from({ length: 6 }, () => transport.listParts("up"))),
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error("a call waited for the held login")), 5_000)
+        ),
+      ]);
+      assert.equal(listed.length, 6);
+      relay.release();
+      await putParts(transport, server, "up", 2);
+    });
+  },
+});

@@ -42,6 +42,8 @@ export interface PutWholeOptions {
   readonly resume?: ResumeCheck;
   /** Hashes small files on the vessel with others, when the link makes that pay. */
   readonly hashBatch?: BatchHashing;
+  /** Hears that the vessel holds every byte, before the file is hashed. */
+  readonly written?: () => void;
 }
 
 /** Small files hashed on the vessel in batches instead of read back (see hash_batch.ts). */
@@ -90,6 +92,7 @@ export async function putWholeFile(
         close,
       });
       checkSize(size, data.byteLength);
+      options.written?.();
       return { sha256: await options.hashBatch.hash(path, size), size };
     }
     if (small) {

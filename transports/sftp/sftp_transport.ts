@@ -36,13 +36,14 @@ import { leftoverTempCommand } from "./commands.ts";
 import { openOpenSsh } from "./openssh_link.ts";
 import { findSsh, type OpenSshSetup, prepareOpenSsh } from "./openssh_setup.ts";
 import { type AuthEnvironment, type Credentials, loadCredentials } from "./auth.ts";
-import { hashFile } from "./assemble.ts";
+import { hashFile, SMALL_FILE } from "./assemble.ts";
 import { hasStatus, SFTP_STATUS, SshConnection } from "./connection.ts";
 import { knownKeyTypesOf } from "./host_key.ts";
 import { probeVessel } from "./probe.ts";
 import { DirectorySyncs } from "./directory_sync.ts";
 import { type BatchHashing, putWholeFile } from "./put_whole.ts";
 import { HashBatcher } from "./hash_batch.ts";
+import { SmallFileGate } from "./small_file_gate.ts";
 import { type ResumeCheck, resumeCheck } from "./resume.ts";
 import { SftpAssembly } from "./stream_assembly.ts";
 import { loginUid, preparePartDirectory } from "./private_temp_dir.ts";
@@ -149,6 +150,9 @@ export class SftpTransport implements Transport {
   /** Ends the logins still under way when the transport closes: nothing waits for them. */
   readonly #closing = new AbortController();
   readonly #batchHashFromMs: number;
+  readonly #smallFiles = new SmallFileGate(() =>
+    this.#usable().filter((slot) => live(slot)).length
+  );
   readonly #hashBatching: BatchHashing = {
     pays: () => (this.connections.roundTripMs ?? 0) >= this.#batchHashFromMs,
     hash: (path, bytes) => this.#hashBatcher.hash(path, bytes),
@@ -278,7 +282,7 @@ export class SftpTransport implements Transport {
       } catch (error) {
         throw await this.#noSpace(connection, partDir, data.byteLength, error);
       }
-    });
+    }, { spread: true });
   }
 
   startAssembly(key: string, count: number, destination: string): Assembly {
@@ -307,20 +311,28 @@ export class SftpTransport implements Transport {
     const tempPath = tempPathFor(key, destination);
     const action = `Cannot put ${quote(destination)} whole (${data.byteLength} bytes) as ` +
       `${quote(tempPath)} on vessel "${this.vessel}"`;
-    return await this.#run(action, async (connection) => {
-      try {
-        const { sha256, size } = await putWholeFile(connection, tempPath, data, {
-          fsync: this.#config.fsync,
-          deadline: (bytes) => this.#deadline(bytes),
-          makeDirectory: (dir) => this.#makeDirectory(connection, dir),
-          resume: this.#resumeCheck(connection),
-          hashBatch: this.#hashBatching,
-        });
-        return { tempPath, sha256, size };
-      } catch (error) {
-        throw await this.#noSpace(connection, parentOf(destination), data.byteLength, error);
-      }
-    });
+    const leave = data.byteLength <= SMALL_FILE
+      ? await this.#smallFiles.enter(data.byteLength)
+      : undefined;
+    try {
+      return await this.#run(action, async (connection) => {
+        try {
+          const { sha256, size } = await putWholeFile(connection, tempPath, data, {
+            fsync: this.#config.fsync,
+            deadline: (bytes) => this.#deadline(bytes),
+            makeDirectory: (dir) => this.#makeDirectory(connection, dir),
+            resume: this.#resumeCheck(connection),
+            hashBatch: this.#hashBatching,
+            written: leave,
+          });
+          return { tempPath, sha256, size };
+        } catch (error) {
+          throw await this.#noSpace(connection, parentOf(destination), data.byteLength, error);
+        }
+      }, { spread: leave === undefined });
+    } finally {
+      leave?.();
+    }
   }
 
   async hash(path: string): Promise<string | undefined> {
@@ -476,6 +488,9 @@ export class SftpTransport implements Transport {
   async close(): Promise<void> {
     this.#closed = true;
     this.#closing.abort();
+    this.#smallFiles.close(
+      new TransportError(`The transport of vessel "${this.vessel}" is closed`, "connection"),
+    );
     const closing = this.#slots.map(async (slot) => {
       const connection = slot.connection ?? await slot.opening?.catch(() => undefined);
       slot.connection = undefined;
@@ -524,10 +539,21 @@ export class SftpTransport implements Transport {
     };
   }
 
-  async #run<T>(action: string, body: (connection: SshConnection) => Promise<T>): Promise<T> {
+  /**
+   * Runs `body` on a connection. Only a call with `spread` (a part's worth of
+   * data) may wait for a connection still logging in while another is up:
+   * that is how parts spread over the connections the engine adds, and a
+   * login costs a dozen round trips, more than any small call queued on a
+   * connection that is up.
+   */
+  async #run<T>(
+    action: string,
+    body: (connection: SshConnection) => Promise<T>,
+    options: { spread?: boolean } = {},
+  ): Promise<T> {
     let slot: Slot | undefined;
     try {
-      slot = this.#pick();
+      slot = this.#pick(options.spread);
       slot.calls++;
       const used = await this.#connection(slot);
       slot = used.slot;
@@ -545,6 +571,7 @@ export class SftpTransport implements Transport {
     this.#inUse = Math.max(1, Math.min(this.#slots.length, Math.floor(count)));
     this.#closeSurplus();
     this.#openAhead();
+    this.#smallFiles.wake();
   }
 
   /** The slots calls may use now. */
@@ -568,15 +595,17 @@ export class SftpTransport implements Transport {
   }
 
   /**
-   * The least busy slot. An empty one counts as idle, so calls spread to new
-   * connections as the engine allows more, but at most
-   * {@linkcode MAX_OPENING} log in at once.
+   * The least busy slot. With `spread`, an empty one counts as idle, so parts
+   * spread to new connections as the engine allows more, but at most
+   * {@linkcode MAX_OPENING} log in at once; without, only a connection that
+   * is up, if there is one.
    */
-  #pick(): Slot {
+  #pick(spread = false): Slot {
     if (this.#closed) {
       throw new TransportError(`The transport of vessel "${this.vessel}" is closed`, "connection");
     }
-    const usable = this.#usable();
+    const up = spread ? [] : this.#usable().filter((slot) => live(slot));
+    const usable = up.length > 0 ? up : this.#usable();
     const opening = this.#slots.filter((slot) => slot.opening).length;
     let best: Slot | undefined;
     let bestLoad = Infinity;
@@ -660,6 +689,7 @@ export class SftpTransport implements Transport {
         }
         slot.connection = connection;
         this.#admitted = true;
+        this.#smallFiles.wake();
         const loggedIn = this.#loggedIn;
         this.#loggedIn = Promise.withResolvers<Slot>();
         loggedIn.resolve(slot);

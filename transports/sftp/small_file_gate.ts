@@ -1,0 +1,73 @@
+/**
+ * Small files in flight on one vessel's connections, bounded by the count
+ * that is up. A call is bound to its connection once it starts, so a batch that
+ * starts all at once is split evenly, and the connection whose TCP stream
+ * grows slowest (CUBIC leaves slow start early when another stream fills the
+ * queue) carries its share long after the others are done (wan, 100 x
+ * 64 KiB: one connection still sending 1.3 s after the rest). With about a
+ * window's worth per connection in flight, the rest wait here and go to the
+ * connections that free up first.
+ *
+ * @module
+ */
+import { TransportError } from "../transport.ts";
+
+/** Bytes of small files in flight per connection in use: about what one stream's window holds. */
+export const SMALL_BYTES_PER_CONNECTION = 1 << 20;
+
+interface Waiter {
+  readonly bytes: number;
+  readonly admit: () => void;
+  readonly refuse: (error: TransportError) => void;
+}
+
+/** First come, first served, up to {@linkcode SMALL_BYTES_PER_CONNECTION} per connection. */
+export class SmallFileGate {
+  readonly #connections: () => number;
+  readonly #waiting: Waiter[] = [];
+  #bytes = 0;
+  #closed?: TransportError;
+
+  /** `connections`: how many of those in use are up now. */
+  constructor(connections: () => number) {
+    this.#connections = connections;
+  }
+
+  /**
+   * Waits until `bytes` more may be in flight (at once when nothing is) and
+   * returns the call that gives them back, which may be called more than once.
+   */
+  async enter(bytes: number): Promise<() => void> {
+    if (this.#closed) throw this.#closed;
+    if (this.#waiting.length === 0 && this.#fits(bytes)) this.#bytes += bytes;
+    // Counted by wake() as it lets the waiter in, so the next waiter's fit sees it.
+    else await new Promise<void>((admit, refuse) => this.#waiting.push({ bytes, admit, refuse }));
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      this.#bytes -= bytes;
+      this.wake();
+    };
+  }
+
+  /** Lets in the waiters that fit now, in order (more connections may be up). */
+  wake(): void {
+    while (this.#waiting.length > 0 && this.#fits(this.#waiting[0].bytes)) {
+      const waiter = this.#waiting.shift()!;
+      this.#bytes += waiter.bytes;
+      waiter.admit();
+    }
+  }
+
+  /** Refuses every waiter and every later call with `error`. */
+  close(error: TransportError): void {
+    this.#closed = error;
+    for (const waiter of this.#waiting.splice(0)) waiter.refuse(error);
+  }
+
+  #fits(bytes: number): boolean {
+    const capacity = Math.max(1, this.#connections()) * SMALL_BYTES_PER_CONNECTION;
+    return this.#bytes === 0 || this.#bytes + bytes <= capacity;
+  }
+}
