@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { TransportError } from "../transport.ts";
+import type { TransportError } from "../transport.ts";
 
 /** Bytes of small files in flight per connection in use: about what one stream's window holds. */
 export const SMALL_BYTES_PER_CONNECTION = 1 << 20;
