@@ -343,3 +343,23 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "a part waiting for a login moves to a connection that is up once it has room",
+  ignore,
+  fn: async () => {
+    // Connection 2 logs in ahead of need and stays held; parts picked for it must not wait.
+    await withRelay(2, { connections: 2, timeout: 60 }, async (transport, relay, server) => {
+      await transport.listParts("room"); // connection 1, alone
+      await waitFor(() => relay.sent.length === 2, 5_000, "the second login under way");
+      await Promise.race([
+        putParts(transport, server, "room", 4),
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error("a part waited for the held login")), 5_000)
+        ),
+      ]);
+      assert.equal(transport.connections.open, 1, "the held login is not open yet");
+      relay.release();
+    });
+  },
+});

@@ -103,6 +103,8 @@ const LOGIN_COST = 2;
  * should not all crowd onto the first.
  */
 const TAKE_OVER_BELOW = 4;
+/** A connection that is up has room for a call waiting for a login while it carries fewer. */
+const ROOM_BELOW = 2;
 /**
  * The round trip from which a small file is hashed on the vessel in a batch
  * rather than read back. On a LAN reading back costs less than a command;
@@ -170,6 +172,8 @@ export class SftpTransport implements Transport {
   #admitted = false;
   /** Settles with the slot of the next login that succeeds (then replaced by a new one). */
   #loggedIn = Promise.withResolvers<Slot>();
+  /** Resolved (and replaced) when a call ends on a connection that is up, with its slot. */
+  #callEnded = Promise.withResolvers<Slot>();
   /** Flushes destination directories, one fsync for the files renamed into one together. */
   readonly #directorySyncs = new DirectorySyncs<SshConnection, Buffer>({
     // Read-only: OpenSSH's sftp-server opens a directory like a file, and fsync of a directory
@@ -523,7 +527,6 @@ export class SftpTransport implements Transport {
     return this.#config.timeout * 1000 * (3 + bytes / BYTES_PER_TIMEOUT);
   }
 
-  /** Runs `body` on a connection, turning every failure into a TransportError for `action`. */
   /** Resumes files cut mid-way (resume.ts), saying so in the log. */
   #resumeCheck(connection: SshConnection): ResumeCheck {
     const check = resumeCheck(connection, (bytes) => this.#deadline(bytes));
@@ -540,7 +543,8 @@ export class SftpTransport implements Transport {
   }
 
   /**
-   * Runs `body` on a connection. Only a call with `spread` (a part's worth of
+   * Runs `body` on a connection, turning every failure into a TransportError
+   * for `action`. Only a call with `spread` (a part's worth of
    * data) may wait for a connection still logging in while another is up:
    * that is how parts spread over the connections the engine adds, and a
    * login costs a dozen round trips, more than any small call queued on a
@@ -561,7 +565,14 @@ export class SftpTransport implements Transport {
     } catch (error) {
       throw classify(action, error);
     } finally {
-      if (slot) slot.calls--;
+      if (slot) {
+        slot.calls--;
+        if (live(slot)) {
+          const ended = this.#callEnded;
+          this.#callEnded = Promise.withResolvers<Slot>();
+          ended.resolve(slot);
+        }
+      }
       this.#closeSurplus();
     }
   }
@@ -628,9 +639,12 @@ export class SftpTransport implements Transport {
 
   /**
    * The slot's connection, opened if needed, or another slot's that comes up
-   * first with few calls: on a long, busy link logins take seconds and vary
-   * by many, and a part must not wait for a slow one while another
-   * connection is ready. Another slot's too if the vessel refuses this one.
+   * first with few calls, or one that is up and has room again: on a long,
+   * busy link logins take seconds and vary by many, and a part must not wait
+   * for a slow one while another connection is ready (wan: parts waited 1.7 s
+   * for the governor's trial logins while the open connections ran dry, and
+   * then finished last, in slow start). Another slot's too if the vessel
+   * refuses this one.
    */
   async #connection(slot: Slot): Promise<{ slot: Slot; connection: SshConnection }> {
     const connection = live(slot);
@@ -639,12 +653,18 @@ export class SftpTransport implements Transport {
     const opening = this.#startOpening(slot);
     try {
       for (;;) {
-        const first = await Promise.race([opening.then(() => slot), this.#loggedIn.promise]);
-        if (first === slot) return { slot, connection: await opening };
-        const firstConnection = live(first);
-        if (firstConnection && first.calls < TAKE_OVER_BELOW) {
+        const first = await Promise.race([
+          opening.then(() => ({ up: slot, below: Infinity })),
+          this.#loggedIn.promise.then((up) => ({ up, below: TAKE_OVER_BELOW })),
+          this.#callEnded.promise.then((up) => ({ up, below: ROOM_BELOW })),
+        ]);
+        if (first.up === slot) return { slot, connection: await opening };
+        const firstConnection = live(first.up);
+        if (
+          firstConnection && first.up.calls < first.below && this.#usable().includes(first.up)
+        ) {
           opening.catch((error) => this.#refusedAhead(error));
-          return moved(slot, first, firstConnection);
+          return moved(slot, first.up, firstConnection);
         }
       }
     } catch (error) {
