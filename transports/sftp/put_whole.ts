@@ -50,7 +50,11 @@ export interface PutWholeOptions {
 export interface BatchHashing {
   /** Whether it pays now (asked once the file is open, when the link has answered). */
   pays(): boolean;
-  /** The sha256 of the vessel file `path`, `bytes` long. */
+  /**
+   * The sha256 of the vessel file `path`, `bytes` long. Rejects with a
+   * `"connection"` error if the link failed; any other rejection means the
+   * vessel could not hash it, and the file is read back instead.
+   */
   hash(path: string, bytes: number): Promise<string>;
 }
 
@@ -93,7 +97,12 @@ export async function putWholeFile(
       });
       checkSize(size, data.byteLength);
       options.written?.();
-      return { sha256: await options.hashBatch.hash(path, size), size };
+      const sha256 = await options.hashBatch.hash(path, size).catch(async (error) => {
+        if (error instanceof TransportError && error.code === "connection") throw error;
+        const stored = await readFile(connection, path, size);
+        return createHash("sha256").update(stored).digest("hex");
+      });
+      return { sha256, size };
     }
     if (small) {
       const stored = await writeReadBack(connection, handle, data, {

@@ -155,9 +155,23 @@ export class SftpTransport implements Transport {
   readonly #smallFiles = new SmallFileGate(() =>
     this.#usable().filter((slot) => live(slot)).length
   );
+  /** Set once the vessel could not hash a batch: small files are read back from then on. */
+  #batchHashFailed = false;
   readonly #hashBatching: BatchHashing = {
-    pays: () => (this.connections.roundTripMs ?? 0) >= this.#batchHashFromMs,
-    hash: (path, bytes) => this.#hashBatcher.hash(path, bytes),
+    pays: () =>
+      !this.#batchHashFailed && (this.connections.roundTripMs ?? 0) >= this.#batchHashFromMs,
+    hash: (path, bytes) =>
+      this.#hashBatcher.hash(path, bytes).catch((error) => {
+        if (error instanceof TransportError && error.code === "connection") throw error;
+        if (!this.#batchHashFailed) {
+          this.#log.warn(
+            `vessel "${this.vessel}" could not hash small files with a command ` +
+              `(${errorMessage(error)}); they are read back instead`,
+          );
+        }
+        this.#batchHashFailed = true;
+        throw error;
+      }),
   };
   readonly #hashBatcher = new HashBatcher((command, bytes) =>
     this.#run(
