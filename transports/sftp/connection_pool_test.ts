@@ -157,6 +157,15 @@ Deno.test({
   },
 });
 
+/** `work`'s outcome, or a failure saying `why` if it takes longer than `ms`. */
+function within<T>(ms: number, why: string, work: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) =>
+    timer = setTimeout(() => reject(new Error(why)), ms)
+  );
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
+}
+
 /** A relay from {@linkcode holdingRelay}. */
 type Relay = Awaited<ReturnType<typeof holdingRelay>>;
 
@@ -235,12 +244,11 @@ Deno.test({
     await withRelay(2, { connections: 3, timeout: 60 }, async (transport, relay, server) => {
       // From a cold start three calls log in three connections; the second stays held. Each
       // call must finish on a connection that is up, not wait for the one it started.
-      const listed = await Promise.race([
+      const listed = await within(
+        5_000,
+        "a call waited for the held login",
         Promise.all([0, 1, 2].map(() => transport.listParts("slow-login"))),
-        new Promise<never>((_, reject) =>
-          setTimeout(() => reject(new Error("a call waited for the held login")), 5_000)
-        ),
-      ]);
+      );
       assert.deepEqual(listed.map((parts) => parts.size), [0, 0, 0]);
       assert.ok(transport.connections.open < 3, "the held login is not open yet");
       relay.release();
@@ -332,12 +340,11 @@ Deno.test({
     await withRelay(2, { connections: 2, timeout: 60 }, async (transport, relay, server) => {
       await transport.listParts("up"); // connection 1, alone
       await waitFor(() => relay.sent.length === 2, 5_000, "the second login under way");
-      const listed = await Promise.race([
+      const listed = await within(
+        5_000,
+        "a call waited for the held login",
         Promise.all(Array.from({ length: 6 }, () => transport.listParts("up"))),
-        new Promise<never>((_, reject) =>
-          setTimeout(() => reject(new Error("a call waited for the held login")), 5_000)
-        ),
-      ]);
+      );
       assert.equal(listed.length, 6);
       relay.release();
       await putParts(transport, server, "up", 2);
@@ -353,12 +360,11 @@ Deno.test({
     await withRelay(2, { connections: 2, timeout: 60 }, async (transport, relay, server) => {
       await transport.listParts("room"); // connection 1, alone
       await waitFor(() => relay.sent.length === 2, 5_000, "the second login under way");
-      await Promise.race([
+      await within(
+        5_000,
+        "a part waited for the held login",
         putParts(transport, server, "room", 4),
-        new Promise<never>((_, reject) =>
-          setTimeout(() => reject(new Error("a part waited for the held login")), 5_000)
-        ),
-      ]);
+      );
       assert.equal(transport.connections.open, 1, "the held login is not open yet");
       relay.release();
     });
