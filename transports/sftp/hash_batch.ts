@@ -15,6 +15,12 @@ import type { ExecResult } from "./connection.ts";
 const RUNNING_BATCHES = 4;
 /** Files per command: a few KiB of names. */
 const FILES_PER_BATCH = 200;
+/**
+ * Characters of paths per command: far below Linux's 128 KiB limit on one
+ * argument (the command is one `sh -c` argument) even when quoting makes
+ * each character four bytes, however deep the directories.
+ */
+const PATH_BYTES_PER_BATCH = 16 << 10;
 
 interface Waiting {
   readonly path: string;
@@ -56,7 +62,12 @@ export class HashBatcher {
     setTimeout(() => {
       this.#scheduled = false;
       if (this.#running >= RUNNING_BATCHES) return;
-      const batch = this.#waiting.splice(0, FILES_PER_BATCH);
+      let files = 0;
+      for (let pathBytes = 0; files < this.#waiting.length && files < FILES_PER_BATCH; files++) {
+        pathBytes += this.#waiting[files].path.length;
+        if (files > 0 && pathBytes > PATH_BYTES_PER_BATCH) break;
+      }
+      const batch = this.#waiting.splice(0, files);
       this.#running++;
       this.#hashBatch(batch).finally(() => {
         this.#running--;
