@@ -70,6 +70,38 @@ function childEnv(extra: Record<string, string>): Record<string, string> {
   return { NO_COLOR: "1", ...extra };
 }
 
+/** What a shell command printed, and its exit status. */
+export interface ShellResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** A finished child's exit status and output, as text. */
+export function decoded(output: Deno.CommandOutput): ShellResult {
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** Runs `command` with `/bin/sh -c` to completion, as a vessel's login shell would. */
+export async function runShell(
+  command: string,
+  env?: Record<string, string>,
+): Promise<ShellResult> {
+  const output = await new Deno.Command("/bin/sh", {
+    args: ["-c", command],
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return decoded(output);
+}
+
 /** Runs the CLI to completion. */
 export async function runCli(
   args: string[],
@@ -83,12 +115,7 @@ export async function runCli(
     stdout: "piped",
     stderr: "piped",
   }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+  return decoded(output);
 }
 
 /** A CLI process left running (the daemon), with its stderr collected. */

@@ -4,22 +4,18 @@
  * load in Deno, so deno.json declares them unwanted).
  */
 import assert from "node:assert/strict";
+import { decoded, type ShellResult } from "./cli_harness.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
-async function deno(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function deno(args: string[]): Promise<ShellResult> {
   const output = await new Deno.Command(Deno.execPath(), {
     args,
     cwd: ROOT,
     env: { NO_COLOR: "1" },
     stdin: "null",
   }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+  return decoded(output);
 }
 
 Deno.test("deno install --frozen and deno task start warn about no build scripts", async () => {

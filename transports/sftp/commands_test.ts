@@ -13,31 +13,10 @@ import {
   PROBE_COMMAND,
   streamAssemblyCommand,
 } from "./commands.ts";
+import { decoded, runShell as sh, type ShellResult } from "../../tests/cli_harness.ts";
 
 const HOSTILE_DIR = "dir with 'quotes' $HOME `id` \n newline -x Ünï";
 const HOSTILE_FILE = '-leading dash; $(touch pwned) "q" 日本.bin';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function sh(command: string, env?: Record<string, string>): Promise<Run> {
-  const output = await new Deno.Command("/bin/sh", {
-    args: ["-c", command],
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
 
 function sha256(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
@@ -234,7 +213,11 @@ Deno.test("vessel commands refuse relative paths", () => {
 });
 
 /** Runs `command` with `shell`, writing `input` to its stdin. */
-async function shWithInput(command: string, input: string, shell = "/bin/sh"): Promise<Run> {
+async function shWithInput(
+  command: string,
+  input: string,
+  shell = "/bin/sh",
+): Promise<ShellResult> {
   const child = new Deno.Command(shell, {
     args: ["-c", command],
     stdin: "piped",
@@ -250,12 +233,7 @@ async function shWithInput(command: string, input: string, shell = "/bin/sh"): P
     if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
   }
   const output = await child.output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+  return decoded(output);
 }
 
 const STREAM_PARTS = [

@@ -1,23 +1,13 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { HashBatcher } from "./hash_batch.ts";
+import { runShell } from "../../tests/cli_harness.ts";
 
 /** Runs batch commands with the shell, as the vessel would, and records them. */
 function shellRunner(commands: string[]) {
   return async (command: string) => {
     commands.push(command);
-    const output = await new Deno.Command("/bin/sh", {
-      args: ["-c", command],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const decoder = new TextDecoder();
-    return {
-      code: output.code,
-      signal: undefined,
-      stdout: decoder.decode(output.stdout),
-      stderr: decoder.decode(output.stderr),
-    };
+    return { ...await runShell(command), signal: undefined };
   };
 }
 
