@@ -169,7 +169,8 @@ async function partSizes(
   return sizes;
 }
 
-function sha256Of(data: Uint8Array): string {
+/** The lower-case hex sha256 of `data`. */
+export function sha256Of(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
 }
 

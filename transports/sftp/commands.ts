@@ -8,11 +8,15 @@
 import { shellCommand, shellQuote } from "../shell_quote.ts";
 
 /**
- * Hashes stdin: `openssl dgst` when the vessel has it (several times faster
- * than coreutils without SHA-NI), else `sha256sum`.
+ * Sets `h` to the hasher: `openssl dgst` when the vessel has it (several
+ * times faster than coreutils without SHA-NI), else `sha256sum`. Both hash
+ * stdin, or the files named, printing `HEX *NAME` or `HEX  NAME`.
  */
-export const HASH_STDIN =
-  "if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi";
+const PICK_HASHER =
+  "if command -v openssl >/dev/null 2>&1; then h='openssl dgst -sha256 -r'; else h=sha256sum; fi";
+
+/** Hashes stdin with the hasher {@linkcode PICK_HASHER} picks. */
+export const HASH_STDIN = `${PICK_HASHER}; $h`;
 
 /** Exit status of {@linkcode assembleCommand} when a part is missing. */
 export const EXIT_PART_MISSING = 66;
@@ -155,7 +159,10 @@ export interface HashGroup {
 }
 
 /** Our temp names: nothing a hasher would take for an option, quote or escape. */
-const PLAIN_NAME = /^\.[.A-Za-z0-9_-]+$/;
+const PLAIN_NAME = "\\.[.A-Za-z0-9_-]+";
+const PLAIN_NAME_ONLY = new RegExp(`^${PLAIN_NAME}$`);
+/** A hasher's line for one of our temp names (openssl `HEX *NAME`, sha256sum `HEX  NAME`). */
+const HASH_LINE = new RegExp(`^([0-9a-f]{64}) [ *](${PLAIN_NAME})$`);
 
 /**
  * Prints the sha256 of every file of `groups` with one hasher process per
@@ -168,7 +175,7 @@ export function batchHashCommand(groups: readonly HashGroup[]): string {
   const steps = groups.map((group, index) => {
     assertAbsolute(group.dir);
     for (const name of group.names) {
-      if (!PLAIN_NAME.test(name)) {
+      if (!PLAIN_NAME_ONLY.test(name)) {
         throw new TypeError(`Cannot hash "${name}" in a batch: not one of our temp names`);
       }
     }
@@ -176,8 +183,7 @@ export function batchHashCommand(groups: readonly HashGroup[]): string {
       group.names.join(" ")
     }`;
   });
-  return "if command -v openssl >/dev/null 2>&1; then h='openssl dgst -sha256 -r'; " +
-    `else h=sha256sum; fi; ${steps.join("; ")}`;
+  return `${PICK_HASHER}; ${steps.join("; ")}`;
 }
 
 /**
@@ -193,7 +199,7 @@ export function parseBatchHashes(output: string): Map<string, string> {
       group = marker[1];
       continue;
     }
-    const hashed = /^([0-9a-f]{64}) [ *](\.[.A-Za-z0-9_-]+)$/.exec(line);
+    const hashed = HASH_LINE.exec(line);
     if (hashed && group !== undefined) hashes.set(`${group}/${hashed[2]}`, hashed[1]);
   }
   return hashes;

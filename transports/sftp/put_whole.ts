@@ -10,9 +10,8 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { createHash } from "node:crypto";
 import { parentOf, TransportError } from "../transport.ts";
-import { commandError, SMALL_FILE } from "./assemble.ts";
+import { commandError, sha256Of, SMALL_FILE } from "./assemble.ts";
 import { hashCommand, parseSha256 } from "./commands.ts";
 import { hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
 import {
@@ -99,8 +98,7 @@ export async function putWholeFile(
       options.written?.();
       const sha256 = await options.hashBatch.hash(path, size).catch(async (error) => {
         if (error instanceof TransportError && error.code === "connection") throw error;
-        const stored = await readFile(connection, path, size);
-        return createHash("sha256").update(stored).digest("hex");
+        return sha256Of(await readFile(connection, path, size));
       });
       return { sha256, size };
     }
@@ -111,7 +109,7 @@ export async function putWholeFile(
         fsync: fsyncOverSftp,
         close,
       }) ?? await readFile(connection, path, data.byteLength);
-      return { sha256: createHash("sha256").update(stored).digest("hex"), size: stored.length };
+      return { sha256: sha256Of(stored), size: stored.length };
     }
     await connection.writeAll(handle, data.subarray(offset), offset);
     const [stats] = await settleAll([
@@ -185,16 +183,8 @@ async function writeReadBack(
   sizes: { writeLength: number; readLength: number; fsync: boolean; close: () => Promise<void> },
 ): Promise<Uint8Array | undefined> {
   const size = data.byteLength;
-  const source = Buffer.from(data.buffer, data.byteOffset, size);
   const stored = Buffer.alloc(size);
-  const writes: Promise<unknown>[] = [];
-  for (let offset = 0; offset < size; offset += sizes.writeLength) {
-    const length = Math.min(sizes.writeLength, size - offset);
-    writes.push(connection.request<void>(
-      "write",
-      (sftp, done) => sftp.write(handle, source, offset, length, offset, (error) => done(error)),
-    ));
-  }
+  const writes = sendWrites(connection, handle, data, sizes.writeLength);
   let short = false;
   const reads: Promise<unknown>[] = [];
   for (let offset = 0; offset < size; offset += sizes.readLength) {
@@ -228,15 +218,7 @@ async function writeClosing(
   data: Uint8Array,
   options: { writeLength: number; fsync: boolean; close: () => Promise<void> },
 ): Promise<number> {
-  const source = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  const writes: Promise<unknown>[] = [];
-  for (let offset = 0; offset < source.length; offset += options.writeLength) {
-    const length = Math.min(options.writeLength, source.length - offset);
-    writes.push(connection.request<void>(
-      "write",
-      (sftp, done) => sftp.write(handle, source, offset, length, offset, (error) => done(error)),
-    ));
-  }
+  const writes = sendWrites(connection, handle, data, options.writeLength);
   const [stats] = await settleAll([
     fstatHandle(connection, handle),
     options.fsync ? fsyncHandle(connection, handle) : undefined,
@@ -244,6 +226,25 @@ async function writeClosing(
     ...writes,
   ]);
   return stats.size;
+}
+
+/** Sends all of `data` to a new file at offset 0, in writes of `writeLength`, without waiting. */
+function sendWrites(
+  connection: SshConnection,
+  handle: Buffer,
+  data: Uint8Array,
+  writeLength: number,
+): Promise<void>[] {
+  const source = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const writes: Promise<void>[] = [];
+  for (let offset = 0; offset < source.length; offset += writeLength) {
+    const length = Math.min(writeLength, source.length - offset);
+    writes.push(connection.request<void>(
+      "write",
+      (sftp, done) => sftp.write(handle, source, offset, length, offset, (error) => done(error)),
+    ));
+  }
+  return writes;
 }
 
 /** Awaits every promise (so none is left unobserved), then throws the first failure. */

@@ -152,9 +152,7 @@ export class SftpTransport implements Transport {
   /** Ends the logins still under way when the transport closes: nothing waits for them. */
   readonly #closing = new AbortController();
   readonly #batchHashFromMs: number;
-  readonly #smallFiles = new SmallFileGate(() =>
-    this.#usable().filter((slot) => live(slot)).length
-  );
+  readonly #smallFiles = new SmallFileGate(() => this.#usableUp().length);
   /** Set once the vessel could not hash a batch: small files are read back from then on. */
   #batchHashFailed = false;
   readonly #hashBatching: BatchHashing = {
@@ -608,6 +606,11 @@ export class SftpTransport implements Transport {
     return this.#slots.slice(0, Math.min(this.#inUse, this.#ceiling));
   }
 
+  /** The usable slots whose connection is up. */
+  #usableUp(): Slot[] {
+    return this.#usable().filter((slot) => live(slot));
+  }
+
   /** Closes idle connections in slots beyond those in use. */
   #closeSurplus(): void {
     for (const slot of this.#slots.slice(this.#usable().length)) {
@@ -629,7 +632,7 @@ export class SftpTransport implements Transport {
     if (this.#closed) {
       throw new TransportError(`The transport of vessel "${this.vessel}" is closed`, "connection");
     }
-    const up = spread ? [] : this.#usable().filter((slot) => live(slot));
+    const up = spread ? [] : this.#usableUp();
     const usable = up.length > 0 ? up : this.#usable();
     const opening = this.#slots.filter((slot) => slot.opening).length;
     let best: Slot | undefined;
