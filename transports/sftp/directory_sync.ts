@@ -5,8 +5,8 @@
  * covers every rename sent before it on the same connection: files
  * published together need one open, fsync and close of their directory
  * instead of one each (and one journal commit on the vessel). The first
- * publish's open goes out with its rename, so a lone file still takes two
- * round trips, as before.
+ * publish's open goes out with its rename, and the close with the fsync, so
+ * a lone file takes two round trips.
  *
  * @module
  */
@@ -52,10 +52,9 @@ export class DirectorySyncs<C extends object, H> {
     }
     // No await since the entry went: every rename that joined was sent before this fsync.
     const synced = this.#flush.fsync(connection, handle);
-    try {
-      await synced;
-    } finally {
-      await this.#flush.close(connection, handle).catch(() => {});
-    }
+    // The close leaves with the fsync (the server handles them in order) and nothing waits for
+    // its answer: a round trip less per publish.
+    this.#flush.close(connection, handle).catch(() => {});
+    await synced;
   }
 }
