@@ -61,3 +61,51 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "SftpTransport with Fsync flushes an assembled file on the vessel before it reports it",
+  ignore: serverUnavailable("openssh") !== undefined,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cm-fsync-" });
+    // A `sync` first on the vessel's PATH that notes what it flushes, and the file's size then.
+    const synced = `${dir}/synced`;
+    await Deno.mkdir(`${dir}/bin`);
+    await Deno.writeTextFile(
+      `${dir}/bin/sync`,
+      `#!/bin/sh\nfor f; do [ "$f" = -- ] || echo "$f $(wc -c < "$f")" >> ${synced}; done\n` +
+        `exec /bin/sync "$@"\n`,
+      { mode: 0o755 },
+    );
+    const server = await startOpenSsh({ sshdConfig: [`SetEnv PATH=${dir}/bin:/usr/bin:/bin`] });
+    const transport = new SftpTransport(server.vesselConfig({ fsync: true }));
+    try {
+      const parts = [new Uint8Array(300_000).fill(1), new Uint8Array(200_000).fill(2)];
+      const streamed = `${server.dir}/inbox/streamed.bin`;
+      await transport.prepare("sync1", streamed);
+      const assembly = transport.startAssembly("sync1", parts.length, streamed);
+      for (const [index, data] of parts.entries()) {
+        await transport.putPart("sync1", index, data);
+        assembly.partReady(index);
+      }
+      const fromStream = await assembly.finish();
+      // Every part there before the assembly starts: the other command.
+      const whole = `${server.dir}/inbox/whole.bin`;
+      await transport.prepare("sync2", whole);
+      for (const [index, data] of parts.entries()) await transport.putPart("sync2", index, data);
+      const all = transport.startAssembly("sync2", parts.length, whole);
+      for (const index of parts.keys()) all.partReady(index);
+      const fromParts = await all.finish();
+      const lines = (await Deno.readTextFile(synced).catch(() => "")).trim().split("\n");
+      for (const assembled of [fromStream, fromParts]) {
+        assert.ok(
+          lines.includes(`${assembled.tempPath} 500000`),
+          `${assembled.tempPath} was not flushed whole before its report: ${JSON.stringify(lines)}`,
+        );
+      }
+    } finally {
+      await transport.close();
+      await server.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

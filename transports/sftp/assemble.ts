@@ -22,7 +22,6 @@ import {
   removeFile,
   removeQuietly,
   statPath,
-  syncFile,
   writeAndReadBack,
 } from "./sftp_ops.ts";
 
@@ -72,11 +71,12 @@ export async function assembleParts(
         size,
       };
     }
-    const command = assembleCommand(partDir, count, tempPath, options.fsync && !fsyncOverSftp);
+    // The command syncs the file before it reports: an fsync over SFTP after its answer
+    // would cost a round trip (two with the open).
+    const command = assembleCommand(partDir, count, tempPath, options.fsync);
     const result = await connection.exec(command, options.deadline(size));
     const sha256 = result.code === 0 ? parseSha256(result.stdout) : undefined;
     if (!sha256) throw commandError(result);
-    if (fsyncOverSftp) await syncFile(connection, tempPath);
     return { sha256, size };
   } catch (error) {
     await removeQuietly(connection, tempPath);

@@ -360,29 +360,6 @@ async function readRange(
 }
 
 /**
- * Flushes a file to disk with `fsync@openssh.com` on a read-only handle,
- * the one given (opened earlier, a round trip saved) or one opened here,
- * and closes that handle. The fsync and the close leave together.
- */
-export async function syncFile(
-  connection: SshConnection,
-  path: string,
-  opened?: Buffer,
-): Promise<void> {
-  const handle = opened ?? await openForSync(connection, path);
-  const [synced] = await Promise.allSettled([
-    fsyncHandle(connection, handle),
-    closeHandle(connection, handle),
-  ]);
-  if (synced.status === "rejected") throw synced.reason;
-}
-
-/** A read-only handle on `path`, for {@linkcode syncFile}. */
-export function openForSync(connection: SshConnection, path: string): Promise<Buffer> {
-  return connection.request<Buffer>("open for fsync", (sftp, done) => sftp.open(path, "r", done));
-}
-
-/**
  * Renames `from` onto `to`, replacing it atomically with
  * `posix-rename@openssh.com`. Without that extension, and only when
  * `allowReplace` says the target may vanish for a moment (parts, never

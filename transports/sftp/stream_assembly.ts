@@ -12,8 +12,7 @@ import { type Assembled, type Assembly, TransportError } from "../transport.ts";
 import { type AssembleOptions, assembleParts, commandError } from "./assemble.ts";
 import { EXIT_PART_MISSING, parseSha256, streamAssemblyCommand } from "./commands.ts";
 import type { ExecResult, RunningCommand, SshConnection } from "./connection.ts";
-import type { Buffer } from "node:buffer";
-import { closeHandle, openForSync, removeQuietly, syncFile } from "./sftp_ops.ts";
+import { removeQuietly } from "./sftp_ops.ts";
 
 /** What to assemble, and how. */
 export interface StreamAssemblyOptions extends AssembleOptions {
@@ -47,12 +46,6 @@ export class SftpAssembly implements Assembly {
   #bytes = 0;
   #partial = "";
   readonly #report: string[] = [];
-  /**
-   * A handle on the temp file opened once the command has written to it, so
-   * the fsync at the end needs no open: a round trip less per file.
-   */
-  #syncHandle?: Promise<Buffer | undefined>;
-  #fsyncOverSftp = false;
   #aborting?: Promise<void>;
 
   /** Starts the assembly on a connection from `options.run`. */
@@ -102,10 +95,10 @@ export class SftpAssembly implements Assembly {
         ...await assembleParts(connection, partDir, count, tempPath, this.#options),
       };
     }
-    const fsyncOverSftp = fsync && await connection.hasExtension("fsync@openssh.com");
-    this.#fsyncOverSftp = fsyncOverSftp;
+    // The command syncs the file before its report: an fsync over SFTP after the report would
+    // cost a round trip more at the end of every file.
     const command = await connection.spawn(
-      streamAssemblyCommand(partDir, count, tempPath, fsync && !fsyncOverSftp),
+      streamAssemblyCommand(partDir, count, tempPath, fsync),
       { deadlineMs: this.#options.stallMs, onStdout: (data) => this.#read(data) },
     );
     this.#command = command;
@@ -116,21 +109,11 @@ export class SftpAssembly implements Assembly {
       const result = await command.result;
       this.#read(new Uint8Array(0), true);
       const size = this.#verify(result);
-      if (fsyncOverSftp) await syncFile(connection, tempPath, await this.#takeSyncHandle());
       return { tempPath, sha256: parseSha256(this.#report.join("\n"))!, size };
     } catch (error) {
-      const handle = await this.#takeSyncHandle();
-      if (handle) await closeHandle(connection, handle).catch(() => {});
       await removeQuietly(connection, tempPath);
       throw error;
     }
-  }
-
-  /** The handle opened for the fsync, once: whoever takes it closes it. */
-  async #takeSyncHandle(): Promise<Buffer | undefined> {
-    const handle = this.#syncHandle;
-    this.#syncHandle = Promise.resolve(undefined);
-    return await handle;
   }
 
   /** Ends the command's input: before the last part, it removes the temp file and exits. */
@@ -170,11 +153,6 @@ export class SftpAssembly implements Assembly {
     for (const line of lines) {
       const progress = PROGRESS.exec(line);
       if (progress) {
-        const connection = this.#connection;
-        if (this.#fsyncOverSftp && this.#syncHandle === undefined && connection) {
-          // The command made the temp file before its first part: this is the file it fills.
-          this.#syncHandle = openForSync(connection, this.#options.tempPath).catch(() => undefined);
-        }
         this.#done = Number(progress[1]);
         this.#bytes = Number(progress[2]);
         this.#schedule();
