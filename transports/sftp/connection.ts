@@ -310,9 +310,16 @@ export class SshConnection {
   /**
    * Writes `data` to the open handle at `position` (default 0) with many
    * write requests in flight at once, each as long as the server allows.
+   * `allSent` is called once the last write request has been sent, before
+   * its answer: requests made after that leave behind it.
    */
-  async writeAll(handle: Buffer, data: Uint8Array, position = 0): Promise<void> {
-    if (data.byteLength === 0) return;
+  async writeAll(
+    handle: Buffer,
+    data: Uint8Array,
+    position = 0,
+    options: { allSent?: () => void } = {},
+  ): Promise<void> {
+    if (data.byteLength === 0) return options.allSent?.();
     const chunk = await this.maxWriteLength();
     const buffer = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const window = Math.max(2, Math.ceil(WRITE_WINDOW / chunk));
@@ -323,11 +330,13 @@ export class SshConnection {
         const offset = next;
         const length = Math.min(chunk, buffer.length - offset);
         next += length;
-        await this.request<void>(
+        const reply = this.request<void>(
           "write",
           (sftp, done) =>
             sftp.write(handle, buffer, offset, length, position + offset, (error) => done(error)),
-        ).catch((error) => {
+        );
+        if (next >= buffer.length) options.allSent?.();
+        await reply.catch((error) => {
           failed = true; // Issue no more writes; those in flight still finish.
           throw error;
         });

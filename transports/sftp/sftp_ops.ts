@@ -230,28 +230,36 @@ export async function writeFile(
   options: { resume?: ResumeCheck; renameTo?: string } = {},
 ): Promise<void> {
   const { handle, offset } = await openPrivateFile(connection, path, "wx", data, options.resume);
+  const rest = data.subarray(offset);
+  const allSent = Promise.withResolvers<void>();
+  if (rest.byteLength === 0) allSent.resolve();
+  const written = connection.writeAll(handle, rest, offset, { allSent: allSent.resolve });
+  written.catch(() => {}); // awaited below, maybe after the close
   try {
-    await connection.writeAll(handle, data.subarray(offset), offset);
+    await Promise.race([allSent.promise, written]);
   } catch (error) {
     await closeHandle(connection, handle).catch(() => {});
     await removeQuietly(connection, path);
     throw error;
   }
-  // The rename goes out with the close, not after its answer: the server handles them in
-  // order, and a round trip less per file counts on a long link.
+  // The close and the rename leave right behind the last write, not after its answer or each
+  // other's: the server handles them in order, and on a long link every round trip at the end
+  // of a file counts. A write that fails still fails the call, and its file goes, under
+  // either name.
   const { renameTo } = options;
-  const [closed, renamed] = await Promise.allSettled([
+  const [wrote, closed, renamed] = await Promise.allSettled([
+    written,
     closeHandle(connection, handle),
     renameTo === undefined ? undefined : renameReplacing(connection, path, renameTo, true),
   ]);
-  if (closed.status === "rejected") {
-    // Some file systems report write errors (NFS: no space) only on close: the file, under
-    // either name, may be short.
+  // Some file systems report write errors (NFS: no space) only on close.
+  const failed = [wrote, closed].find((result) => result.status === "rejected");
+  if (failed) {
     await removeQuietly(connection, path);
     if (renameTo !== undefined && renamed.status === "fulfilled") {
       await removeQuietly(connection, renameTo);
     }
-    throw closed.reason;
+    throw (failed as PromiseRejectedResult).reason;
   }
   if (renamed.status === "rejected") {
     await removeQuietly(connection, path);
