@@ -95,11 +95,11 @@ export async function preparePartDirectory(
       lstatPath(connection, tempDir),
       makePrivateDirectory(connection, partDir),
     ]);
-    const uid = await options.uid;
     if (tempStats.status === "rejected") throw tempStats.reason;
     const madePartDir = made.status === "fulfilled" && made.value;
     if (tempStats.value) {
-      const problem = privateDirProblem(tempDir, directoryStat(tempStats.value), uid);
+      // Only the check needs the uid: a missing TempDir is made without waiting for it.
+      const problem = privateDirProblem(tempDir, directoryStat(tempStats.value), await options.uid);
       if (problem) {
         if (madePartDir) await removeDirectory(connection, partDir).catch(() => {});
         throw unsafeTempDir(options.vessel, problem);
