@@ -5,51 +5,25 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes as bytes, sha256 } from "../../tests/cli_harness.ts";
-import { FaultProxy } from "../../tests/fault_proxy.ts";
+import type { FaultProxy } from "../../tests/fault_proxy.ts";
+import { proxiedTransport } from "../../tests/proxied_transport.ts";
 import {
   serverUnavailable,
   skipNotice,
   startOpenSsh,
   type TestServer,
 } from "../../tests/servers.ts";
-import {
-  assembleAll,
-  tempPathFor,
-  type TransportError,
-  type TransportLogger,
-} from "../transport.ts";
+import { assembleAll, tempPathFor, type TransportError } from "../transport.ts";
 import { findSsh } from "./openssh_setup.ts";
-import { SftpTransport } from "./sftp_transport.ts";
+import type { SftpTransport } from "./sftp_transport.ts";
 
 const MiB = 1 << 20;
 const unavailable = serverUnavailable("openssh");
 if (unavailable) skipNotice("SFTP resume", unavailable);
 
 /** A transport with one connection through a fresh proxy, its log lines, and cleanup. */
-async function through(server: TestServer, carrier: "builtin" | "openssh") {
-  const proxy = await FaultProxy.start({ target: { hostname: "127.0.0.1", port: server.port } });
-  const knownHostsFile = `${server.dir}/known_hosts_proxy`;
-  await Deno.writeTextFile(knownHostsFile, `[127.0.0.1]:${proxy.port} ${server.hostPublicKey}\n`);
-  const lines: string[] = [];
-  const log: TransportLogger = {
-    error: (line) => lines.push(line),
-    warn: (line) => lines.push(line),
-    info: (line) => lines.push(line),
-    debug: () => {},
-  };
-  const transport = new SftpTransport(
-    server.vesselConfig({ port: proxy.port, knownHostsFile, sshClient: carrier }),
-    { connections: 1, log },
-  );
-  return {
-    proxy,
-    transport,
-    lines,
-    close: async () => {
-      await transport.close();
-      await proxy.close();
-    },
-  };
+function through(server: TestServer, carrier: "builtin" | "openssh") {
+  return proxiedTransport(server, { vessel: { sshClient: carrier } });
 }
 
 /** The byte the transport logged it resumed `name` at. */

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes as bytes } from "../../tests/cli_harness.ts";
-import { FaultProxy } from "../../tests/fault_proxy.ts";
+import { proxiedTransport } from "../../tests/proxied_transport.ts";
 import { serverUnavailable, skipNotice, startOpenSsh } from "../../tests/servers.ts";
 import { SftpTransport } from "./sftp_transport.ts";
 
@@ -18,11 +18,7 @@ Deno.test({
   ignore: unavailable !== undefined,
   fn: async () => {
     const server = await startOpenSsh();
-    const proxy = await FaultProxy.start({ target: { hostname: "127.0.0.1", port: server.port } });
-    const knownHostsFile = `${server.dir}/known_hosts_proxy`;
-    await Deno.writeTextFile(knownHostsFile, `[127.0.0.1]:${proxy.port} ${server.hostPublicKey}\n`);
-    const vessel = server.vesselConfig({ port: proxy.port, knownHostsFile });
-    const transport = new SftpTransport(vessel, { connections: 1 });
+    const { proxy, transport, vessel, close } = await proxiedTransport(server);
     try {
       const destination = `${server.dir}/inbox/far.bin`;
       await transport.prepare("far", destination); // Logs in before the link gets long.
@@ -46,8 +42,7 @@ Deno.test({
       assert.deepEqual(await transport.listParts("far"), new Set([0]));
       assert.deepEqual(await Deno.readFile(`${vessel.tempDir}/far/0.part`), part);
     } finally {
-      await transport.close();
-      await proxy.close();
+      await close();
       await server.stop();
     }
   },
@@ -84,11 +79,7 @@ Deno.test({
   ignore: unavailable !== undefined,
   fn: async () => {
     const server = await startOpenSsh();
-    const proxy = await FaultProxy.start({ target: { hostname: "127.0.0.1", port: server.port } });
-    const knownHostsFile = `${server.dir}/known_hosts_proxy`;
-    await Deno.writeTextFile(knownHostsFile, `[127.0.0.1]:${proxy.port} ${server.hostPublicKey}\n`);
-    const vessel = server.vesselConfig({ port: proxy.port, knownHostsFile });
-    const transport = new SftpTransport(vessel, { connections: 1 });
+    const { proxy, transport, vessel, close } = await proxiedTransport(server);
     try {
       await transport.listParts("absent"); // Logs in before the link gets long.
       proxy.latency(ONE_WAY_MS);
@@ -107,8 +98,42 @@ Deno.test({
       );
       assert.equal((await Deno.stat(`${vessel.tempDir}/new`)).isDirectory, true);
     } finally {
-      await transport.close();
-      await proxy.close();
+      await close();
+      await server.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "a slow first login tells the link's round trip before any SFTP reply does",
+  ignore: unavailable !== undefined,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const { proxy, transport, close } = await proxiedTransport(server, {
+      vessel: { sshClient: "openssh" },
+    });
+    try {
+      proxy.latency(150); // a 300 ms round trip from the first packet on
+      let firstKnown: { at: number; roundTrip: number } | undefined;
+      const poll = setInterval(() => {
+        const roundTrip = transport.connections.roundTripMs;
+        if (roundTrip !== undefined) firstKnown ??= { at: performance.now(), roundTrip };
+      }, 20);
+      await transport.listParts("absent"); // logs in, then one SFTP request
+      const done = performance.now();
+      clearInterval(poll);
+      assert.ok(firstKnown, "no round trip known");
+      // Known once ssh authenticated: the session, the SFTP subsystem and the request remain.
+      assert.ok(
+        done - firstKnown.at >= 2 * 300,
+        `the round trip was known only ${(done - firstKnown.at).toFixed(0)} ms before the reply`,
+      );
+      assert.ok(
+        firstKnown.roundTrip >= 200 && firstKnown.roundTrip <= 900,
+        `estimated ${firstKnown.roundTrip.toFixed(0)} ms for a 300 ms round trip`,
+      );
+    } finally {
+      await close();
       await server.stop();
     }
   },

@@ -112,6 +112,21 @@ const ROOM_BELOW = 2;
  * that start slow, finishes last (wan, 100 x 64 KiB: its last 0.3-0.45 s).
  */
 const BATCH_HASH_FROM_MS = 10;
+/**
+ * Round trips from starting `ssh` to its authentication: TCP's handshake,
+ * the banners, the key exchange, the service request and three of
+ * authentication (none, the key offered, the signature) make about 6.5;
+ * process start and key exchange CPU the rest.
+ */
+const ROUND_TRIPS_TO_AUTHENTICATE = 8;
+/**
+ * A first login this slow to authenticate (1.6 s and more) tells a long link
+ * about three round trips before the first SFTP reply does, so the other
+ * connections start logging in that much earlier: on a 600 ms link, 2 s
+ * sooner. Faster logins say too little (a slow CPU looks the same) and wait
+ * for the reply.
+ */
+const LONG_LOGIN_ROUND_TRIP_MS = 200;
 /** Connections `check` opens at once to see whether the vessel lets them in. */
 const PROBED_CONNECTIONS = 6;
 /** Connections in use until the engine says how many (tests, `check`). */
@@ -147,6 +162,11 @@ export class SftpTransport implements Transport {
   readonly #sshCommand?: string;
   #openSsh?: Promise<OpenSshSetup>;
   #connectionsOpened = 0;
+  /**
+   * The round trip a long first login showed (see
+   * {@linkcode LONG_LOGIN_ROUND_TRIP_MS}), until an SFTP reply tells it.
+   */
+  #loginRoundTripMs?: number;
   #uid?: Promise<number>;
   #closed = false;
   /** Ends the logins still under way when the transport closes: nothing waits for them. */
@@ -220,7 +240,7 @@ export class SftpTransport implements Transport {
     const roundTrip = () => {
       const times = this.#slots.map((slot) => live(slot)?.roundTripMs ?? Infinity);
       const quickest = Math.min(...times);
-      return Number.isFinite(quickest) ? quickest : undefined;
+      return Number.isFinite(quickest) ? quickest : this.#loginRoundTripMs;
     };
     this.connections = {
       max,
@@ -830,6 +850,7 @@ export class SftpTransport implements Transport {
       },
     );
     const setup = await this.#openSsh;
+    const started = performance.now();
     return await openOpenSsh({
       vessel: this.#config,
       log: this.#log,
@@ -838,6 +859,8 @@ export class SftpTransport implements Transport {
       acknowledged: this.#acknowledged,
       signal: this.#closing.signal,
       onAuthenticated: () => {
+        const roundTrip = (performance.now() - started) / ROUND_TRIPS_TO_AUTHENTICATE;
+        if (roundTrip >= LONG_LOGIN_ROUND_TRIP_MS) this.#loginRoundTripMs ??= roundTrip;
         // The credentials work: the other connections need not wait for this one's session.
         this.#admitted = true;
         this.#openAhead();
