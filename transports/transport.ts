@@ -91,7 +91,10 @@ export interface ConnectionPool {
   readonly open: number;
   /** Bytes of file data the vessel has acknowledged so far, over all connections. */
   readonly acknowledgedBytes: number;
-  /** The link's round trip as the quickest replies tell it, once known. */
+  /**
+   * The link's round trip as the quickest replies tell it, once known (or,
+   * until one comes, as a slow first login told it).
+   */
   readonly roundTripMs: number | undefined;
   /**
    * Uses at most `count` connections from now on (1..max): more are opened

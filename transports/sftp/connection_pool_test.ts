@@ -110,6 +110,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "logins past authentication leave room for more: ten connections open in one wave",
+  ignore,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cm-slow-session-" });
+    // Each session starts 2 s after its login authenticated, as on a long link, where a third
+    // of a login comes after authentication (sshd's MaxStartups counts only what comes before).
+    const wrapper = `${dir}/sftp-server`;
+    await Deno.writeTextFile(
+      wrapper,
+      `#!/bin/sh\nsleep 2\nexec /usr/lib/openssh/sftp-server "$@"\n`,
+      { mode: 0o755 },
+    );
+    const server = await startOpenSsh({ sftpServer: wrapper });
+    try {
+      await withTransport(server, undefined, async (transport) => {
+        transport.connections.use(10);
+        const started = performance.now();
+        await transport.listParts("none");
+        await waitFor(() => transport.connections.open === 10, 15_000, "ten connections open");
+        const took = performance.now() - started;
+        // Nine log in as soon as the first has authenticated: all are up after about 2 s. With
+        // logins counted until their session is up, eight at most at once: two more after 2 s.
+        assert.ok(took < 3_200, `ten connections took ${(took / 1000).toFixed(1)} s to open`);
+      });
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "calls that start logins together on a strict vessel wait for the one it lets in",
   ignore,
   fn: async () => {

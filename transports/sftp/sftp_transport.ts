@@ -88,7 +88,7 @@ const KEY_PATTERN = /^[A-Za-z0-9_-]+$/;
  * together.
  */
 export const AUTO_CONNECTIONS = 16;
-/** Connections that may be logging in at the same time. */
+/** Logins that may be under way and not authenticated yet, at the same time. */
 const MAX_OPENING = 8;
 /**
  * What waiting for a login costs, counted in calls queued in front on an
@@ -137,6 +137,8 @@ const REFUSED_MS = 60_000;
 interface Slot {
   connection?: SshConnection;
   opening?: Promise<SshConnection>;
+  /** The login under way has authenticated (sshd no longer counts it against MaxStartups). */
+  authenticated?: boolean;
   /** Calls waiting for the login, or running on the connection. */
   calls: number;
 }
@@ -654,7 +656,7 @@ export class SftpTransport implements Transport {
     }
     const up = spread ? [] : this.#usableUp();
     const usable = up.length > 0 ? up : this.#usable();
-    const opening = this.#slots.filter((slot) => slot.opening).length;
+    const opening = this.#unauthenticated();
     let best: Slot | undefined;
     let bestLoad = Infinity;
     for (const slot of usable) {
@@ -734,7 +736,8 @@ export class SftpTransport implements Transport {
 
   /** Starts the slot's login unless it runs already; a success opens the rest in use. */
   #startOpening(slot: Slot): Promise<SshConnection> {
-    slot.opening ??= this.#open().then(
+    if (!slot.opening) slot.authenticated = false;
+    slot.opening ??= this.#open(slot).then(
       (connection) => {
         slot.opening = undefined;
         if (this.#closed) {
@@ -770,7 +773,7 @@ export class SftpTransport implements Transport {
    */
   #openAhead(): void {
     if (this.#closed || !this.#admitted) return;
-    let opening = this.#slots.filter((slot) => slot.opening).length;
+    let opening = this.#unauthenticated();
     for (const slot of this.#usable()) {
       if (opening >= MAX_OPENING) return;
       if (live(slot) || slot.opening) continue;
@@ -797,8 +800,18 @@ export class SftpTransport implements Transport {
     this.#ceilingUntil = Date.now() + REFUSED_MS;
   }
 
-  async #open(): Promise<SshConnection> {
-    if (this.carrier === "openssh") return await this.#openOpenSsh();
+  /**
+   * Logins under way that have not authenticated yet: sshd's MaxStartups
+   * (10 by default) counts those, so {@linkcode MAX_OPENING} bounds them, not
+   * logins already past authentication that only start their session (on a
+   * 600 ms link, a third of a login's 7.5 s).
+   */
+  #unauthenticated(): number {
+    return this.#slots.filter((slot) => slot.opening && !slot.authenticated).length;
+  }
+
+  async #open(slot: Slot): Promise<SshConnection> {
+    if (this.carrier === "openssh") return await this.#openOpenSsh(slot);
     this.#credentials ??= loadCredentials(this.#config, this.#authEnvironment).then(
       (credentials) => {
         for (const reason of credentials.skipped) {
@@ -829,7 +842,7 @@ export class SftpTransport implements Transport {
     return this.#config.sshCommand ? `at ${JSON.stringify(this.#config.sshCommand)}` : "on PATH";
   }
 
-  async #openOpenSsh(): Promise<SshConnection> {
+  async #openOpenSsh(slot: Slot): Promise<SshConnection> {
     const command = this.#sshCommand;
     if (!command) {
       throw new TransportError(
@@ -861,6 +874,7 @@ export class SftpTransport implements Transport {
       onAuthenticated: () => {
         const roundTrip = (performance.now() - started) / ROUND_TRIPS_TO_AUTHENTICATE;
         if (roundTrip >= LONG_LOGIN_ROUND_TRIP_MS) this.#loginRoundTripMs ??= roundTrip;
+        slot.authenticated = true;
         // The credentials work: the other connections need not wait for this one's session.
         this.#admitted = true;
         this.#openAhead();
