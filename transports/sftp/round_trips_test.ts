@@ -6,31 +6,55 @@
 import assert from "node:assert/strict";
 import { randomBytes as bytes } from "../../tests/cli_harness.ts";
 import { proxiedTransport } from "../../tests/proxied_transport.ts";
-import { serverUnavailable, skipNotice, startOpenSsh } from "../../tests/servers.ts";
+import {
+  serverUnavailable,
+  skipNotice,
+  startOpenSsh,
+  type TestServer,
+} from "../../tests/servers.ts";
 import { SftpTransport } from "./sftp_transport.ts";
 
 const ONE_WAY_MS = 200;
 const unavailable = serverUnavailable("openssh");
 if (unavailable) skipNotice("SFTP round trips", unavailable);
 
+type Proxied = Awaited<ReturnType<typeof proxiedTransport>> & { server: TestServer };
+
+/** Runs `body` on a transport with one connection to a new sshd through the fault proxy. */
+async function behindProxy(
+  body: (proxied: Proxied) => Promise<void>,
+  options?: Parameters<typeof proxiedTransport>[1],
+): Promise<void> {
+  const server = await startOpenSsh();
+  const proxied = await proxiedTransport(server, options);
+  try {
+    await body({ ...proxied, server });
+  } finally {
+    await proxied.close();
+    await server.stop();
+  }
+}
+
+/** Once logged in, makes the link long and returns its round trip as one SFTP request sees it. */
+async function lengthen(proxied: Proxied): Promise<number> {
+  proxied.proxy.latency(ONE_WAY_MS);
+  const started = performance.now();
+  await proxied.transport.listParts("absent"); // fails at once: one request, one answer
+  const roundTrip = performance.now() - started;
+  assert.ok(roundTrip >= 2 * ONE_WAY_MS, `a round trip took ${roundTrip} ms`);
+  return roundTrip;
+}
+
 Deno.test({
   name: "a part's close and rename leave behind its last write: two round trips per part",
   ignore: unavailable !== undefined,
-  fn: async () => {
-    const server = await startOpenSsh();
-    const { proxy, transport, vessel, close } = await proxiedTransport(server);
-    try {
-      const destination = `${server.dir}/inbox/far.bin`;
-      await transport.prepare("far", destination); // Logs in before the link gets long.
-      proxy.latency(ONE_WAY_MS);
-      // One SFTP request that fails at once: the round trip as this connection sees it.
-      let started = performance.now();
-      await transport.listParts("absent");
-      const roundTrip = performance.now() - started;
-      assert.ok(roundTrip >= 2 * ONE_WAY_MS, `a round trip took ${roundTrip} ms`);
-
+  fn: () =>
+    behindProxy(async (proxied) => {
+      const { transport, vessel, server } = proxied;
+      await transport.prepare("far", `${server.dir}/inbox/far.bin`); // logs in on a short link
+      const roundTrip = await lengthen(proxied);
       const part = bytes(64 * 1024, 7);
-      started = performance.now();
+      const started = performance.now();
       await transport.putPart("far", 0, part);
       const took = performance.now() - started;
       // The open, then the writes with the close and the rename: two. Waiting for the writes'
@@ -41,11 +65,7 @@ Deno.test({
       );
       assert.deepEqual(await transport.listParts("far"), new Set([0]));
       assert.deepEqual(await Deno.readFile(`${vessel.tempDir}/far/0.part`), part);
-    } finally {
-      await close();
-      await server.stop();
-    }
-  },
+    }),
 });
 
 Deno.test({
@@ -77,16 +97,12 @@ Deno.test({
 Deno.test({
   name: "the first part directory on a new vessel takes two round trips, not three",
   ignore: unavailable !== undefined,
-  fn: async () => {
-    const server = await startOpenSsh();
-    const { proxy, transport, vessel, close } = await proxiedTransport(server);
-    try {
-      await transport.listParts("absent"); // Logs in before the link gets long.
-      proxy.latency(ONE_WAY_MS);
-      let started = performance.now();
-      await transport.listParts("absent");
-      const roundTrip = performance.now() - started;
-      started = performance.now();
+  fn: () =>
+    behindProxy(async (proxied) => {
+      const { transport, vessel, server } = proxied;
+      await transport.listParts("absent"); // logs in on a short link
+      const roundTrip = await lengthen(proxied);
+      const started = performance.now();
       // TempDir is not there yet: its mkdir, then its check with the part directory's mkdir.
       // The login's uid, asked meanwhile with a command (two round trips), is not waited for
       // before the second.
@@ -97,22 +113,14 @@ Deno.test({
         `preparing took ${took.toFixed(0)} ms, ${(took / roundTrip).toFixed(1)} round trips`,
       );
       assert.equal((await Deno.stat(`${vessel.tempDir}/new`)).isDirectory, true);
-    } finally {
-      await close();
-      await server.stop();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "a slow first login tells the link's round trip before any SFTP reply does",
   ignore: unavailable !== undefined,
-  fn: async () => {
-    const server = await startOpenSsh();
-    const { proxy, transport, close } = await proxiedTransport(server, {
-      vessel: { sshClient: "openssh" },
-    });
-    try {
+  fn: () =>
+    behindProxy(async ({ proxy, transport }) => {
       proxy.latency(150); // a 300 ms round trip from the first packet on
       let firstKnown: { at: number; roundTrip: number } | undefined;
       const poll = setInterval(() => {
@@ -132,9 +140,5 @@ Deno.test({
         firstKnown.roundTrip >= 200 && firstKnown.roundTrip <= 900,
         `estimated ${firstKnown.roundTrip.toFixed(0)} ms for a 300 ms round trip`,
       );
-    } finally {
-      await close();
-      await server.stop();
-    }
-  },
+    }, { vessel: { sshClient: "openssh" } }),
 });
