@@ -84,7 +84,9 @@ export class ConnectionGovernor {
     readonly open: number;
     readonly warming: boolean;
   };
-  #roundTripKnown = false;
+  /** The round trip the start was taken from, once one was known. */
+  #startRoundTripMs?: number;
+  readonly #start: number;
   #trial?: Trial;
   #holdUntil = 0;
   /** A count a step reached without paying: not tried again until the next hold ends. */
@@ -94,6 +96,7 @@ export class ConnectionGovernor {
   constructor(options: GovernorOptions) {
     this.#max = Math.max(1, options.max);
     this.#target = Math.max(1, Math.min(this.#max, options.start));
+    this.#start = this.#target;
     this.#sampleMs = options.sampleMs ?? 1_500;
     this.#holdMs = options.holdMs ?? 60_000;
     this.#openWaitMs = options.openWaitMs ?? 30_000;
@@ -116,13 +119,7 @@ export class ConnectionGovernor {
    * from now on.
    */
   tick(now: number, bytes: number, busy: boolean, open: number, roundTripMs = 0): number {
-    if (!this.#roundTripKnown && roundTripMs > 0) {
-      this.#roundTripKnown = true;
-      const byRoundTrip = Math.round(roundTripMs / ROUND_TRIP_PER_CONNECTION_MS);
-      if (!this.#trial && byRoundTrip > this.#target) {
-        this.#target = Math.min(this.#max, byRoundTrip);
-      }
-    }
+    if (roundTripMs > 0) this.#startFrom(roundTripMs);
     if (!busy || open === 0) {
       this.#sample = undefined;
       return this.#target;
@@ -144,6 +141,22 @@ export class ConnectionGovernor {
     this.#sample = { at: now, bytes, open, warming: false };
     this.#decide(now, { open, rate: (bytes - sample.bytes) / elapsed });
     return this.#target;
+  }
+
+  /**
+   * Starts with one connection per {@linkcode ROUND_TRIP_PER_CONNECTION_MS}
+   * of round trip, once it is known. A first figure may be a slow login's
+   * estimate (a slow CPU looks like a long link): while nothing has been
+   * read or tried, a round trip found less than half of it sets the start
+   * again.
+   */
+  #startFrom(roundTripMs: number): void {
+    const started = this.#startRoundTripMs;
+    if (started !== undefined && (roundTripMs >= started / 2 || this.#lastReading)) return;
+    if (this.#trial) return;
+    this.#startRoundTripMs = roundTripMs;
+    const byRoundTrip = Math.min(this.#max, Math.round(roundTripMs / ROUND_TRIP_PER_CONNECTION_MS));
+    this.#target = Math.max(started === undefined ? this.#target : this.#start, byRoundTrip);
   }
 
   /** A trial whose connections never opened (the vessel refuses more) ends where it is. */

@@ -108,6 +108,18 @@ Deno.test("a long round trip starts with more connections", () => {
   assert.deepEqual(local.targets, [2]);
 });
 
+Deno.test("a start taken from a slow login is set again by a much shorter round trip", () => {
+  const governor = new ConnectionGovernor({ max: 16, start: 4 });
+  // A login that took 2 s to authenticate, on a LAN with a slow CPU: 250 ms estimated.
+  assert.equal(governor.tick(0, 0, false, 0, 250), 16);
+  assert.equal(governor.tick(250, 0, false, 1, 400), 16, "a longer figure changes nothing");
+  assert.equal(governor.tick(500, 0, false, 1, 0.3), 4, "the first SFTP reply: a LAN");
+  // A real long link: the replies confirm the estimate, within a factor of two.
+  const long = new ConnectionGovernor({ max: 16, start: 4 });
+  long.tick(0, 0, false, 0, 690);
+  assert.equal(long.tick(250, 0, false, 1, 600), 16);
+});
+
 Deno.test("nothing changes while the vessel has no more work than connections", () => {
   const { targets } = drive((open) => 250 * open, { seconds: 60, busy: false });
   assert.deepEqual(targets, [2]);
