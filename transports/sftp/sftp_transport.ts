@@ -804,7 +804,7 @@ export class SftpTransport implements Transport {
    * Logins under way that have not authenticated yet: sshd's MaxStartups
    * (10 by default) counts those, so {@linkcode MAX_OPENING} bounds them, not
    * logins already past authentication that only start their session (on a
-   * 600 ms link, a third of a login's 7.5 s).
+   * 600 ms link, the last 2.9 s of a login's 8.7).
    */
   #unauthenticated(): number {
     return this.#slots.filter((slot) => slot.opening && !slot.authenticated).length;
