@@ -83,9 +83,9 @@ const KEY_PATTERN = /^[A-Za-z0-9_-]+$/;
 /**
  * The most connections `Connections = auto` opens: enough for a link with
  * 1 % loss (one CUBIC stream carries ~2 Mbit/s at 60 ms) to carry tens of
- * Mbit/s, and few enough that sshd's MaxStartups (10 unauthenticated at
- * once by default) is not met, since at most {@linkcode MAX_OPENING} log in
- * together.
+ * Mbit/s; sshd's MaxStartups (10 unauthenticated at once by default) is
+ * not met, since at most {@linkcode MAX_OPENING} are logging in and not yet
+ * authenticated at once.
  */
 export const AUTO_CONNECTIONS = 16;
 /** Logins that may be under way and not authenticated yet, at the same time. */
@@ -121,10 +121,10 @@ const BATCH_HASH_FROM_MS = 10;
 const ROUND_TRIPS_TO_AUTHENTICATE = 8;
 /**
  * A first login this slow to authenticate (1.6 s and more) tells a long link
- * about three round trips before the first SFTP reply does, so the other
- * connections start logging in that much earlier: on a 600 ms link, 2 s
- * sooner. Faster logins say too little (a slow CPU looks the same) and wait
- * for the reply.
+ * before the first SFTP reply does (the session, the SFTP subsystem and a
+ * request come between), so the other connections start logging in that
+ * much earlier: on a 600 ms link, about 3 s sooner. Faster logins say too
+ * little (a slow CPU looks the same) and wait for the reply.
  */
 const LONG_LOGIN_ROUND_TRIP_MS = 200;
 /** Connections `check` opens at once to see whether the vessel lets them in. */
