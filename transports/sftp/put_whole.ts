@@ -50,11 +50,11 @@ export interface BatchHashing {
   /** Whether it pays now (asked once the file is open, when the link has answered). */
   pays(): boolean;
   /**
-   * The sha256 of the vessel file `path`, `bytes` long. Rejects with a
-   * `"connection"` error if the link failed; any other rejection means the
-   * vessel could not hash it, and the file is read back instead.
+   * The sha256 of the vessel file `path`, `bytes` long, or `undefined` when
+   * the vessel could not hash it (the file is then read back instead).
+   * Rejects if the link failed.
    */
-  hash(path: string, bytes: number): Promise<string>;
+  hash(path: string, bytes: number): Promise<string | undefined>;
 }
 
 /**
@@ -96,10 +96,8 @@ export async function putWholeFile(
       });
       checkSize(size, data.byteLength);
       options.written?.();
-      const sha256 = await options.hashBatch.hash(path, size).catch(async (error) => {
-        if (error instanceof TransportError && error.code === "connection") throw error;
-        return sha256Of(await readFile(connection, path, size));
-      });
+      const sha256 = await options.hashBatch.hash(path, size) ??
+        sha256Of(await readFile(connection, path, size));
       return { sha256, size };
     }
     if (small) {

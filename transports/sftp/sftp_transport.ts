@@ -190,7 +190,7 @@ export class SftpTransport implements Transport {
           );
         }
         this.#batchHashFailed = true;
-        throw error;
+        return undefined;
       }),
   };
   readonly #hashBatcher = new HashBatcher((command, bytes) =>
