@@ -736,8 +736,9 @@ export class SftpTransport implements Transport {
 
   /** Starts the slot's login unless it runs already; a success opens the rest in use. */
   #startOpening(slot: Slot): Promise<SshConnection> {
-    if (!slot.opening) slot.authenticated = false;
-    slot.opening ??= this.#open(slot).then(
+    if (slot.opening) return slot.opening;
+    slot.authenticated = false;
+    slot.opening = this.#open(slot).then(
       (connection) => {
         slot.opening = undefined;
         if (this.#closed) {
