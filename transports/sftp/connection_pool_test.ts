@@ -267,6 +267,21 @@ async function withRelay(
   }
 }
 
+/**
+ * Runs `body` on two connections: the first up (it listed `key`), the
+ * second logging in ahead of need and held by the relay until released.
+ */
+function withSecondLoginHeld(
+  key: string,
+  body: (transport: SftpTransport, relay: Relay, server: TestServer) => Promise<void>,
+): Promise<void> {
+  return withRelay(2, { connections: 2, timeout: 60 }, async (transport, relay, server) => {
+    await transport.listParts(key); // connection 1, alone
+    await waitFor(() => relay.sent.length === 2, 5_000, "the second login under way");
+    await body(transport, relay, server);
+  });
+}
+
 Deno.test({
   name: "a call whose login is slow runs on another connection that came up first",
   ignore,
@@ -367,10 +382,8 @@ Deno.test({
   name: "calls other than parts never wait for a login while a connection is up",
   ignore,
   fn: async () => {
-    // Connection 2 logs in ahead of need and stays held: only parts may wait for it.
-    await withRelay(2, { connections: 2, timeout: 60 }, async (transport, relay, server) => {
-      await transport.listParts("up"); // connection 1, alone
-      await waitFor(() => relay.sent.length === 2, 5_000, "the second login under way");
+    // Only parts may wait for the held login.
+    await withSecondLoginHeld("up", async (transport, relay, server) => {
       const listed = await within(
         5_000,
         "a call waited for the held login",
@@ -387,10 +400,8 @@ Deno.test({
   name: "a part waiting for a login moves to a connection that is up once it has room",
   ignore,
   fn: async () => {
-    // Connection 2 logs in ahead of need and stays held; parts picked for it must not wait.
-    await withRelay(2, { connections: 2, timeout: 60 }, async (transport, relay, server) => {
-      await transport.listParts("room"); // connection 1, alone
-      await waitFor(() => relay.sent.length === 2, 5_000, "the second login under way");
+    // Parts picked for the held login must not wait for it.
+    await withSecondLoginHeld("room", async (transport, relay, server) => {
       await within(
         5_000,
         "a part waited for the held login",
