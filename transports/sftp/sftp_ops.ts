@@ -232,7 +232,6 @@ export async function writeFile(
   const { handle, offset } = await openPrivateFile(connection, path, "wx", data, options.resume);
   const rest = data.subarray(offset);
   const allSent = Promise.withResolvers<void>();
-  if (rest.byteLength === 0) allSent.resolve();
   const written = connection.writeAll(handle, rest, offset, { allSent: allSent.resolve });
   written.catch(() => {}); // awaited below, maybe after the close
   try {
