@@ -399,6 +399,14 @@ export class SftpUnavailableError extends TransportError {
   }
 }
 
+/**
+ * What ssh says when the link itself failed: its keepalives went unanswered
+ * (ServerAliveCountMax), the peer reset or closed the TCP connection, or the
+ * network went away.
+ */
+const LINK_FAILURE =
+  /Timeout, server \S+ not responding|Connection reset|Broken pipe|Connection timed out|Connection closed by|closed by remote host|Network is unreachable|No route to host|packet_write_wait|client_loop: send disconnect/i;
+
 /** Why `ssh` exited before the SFTP session started, coded for the engine. */
 function openError(
   where: string,
@@ -415,6 +423,11 @@ function openError(
       `Cannot connect to ${where}: ssh cannot listen on its control socket: ${said}`,
       "connection",
     );
+  }
+  if (diagnostics.authenticated && LINK_FAILURE.test(said)) {
+    // Logged in, then the link failed before the session started (a stall: ssh's keepalives
+    // went unanswered): the SFTP server is not at fault, and the next try may well work.
+    return new TransportError(`Cannot connect to ${where}: ${said}`, "connection");
   }
   if (diagnostics.authenticated) {
     // Logged in, so whatever failed is the SFTP server.

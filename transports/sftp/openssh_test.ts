@@ -5,6 +5,8 @@
  * it relies on.
  */
 import assert from "node:assert/strict";
+import { waitFor } from "../../tests/cli_harness.ts";
+import { proxiedTransport } from "../../tests/proxied_transport.ts";
 import {
   serverUnavailable,
   skipNotice,
@@ -227,5 +229,53 @@ Deno.test({
         await refused.close();
       }
     });
+  },
+});
+
+Deno.test({
+  name: "OpenSSH carrier codes a link that stalls after login, before SFTP starts, as lost",
+  ignore,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cm-stalled-session-" });
+    const started = `${dir}/started`;
+    // The SFTP server says when sshd starts it, and takes long enough for the stall to count.
+    const wrapper = `${dir}/sftp-server`;
+    await Deno.writeTextFile(
+      wrapper,
+      `#!/bin/sh\ntouch ${started}\nsleep 10\nexec /usr/lib/openssh/sftp-server "$@"\n`,
+      { mode: 0o755 },
+    );
+    try {
+      await withServer({ sftpServer: wrapper }, async (server) => {
+        const link = await proxiedTransport(server, {
+          vessel: { sshClient: "openssh", timeout: 3 },
+        });
+        try {
+          const listing = rejection(link.transport.listParts("k"));
+          await waitFor(
+            async () => {
+              try {
+                return (await Deno.lstat(started)).isFile;
+              } catch {
+                return false;
+              }
+            },
+            15_000,
+            "the SFTP server started",
+          );
+          link.proxy.stall();
+          // ssh's keepalives go unanswered and it gives up: the link broke, and a retry may work.
+          // Taken for a vessel without SFTP, it waited for the operator (10 minutes).
+          const error = await listing;
+          assert.equal(error.code, "connection", error.message);
+          assert.match(error.message, /not responding/);
+        } finally {
+          link.proxy.resume();
+          await link.close();
+        }
+      });
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });
