@@ -179,12 +179,13 @@ export class CliProcess {
 export async function waitFor(
   condition: () => boolean | Promise<boolean>,
   timeoutMs: number,
-  what: string,
+  what: string | (() => string),
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
     if (Date.now() > deadline) {
-      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+      const said = typeof what === "string" ? what : what();
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${said}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 20));
   }

@@ -151,7 +151,8 @@ export class Rig {
     await waitFor(
       () => this.processed(files),
       timeoutMs,
-      `every file in processed/; daemon log tail:\n${daemon?.log.slice(-6000) ?? ""}`,
+      // The log as it is when the wait gives up, not as it was when the wait began.
+      () => `every file in processed/; daemon log tail:\n${daemon?.log.slice(-6000) ?? ""}`,
     );
   }
 
