@@ -155,7 +155,7 @@ export class CliProcess {
     await waitFor(
       () => typeof pattern === "string" ? this.#log.includes(pattern) : pattern.test(this.#log),
       timeoutMs,
-      `log line ${pattern}; log so far:\n${this.#log}`,
+      () => `log line ${pattern}; log so far:\n${this.#log}`,
     );
   }
 

@@ -269,7 +269,7 @@ BandwidthLimit = ${128 * KiB}
     await waitFor(
       () => [...first.log.matchAll(/: part \d+ sent/g)].length >= 8,
       30_000,
-      `8 parts sent; log:\n${first.log}`,
+      () => `8 parts sent; log:\n${first.log}`,
     );
     first.kill("SIGKILL");
     await first.exited();
