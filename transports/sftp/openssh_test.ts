@@ -5,7 +5,7 @@
  * it relies on.
  */
 import assert from "node:assert/strict";
-import { waitFor } from "../../tests/cli_harness.ts";
+import { pathExists, waitFor } from "../../tests/cli_harness.ts";
 import { proxiedTransport } from "../../tests/proxied_transport.ts";
 import {
   serverUnavailable,
@@ -252,17 +252,7 @@ Deno.test({
         });
         try {
           const listing = rejection(link.transport.listParts("k"));
-          await waitFor(
-            async () => {
-              try {
-                return (await Deno.lstat(started)).isFile;
-              } catch {
-                return false;
-              }
-            },
-            15_000,
-            "the SFTP server started",
-          );
+          await waitFor(() => pathExists(started), 15_000, "the SFTP server started");
           link.proxy.stall();
           // ssh's keepalives go unanswered and it gives up: the link broke, and a retry may work.
           // Taken for a vessel without SFTP, it waited for the operator (10 minutes).
