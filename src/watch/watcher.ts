@@ -15,9 +15,10 @@
  *   files: the directory is scanned, its files count as renamed in.
  * - `mkdir -p a/b/c` + create: `create [a]` only; the file's own events
  *   arrive only if the recursive watch on `a/b/c` was in place in time (most
- *   times, not always). So every new directory is scanned; files found so
- *   are treated as never seen closed (quiet period) unless their `access`
- *   event arrives.
+ *   times, not always). So every new directory is scanned, and once more a
+ *   moment later (the file may come after the first scan and before the
+ *   watch); files found so are treated as never seen closed (quiet period)
+ *   unless their `access` event arrives.
  * - removing the watched directory gives `remove [location]` and then
  *   nothing, even once it is created again: the watcher is then replaced.
  * - on queue overflow an event with `flag: "rescan"` arrives.
@@ -31,6 +32,14 @@ import type { DirectoryConfig } from "../config/types.ts";
 import { describeError, logger } from "../log/logger.ts";
 import { isIgnoredPath, scanDirectory } from "./scan.ts";
 import { type FileStat, type Hint, Settler } from "./settle.ts";
+
+/**
+ * How long after a new directory appears it is scanned a second time: by
+ * then the watches on the directories made with it are in place, so a file
+ * the first scan missed and no event told of is found now, not at the next
+ * full rescan a minute later.
+ */
+const NEW_DIRECTORY_RESCAN_MS = 1_000;
 
 /** A file that is complete and no longer changing. */
 export interface ReadyFile {
@@ -142,6 +151,8 @@ class DirectoryWatch {
   #closeReason: unknown;
   #scanFailing = false;
   #stopped = false;
+  /** Ends the waits for second scans of new directories when the watcher stops. */
+  readonly #stopping = new AbortController();
 
   constructor(config: DirectoryConfig, onReady: (file: ReadyFile) => void, timings: Timings) {
     this.config = config;
@@ -177,6 +188,7 @@ class DirectoryWatch {
 
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#stopping.abort();
     clearTimeout(this.#rescanTimer);
     clearTimeout(this.#retryTimer);
     this.#close();
@@ -283,7 +295,22 @@ class DirectoryWatch {
     if (info?.isFile) this.settler.note(relpath, hint);
     else if (info?.isDirectory) {
       this.#track(this.#scan(relpath, hint === "closed" ? hint : "scanned"));
+      this.#track(this.#later(NEW_DIRECTORY_RESCAN_MS).then(() => this.#scan(relpath, "scanned")));
     } else this.settler.dropTree(relpath);
+  }
+
+  /** Resolves after `ms`, or at once when the watcher stops. */
+  #later(ms: number): Promise<void> {
+    const signal = this.#stopping.signal;
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
+    });
   }
 
   /** The watched directory itself was removed or moved: replace the watcher. */

@@ -115,6 +115,46 @@ Deno.test("Watcher reports a file in a new nested directory made with mkdir -p",
   });
 });
 
+Deno.test("Watcher finds a file made in a new directory between its first scan and its watch", async () => {
+  // inotify may tell of the new directory and nothing of a file made in it before the watch on
+  // it was in place (seen under CI load); the fake watcher gives exactly that: one `create`.
+  const events: Deno.FsEvent[] = [];
+  let wake = () => {};
+  const realWatchFs = Deno.watchFs;
+  Deno.watchFs = () => {
+    let closed = false;
+    return {
+      rid: -1,
+      close() {
+        closed = true;
+        wake();
+      },
+      [Symbol.dispose]() {},
+      async *[Symbol.asyncIterator]() {
+        while (!closed) {
+          const event = events.shift();
+          if (event) yield event;
+          else await new Promise<void>((resolve) => wake = resolve);
+        }
+      },
+    } as unknown as Deno.FsWatcher;
+  };
+  try {
+    await withWatcher({ quietMs: 200 }, async (h) => {
+      await Deno.mkdir(`${h.root}/x/y`, { recursive: true });
+      events.push({ kind: "create", paths: [`${h.root}/x`] });
+      wake();
+      await sleep(200); // the first scan of x is done: it found no file
+      await Deno.writeTextFile(`${h.root}/x/y/z.txt`, "abc");
+      // Without a second scan, only the full rescan (a minute) would find it.
+      await h.waitReady("x/y/z.txt", 1, 5_000);
+      assert.equal(h.reportsOf("x/y/z.txt")[0].size, 3);
+    });
+  } finally {
+    Deno.watchFs = realWatchFs;
+  }
+});
+
 Deno.test("Watcher reports files renamed in, alone or inside a directory", async () => {
   await withWatcher({ quietMs: 60_000 }, async (h) => {
     await Deno.writeTextFile(`${h.outside}/moved.txt`, "moved");
