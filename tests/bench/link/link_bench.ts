@@ -7,8 +7,11 @@
  *
  *   deno task bench:link --link wan|lossy|sat|flaky|all [--cc cubic|bbr|cubic,bbr]
  *     [--client openssh|builtin|openssh,builtin] [--workload large|small|both]
- *     [--timeout 300] [--seed 1] [--ours-only] [--verbose] [--set KEY=VALUE ...]
+ *     [--timeout 300] [--seed 1] [--runs 1] [--ours-only] [--verbose] [--set KEY=VALUE ...]
  *
+ * `--runs N` runs every tool N times, in turn (scp, rsync, ContentMonster,
+ * scp, ...), and reports each tool's median and range, and ratios of
+ * medians: loss is random, and one run moves by 10-30 %.
  * `--ours-only` skips scp and rsync (for tuning; no ratios then); `--verbose`
  * prints ContentMonster's debug log (the connection count's changes among it);
  * `--set Connections=4` gives ContentMonster's vessel a key of settings.ini.
@@ -34,7 +37,16 @@ import {
   type LinkNamespaces,
   removeNamespaces,
 } from "./namespaces.ts";
-import { contentMonster, formatRun, killRunning, rsync, scp, type ToolRun } from "./runner.ts";
+import {
+  contentMonster,
+  formatRun,
+  formatRuns,
+  killRunning,
+  medianRun,
+  rsync,
+  scp,
+  type ToolRun,
+} from "./runner.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -45,6 +57,7 @@ const { values } = parseArgs({
     workload: { type: "string", default: "both" },
     timeout: { type: "string", default: "300" },
     seed: { type: "string", default: "1" },
+    runs: { type: "string", default: "1" },
     "ours-only": { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
     set: { type: "string", multiple: true, default: [] },
@@ -59,8 +72,8 @@ function usage(why: string): never {
   say(
     `${why}\nusage: deno task bench:link --link ${Object.keys(PROFILES).join("|")}|all ` +
       "[--cc cubic|bbr|cubic,bbr] [--client openssh|builtin|openssh,builtin] " +
-      "[--workload large|small|both] [--timeout SECONDS] [--seed N] [--ours-only] [--verbose] " +
-      "[--set KEY=VALUE ...]",
+      "[--workload large|small|both] [--timeout SECONDS] [--seed N] [--runs N] " +
+      "[--ours-only] [--verbose] [--set KEY=VALUE ...]",
   );
   Deno.exit(2);
 }
@@ -86,6 +99,10 @@ for (const setting of values.set) {
 }
 const timeoutSeconds = Number(values.timeout);
 const seed = Number(values.seed);
+const runCount = Number(values.runs);
+if (!Number.isInteger(runCount) || runCount < 1) {
+  usage(`--runs needs a count, not "${values.runs}"`);
+}
 if (Deno.uid?.() !== 0) usage("the WAN bench needs root (network namespaces, TUN devices)");
 
 /** Cleanups of what exists now, run last-in first-out, once. */
@@ -105,7 +122,8 @@ interface Row {
   link: string;
   cc: string;
   workload: string;
-  runs: [string, ToolRun][];
+  /** Each tool's runs, in the order the tools ran. */
+  runs: Map<string, ToolRun[]>;
 }
 const rows: Row[] = [];
 
@@ -177,54 +195,62 @@ async function benchLink(
       : `${profile.smallFiles} x 64 KiB`;
     const dir = `${work}/${profile.name}-${cc}-${workload}`;
     const files = await writeWorkload(`${dir}/source`, profile, workload);
-    const runs: [string, ToolRun][] = [];
-    const destination = (tool: string) => `${dir}/vessel-${tool}`;
-    const tool = async (name: string, run: () => Promise<ToolRun>) => {
-      await Deno.mkdir(destination(name), { recursive: true });
-      const result = await verified(await run(), destination(name), files);
-      runs.push([name, result]);
-      // ContentMonster's retries say how often the link broke a transfer (item 0 of issue 8).
-      const retries = name.startsWith("cm-")
-        ? (result.stderr?.match(/retrying in/g) ?? []).length
-        : undefined;
-      const firstRetry = result.stderr?.split("\n").find((line) => line.includes("retrying in"));
-      say(
-        `  ${label}: ${name} ${formatRun(result)}` +
-          (retries !== undefined ? ` (${retries} retries)` : "") +
-          (result.error ? ` (${result.error})` : ""),
-      );
-      if (firstRetry) say(`    first retry: ${firstRetry.slice(0, 240)}`);
-      for (const line of result.stderr?.split("\n") ?? []) {
-        if (values.verbose && line.trim()) say(`    ${line}`);
-      }
-    };
+    const runs = new Map<string, ToolRun[]>();
     const sources = [...files.keys()].map((name) => `${dir}/source/${name}`);
+    const tools: [string, (destination: string, run: number) => Promise<ToolRun>][] = [];
     if (!values["ours-only"]) {
-      await tool(
-        "scp",
-        () => scp(link.shore, server, sources, destination("scp"), timeoutSeconds),
-      );
-      await tool(
-        "rsync",
-        () => rsync(link.shore, server, `${dir}/source`, destination("rsync"), timeoutSeconds),
+      tools.push(
+        ["scp", (destination) => scp(link.shore, server, sources, destination, timeoutSeconds)],
+        [
+          "rsync",
+          (destination) => rsync(link.shore, server, `${dir}/source`, destination, timeoutSeconds),
+        ],
       );
     }
     for (const client of clients) {
       const name = `cm-${client}`;
-      const outbox = `${dir}/outbox-${client}`;
-      await Deno.mkdir(outbox);
-      for (const file of files.keys()) {
-        await Deno.copyFile(`${dir}/source/${file}`, `${outbox}/${file}`);
-      }
-      await tool(name, () =>
-        contentMonster(link.shore, server, {
-          dir: `${dir}/${name}`,
+      tools.push([name, async (destination, run) => {
+        const outbox = `${dir}/outbox-${client}-${run}`;
+        await Deno.mkdir(outbox);
+        for (const file of files.keys()) {
+          await Deno.copyFile(`${dir}/source/${file}`, `${outbox}/${file}`);
+        }
+        const result = await contentMonster(link.shore, server, {
+          dir: `${dir}/${name}-${run}`,
           outbox,
-          destination: destination(name),
+          destination,
           extra: { SSHClient: client, ...vesselKeys },
           timeoutSeconds,
           verbose: values.verbose,
-        }).then((run) => run));
+        });
+        await Deno.remove(outbox, { recursive: true });
+        return result;
+      }]);
+    }
+    // In turn, so that a slow spell of the machine or the link falls on every tool alike.
+    for (let run = 0; run < runCount; run++) {
+      for (const [name, start] of tools) {
+        const destination = `${dir}/vessel-${name}-${run}`;
+        await Deno.mkdir(destination, { recursive: true });
+        const result = await verified(await start(destination, run), destination, files);
+        await Deno.remove(destination, { recursive: true });
+        runs.set(name, [...runs.get(name) ?? [], result]);
+        // ContentMonster's retries say how often the link broke a transfer (item 0 of issue 8).
+        const retries = name.startsWith("cm-")
+          ? (result.stderr?.match(/retrying in/g) ?? []).length
+          : undefined;
+        const firstRetry = result.stderr?.split("\n").find((line) => line.includes("retrying in"));
+        say(
+          `  ${label}: ${name}${runCount > 1 ? ` (run ${run + 1} of ${runCount})` : ""} ` +
+            formatRun(result) +
+            (retries !== undefined ? ` (${retries} retries)` : "") +
+            (result.error ? ` (${result.error})` : ""),
+        );
+        if (firstRetry) say(`    first retry: ${firstRetry.slice(0, 240)}`);
+        for (const line of result.stderr?.split("\n") ?? []) {
+          if (values.verbose && line.trim()) say(`    ${line}`);
+        }
+      }
     }
     rows.push({ link: profile.name, cc, workload: label, runs });
   }
@@ -236,8 +262,12 @@ async function cleanUpNow(): Promise<void> {
   while (cleanups.length > 1) await cleanups.pop()!().catch(() => {});
 }
 
-function ratio(ours: ToolRun, theirs: ToolRun | undefined): string {
-  if (!theirs || ours.error || theirs.error) return "";
+/** Speed of our median run against theirs: > 1 means ContentMonster is faster. */
+function ratio(oursRuns: ToolRun[], theirsRuns: ToolRun[] | undefined): string {
+  if (!theirsRuns) return "";
+  const ours = medianRun(oursRuns);
+  const theirs = medianRun(theirsRuns);
+  if (ours.error || theirs.error) return "";
   // A timed-out run bounds the ratio from one side.
   const value = theirs.seconds / ours.seconds;
   const prefix = ours.timedOut && theirs.timedOut
@@ -255,14 +285,14 @@ function printTable(): void {
   for (const client of clients) header.push(`cm-${client}`, "vs scp", "vs rsync");
   const table = [header];
   for (const row of rows) {
-    const runs = new Map(row.runs);
+    const runs = row.runs;
     const line = [row.link, row.cc, row.workload];
     for (const tool of ["scp", "rsync"]) {
-      line.push(runs.has(tool) ? formatRun(runs.get(tool)!) : "");
+      line.push(runs.has(tool) ? formatRuns(runs.get(tool)!) : "");
     }
     for (const client of clients) {
       const ours = runs.get(`cm-${client}`);
-      line.push(ours ? formatRun(ours) : "");
+      line.push(ours ? formatRuns(ours) : "");
       line.push(
         ours ? ratio(ours, runs.get("scp")) : "",
         ours ? ratio(ours, runs.get("rsync")) : "",
@@ -272,7 +302,9 @@ function printTable(): void {
   }
   const widths = header.map((_, i) => Math.max(...table.map((line) => line[i].length)));
   say(
-    "\nseconds per tool (same run, same link); ratios are speed: >1 means ContentMonster is faster",
+    `\nseconds per tool (same run, same link${
+      runCount > 1 ? `; median (range) of ${runCount} runs each, ratios of medians` : ""
+    }); ratios are speed: >1 means ContentMonster is faster`,
   );
   for (const line of table) say(line.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
 }

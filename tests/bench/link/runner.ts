@@ -26,6 +26,37 @@ export function formatRun(run: ToolRun): string {
   return `${run.seconds.toFixed(1)} s`;
 }
 
+/**
+ * The median of several runs of one tool (a run killed at its deadline
+ * counts as its deadline, so it sorts last), or the first failed run: a
+ * failure is never hidden behind a median.
+ */
+export function medianRun(runs: readonly ToolRun[]): ToolRun {
+  if (runs.length === 0) throw new RangeError("no runs to take the median of");
+  const failed = runs.find((run) => run.error && !run.timedOut);
+  if (failed) return failed;
+  const sorted = [...runs].sort((a, b) => a.seconds - b.seconds);
+  const middle = sorted.length >> 1;
+  if (sorted.length % 2 === 1 || sorted[middle - 1].timedOut || sorted[middle].timedOut) {
+    return sorted[middle];
+  }
+  return { ...sorted[middle], seconds: (sorted[middle - 1].seconds + sorted[middle].seconds) / 2 };
+}
+
+/** One run as {@linkcode formatRun}; several as their median and range: `7.3 s (7.1-8.4)`. */
+export function formatRuns(runs: readonly ToolRun[]): string {
+  const median = medianRun(runs);
+  if (runs.length === 1 || median.error) {
+    const failures = runs.filter((run) => run.error && !run.timedOut).length;
+    return runs.length === 1 ? formatRun(median) : `failed (${failures} of ${runs.length})`;
+  }
+  const seconds = runs.map((run) => run.seconds);
+  const range = `${Math.min(...seconds).toFixed(1)}-${runs.some((run) => run.timedOut) ? ">" : ""}${
+    Math.max(...seconds).toFixed(1)
+  }`;
+  return `${formatRun(median)} (${range})`;
+}
+
 const PERMISSIONS = [V8_FLAGS, ...CLI_PERMISSIONS];
 
 const running = new Set<number>();
