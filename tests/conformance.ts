@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import {
   assembleAll,
+  type PartData,
   tempPathFor,
   type Transport,
   TransportError,
@@ -187,6 +188,46 @@ export function transportConformance(
           assert.equal(assembled.size, 10);
           await transport.remove(assembled.tempPath);
           assert.equal(await target.read(assembled.tempPath), undefined);
+          await transport.removeParts(key);
+        });
+
+        await t.step("a part read as it is sent is stored whole, a bit at a time", async () => {
+          const key = freshKey();
+          const destination = `${base}/streamed.bin`;
+          const data = bytes(5 << 20, 21);
+          let largestRead = 0;
+          const streamed: PartData = {
+            byteLength: data.length,
+            read: async (offset, into) => {
+              await delay(0);
+              largestRead = Math.max(largestRead, into.length);
+              into.set(data.subarray(offset, offset + into.length));
+              return into;
+            },
+          };
+          await transport.prepare(key, destination);
+          await transport.putPart(key, 0, streamed);
+          assert.ok(
+            largestRead > 0 && largestRead <= 1 << 20,
+            `the whole part was asked for at once (${largestRead} bytes), not as it was sent`,
+          );
+          const assembled = await assembleAll(transport, key, 1, destination);
+          assert.equal(assembled.sha256, sha256(data));
+          assert.equal(assembled.size, data.length);
+          await transport.remove(assembled.tempPath);
+
+          // A source that fails mid-part (it shrank) fails the put and leaves no part.
+          const failing: PartData = {
+            byteLength: data.length,
+            read: async (offset, into) => {
+              await delay(0);
+              if (offset >= 2 << 20) throw new Error("the source shrank");
+              into.set(data.subarray(offset, offset + into.length));
+              return into;
+            },
+          };
+          await assert.rejects(() => transport.putPart(key, 1, failing), /the source shrank/);
+          assert.deepEqual([...await transport.listParts(key)], [0]);
           await transport.removeParts(key);
         });
 

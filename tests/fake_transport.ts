@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import {
   type Assembled,
   type Assembly,
+  type PartData,
   type ProbeItem,
   type SpaceInfo,
   tempPathFor,
@@ -48,7 +49,7 @@ export class FakeTransport implements Transport {
   readonly modes = new Map<string, number>();
   /** Parts by delivery key. */
   readonly parts = new Map<string, Map<number, Uint8Array>>();
-  /** Every call, in order: `["putPart", key, index]`. */
+  /** Every call, in order: `["putPart", key, index, "bytes" | "read as sent"]`. */
   readonly calls: [FakeCall, ...unknown[]][] = [];
   readonly #scripts = new Map<FakeCall, FakeScript[]>();
   freeBytes: number | undefined = undefined;
@@ -87,11 +88,19 @@ export class FakeTransport implements Transport {
     return new Set(this.parts.get(key)?.keys() ?? []);
   }
 
-  async putPart(key: string, index: number, data: Uint8Array): Promise<void> {
-    const replaced = await this.#enter("putPart", key, index);
+  async putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void> {
+    const replaced = await this.#enter(
+      "putPart",
+      key,
+      index,
+      data instanceof Uint8Array ? "bytes" : "read as sent",
+    );
     const parts = this.parts.get(key);
     if (!parts) throw new TransportError(`part directory of "${key}" missing`, "failed");
-    parts.set(index, (replaced ?? data).slice());
+    const bytes = data instanceof Uint8Array
+      ? data.slice()
+      : await data.read(0, new Uint8Array(data.byteLength));
+    parts.set(index, replaced?.slice() ?? bytes);
   }
 
   async assemble(key: string, count: number, destination: string): Promise<Assembled> {

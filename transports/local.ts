@@ -13,6 +13,8 @@ import {
   type LeftoverOptions,
   parentOf,
   parsePartName,
+  partBytes,
+  type PartData,
   partName,
   partTempName,
   type ProbeItem,
@@ -114,13 +116,19 @@ export class LocalTransport implements Transport {
     return indices;
   }
 
-  async putPart(key: string, index: number, data: Uint8Array): Promise<void> {
+  async putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void> {
     const dir = this.#partDir(key);
     const temp = `${dir}/${partTempName(index)}`;
     try {
       {
         using file = await createPrivateFile(temp);
-        await writeAll(file, data);
+        let scratch: Uint8Array | undefined;
+        for (let at = 0; at < data.byteLength;) {
+          const step = Math.min(COPY_BUFFER, data.byteLength - at);
+          const bytes = await partBytes(data, at, step, () => scratch ??= new Uint8Array(step));
+          await writeAll(file, bytes);
+          at += bytes.length;
+        }
       }
       await Deno.rename(temp, `${dir}/${partName(index)}`);
     } catch (error) {

@@ -136,10 +136,11 @@ export interface Transport {
    * Stores part `index` atomically: written to `N.part.tmp`, then renamed to
    * `N.part`, so a present part is always whole. Putting a part again
    * replaces it. Parts may be put in any order. The part directory must
-   * have been prepared. `data` is not used once the returned promise has
-   * settled, so the caller may reuse its buffer.
+   * have been prepared. `data` (bytes, or a {@linkcode PartData} read as
+   * the part is sent) is not used once the returned promise has settled, so
+   * the caller may reuse its buffer or close its file.
    */
-  putPart(key: string, index: number, data: Uint8Array): Promise<void>;
+  putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void>;
 
   /**
    * Starts assembling parts `0..count-1` of `key` into `tempPathFor(key,
@@ -208,6 +209,35 @@ export interface Transport {
    * followed through a symbolic link. Resolves with how many it removed.
    */
   removeLeftovers?(options: LeftoverOptions): Promise<number>;
+}
+
+/**
+ * The bytes of one part, read from the source while it is sent: a part in
+ * flight then holds a few write requests in memory, not all of itself (on a
+ * slow link with many connections, whole 10 MiB parts held hundreds of MiB).
+ */
+export interface PartData {
+  readonly byteLength: number;
+  /**
+   * Fills `into` with the part's bytes from `offset` on (fewer at its end)
+   * and resolves with the filled view of `into`. Rejects if the source no
+   * longer has them. Calls may overlap; each gets its own bytes.
+   */
+  read(offset: number, into: Uint8Array): Promise<Uint8Array>;
+}
+
+/**
+ * Bytes `offset..offset+length-1` of `data`: a view of it when it is bytes,
+ * else read into `scratch` (at least `length` long).
+ */
+export function partBytes(
+  data: Uint8Array | PartData,
+  offset: number,
+  length: number,
+  scratch: () => Uint8Array,
+): Uint8Array | Promise<Uint8Array> {
+  if (data instanceof Uint8Array) return data.subarray(offset, offset + length);
+  return data.read(offset, scratch().subarray(0, length));
 }
 
 /** What {@linkcode Transport.removeLeftovers} removes. */

@@ -17,6 +17,7 @@ import {
 import { failpoint } from "./failpoint.ts";
 import { type PartOutcome, PARTS_PER_CONNECTION, type PartWindow } from "./part_window.ts";
 import {
+  openPart,
   partCount,
   partLength,
   partSizeFor,
@@ -258,9 +259,6 @@ async function uploadParts(
 ): Promise<void> {
   const { file } = delivery;
   const queue = [...missing];
-  // Buffers go back here when a part settles (transports do not keep `data` after that),
-  // so a delivery holds as many as it has parts in flight, not one per lane.
-  const buffers: Uint8Array[] = [];
   const worker = async () => {
     for (let index = queue.shift(); index !== undefined; index = queue.shift()) {
       context.signal.throwIfAborted();
@@ -270,22 +268,26 @@ async function uploadParts(
       );
       let outcome: PartOutcome = "failed";
       let bytes: number;
-      const buffer = buffers.pop() ?? new Uint8Array(Math.min(context.chunkSize, file.size));
       try {
-        const data = await readPart(source, index, context.chunkSize, file, buffer);
-        // Changed since it was queued: stop sending parts of a version that cannot be published.
+        // Read as it is sent: a part in flight holds its write requests, not all of itself.
+        using data = await openPart(source, index, context.chunkSize, file);
+        await context.pace?.(data.byteLength, context.signal);
+        context.progress?.sending(index);
+        try {
+          await context.transport.putPart(key, index, data);
+        } catch (error) {
+          if (data.failure instanceof SourceChangedError) throw data.failure;
+          throw error;
+        }
+        // Changed while it was sent: stop sending parts of a version that cannot be published.
         const now = await statSource(location, file.relpath);
         if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
-        await context.pace?.(data.length, context.signal);
-        context.progress?.sending(index);
-        await context.transport.putPart(key, index, data);
         outcome = "whole";
-        bytes = data.length;
+        bytes = data.byteLength;
       } catch (error) {
         if (error instanceof TransportError && error.code === "connection") outcome = "lost";
         throw error;
       } finally {
-        buffers.push(buffer);
         if (ticket !== undefined) context.window?.release(ticket, outcome);
       }
       context.store.markPartDone(delivery.id, index);

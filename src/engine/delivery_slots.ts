@@ -5,8 +5,8 @@
  * commits (1000 x 16 KiB on loopback: 8 in flight 5.5 s, 32 in flight
  * 3.5-4.2 s). On a WAN a small file's time is round trips, so a whole
  * batch should be under way at once (wan, 100 x 64 KiB: 32 in flight 2.8 s,
- * 128 in flight 2.4-2.7 s; buffers of 32 MiB at most). A large file holds a
- * part buffer per lane, so large ones keep
+ * 128 in flight 2.4-2.7 s; buffers of 32 MiB at most). A large file of one
+ * part is held whole while it is sent (up to ChunkSize), so large ones keep
  * the transport's `parallelDeliveries` and memory keeps following ChunkSize.
  *
  * @module

@@ -159,6 +159,19 @@ Deno.test("runDelivery() hashes the source again when verification fails with an
   });
 });
 
+Deno.test("runDelivery() hands each part over to be read as it is sent, not read whole first", async () => {
+  await withShore(async ({ transport, queue, attempt }) => {
+    const data = bytes(3 * CHUNK + 7);
+    const fileId = await queue("f.bin", data);
+    assert.equal(await attempt(fileId), "delivered");
+    const puts = transport.calls.filter(([call]) => call === "putPart");
+    assert.equal(puts.length, 4);
+    // A whole part in memory per part in flight held hundreds of MiB with many connections.
+    assert.deepEqual(new Set(puts.map((call) => call[3])), new Set(["read as sent"]));
+    assert.equal(sha256(transport.files.get("/srv/in/f.bin")!), sha256(data));
+  });
+});
+
 Deno.test("runDelivery() of a source changed while sent queues the new version, publishing nothing", async () => {
   await withShore(async ({ directory, store, transport, queue, attempt }) => {
     const fileId = await queue("f.bin", bytes(6 * CHUNK)); // More parts than upload lanes: some are read after the change.

@@ -5,6 +5,7 @@
  * subdirectory can never make another file pass for the queued one.
  */
 import { createHash } from "node:crypto";
+import type { PartData } from "../../transports/transport.ts";
 
 /**
  * What identifies one version of a source file: device, inode, size, mtime
@@ -174,31 +175,69 @@ export function partLength(size: number, chunkSize: number, index: number): numb
   return Math.max(0, Math.min(chunkSize, size - index * chunkSize));
 }
 
-/**
- * Reads part `index` of the file `expected` cut into `chunkSize` parts, into
- * `buffer` when given (the result is a view of it), so a long upload reuses
- * a few buffers instead of leaving garbage collection a trail of them.
- */
+/** Reads part `index` of the file `expected` cut into `chunkSize` parts, whole. */
 export async function readPart(
   path: string,
   index: number,
   chunkSize: number,
   expected: SourceStat,
-  buffer?: Uint8Array,
 ): Promise<Uint8Array> {
-  const offset = index * chunkSize;
-  const length = partLength(expected.size, chunkSize, index);
-  const data = buffer && buffer.length >= length
-    ? buffer.subarray(0, length)
-    : new Uint8Array(length);
-  using file = await openExpected(path, expected);
-  if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
-  for (let filled = 0; filled < length;) {
-    const read = await file.read(data.subarray(filled));
-    if (read === null) throw new SourceChangedError(path, toSourceStat(await file.stat()));
-    filled += read;
-  }
-  return data;
+  using part = await openPart(path, index, chunkSize, expected);
+  return await part.read(0, new Uint8Array(part.byteLength));
+}
+
+/** A part of a source file read as it is sent; see {@linkcode openPart}. */
+export interface SourcePart extends PartData, Disposable {
+  /** The first failed read's error (a {@linkcode SourceChangedError} if the file shrank). */
+  readonly failure: unknown;
+}
+
+/**
+ * Part `index` of the file `expected` cut into `chunkSize` parts, read as it
+ * is sent: the file is opened once, checked to be `expected`, and read in
+ * turn for each request, so only the bytes in flight are in memory. Close
+ * it (`using`) once the part is put.
+ */
+export async function openPart(
+  path: string,
+  index: number,
+  chunkSize: number,
+  expected: SourceStat,
+): Promise<SourcePart> {
+  const start = index * chunkSize;
+  const byteLength = partLength(expected.size, chunkSize, index);
+  const file = await openExpected(path, expected);
+  // One descriptor, one position: reads take turns.
+  let turn: Promise<unknown> = Promise.resolve();
+  let failure: unknown;
+  const readAt = async (offset: number, into: Uint8Array): Promise<Uint8Array> => {
+    await file.seek(start + offset, Deno.SeekMode.Start);
+    for (let filled = 0; filled < into.length;) {
+      const read = await file.read(into.subarray(filled));
+      if (read === null) throw new SourceChangedError(path, toSourceStat(await file.stat()));
+      filled += read;
+    }
+    return into;
+  };
+  return {
+    byteLength,
+    get failure() {
+      return failure;
+    },
+    read(offset, into) {
+      if (offset < 0 || offset + into.length > byteLength) {
+        throw new RangeError(
+          `Cannot read bytes ${offset}+${into.length} of a ${byteLength}-byte part`,
+        );
+      }
+      const result = turn.then(() => readAt(offset, into));
+      turn = result.catch((error) => failure ??= error);
+      return result;
+    },
+    [Symbol.dispose]() {
+      file.close();
+    },
+  };
 }
 
 /**

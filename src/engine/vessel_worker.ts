@@ -70,7 +70,8 @@ const FIRST_CONNECTIONS = 4;
 /**
  * Part bytes in flight per open connection: two small parts each, but one
  * part of ChunkSize's default 10 MiB, whose own round trips are a small
- * share of its time on the wire (this bounds the shore's part buffers).
+ * share of its time on the wire. (Parts are read as they are sent, so this
+ * is not what they hold in memory.)
  */
 const BYTES_PER_CONNECTION = 12 << 20;
 

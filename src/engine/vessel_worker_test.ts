@@ -136,7 +136,7 @@ Deno.test("VesselWorker: many small files are in flight at once, large ones only
         assert.deepEqual(copy, new Uint8Array(500 + i).fill(7));
       }
 
-      // Files of several parts keep the transport's limit: each holds part buffers.
+      // Large files keep the transport's limit: one of one part is held whole while sent.
       const held = heldLarge = holdPublishes(transport, large);
       for (let i = 0; i < large; i++) await queue(`l${i}.bin`, 3000);
       worker.notify();

@@ -16,7 +16,12 @@
 import type { ClientChannel, SFTPWrapper } from "./_ssh2.ts";
 import { Buffer } from "node:buffer";
 import type { SftpVessel } from "./options.ts";
-import { TransportError, type TransportLogger as Logger } from "../transport.ts";
+import {
+  partBytes,
+  type PartData,
+  TransportError,
+  type TransportLogger as Logger,
+} from "../transport.ts";
 import { type ConnectionInfo, type ConnectOptions, handshake } from "./handshake.ts";
 
 export type { ConnectionInfo, ConnectOptions } from "./handshake.ts";
@@ -308,34 +313,51 @@ export class SshConnection {
   }
 
   /**
-   * Writes `data` to the open handle at `position` (default 0) with many
-   * write requests in flight at once, each as long as the server allows.
-   * `allSent` is called once the last write request has been sent, before
-   * its answer: requests made after that leave behind it.
+   * Writes bytes `from..` of `data` (bytes, or a part read as it is sent) to
+   * the open handle at the same offsets, with many write requests in flight
+   * at once, each as long as the server allows. `allSent` is called once the
+   * last write request has been sent, before its answer: requests made after
+   * that leave behind it.
    */
   async writeAll(
     handle: Buffer,
-    data: Uint8Array,
-    position = 0,
+    data: Uint8Array | PartData,
+    from = 0,
     options: { allSent?: () => void } = {},
   ): Promise<void> {
-    if (data.byteLength === 0) return options.allSent?.();
+    const end = data.byteLength;
+    if (from >= end) return options.allSent?.();
     const chunk = await this.maxWriteLength();
-    const buffer = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const window = Math.max(2, Math.ceil(WRITE_WINDOW / chunk));
-    let next = 0;
+    let next = from;
+    /** Requests whose bytes are being read: the last one may leave after `next` passed the end. */
+    let reading = 0;
     let failed = false;
     const writer = async () => {
-      while (next < buffer.length && !failed) {
+      // ssh2 copies the bytes into its request, so one buffer per writer serves all its reads.
+      let scratch: Buffer | undefined;
+      while (next < end && !failed) {
         const offset = next;
-        const length = Math.min(chunk, buffer.length - offset);
+        const length = Math.min(chunk, end - offset);
         next += length;
+        reading++;
+        let bytes: Uint8Array;
+        try {
+          const read = partBytes(data, offset, length, () => scratch ??= Buffer.allocUnsafe(chunk));
+          bytes = read instanceof Promise ? await read : read;
+        } catch (error) {
+          failed = true;
+          throw error;
+        } finally {
+          reading--;
+        }
+        if (failed) return;
+        const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
         const reply = this.request<void>(
           "write",
-          (sftp, done) =>
-            sftp.write(handle, buffer, offset, length, position + offset, (error) => done(error)),
+          (sftp, done) => sftp.write(handle, buffer, 0, length, offset, (error) => done(error)),
         );
-        if (next >= buffer.length) options.allSent?.();
+        if (next >= end && reading === 0) options.allSent?.();
         await reply.catch((error) => {
           failed = true; // Issue no more writes; those in flight still finish.
           throw error;
@@ -343,7 +365,7 @@ export class SshConnection {
         this.#acknowledged.bytes += length;
       }
     };
-    const writers = Math.min(window, Math.ceil(buffer.length / chunk));
+    const writers = Math.min(window, Math.ceil((end - from) / chunk));
     const results = await Promise.allSettled(Array.from({ length: writers }, writer));
     const rejected = results.find((result) => result.status === "rejected");
     if (rejected) throw (rejected as PromiseRejectedResult).reason;

@@ -109,7 +109,7 @@ export async function putWholeFile(
       }) ?? await readFile(connection, path, data.byteLength);
       return { sha256: sha256Of(stored), size: stored.length };
     }
-    await connection.writeAll(handle, data.subarray(offset), offset);
+    await connection.writeAll(handle, data, offset);
     const [stats] = await settleAll([
       fstatHandle(connection, handle),
       fsyncOverSftp ? fsyncHandle(connection, handle) : undefined,

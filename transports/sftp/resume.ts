@@ -16,6 +16,7 @@ import { createHash } from "node:crypto";
 import type { Stats } from "./_ssh2.ts";
 import { parseSha256, prefixHashCommand } from "./commands.ts";
 import type { SshConnection } from "./connection.ts";
+import { partBytes, type PartData } from "../transport.ts";
 
 /** The unit kept: the start of the file is checked in whole blocks. */
 const BLOCK = 64 * 1024;
@@ -26,7 +27,11 @@ const BLOCK = 64 * 1024;
 export const MIN_RESUME = 512 * 1024;
 
 /** Decides, for a regular file found at `path`, from which byte to write `data`. */
-export type ResumeCheck = (path: string, stats: Stats, data: Uint8Array) => Promise<number>;
+export type ResumeCheck = (
+  path: string,
+  stats: Stats,
+  data: Uint8Array | PartData,
+) => Promise<number>;
 
 /**
  * A {@linkcode ResumeCheck} that keeps the longest start of the file, in
@@ -48,7 +53,20 @@ export function resumeCheck(
     if (offset < MIN_RESUME) return 0;
     const result = await connection.exec(prefixHashCommand(path, blocks, BLOCK), deadline(offset));
     const remote = result.code === 0 ? parseSha256(result.stdout) : undefined;
-    const local = createHash("sha256").update(data.subarray(0, offset)).digest("hex");
+    const local = await prefixSha256(data, offset);
     return remote === local ? offset : 0;
   };
+}
+
+/** The sha256 of the first `length` bytes of `data`, read a MiB at a time. */
+async function prefixSha256(data: Uint8Array | PartData, length: number): Promise<string> {
+  const hash = createHash("sha256");
+  let scratch: Uint8Array | undefined;
+  for (let at = 0; at < length;) {
+    const step = Math.min(1 << 20, length - at);
+    const bytes = await partBytes(data, at, step, () => scratch ??= new Uint8Array(step));
+    hash.update(bytes);
+    at += bytes.length;
+  }
+  return hash.digest("hex");
 }

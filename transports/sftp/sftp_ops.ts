@@ -7,7 +7,7 @@
  */
 import type { Stats } from "./_ssh2.ts";
 import { Buffer } from "node:buffer";
-import { parentOf, TransportError } from "../transport.ts";
+import { parentOf, type PartData, TransportError } from "../transport.ts";
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "../private_dir.ts";
 import { hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
 import type { ResumeCheck } from "./resume.ts";
@@ -86,7 +86,7 @@ export async function openPrivateFile(
   connection: SshConnection,
   path: string,
   flags: "wx" | "wx+",
-  data?: Uint8Array,
+  data?: Uint8Array | PartData,
   resume?: ResumeCheck,
 ): Promise<{ handle: Buffer; offset: number }> {
   try {
@@ -226,13 +226,12 @@ export async function removeDirectory(connection: SshConnection, path: string): 
 export async function writeFile(
   connection: SshConnection,
   path: string,
-  data: Uint8Array,
+  data: Uint8Array | PartData,
   options: { resume?: ResumeCheck; renameTo?: string } = {},
 ): Promise<void> {
   const { handle, offset } = await openPrivateFile(connection, path, "wx", data, options.resume);
-  const rest = data.subarray(offset);
   const allSent = Promise.withResolvers<void>();
-  const written = connection.writeAll(handle, rest, offset, { allSent: allSent.resolve });
+  const written = connection.writeAll(handle, data, offset, { allSent: allSent.resolve });
   written.catch(() => {}); // awaited below, maybe after the close
   try {
     await Promise.race([allSent.promise, written]);

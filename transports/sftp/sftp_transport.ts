@@ -19,6 +19,7 @@ import {
   type LeftoverOptions,
   parentOf,
   parsePartName,
+  type PartData,
   partName,
   partTempName,
   type ProbeItem,
@@ -308,7 +309,7 @@ export class SftpTransport implements Transport {
     );
   }
 
-  async putPart(key: string, index: number, data: Uint8Array): Promise<void> {
+  async putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void> {
     const partDir = this.#partDir(key);
     const action = `Cannot put part ${index} of "${key}" on vessel "${this.vessel}"`;
     return await this.#run(action, async (connection) => {
