@@ -207,15 +207,24 @@ export async function openPart(
   const start = index * chunkSize;
   const byteLength = partLength(expected.size, chunkSize, index);
   const file = await openExpected(path, expected);
-  // One descriptor, one position: reads take turns.
+  // One descriptor, one position: reads take turns, and seek only when not in order.
   let turn: Promise<unknown> = Promise.resolve();
   let failure: unknown;
+  let position = 0;
   const readAt = async (offset: number, into: Uint8Array): Promise<Uint8Array> => {
-    await file.seek(start + offset, Deno.SeekMode.Start);
-    for (let filled = 0; filled < into.length;) {
-      const read = await file.read(into.subarray(filled));
-      if (read === null) throw new SourceChangedError(path, toSourceStat(await file.stat()));
-      filled += read;
+    if (position !== start + offset) {
+      position = await file.seek(start + offset, Deno.SeekMode.Start);
+    }
+    try {
+      for (let filled = 0; filled < into.length;) {
+        const read = await file.read(into.subarray(filled));
+        if (read === null) throw new SourceChangedError(path, toSourceStat(await file.stat()));
+        filled += read;
+        position += read;
+      }
+    } catch (error) {
+      position = -1; // Unknown now: the next read seeks.
+      throw error;
     }
     return into;
   };

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import {
   hashSource,
+  openPart,
   partCount,
   partSizeFor,
   readPart,
@@ -76,6 +77,34 @@ Deno.test("readPart() reads each part, the short last one included", async () =>
       parts.push(await readPart(path, index, 10, await statOf(path)));
     }
     assert.deepEqual(parts, [data.slice(0, 10), data.slice(10, 20), data.slice(20, 25)]);
+  });
+});
+
+Deno.test("openPart() reads its part's bytes at any offset, in turn or not, from one descriptor", async () => {
+  await withDir(async (dir) => {
+    const data = bytes(100);
+    const path = `${dir}/file.bin`;
+    await Deno.writeFile(path, data);
+    using part = await openPart(path, 1, 40, await statOf(path));
+    assert.equal(part.byteLength, 40);
+    // Overlapping calls, out of order: each gets its own bytes.
+    const reads = [30, 0, 10, 20].map((offset) => part.read(offset, new Uint8Array(10)));
+    const got = await Promise.all(reads);
+    assert.deepEqual(got, [30, 0, 10, 20].map((o) => data.slice(40 + o, 50 + o)));
+    assert.throws(() => part.read(35, new Uint8Array(10)), RangeError);
+    assert.equal(part.failure, undefined);
+  });
+});
+
+Deno.test("openPart() of a file that shrank while sent fails the read and keeps the reason", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/file.bin`;
+    await Deno.writeFile(path, bytes(100));
+    using part = await openPart(path, 1, 60, await statOf(path));
+    assert.deepEqual(await part.read(0, new Uint8Array(10)), bytes(100).slice(60, 70));
+    await Deno.truncate(path, 65);
+    await assert.rejects(() => part.read(10, new Uint8Array(10)), SourceChangedError);
+    assert.ok(part.failure instanceof SourceChangedError);
   });
 });
 
