@@ -13,7 +13,7 @@ import {
   type LeftoverOptions,
   parentOf,
   parsePartName,
-  partBytes,
+  partChunks,
   type PartData,
   partName,
   partTempName,
@@ -122,13 +122,7 @@ export class LocalTransport implements Transport {
     try {
       {
         using file = await createPrivateFile(temp);
-        let scratch: Uint8Array | undefined;
-        for (let at = 0; at < data.byteLength;) {
-          const step = Math.min(COPY_BUFFER, data.byteLength - at);
-          const bytes = await partBytes(data, at, step, () => scratch ??= new Uint8Array(step));
-          await writeAll(file, bytes);
-          at += bytes.length;
-        }
+        for await (const bytes of partChunks(data)) await writeAll(file, bytes);
       }
       await Deno.rename(temp, `${dir}/${partName(index)}`);
     } catch (error) {

@@ -240,6 +240,25 @@ export function partBytes(
   return data.read(offset, scratch().subarray(0, length));
 }
 
+/**
+ * Bytes `0..length-1` of `data` in steps of at most `step` bytes: views of
+ * `data` when it is bytes, else read into one buffer that each step reuses
+ * (use a step before asking for the next).
+ */
+export async function* partChunks(
+  data: Uint8Array | PartData,
+  length = data.byteLength,
+  step = 1 << 20,
+): AsyncGenerator<Uint8Array> {
+  let scratch: Uint8Array | undefined;
+  for (let at = 0; at < length;) {
+    const size = Math.min(step, length - at);
+    const bytes = await partBytes(data, at, size, () => scratch ??= new Uint8Array(size));
+    yield bytes;
+    at += bytes.length;
+  }
+}
+
 /** What {@linkcode Transport.removeLeftovers} removes. */
 export interface LeftoverOptions {
   readonly olderThanMs: number;

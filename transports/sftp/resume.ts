@@ -16,7 +16,7 @@ import { createHash } from "node:crypto";
 import type { Stats } from "./_ssh2.ts";
 import { parseSha256, prefixHashCommand } from "./commands.ts";
 import type { SshConnection } from "./connection.ts";
-import { partBytes, type PartData } from "../transport.ts";
+import { partChunks, type PartData } from "../transport.ts";
 
 /** The unit kept: the start of the file is checked in whole blocks. */
 const BLOCK = 64 * 1024;
@@ -61,12 +61,6 @@ export function resumeCheck(
 /** The sha256 of the first `length` bytes of `data`, read a MiB at a time. */
 async function prefixSha256(data: Uint8Array | PartData, length: number): Promise<string> {
   const hash = createHash("sha256");
-  let scratch: Uint8Array | undefined;
-  for (let at = 0; at < length;) {
-    const step = Math.min(1 << 20, length - at);
-    const bytes = await partBytes(data, at, step, () => scratch ??= new Uint8Array(step));
-    hash.update(bytes);
-    at += bytes.length;
-  }
+  for await (const bytes of partChunks(data, length)) hash.update(bytes);
   return hash.digest("hex");
 }
