@@ -29,6 +29,7 @@
  * @module
  */
 import type { DirectoryConfig } from "../config/types.ts";
+import { setTimeout as sleep } from "node:timers/promises";
 import { describeError, logger } from "../log/logger.ts";
 import { isIgnoredPath, scanDirectory } from "./scan.ts";
 import { type FileStat, type Hint, Settler } from "./settle.ts";
@@ -295,22 +296,10 @@ class DirectoryWatch {
     if (info?.isFile) this.settler.note(relpath, hint);
     else if (info?.isDirectory) {
       this.#track(this.#scan(relpath, hint === "closed" ? hint : "scanned"));
-      this.#track(this.#later(NEW_DIRECTORY_RESCAN_MS).then(() => this.#scan(relpath, "scanned")));
+      const later = sleep(NEW_DIRECTORY_RESCAN_MS, undefined, { signal: this.#stopping.signal });
+      // A stop ends the wait, and the second scan is not made.
+      this.#track(later.then(() => this.#scan(relpath, "scanned"), () => {}));
     } else this.settler.dropTree(relpath);
-  }
-
-  /** Resolves after `ms`, or at once when the watcher stops. */
-  #later(ms: number): Promise<void> {
-    const signal = this.#stopping.signal;
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener("abort", done, { once: true });
-    });
   }
 
   /** The watched directory itself was removed or moved: replace the watcher. */
