@@ -108,6 +108,22 @@ Deno.test("a long round trip starts with more connections", () => {
   assert.deepEqual(local.targets, [2]);
 });
 
+Deno.test("streams that fill a clean link are not joined by more", () => {
+  // 100 Mbit/s, 40 ms: 4 streams carry 11.6 MiB/s, about 120 KiB in flight each.
+  const full = drive((open) => Math.min(3000 * open, 12_200), {
+    seconds: 30,
+    roundTripMs: 40,
+    holdMs: 600_000,
+  });
+  assert.deepEqual(full.targets, [2, 4]);
+  // The same round trip with 1 % loss: about 17 KiB in flight per stream, and more pay.
+  const lossy = drive((open) => 290 * open, { seconds: 30, roundTripMs: 40 });
+  assert.deepEqual(lossy.targets.slice(0, 4), [2, 4, 8, 16]);
+  // A long clean link: each stream is held by its 2 MiB SSH window, and more pay.
+  const windowed = drive((open) => 20_000 * open, { seconds: 30, roundTripMs: 100 });
+  assert.deepEqual(windowed.targets.slice(0, 3), [2, 10, 16]);
+});
+
 Deno.test("a start taken from a slow login is set again by a much shorter round trip", () => {
   const governor = new ConnectionGovernor({ max: 16, start: 4 });
   // A login that took 2 s to authenticate, on a LAN with a slow CPU: 250 ms estimated.
