@@ -14,8 +14,9 @@
  * before a step that did not pay and holds there a while before it tries
  * again; at the cap it tries half as many, and keeps them if they deliver
  * nearly as much. Streams that each keep much in flight (rate times round
- * trip) share a full link: none are added there. Readings are taken only while connections are busy: an
- * idle link says nothing of what more connections would carry.
+ * trip) share a full link: none are added there. Readings are taken only
+ * while connections are busy: an idle link says nothing of what more
+ * connections would carry.
  */
 
 /** Tuning of a {@linkcode ConnectionGovernor}. */
