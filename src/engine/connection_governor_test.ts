@@ -124,6 +124,17 @@ Deno.test("streams that fill a clean link are not joined by more", () => {
   assert.deepEqual(windowed.targets.slice(0, 3), [2, 10, 16]);
 });
 
+Deno.test("on a LAN no more connections than the shore's cores are tried", () => {
+  // Loopback, CPU-bound: every count carries the same.
+  const lan = { start: 4, seconds: 30, roundTripMs: 0.2, holdMs: 600_000 };
+  assert.deepEqual(drive(() => 150_000, { ...lan, cores: 2 }).targets, [4, 2]);
+  assert.deepEqual(drive(() => 150_000, { ...lan, cores: 8 }).targets, [4, 8, 4]);
+  assert.deepEqual(drive(() => 150_000, lan).targets, [4, 8, 4]);
+  // A long link is not a LAN: the cores do not bound it.
+  const lossy = drive((open) => 290 * open, { start: 4, seconds: 30, roundTripMs: 60, cores: 2 });
+  assert.deepEqual(lossy.targets.slice(0, 3), [4, 6, 12]);
+});
+
 Deno.test("a start taken from a slow login is set again by a much shorter round trip", () => {
   const governor = new ConnectionGovernor({ max: 16, start: 4 });
   // A login that took 2 s to authenticate, on a LAN with a slow CPU: 250 ms estimated.

@@ -109,7 +109,11 @@ export class VesselWorker {
     const { parallelParts, parallelDeliveries } = transport.capabilities;
     const pool = transport.connections;
     if (pool?.adaptive) {
-      this.#governor = new ConnectionGovernor({ max: pool.max, start: FIRST_CONNECTIONS });
+      this.#governor = new ConnectionGovernor({
+        max: pool.max,
+        start: FIRST_CONNECTIONS,
+        cores: navigator.hardwareConcurrency,
+      });
     }
     this.#window = new PartWindow(Math.max(1, parallelParts * parallelDeliveries));
     if (pool) {
