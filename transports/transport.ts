@@ -197,6 +197,14 @@ export interface Transport {
    */
   probe(destinations: readonly string[]): Promise<ProbeItem[]>;
 
+  /**
+   * Starts connecting, if nothing is connected or connecting, for work that
+   * is about to come: the login then overlaps the files' settling. Never
+   * throws; a failure is left to the calls that follow, which wait for a
+   * login still under way rather than start another.
+   */
+  connectAhead?(): void;
+
   /** Closes connections. Pending calls reject. Safe to call twice. */
   close(): Promise<void>;
 

@@ -73,6 +73,8 @@ export async function startReplicator(
   });
   await engine.start();
   await watcher.start();
+  // Files found at start settle a moment before they are queued: the logins overlap that.
+  if (watcher.pending() > 0) engine.connectAhead();
   log.info(
     `replicating ${plural(config.directories.length, "directory", "directories")} to ${
       plural(config.vessels.length, "vessel")

@@ -446,3 +446,25 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "connecting ahead logs in once, before any call, and the calls use that login",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const logins: string[] = [];
+    const log = { ...silentLogger, debug: (line: string) => void logins.push(line) };
+    await withTransport(server, log, async (transport) => {
+      const pool = transport.connections;
+      pool.use(1);
+      transport.connectAhead();
+      transport.connectAhead();
+      await waitFor(() => pool.open === 1, 10_000, "a connection open before any call");
+      transport.connectAhead();
+      await putParts(transport, server, "ahead", 2);
+      assert.equal(pool.open, 1);
+      const connected = logins.filter((line) => line.startsWith("connected to"));
+      assert.equal(connected.length, 1, `one login, the one made ahead: ${connected}`);
+    });
+  },
+});

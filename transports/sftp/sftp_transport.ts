@@ -524,6 +524,11 @@ export class SftpTransport implements Transport {
     };
   }
 
+  connectAhead(): void {
+    if (this.#closed || this.#slots.some((slot) => live(slot) || slot.opening)) return;
+    this.#startOpening(this.#slots[0]).catch(() => {});
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     this.#closing.abort();
