@@ -113,12 +113,12 @@ export class Engine {
       .map((vessel) => vessel.name);
   }
 
-  /** Aligns the queue with the config, finalizes what is done, starts the workers. */
   /** Has every vessel start connecting for files about to be ready (see Transport.connectAhead). */
   connectAhead(): void {
     for (const transport of this.#transports) transport.connectAhead?.();
   }
 
+  /** Aligns the queue with the config, finalizes what is done, starts the workers. */
   async start(): Promise<void> {
     for (const directory of this.#config.directories) {
       this.#store.reconcile(directory.name, this.vesselsFor(directory.name));
