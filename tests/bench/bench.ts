@@ -20,6 +20,7 @@ import {
 } from "../cli_harness.ts";
 import { sshClientOptions, startOpenSsh, type TestServer } from "../servers.ts";
 import { vesselIni } from "../vessel_ini.ts";
+import { mebibytes } from "./sizes.ts";
 
 const PERMISSIONS = [V8_FLAGS, ...CLI_PERMISSIONS];
 
@@ -54,9 +55,11 @@ if (values.only !== undefined && !SCENARIOS.includes(values.only)) {
   throw new TypeError(`--only ${values.only}: one of ${SCENARIOS.join(", ")}`);
 }
 const runs = (scenario: string) => values.only === undefined || values.only === scenario;
-const sizeMiB = Number(values["size-mib"] ?? (quick ? 128 : 1024));
+const sizeBytes = mebibytes("size-mib", values["size-mib"], quick ? 128 : 1024);
+const sizeMiB = sizeBytes / 1024 / 1024;
 const fileCount = Number(values.files ?? (quick ? 200 : 1000));
-const fanoutMiB = Number(values["fanout-mib"] ?? (quick ? 64 : 256));
+const fanoutBytes = mebibytes("fanout-mib", values["fanout-mib"], quick ? 64 : 256);
+const fanoutMiB = fanoutBytes / 1024 / 1024;
 
 interface Row {
   scenario: string;
@@ -188,7 +191,7 @@ async function bigFile(work: string) {
   const server = await startOpenSsh();
   try {
     const source = `${work}/big.bin`;
-    const expected = await writeRandomFile(source, sizeMiB << 20);
+    const expected = await writeRandomFile(source, sizeBytes);
     await Deno.mkdir(`${work}/scp-dest`);
     const scpRun = await timedWithCpu(() => scp(server, source, `${work}/scp-dest/big.bin`));
     await Deno.remove(`${work}/scp-dest`, { recursive: true });
@@ -316,7 +319,7 @@ async function fanOut(work: string) {
   );
   try {
     const source = `${work}/fan.bin`;
-    await writeRandomFile(source, fanoutMiB << 20);
+    await writeRandomFile(source, fanoutBytes);
     const scpSeconds = await timed(() =>
       Promise.all(servers.map((server) => scp(server, source, `${mount}/scp.bin`)))
     );
