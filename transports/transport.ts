@@ -200,8 +200,8 @@ export interface Transport {
   /**
    * Starts connecting, if nothing is connected or connecting, for work that
    * is about to come: the login then overlaps the files' settling. Never
-   * throws; a failure is left to the calls that follow, which wait for a
-   * login still under way rather than start another.
+   * throws: calls that follow wait for a login still under way, and the
+   * next call reports one that failed rather than log in again.
    */
   connectAhead?(): void;
 

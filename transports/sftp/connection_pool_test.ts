@@ -15,6 +15,7 @@ import {
 } from "../../tests/servers.ts";
 import { silentLogger, type TransportLogger } from "../transport.ts";
 import { waitFor } from "../../tests/cli_harness.ts";
+import { FaultProxy } from "../../tests/fault_proxy.ts";
 import { SftpTransport, type SftpTransportOptions } from "./sftp_transport.ts";
 
 const unavailable = serverUnavailable("openssh");
@@ -466,5 +467,38 @@ Deno.test({
       const connected = logins.filter((line) => line.startsWith("connected to"));
       assert.equal(connected.length, 1, `one login, the one made ahead: ${connected}`);
     });
+  },
+});
+
+Deno.test({
+  name: "a login made ahead that the vessel refuses is reported by the next call, not tried again",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const proxy = await FaultProxy.start({ target: { hostname: "127.0.0.1", port: server.port } });
+    const keys = await Deno.makeTempDir({ prefix: "cm-other-key-" });
+    try {
+      const keygen = await new Deno.Command("ssh-keygen", {
+        args: ["-q", "-t", "ed25519", "-N", "", "-f", `${keys}/id_ed25519`],
+        stdout: "null",
+      }).output();
+      assert.ok(keygen.success, new TextDecoder().decode(keygen.stderr));
+      const vessel = server.vesselConfig({ port: proxy.port, identityFile: `${keys}/id_ed25519` });
+      const transport = new SftpTransport(vessel);
+      try {
+        transport.connections.use(1);
+        transport.connectAhead();
+        await waitFor(() => proxy.connections() === 1, 10_000, "the login ahead reached sshd");
+        await waitFor(() => proxy.openConnections() === 0, 10_000, "sshd refused the key");
+        await assert.rejects(transport.listParts("refused"), /auth|denied|key/i);
+        assert.equal(proxy.connections(), 1, "the key was offered once");
+      } finally {
+        await transport.close();
+      }
+    } finally {
+      await proxy.close();
+      await server.stop();
+      await Deno.remove(keys, { recursive: true });
+    }
   },
 });

@@ -209,6 +209,12 @@ export class SftpTransport implements Transport {
   #loggedIn = Promise.withResolvers<Slot>();
   /** Resolved (and replaced) when a call ends on a connection that is up, with its slot. */
   #callEnded = Promise.withResolvers<Slot>();
+  /**
+   * How the login {@linkcode connectAhead} started failed, for the next call
+   * to report instead of logging in again: a refused key is then tried once,
+   * not once ahead and once more by the call (fail2ban counts both).
+   */
+  #failedAhead?: unknown;
   /** Flushes destination directories, one fsync for the files renamed into one together. */
   readonly #directorySyncs = new DirectorySyncs<SshConnection, Buffer>({
     // Read-only: OpenSSH's sftp-server opens a directory like a file, and fsync of a directory
@@ -526,7 +532,7 @@ export class SftpTransport implements Transport {
 
   connectAhead(): void {
     if (this.#closed || this.#slots.some((slot) => live(slot) || slot.opening)) return;
-    this.#startOpening(this.#slots[0]).catch(() => {});
+    this.#startOpening(this.#slots[0]).catch((error) => this.#failedAhead = error);
   }
 
   async close(): Promise<void> {
@@ -694,6 +700,9 @@ export class SftpTransport implements Transport {
   async #connection(slot: Slot): Promise<{ slot: Slot; connection: SshConnection }> {
     const connection = live(slot);
     if (connection) return { slot, connection };
+    const failedAhead = this.#failedAhead;
+    this.#failedAhead = undefined;
+    if (failedAhead !== undefined) throw failedAhead;
     slot.connection = undefined;
     const opening = this.#startOpening(slot);
     try {
@@ -713,6 +722,7 @@ export class SftpTransport implements Transport {
         }
       }
     } catch (error) {
+      if (error === this.#failedAhead) this.#failedAhead = undefined; // This call heard it.
       const others = this.#slots.filter((other) => other !== slot && live(other));
       const loggingIn = this.#slots.some((other) => other !== slot && other.opening);
       if ((others.length === 0 && !loggingIn) || this.#closed) throw error;
