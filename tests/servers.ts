@@ -413,7 +413,7 @@ class OutputTail {
 }
 
 /** An unencrypted ed25519 user key in `dir`; returns the private key path. */
-async function userKey(dir: string): Promise<string> {
+export async function userKey(dir: string): Promise<string> {
   const path = `${dir}/id_ed25519`;
   await run(SSH_KEYGEN, ["-q", "-t", "ed25519", "-N", "", "-C", "cm-test", "-f", path]);
   return path;

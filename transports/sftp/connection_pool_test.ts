@@ -12,6 +12,7 @@ import {
   skipNotice,
   startOpenSsh,
   type TestServer,
+  userKey,
 } from "../../tests/servers.ts";
 import { silentLogger, type TransportLogger } from "../transport.ts";
 import { waitFor } from "../../tests/cli_harness.ts";
@@ -478,12 +479,7 @@ Deno.test({
     const proxy = await FaultProxy.start({ target: { hostname: "127.0.0.1", port: server.port } });
     const keys = await Deno.makeTempDir({ prefix: "cm-other-key-" });
     try {
-      const keygen = await new Deno.Command("ssh-keygen", {
-        args: ["-q", "-t", "ed25519", "-N", "", "-f", `${keys}/id_ed25519`],
-        stdout: "null",
-      }).output();
-      assert.ok(keygen.success, new TextDecoder().decode(keygen.stderr));
-      const vessel = server.vesselConfig({ port: proxy.port, identityFile: `${keys}/id_ed25519` });
+      const vessel = server.vesselConfig({ port: proxy.port, identityFile: await userKey(keys) });
       const transport = new SftpTransport(vessel);
       try {
         transport.connections.use(1);
