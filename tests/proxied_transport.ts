@@ -11,7 +11,7 @@ import type { TestServer } from "./servers.ts";
 /** A transport through a fresh proxy, the lines it logged (not debug), and cleanup. */
 export async function proxiedTransport(
   server: TestServer,
-  options: { connections?: number; vessel?: Partial<VesselConfig> } = {},
+  options: { connections?: number; vessel?: Partial<VesselConfig>; batchHashFromMs?: number } = {},
 ) {
   const proxy = await FaultProxy.start({ target: { hostname: "127.0.0.1", port: server.port } });
   const knownHostsFile = `${server.dir}/known_hosts_proxy`;
@@ -24,7 +24,11 @@ export async function proxiedTransport(
     debug: () => {},
   };
   const vessel = server.vesselConfig({ ...options.vessel, port: proxy.port, knownHostsFile });
-  const transport = new SftpTransport(vessel, { connections: options.connections ?? 1, log });
+  const transport = new SftpTransport(vessel, {
+    connections: options.connections ?? 1,
+    log,
+    batchHashFromMs: options.batchHashFromMs,
+  });
   return {
     proxy,
     transport,

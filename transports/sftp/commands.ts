@@ -174,11 +174,7 @@ const HASH_LINE = new RegExp(`^([0-9a-f]{64}) [ *](${PLAIN_NAME})$`);
 export function batchHashCommand(groups: readonly HashGroup[]): string {
   const steps = groups.map((group, index) => {
     assertAbsolute(group.dir);
-    for (const name of group.names) {
-      if (!PLAIN_NAME_ONLY.test(name)) {
-        throw new TypeError(`Cannot hash "${name}" in a batch: not one of our temp names`);
-      }
-    }
+    assertPlainNames(group.names);
     return `echo '@ ${index}'; ${shellCommand(["cd", "--", group.dir])} && $h ${
       group.names.join(" ")
     }`;
@@ -203,6 +199,47 @@ export function parseBatchHashes(output: string): Map<string, string> {
     if (hashed && group !== undefined) hashes.set(`${group}/${hashed[2]}`, hashed[1]);
   }
   return hashes;
+}
+
+/**
+ * A hasher that stays, so that hashing a batch costs one round trip instead
+ * of a new session's two or three. It reads requests on stdin (see {@linkcode residentHashRequest}): a tag
+ * (digits), a directory, names in it one per line, and a line `.`. For each
+ * it prints `@ TAG`, one hasher line per file it could read, and `= TAG`,
+ * and it ends with its input. What it reads reaches the hasher only as
+ * quoted words (`cd -- "$d"`, `"$@"`): nothing read is evaluated.
+ */
+export const RESIDENT_HASHER_COMMAND = `${PICK_HASHER}; ` +
+  `while IFS= read -r t; do case $t in ''|*[!0-9]*) exit ${EXIT_STOPPED} ;; esac; ` +
+  `IFS= read -r d || exit ${EXIT_STOPPED}; set --; ` +
+  `while IFS= read -r n && [ "$n" != . ]; do set -- "$@" "$n"; done; ` +
+  `echo "@ $t"; [ $# = 0 ] || (cd -- "$d" && exec $h "$@") </dev/null 2>/dev/null; ` +
+  `echo "= $t"; done`;
+
+/**
+ * The request for the files `group` names to {@linkcode RESIDENT_HASHER_COMMAND},
+ * or `undefined` when its directory's name holds a line break (a line per
+ * word cannot carry it: such a group goes to {@linkcode batchHashCommand}).
+ */
+export function residentHashRequest(tag: number, group: HashGroup): string | undefined {
+  assertAbsolute(group.dir);
+  assertPlainNames(group.names);
+  if (!Number.isSafeInteger(tag) || tag < 0) throw new RangeError(`Bad hash request tag ${tag}`);
+  if (group.dir.includes("\n")) return undefined;
+  return `${tag}\n${group.dir}\n${group.names.join("\n")}\n.\n`;
+}
+
+/** One line of {@linkcode RESIDENT_HASHER_COMMAND}'s output, if it is one of its own. */
+export type ResidentHasherLine =
+  | { readonly kind: "start" | "end"; readonly tag: number }
+  | { readonly kind: "hash"; readonly name: string; readonly sha256: string };
+
+/** Reads one line the resident hasher printed (without its line break). */
+export function parseResidentHasherLine(line: string): ResidentHasherLine | undefined {
+  const marker = /^([@=]) (\d+)$/.exec(line);
+  if (marker) return { kind: marker[1] === "@" ? "start" : "end", tag: Number(marker[2]) };
+  const hashed = HASH_LINE.exec(line);
+  return hashed ? { kind: "hash", name: hashed[2], sha256: hashed[1] } : undefined;
 }
 
 /**
@@ -236,6 +273,14 @@ export const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca49
 export function parseSha256(output: string): string | undefined {
   const match = /^\\?([0-9a-f]{64})(?![0-9a-f])/m.exec(output);
   return match?.[1];
+}
+
+function assertPlainNames(names: readonly string[]): void {
+  for (const name of names) {
+    if (!PLAIN_NAME_ONLY.test(name)) {
+      throw new TypeError(`Cannot hash "${name}" in a batch: not one of our temp names`);
+    }
+  }
 }
 
 function assertCount(count: number): void {

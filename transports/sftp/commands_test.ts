@@ -8,9 +8,12 @@ import {
   EXIT_STOPPED,
   hashCommand,
   parseBatchHashes,
+  parseResidentHasherLine,
   parseSha256,
   prefixHashCommand,
   PROBE_COMMAND,
+  RESIDENT_HASHER_COMMAND,
+  residentHashRequest,
   streamAssemblyCommand,
 } from "./commands.ts";
 import { decoded, runShell as sh, type ShellResult } from "../../tests/cli_harness.ts";
@@ -235,6 +238,55 @@ async function shWithInput(
   const output = await child.output();
   return decoded(output);
 }
+
+for (const shell of ["/bin/sh", "/bin/bash"]) {
+  Deno.test(`RESIDENT_HASHER_COMMAND under ${shell} answers requests in order, evaluating nothing it reads`, async () => {
+    const root = await Deno.makeTempDir();
+    try {
+      // Leading and trailing blanks too: a plain \`read\` would strip them.
+      const dirs = [`${root}/ lead 'q' $HOME \`id\` -x Ünï `, `${root}/second`];
+      const name = ".contentmonster-0123456789ab-1.tmp";
+      const files = new Map<string, Uint8Array>();
+      for (const [index, dir] of dirs.entries()) {
+        await Deno.mkdir(dir);
+        for (const file of [name, `.x-${index}.tmp`]) {
+          const data = crypto.getRandomValues(new Uint8Array(2000 + index * 13 + file.length));
+          await Deno.writeFile(`${dir}/${file}`, data);
+          files.set(`${index}/${file}`, data);
+        }
+      }
+      const input = dirs.map((dir, index) =>
+        residentHashRequest(index, { dir, names: [name, `.x-${index}.tmp`, ".absent.tmp"] })
+      ).join("") +
+        // A tag that is not a number stops it: the request after it is never answered.
+        "7 ; touch x\n/\n.a.tmp\n.\n" +
+        residentHashRequest(9, { dir: dirs[1], names: [name] });
+      const run = await shWithInput(RESIDENT_HASHER_COMMAND, input, shell);
+      assert.equal(run.code, EXIT_STOPPED, run.stderr);
+      const lines = run.stdout.trimEnd().split("\n").map(parseResidentHasherLine);
+      const expected = [0, 1].flatMap((index) => [
+        { kind: "start", tag: index },
+        ...[name, `.x-${index}.tmp`].map((file) => ({
+          kind: "hash",
+          name: file,
+          sha256: sha256(files.get(`${index}/${file}`)!),
+        })),
+        { kind: "end", tag: index },
+      ]);
+      assert.deepEqual(lines, expected, run.stdout);
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  });
+}
+
+Deno.test("residentHashRequest() refuses names that are not ours and leaves line breaks to a command", () => {
+  assert.equal(residentHashRequest(3, { dir: "/a b", names: [".c.tmp"] }), "3\n/a b\n.c.tmp\n.\n");
+  assert.equal(residentHashRequest(0, { dir: `/${HOSTILE_DIR}`, names: [".c.tmp"] }), undefined);
+  assert.throws(() => residentHashRequest(0, { dir: "/a", names: ["-rf"] }), /not one of our temp/);
+  assert.throws(() => residentHashRequest(0, { dir: "/a", names: [".a\n.b"] }), /not one/);
+  assert.throws(() => residentHashRequest(0, { dir: "a", names: [".c.tmp"] }), /not absolute/);
+});
 
 const STREAM_PARTS = [
   new TextEncoder().encode("first\n"),

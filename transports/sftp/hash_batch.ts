@@ -2,14 +2,15 @@
  * Small files hashed on the vessel in batches. On a long link, reading a
  * small file back to hash it sends its bytes across the link a second time,
  * on streams that start slow, and a ship's uplink is often its narrow side.
- * One command hashes every small file written meanwhile instead: its round
- * trips are shared by the batch, and only the hashes come back.
+ * The vessel hashes every small file written meanwhile instead, in one
+ * request to its hasher (resident_hasher.ts): the round trip is shared by
+ * the batch, and only the hashes come back.
  *
  * @module
  */
 import { parentOf, TransportError } from "../transport.ts";
-import { batchHashCommand, parseBatchHashes } from "./commands.ts";
-import type { ExecResult } from "./connection.ts";
+import type { HashGroup } from "./commands.ts";
+import type { BatchHashes } from "./resident_hasher.ts";
 
 /** Batches running at once: a new one need not wait for a slow one. */
 const RUNNING_BATCHES = 4;
@@ -29,18 +30,18 @@ interface Waiting {
   reject(error: unknown): void;
 }
 
-/** Runs a command on the vessel, given the bytes it reads (for its deadline). */
-export type RunCommand = (command: string, bytes: number) => Promise<ExecResult>;
+/** Hashes the files of `groups` on the vessel, given the bytes they hold (for its deadline). */
+export type HashGroups = (groups: readonly HashGroup[], bytes: number) => Promise<BatchHashes>;
 
 /** Hashes vessel files in batches of those asked for together. */
 export class HashBatcher {
-  readonly #run: RunCommand;
+  readonly #hashGroups: HashGroups;
   #waiting: Waiting[] = [];
   #running = 0;
   #scheduled = false;
 
-  constructor(run: RunCommand) {
-    this.#run = run;
+  constructor(hashGroups: HashGroups) {
+    this.#hashGroups = hashGroups;
   }
 
   /**
@@ -91,23 +92,21 @@ export class HashBatcher {
       groups[group].names.push(name);
       return `${group}/${name}`;
     });
-    let result: ExecResult;
+    let hashed: BatchHashes;
     try {
       const bytes = batch.reduce((sum, file) => sum + file.bytes, 0);
-      result = await this.#run(batchHashCommand(groups), bytes);
+      hashed = await this.#hashGroups(groups, bytes);
     } catch (error) {
       for (const file of batch) file.reject(error);
       return;
     }
-    const hashes = parseBatchHashes(result.stdout);
     for (const [index, file] of batch.entries()) {
-      const sha256 = hashes.get(keys[index]);
+      const sha256 = hashed.hashes.get(keys[index]);
       if (sha256) file.resolve(sha256);
       else {
         file.reject(
           new TransportError(
-            `the vessel's hasher gave no sha256 for it (exit ${result.code}` +
-              `${result.stderr.trim() ? `: ${result.stderr.trim().slice(0, 300)}` : ""})`,
+            `the vessel's hasher gave no sha256 for it (${hashed.detail})`,
             "failed",
           ),
         );

@@ -1,13 +1,16 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { HashBatcher } from "./hash_batch.ts";
+import { batchHashCommand, type HashGroup, parseBatchHashes } from "./commands.ts";
 import { runShell } from "../../tests/cli_harness.ts";
 
-/** Runs batch commands with the shell, as the vessel would, and records them. */
+/** Hashes each batch with one command run by the shell, as the vessel would, and records it. */
 function shellRunner(commands: string[]) {
-  return async (command: string) => {
+  return async (groups: readonly HashGroup[]) => {
+    const command = batchHashCommand(groups);
     commands.push(command);
-    return { ...await runShell(command), signal: undefined };
+    const result = await runShell(command);
+    return { hashes: parseBatchHashes(result.stdout), detail: `exit ${result.code}` };
   };
 }
 

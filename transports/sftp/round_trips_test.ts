@@ -4,7 +4,7 @@
  * end of a file costs more than sending a part.
  */
 import assert from "node:assert/strict";
-import { randomBytes as bytes } from "../../tests/cli_harness.ts";
+import { randomBytes as bytes, sha256 } from "../../tests/cli_harness.ts";
 import { proxiedTransport } from "../../tests/proxied_transport.ts";
 import {
   serverUnavailable,
@@ -67,6 +67,33 @@ Deno.test({
       assert.deepEqual(await Deno.readFile(`${vessel.tempDir}/far/0.part`), part);
     }),
 });
+
+for (const sshClient of ["openssh", "builtin"] as const) {
+  Deno.test({
+    name:
+      `${sshClient}: a small file on a long link is hashed by the vessel's resident hasher in one round trip`,
+    ignore: unavailable !== undefined,
+    fn: () =>
+      behindProxy(async (proxied) => {
+        const { transport, server } = proxied;
+        const first = bytes(60_000, 8);
+        await transport.putWhole("near", `${server.dir}/inbox/near.bin`, first); // starts it
+        const roundTrip = await lengthen(proxied);
+        const data = bytes(60_000, 9);
+        const started = performance.now();
+        const assembled = await transport.putWhole("far", `${server.dir}/inbox/far.bin`, data);
+        const took = performance.now() - started;
+        // The open, the writes with the close, the hash: three. A command per batch opens a
+        // session first: two or three more.
+        assert.ok(
+          took < 3.6 * roundTrip,
+          `a small file took ${took.toFixed(0)} ms, ${(took / roundTrip).toFixed(1)} round trips`,
+        );
+        assert.equal(assembled.sha256, sha256(data));
+        assert.deepEqual(await Deno.readFile(assembled.tempPath), data);
+      }, { vessel: { sshClient }, batchHashFromMs: 0 }),
+  });
+}
 
 Deno.test({
   name: "a part whose writes fail after its rename left is not left whole under its name",

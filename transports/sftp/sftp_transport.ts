@@ -44,6 +44,7 @@ import { probeVessel } from "./probe.ts";
 import { DirectorySyncs } from "./directory_sync.ts";
 import { type BatchHashing, putWholeFile } from "./put_whole.ts";
 import { HashBatcher } from "./hash_batch.ts";
+import { hashGroups } from "./resident_hasher.ts";
 import { SmallFileGate } from "./small_file_gate.ts";
 import { type ResumeCheck, resumeCheck } from "./resume.ts";
 import { SftpAssembly } from "./stream_assembly.ts";
@@ -194,10 +195,10 @@ export class SftpTransport implements Transport {
         return undefined;
       }),
   };
-  readonly #hashBatcher = new HashBatcher((command, bytes) =>
+  readonly #hashBatcher = new HashBatcher((groups, bytes) =>
     this.#run(
       `Cannot hash a batch of small files on vessel "${this.vessel}"`,
-      (connection) => connection.exec(command, this.#deadline(bytes)),
+      (connection) => hashGroups(connection, groups, this.#deadline(bytes)),
     )
   );
   /**
