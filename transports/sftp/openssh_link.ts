@@ -17,7 +17,12 @@ import type { Buffer } from "node:buffer";
 import { TransportError } from "../transport.ts";
 import type { ClientChannel, SFTPWrapper } from "./_ssh2.ts";
 import { sftpOverPipes } from "./_sftp_pipe.ts";
-import { type ConnectionOptions, SshConnection, type SshLink } from "./connection.ts";
+import {
+  type ConnectionOptions,
+  type ExecResult,
+  SshConnection,
+  type SshLink,
+} from "./connection.ts";
 import { closedDuringLogin, type ConnectionInfo } from "./handshake.ts";
 import type { OpenSshSetup } from "./openssh_setup.ts";
 
@@ -33,7 +38,19 @@ export interface OpenSshOptions extends ConnectionOptions {
   readonly controlPath: string;
   /** Hears that the vessel accepted the login, before the session starts. */
   readonly onAuthenticated?: () => void;
+  /**
+   * Gets a way to run commands as soon as ssh listens on its control socket,
+   * once logged in: on a long link the session and the SFTP server take
+   * several round trips more, and a command can run meanwhile.
+   */
+  readonly onCommandsReady?: (run: EarlyCommand) => void;
 }
+
+/**
+ * Runs `command` on the vessel over a login whose SFTP session may not be up
+ * yet; rejects with `"connection"` if ssh fails or `deadlineMs` passes.
+ */
+export type EarlyCommand = (command: string, deadlineMs: number) => Promise<ExecResult>;
 
 /**
  * Starts `ssh` for one connection and resolves once the vessel's SFTP server
@@ -78,6 +95,13 @@ async function start(
   if (options.onAuthenticated) authenticated.then(options.onAuthenticated);
   const exited = endOf(master);
   exited.then(hideSecrets);
+  const onCommandsReady = options.onCommandsReady;
+  if (withSftp && onCommandsReady) {
+    authenticated.then(() => controlSocketReady(options.controlPath, exited)).then(
+      () => onCommandsReady((command, deadlineMs) => runEarly(options, command, deadlineMs)),
+      () => {}, // ssh exited: the login reports why.
+    );
+  }
   // The SFTP session reports its end only after the link has reported why ssh ended.
   let reported!: () => void;
   const linkReported = new Promise<void>((resolve) => reported = resolve);
@@ -166,6 +190,66 @@ async function controlSocketReady(path: string, exited: Promise<void>): Promise<
   throw new Error("ssh exited");
 }
 
+/** `ssh` running `command` over the connection of the master listening at `controlPath`. */
+function spawnOverControl(setup: OpenSshSetup, controlPath: string, command: string): ChildProcess {
+  return spawn(setup.command, [
+    ...setup.options,
+    "-o",
+    "ControlMaster=no",
+    "-o",
+    `ControlPath=${controlPath}`,
+    "-T",
+    "--",
+    setup.host,
+    command,
+  ], { stdio: ["pipe", "pipe", "pipe"], detached: true, env: setup.env });
+}
+
+/** Runs `command` over the control socket, its stdin closed; see {@linkcode EarlyCommand}. */
+function runEarly(
+  options: OpenSshOptions,
+  command: string,
+  deadlineMs: number,
+): Promise<ExecResult> {
+  const child = spawnOverControl(options.setup, options.controlPath, command);
+  child.stdin!.on("error", () => {});
+  child.stdin!.end();
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  child.stdout!.on("data", (data: Buffer) => stdout.push(data));
+  child.stderr!.on("data", (data: Buffer) => stderr.push(data));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      kill(child, "SIGKILL");
+      reject(new TransportError(`\`${command}\` ran past its deadline`, "connection"));
+    }, deadlineMs);
+    child.once("error", (error: Error) => {
+      clearTimeout(timer);
+      reject(new TransportError(`Cannot run \`${command}\`: ${error.message}`, "connection"));
+    });
+    child.once("close", (code: number | null, signal: string | null) => {
+      clearTimeout(timer);
+      const text = (chunks: Buffer[]) => chunks.map((chunk) => chunk.toString()).join("");
+      // Status 255 is ssh's own failure: the login went away.
+      if (code === 255) {
+        reject(
+          new TransportError(
+            `ssh failed running \`${command}\`: ${text(stderr).trim()}`,
+            "connection",
+          ),
+        );
+      } else {
+        resolve({
+          code: code ?? undefined,
+          signal: signal ?? undefined,
+          stdout: text(stdout),
+          stderr: text(stderr),
+        });
+      }
+    });
+  });
+}
+
 /**
  * Resolves when `child` has ended: at `close` (its output read to the end), or
  * shortly after `exit` if something else still holds its pipes open (a
@@ -243,18 +327,7 @@ class OpenSshLink extends EventEmitter implements SshLink {
     command: string,
     callback: (error: Error | undefined, channel: ClientChannel) => void,
   ): void {
-    const { setup, controlPath } = this.#options;
-    const child = spawn(setup.command, [
-      ...setup.options,
-      "-o",
-      "ControlMaster=no",
-      "-o",
-      `ControlPath=${controlPath}`,
-      "-T",
-      "--",
-      setup.host,
-      command,
-    ], { stdio: ["pipe", "pipe", "pipe"], detached: true, env: setup.env });
+    const child = spawnOverControl(this.#options.setup, this.#options.controlPath, command);
     this.#commands.add(child);
     // Status 255 is ssh's own failure (our commands never exit 255): the shared
     // connection broke, so it goes, and every call on it fails as a lost connection.

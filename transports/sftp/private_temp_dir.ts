@@ -8,12 +8,15 @@
 import type { Stats } from "./_ssh2.ts";
 import { parentOf, TransportError } from "../transport.ts";
 import { type DirectoryStat, privateDirProblem, unsafeTempDir } from "../private_dir.ts";
-import { hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
+import { type ExecResult, hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
 import { lstatPath, makeDirectories, makePrivateDirectory, removeDirectory } from "./sftp_ops.ts";
 
+/** Runs a command on the vessel: {@linkcode SshConnection.exec}, or a login's before its session. */
+export type RunCommand = (command: string, deadlineMs: number) => Promise<ExecResult>;
+
 /** The uid the login user's files get on the vessel (`id -u`). */
-export async function loginUid(connection: SshConnection, deadlineMs: number): Promise<number> {
-  const result = await connection.exec("id -u", deadlineMs);
+export async function loginUid(run: RunCommand, deadlineMs: number): Promise<number> {
+  const result = await run("id -u", deadlineMs);
   const uid = Number(result.stdout.trim());
   if (result.code === undefined) {
     // No exit status: the channel or connection went away, which a retry may mend.
@@ -74,13 +77,12 @@ export async function ensurePartDirectory(
 /**
  * Makes sure `tempDir` is private (as {@linkcode ensurePrivateDirectory})
  * and creates the part directory `partDir` in it, in one round trip when
- * TempDir is there and the part directory is not: TempDir's lstat and the
- * part directory's mkdir leave together, and the server answers them in
- * order, so the lstat shows TempDir as the mkdir found it. A missing TempDir
- * (a new vessel, a reboot) is made in the same way, its mkdir first: one
- * round trip more. A part directory made in a TempDir that fails the check
- * is removed before the error. Returns whether the part directory is new
- * (so holds no parts).
+ * TempDir's parent is there and the part directory is not: TempDir's mkdir
+ * (which fails harmlessly when it is there), its lstat and the part
+ * directory's mkdir leave together, and the server answers them in order,
+ * so the lstat shows TempDir as the part directory's mkdir found it. A part
+ * directory made in a TempDir that fails the check is removed before the
+ * error. Returns whether the part directory is new (so holds no parts).
  */
 export async function preparePartDirectory(
   connection: SshConnection,
@@ -89,29 +91,24 @@ export async function preparePartDirectory(
   options: { vessel: string; uid: Promise<number> },
 ): Promise<boolean> {
   await connection.sftp(); // From here on requests leave in the order they are made.
-  for (const makeTempDir of [false, true]) {
-    const [, tempStats, made] = await Promise.allSettled([
-      makeTempDir ? makePrivateDirectory(connection, tempDir) : undefined,
-      lstatPath(connection, tempDir),
-      makePrivateDirectory(connection, partDir),
-    ]);
-    if (tempStats.status === "rejected") throw tempStats.reason;
-    const madePartDir = made.status === "fulfilled" && made.value;
-    if (tempStats.value) {
-      // Only the check needs the uid: a missing TempDir is made without waiting for it.
-      const problem = privateDirProblem(tempDir, directoryStat(tempStats.value), await options.uid);
-      if (problem) {
-        if (madePartDir) await removeDirectory(connection, partDir).catch(() => {});
-        throw unsafeTempDir(options.vessel, problem);
-      }
-      if (madePartDir) return true;
-      break; // The part directory is there from an earlier try.
+  const [, tempStats, made] = await Promise.allSettled([
+    makePrivateDirectory(connection, tempDir),
+    lstatPath(connection, tempDir),
+    makePrivateDirectory(connection, partDir),
+  ]);
+  if (tempStats.status === "rejected") throw tempStats.reason;
+  const madePartDir = made.status === "fulfilled" && made.value;
+  if (tempStats.value) {
+    const problem = privateDirProblem(tempDir, directoryStat(tempStats.value), await options.uid);
+    if (problem) {
+      if (madePartDir) await removeDirectory(connection, partDir).catch(() => {});
+      throw unsafeTempDir(options.vessel, problem);
     }
-    if (made.status === "rejected" && !hasStatus(made.reason, SFTP_STATUS.NO_SUCH_FILE)) {
-      throw made.reason;
-    }
+    if (madePartDir) return true;
+  } else if (made.status === "rejected" && !hasStatus(made.reason, SFTP_STATUS.NO_SUCH_FILE)) {
+    throw made.reason;
   }
-  // TempDir's parent is missing too, or the part directory is there already: step by step.
+  // TempDir's parent is missing, or the part directory is there already: step by step.
   const checked = { vessel: options.vessel, uid: await options.uid };
   await ensurePrivateDirectory(connection, tempDir, { ...checked, parents: true });
   return await ensurePartDirectory(connection, partDir, checked);

@@ -78,7 +78,10 @@ export async function probeVessel(
 
   if (!sftp) return items;
   try {
-    const uid = await loginUid(connection, vessel.timeout * 3000);
+    const uid = await loginUid(
+      (command, deadlineMs) => connection.exec(command, deadlineMs),
+      vessel.timeout * 3000,
+    );
     await ensurePrivateDirectory(connection, vessel.tempDir, {
       vessel: vessel.name,
       uid,

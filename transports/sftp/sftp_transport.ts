@@ -48,7 +48,7 @@ import { hashGroups } from "./resident_hasher.ts";
 import { SmallFileGate } from "./small_file_gate.ts";
 import { type ResumeCheck, resumeCheck } from "./resume.ts";
 import { SftpAssembly } from "./stream_assembly.ts";
-import { loginUid, preparePartDirectory } from "./private_temp_dir.ts";
+import { loginUid, preparePartDirectory, type RunCommand } from "./private_temp_dir.ts";
 import {
   changeMode,
   closeHandle,
@@ -292,7 +292,7 @@ export class SftpTransport implements Transport {
       const [fresh] = await Promise.all([
         preparePartDirectory(connection, this.#config.tempDir, partDir, {
           vessel: this.vessel,
-          uid: this.#loginUid(connection),
+          uid: this.#loginUid((command, deadlineMs) => connection.exec(command, deadlineMs)),
         }),
         makeDirectories(connection, parentOf(destination)),
       ]);
@@ -300,11 +300,18 @@ export class SftpTransport implements Transport {
     });
   }
 
-  /** The login user's uid, asked once per transport. */
-  #loginUid(connection: SshConnection): Promise<number> {
-    this.#uid ??= loginUid(connection, this.#deadline(0));
-    this.#uid.catch(() => this.#uid = undefined);
-    return this.#uid;
+  /**
+   * The login user's uid, asked once per transport: as soon as a login can
+   * run commands (see {@linkcode #openOpenSsh}), or by the first call that
+   * needs it.
+   */
+  #loginUid(run: RunCommand): Promise<number> {
+    if (this.#uid) return this.#uid;
+    const uid = loginUid(run, this.#deadline(0));
+    uid.catch(() => {
+      if (this.#uid === uid) this.#uid = undefined;
+    });
+    return this.#uid = uid;
   }
 
   async listParts(key: string): Promise<Set<number>> {
@@ -889,6 +896,9 @@ export class SftpTransport implements Transport {
       controlPath: `${setup.dir}/c${this.#connectionsOpened++}`,
       acknowledged: this.#acknowledged,
       signal: this.#closing.signal,
+      // The uid TempDir's check needs is known before the first part directory is made:
+      // on wan (40 ms) the SFTP session is up 6 round trips after the login, `id -u` 2.
+      onCommandsReady: (run) => void this.#loginUid(run).catch(() => {}),
       onAuthenticated: () => {
         const roundTrip = (performance.now() - started) / ROUND_TRIPS_TO_AUTHENTICATE;
         if (roundTrip >= LONG_LOGIN_ROUND_TRIP_MS) this.#loginRoundTripMs ??= roundTrip;
