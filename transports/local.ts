@@ -18,6 +18,7 @@ import {
   partName,
   partTempName,
   type ProbeItem,
+  type PutPartOptions,
   type SpaceInfo,
   tempPathFor,
   type Transport,
@@ -116,9 +117,14 @@ export class LocalTransport implements Transport {
     return indices;
   }
 
-  async putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void> {
+  async putPart(
+    key: string,
+    index: number,
+    data: Uint8Array | PartData,
+    options: PutPartOptions = {},
+  ): Promise<void> {
     const dir = this.#partDir(key);
-    const temp = `${dir}/${partTempName(index)}`;
+    const temp = `${dir}/${partTempName(index, options.copy)}`;
     try {
       {
         using file = await createPrivateFile(temp);
