@@ -191,32 +191,6 @@ export function transportConformance(
           await transport.removeParts(key);
         });
 
-        await t.step(
-          "a copy of a part put while the first is under way leaves it whole",
-          async () => {
-            const key = freshKey();
-            const destination = `${base}/copied.bin`;
-            await transport.prepare(key, destination);
-            const part = bytes(300_000, 8);
-            // The straggler and its copy at once, and a copy of a part already whole.
-            await Promise.all([
-              transport.putPart(key, 0, part),
-              transport.putPart(key, 0, part, { copy: true }),
-            ]);
-            await transport.putPart(key, 1, bytes(10, 9));
-            await transport.putPart(key, 1, bytes(10, 9), { copy: true });
-            assert.deepEqual([...await transport.listParts(key)].sort(), [0, 1]);
-            assert.deepEqual((await target.list(`${target.tempDir}/${key}`)).sort(), [
-              "0.part",
-              "1.part",
-            ]);
-            const assembled = await assembleAll(transport, key, 2, destination);
-            assert.equal(assembled.sha256, sha256(part, bytes(10, 9)));
-            await transport.remove(assembled.tempPath);
-            await transport.removeParts(key);
-          },
-        );
-
         await t.step("a part read as it is sent is stored whole, a bit at a time", async () => {
           const key = freshKey();
           const destination = `${base}/streamed.bin`;

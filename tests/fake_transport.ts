@@ -12,7 +12,6 @@ import {
   type Assembly,
   type PartData,
   type ProbeItem,
-  type PutPartOptions,
   type SpaceInfo,
   tempPathFor,
   type Transport,
@@ -89,18 +88,12 @@ export class FakeTransport implements Transport {
     return new Set(this.parts.get(key)?.keys() ?? []);
   }
 
-  async putPart(
-    key: string,
-    index: number,
-    data: Uint8Array | PartData,
-    options: PutPartOptions = {},
-  ): Promise<void> {
+  async putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void> {
     const replaced = await this.#enter(
       "putPart",
       key,
       index,
       data instanceof Uint8Array ? "bytes" : "read as sent",
-      ...(options.copy ? ["copy"] : []),
     );
     const parts = this.parts.get(key);
     if (!parts) throw new TransportError(`part directory of "${key}" missing`, "failed");

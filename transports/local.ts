@@ -18,7 +18,6 @@ import {
   partName,
   partTempName,
   type ProbeItem,
-  type PutPartOptions,
   type SpaceInfo,
   tempPathFor,
   type Transport,
@@ -117,14 +116,9 @@ export class LocalTransport implements Transport {
     return indices;
   }
 
-  async putPart(
-    key: string,
-    index: number,
-    data: Uint8Array | PartData,
-    options: PutPartOptions = {},
-  ): Promise<void> {
+  async putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void> {
     const dir = this.#partDir(key);
-    const temp = `${dir}/${partTempName(index, options.copy)}`;
+    const temp = `${dir}/${partTempName(index)}`;
     try {
       {
         using file = await createPrivateFile(temp);

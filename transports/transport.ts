@@ -103,12 +103,6 @@ export interface ConnectionPool {
   use(count: number): void;
 }
 
-/** How {@linkcode Transport.putPart} sends a part. */
-export interface PutPartOptions {
-  /** A second copy of a part that may still be under way (see `putPart`). */
-  readonly copy?: boolean;
-}
-
 /** One connection to one vessel. Methods may be called concurrently. */
 export interface Transport {
   /** The vessel's name, for messages. */
@@ -144,18 +138,9 @@ export interface Transport {
    * replaces it. Parts may be put in any order. The part directory must
    * have been prepared. `data` (bytes, or a {@linkcode PartData} read as
    * the part is sent) is not used once the returned promise has settled, so
-   * the caller may reuse its buffer or close its file. With `copy`, the
-   * part is sent a second time while the first may still be under way
-   * (it straggles on a stream that lost packets): under a temp name of its
-   * own, so that whichever ends first names the part, and the other then
-   * replaces it with the same bytes.
+   * the caller may reuse its buffer or close its file.
    */
-  putPart(
-    key: string,
-    index: number,
-    data: Uint8Array | PartData,
-    options?: PutPartOptions,
-  ): Promise<void>;
+  putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void>;
 
   /**
    * Starts assembling parts `0..count-1` of `key` into `tempPathFor(key,
@@ -345,9 +330,9 @@ export class TransportError extends Error {
   }
 }
 
-/** Name of the temp part file (a copy's own, see `putPart`); renamed to {@linkcode partName} when whole. */
-export function partTempName(index: number, copy = false): string {
-  return copy ? `${index}.part.copy.tmp` : `${index}.part.tmp`;
+/** Name of the temp part file; renamed to {@linkcode partName} when whole. */
+export function partTempName(index: number): string {
+  return `${index}.part.tmp`;
 }
 
 /** Name of a whole part file in a delivery's part directory. */

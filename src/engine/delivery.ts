@@ -16,7 +16,6 @@ import {
 } from "../../transports/transport.ts";
 import { failpoint } from "./failpoint.ts";
 import { type PartOutcome, PARTS_PER_CONNECTION, type PartWindow } from "./part_window.ts";
-import { STRAGGLER_POLL_MS, Stragglers } from "./stragglers.ts";
 import {
   openPart,
   partCount,
@@ -260,104 +259,49 @@ async function uploadParts(
 ): Promise<void> {
   const { file } = delivery;
   const queue = [...missing];
-  const stragglers = new Stragglers();
-
-  /** Sends part `index` once (or a copy of it); resolves with its bytes once it is whole. */
-  const send = async (index: number, copy: boolean): Promise<number> => {
-    const ticket = await context.window?.acquire(
-      context.signal,
-      partLength(file.size, context.chunkSize, index),
-    );
-    if (!copy) stragglers.started(index, performance.now());
-    let outcome: PartOutcome = "failed";
-    try {
-      // Read as it is sent: a part in flight holds its write requests, not all of itself.
-      using data = await openPart(source, index, context.chunkSize, file);
-      await context.pace?.(data.byteLength, context.signal);
-      context.progress?.sending(index);
-      try {
-        await context.transport.putPart(key, index, data, copy ? { copy } : undefined);
-      } catch (error) {
-        if (data.failure instanceof SourceChangedError) throw data.failure;
-        throw error;
-      }
-      // Changed while it was sent: stop sending parts of a version that cannot be published.
-      const now = await statSource(location, file.relpath);
-      if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
-      outcome = "whole";
-      return data.byteLength;
-    } catch (error) {
-      if (error instanceof TransportError && error.code === "connection") outcome = "lost";
-      throw error;
-    } finally {
-      if (ticket !== undefined) context.window?.release(ticket, outcome);
-    }
-  };
-
-  /** Part sends that may get a copy: the first to end whole wins, the last failure loses. */
-  const races = new Map<number, (copy: boolean) => void>();
-  const race = (index: number): Promise<number> => {
-    const whole = Promise.withResolvers<number>();
-    let running = 0;
-    let settled = false;
-    let failure: unknown;
-    const run = (copy: boolean) => {
-      running++;
-      send(index, copy).then((bytes) => {
-        if (!settled) whole.resolve(bytes);
-        settled = true;
-      }, (error) => {
-        running--;
-        failure ??= error;
-        // A copy still under way may yet succeed, unless the source itself changed.
-        if (!settled && (running === 0 || error instanceof SourceChangedError)) {
-          settled = true;
-          whole.reject(failure);
-        }
-      });
-    };
-    races.set(index, run);
-    run(false);
-    return whole.promise;
-  };
-
   const worker = async () => {
     for (let index = queue.shift(); index !== undefined; index = queue.shift()) {
       context.signal.throwIfAborted();
+      const ticket = await context.window?.acquire(
+        context.signal,
+        partLength(file.size, context.chunkSize, index),
+      );
+      let outcome: PartOutcome = "failed";
       let bytes: number;
       try {
-        bytes = await race(index);
+        // Read as it is sent: a part in flight holds its write requests, not all of itself.
+        using data = await openPart(source, index, context.chunkSize, file);
+        await context.pace?.(data.byteLength, context.signal);
+        context.progress?.sending(index);
+        try {
+          await context.transport.putPart(key, index, data);
+        } catch (error) {
+          if (data.failure instanceof SourceChangedError) throw data.failure;
+          throw error;
+        }
+        // Changed while it was sent: stop sending parts of a version that cannot be published.
+        const now = await statSource(location, file.relpath);
+        if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
+        outcome = "whole";
+        bytes = data.byteLength;
+      } catch (error) {
+        if (error instanceof TransportError && error.code === "connection") outcome = "lost";
+        throw error;
       } finally {
-        races.delete(index);
+        if (ticket !== undefined) context.window?.release(ticket, outcome);
       }
-      stragglers.whole(index, performance.now());
       context.store.markPartDone(delivery.id, index);
       onWhole(index);
       failpoint("after-part");
       context.progress?.sent(index, bytes);
     }
   };
-
-  // Once every part is under way, one that straggles gets a copy on another connection.
-  let finished = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const copier = async () => {
-    while (!finished) {
-      await new Promise((resolve) => timer = setTimeout(resolve, STRAGGLER_POLL_MS));
-      if (finished || queue.length > 0 || context.signal.aborted) continue;
-      const index = stragglers.next(performance.now());
-      if (index !== undefined) races.get(index)?.(true);
-    }
-  };
-  if (context.transport.capabilities.parallelParts > 1) void copier();
   // As many as the window could let go (it decides how many really do).
   const lanes = Math.max(
     1,
     Math.min(PARTS_PER_CONNECTION * context.transport.capabilities.parallelParts, queue.length),
   );
   const results = await Promise.allSettled(Array.from({ length: lanes }, worker));
-  finished = true;
-  clearTimeout(timer);
   const failure = results.find((result) => result.status === "rejected");
   if (failure) throw (failure as PromiseRejectedResult).reason;
 }

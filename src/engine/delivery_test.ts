@@ -172,37 +172,6 @@ Deno.test("runDelivery() hands each part over to be read as it is sent, not read
   });
 });
 
-Deno.test("runDelivery() sends a copy of a part that straggles once the others are whole", async () => {
-  await withShore(async ({ transport, queue, attempt }) => {
-    const data = bytes(3 * CHUNK + 9);
-    const fileId = await queue("slow.bin", data);
-    // The first part sent stalls, as on a stream waiting for its retransmission timer.
-    const stalled = Promise.withResolvers<void>();
-    transport.script("putPart", () => stalled.promise);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      const outcome = await Promise.race([
-        attempt(fileId),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error("the file waited for its stalled part")), 5000);
-        }),
-      ]);
-      assert.equal(outcome, "delivered");
-      assert.equal(sha256(transport.files.get("/srv/in/slow.bin")!), sha256(data));
-      const puts = transport.calls.filter(([call]) => call === "putPart");
-      // The part whose send came first (they open their reads in any order) is the one copied.
-      assert.deepEqual(puts.filter((call) => call[4] === "copy").map((call) => call[2]), [
-        puts[0][2],
-      ]);
-      assert.equal(puts.length, 5);
-      assert.equal(transport.parts.size, 0, "parts removed");
-    } finally {
-      clearTimeout(timer);
-      stalled.resolve(); // It then finds its part directory gone, which nobody waits to hear.
-    }
-  });
-});
-
 Deno.test("runDelivery() of a source changed while sent queues the new version, publishing nothing", async () => {
   await withShore(async ({ directory, store, transport, queue, attempt }) => {
     const fileId = await queue("f.bin", bytes(6 * CHUNK)); // More parts than upload lanes: some are read after the change.

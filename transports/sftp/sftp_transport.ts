@@ -23,7 +23,6 @@ import {
   partName,
   partTempName,
   type ProbeItem,
-  type PutPartOptions,
   silentLogger,
   type SpaceInfo,
   tempPathFor,
@@ -324,21 +323,13 @@ export class SftpTransport implements Transport {
     );
   }
 
-  async putPart(
-    key: string,
-    index: number,
-    data: Uint8Array | PartData,
-    options: PutPartOptions = {},
-  ): Promise<void> {
+  async putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void> {
     const partDir = this.#partDir(key);
-    const copy = options.copy ?? false;
-    const action = `Cannot put ${copy ? "a copy of " : ""}part ${index} of "${key}" on vessel ` +
-      `"${this.vessel}"`;
+    const action = `Cannot put part ${index} of "${key}" on vessel "${this.vessel}"`;
     return await this.#run(action, async (connection) => {
       try {
-        await writeFile(connection, joinPath(partDir, partTempName(index, copy)), data, {
-          // A copy starts afresh: what its temp name holds is from an attempt given up.
-          resume: copy ? undefined : this.#resumeCheck(connection),
+        await writeFile(connection, joinPath(partDir, partTempName(index)), data, {
+          resume: this.#resumeCheck(connection),
           renameTo: joinPath(partDir, partName(index)),
         });
       } catch (error) {
