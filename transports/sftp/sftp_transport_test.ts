@@ -13,7 +13,13 @@ import {
   startOpenSsh,
   type TestServer,
 } from "../../tests/servers.ts";
-import { assembleAll, tempPathFor, type Transport, TransportError } from "../transport.ts";
+import {
+  assembleAll,
+  silentLogger,
+  tempPathFor,
+  type Transport,
+  TransportError,
+} from "../transport.ts";
 import { HOSTILE_NAMES } from "../../tests/conformance.ts";
 import { chacha20CiphersFinalized } from "./_ssh2.ts";
 import { SftpTransport } from "./sftp_transport.ts";
@@ -720,3 +726,41 @@ Deno.test({
     }
   },
 });
+
+for (const [label, start] of [["OpenSSH", startOpenSsh], ["Dropbear", startDropbear]] as const) {
+  for (const sshClient of ["openssh", "builtin"] as const) {
+    Deno.test({
+      name: `${label}, ${sshClient} client: small files hashed in batches by the resident ` +
+        "hasher are stored and reported whole, in hostile directories too",
+      ignore,
+      fn: () =>
+        withServer(start, async (server) => {
+          const vessel = server.vesselConfig({ sshClient });
+          // Batches on loopback too: the resident hasher, and a directory with a line break
+          // (which it cannot read as a line) by a command of its own.
+          const warnings: string[] = [];
+          const log = { ...silentLogger, warn: (line: string) => void warnings.push(line) };
+          const transport = new SftpTransport(vessel, { connections: 2, batchHashFromMs: 0, log });
+          await withTransport(transport, async (transport) => {
+            const dirs = [`${server.dir}/in/$(id) 'q'`, `${server.dir}/in/new\nline`];
+            const files = Array.from({ length: 24 }, (_, index) => bytes(1000 + index * 97, index));
+            for (const round of [0, 1]) {
+              const assembled = await Promise.all(files.map((data, index) =>
+                transport.putWhole(
+                  `resident-${round}-${index}`,
+                  `${dirs[index % 2]}/f${index}.bin`,
+                  data,
+                )
+              ));
+              for (const [index, data] of files.entries()) {
+                assert.equal(assembled[index].sha256, sha256(data), `file ${index}`);
+                assert.equal(sha256(await Deno.readFile(assembled[index].tempPath)), sha256(data));
+              }
+            }
+            // A vessel that could not hash them would have had them read back, with a warning.
+            assert.deepEqual(warnings, []);
+          });
+        }),
+    });
+  }
+}
