@@ -35,6 +35,13 @@ export interface ExecResult {
   readonly stderr: string;
 }
 
+/**
+ * Runs a command on the vessel and resolves once it ended: {@linkcode SshConnection.exec},
+ * or a login's commands before its SFTP session is up. Rejects with `"connection"` if
+ * the link fails or `deadlineMs` passes.
+ */
+export type RunCommand = (command: string, deadlineMs: number) => Promise<ExecResult>;
+
 /** An SFTP status error as ssh2 reports it (`code` is the SFTP status). */
 export interface SftpStatusError extends Error {
   code?: number | string;

@@ -20,6 +20,7 @@ import { sftpOverPipes } from "./_sftp_pipe.ts";
 import {
   type ConnectionOptions,
   type ExecResult,
+  type RunCommand,
   SshConnection,
   type SshLink,
 } from "./connection.ts";
@@ -43,14 +44,8 @@ export interface OpenSshOptions extends ConnectionOptions {
    * once logged in: on a long link the session and the SFTP server take
    * several round trips more, and a command can run meanwhile.
    */
-  readonly onCommandsReady?: (run: EarlyCommand) => void;
+  readonly onCommandsReady?: (run: RunCommand) => void;
 }
-
-/**
- * Runs `command` on the vessel over a login whose SFTP session may not be up
- * yet; rejects with `"connection"` if ssh fails or `deadlineMs` passes.
- */
-export type EarlyCommand = (command: string, deadlineMs: number) => Promise<ExecResult>;
 
 /**
  * Starts `ssh` for one connection and resolves once the vessel's SFTP server
@@ -205,7 +200,7 @@ function spawnOverControl(setup: OpenSshSetup, controlPath: string, command: str
   ], { stdio: ["pipe", "pipe", "pipe"], detached: true, env: setup.env });
 }
 
-/** Runs `command` over the control socket, its stdin closed; see {@linkcode EarlyCommand}. */
+/** Runs `command` over the control socket, its stdin closed (a {@linkcode RunCommand}). */
 function runEarly(
   options: OpenSshOptions,
   command: string,

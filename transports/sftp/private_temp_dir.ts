@@ -8,11 +8,8 @@
 import type { Stats } from "./_ssh2.ts";
 import { parentOf, TransportError } from "../transport.ts";
 import { type DirectoryStat, privateDirProblem, unsafeTempDir } from "../private_dir.ts";
-import { type ExecResult, hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
+import { hasStatus, type RunCommand, SFTP_STATUS, type SshConnection } from "./connection.ts";
 import { lstatPath, makeDirectories, makePrivateDirectory, removeDirectory } from "./sftp_ops.ts";
-
-/** Runs a command on the vessel: {@linkcode SshConnection.exec}, or a login's before its session. */
-export type RunCommand = (command: string, deadlineMs: number) => Promise<ExecResult>;
 
 /** The uid the login user's files get on the vessel (`id -u`). */
 export async function loginUid(run: RunCommand, deadlineMs: number): Promise<number> {

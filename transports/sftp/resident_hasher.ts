@@ -42,12 +42,10 @@ export async function hashGroups(
   groups: readonly HashGroup[],
   deadlineMs: number,
 ): Promise<BatchHashes> {
-  const requests = groups.map((group) => residentHashRequest(0, group));
-  if (requests.every((request) => request !== undefined)) {
-    let hasher = hashers.get(connection);
-    if (!hasher) hashers.set(connection, hasher = new ResidentHasher(connection));
-    return await hasher.hash(groups, deadlineMs);
-  }
+  let hasher = hashers.get(connection);
+  if (!hasher) hashers.set(connection, hasher = new ResidentHasher(connection));
+  const hashed = await hasher.hash(groups, deadlineMs);
+  if (hashed) return hashed;
   const result = await connection.exec(batchHashCommand(groups), deadlineMs);
   return { hashes: parseBatchHashes(result.stdout), detail: exitDetail(result) };
 }
@@ -62,11 +60,17 @@ class ResidentHasher {
     this.#connection = connection;
   }
 
-  async hash(groups: readonly HashGroup[], deadlineMs: number): Promise<BatchHashes> {
+  /** The hashes, or `undefined` if a directory's name cannot go to the hasher as a line. */
+  async hash(groups: readonly HashGroup[], deadlineMs: number): Promise<BatchHashes | undefined> {
+    const requests = groups.map((group) => {
+      const tag = this.#nextTag++;
+      return { tag, text: residentHashRequest(tag, group) };
+    });
+    if (requests.some((request) => request.text === undefined)) return undefined;
     let session = await this.#start(deadlineMs);
     if (!session.open) session = await this.#start(deadlineMs);
     const answers = await Promise.all(
-      groups.map((group) => session.ask(this.#nextTag++, group, deadlineMs)),
+      requests.map((request) => session.ask(request.tag, request.text!, deadlineMs)),
     );
     const hashes = new Map<string, string>();
     for (const [index, answer] of answers.entries()) {
@@ -139,10 +143,9 @@ class Session {
     return this.#failure === undefined;
   }
 
-  /** Resolves with the hashes of `group`'s files, by name. */
-  ask(tag: number, group: HashGroup, deadlineMs: number): Promise<Map<string, string>> {
+  /** Sends `request` (tagged `tag`); resolves with the hashes of its files, by name. */
+  ask(tag: number, request: string, deadlineMs: number): Promise<Map<string, string>> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    const request = residentHashRequest(tag, group)!;
     clearTimeout(this.#idle);
     // Requests are answered in order: each one's time adds to those before it.
     this.#deadline = Math.max(this.#deadline ?? 0, Date.now()) + deadlineMs;

@@ -38,7 +38,7 @@ import { openOpenSsh } from "./openssh_link.ts";
 import { findSsh, type OpenSshSetup, prepareOpenSsh } from "./openssh_setup.ts";
 import { type AuthEnvironment, type Credentials, loadCredentials } from "./auth.ts";
 import { hashFile, SMALL_FILE } from "./assemble.ts";
-import { hasStatus, SFTP_STATUS, SshConnection } from "./connection.ts";
+import { hasStatus, type RunCommand, SFTP_STATUS, SshConnection } from "./connection.ts";
 import { knownKeyTypesOf } from "./host_key.ts";
 import { probeVessel } from "./probe.ts";
 import { DirectorySyncs } from "./directory_sync.ts";
@@ -48,7 +48,7 @@ import { hashGroups } from "./resident_hasher.ts";
 import { SmallFileGate } from "./small_file_gate.ts";
 import { type ResumeCheck, resumeCheck } from "./resume.ts";
 import { SftpAssembly } from "./stream_assembly.ts";
-import { loginUid, preparePartDirectory, type RunCommand } from "./private_temp_dir.ts";
+import { loginUid, preparePartDirectory } from "./private_temp_dir.ts";
 import {
   changeMode,
   closeHandle,
