@@ -99,6 +99,8 @@ class Link {
   readonly server: net.Socket;
   readonly closed: Promise<void>;
   state: "connecting" | "open" | "cut" = "connecting";
+  /** Stalled alone (see {@linkcode FaultProxy.stallConnection}). */
+  stalled = false;
   forwarded = 0;
   cutAt: number | undefined;
   cutMode: CutMode = "rst";
@@ -217,7 +219,7 @@ class Link {
     const faults = this.faults;
     let paid = 0; // bytes of the head chunk already paid for under the throttle
     while (this.state === "open") {
-      if (faults.stalled) {
+      if (faults.stalled || this.stalled) {
         await this.#idle();
         continue;
       }
@@ -378,6 +380,17 @@ export class FaultProxy {
   resume(): void {
     this.#faults.stalled = false;
     this.#wakeAll();
+  }
+
+  /**
+   * Stalls (`true`) or resumes (`false`) only connection `id` (the first
+   * accepted is 1): one stream that stopped while the others carry on.
+   */
+  stallConnection(id: number, stalled: boolean): void {
+    const link = [...this.#links].find((link) => link.id === id);
+    if (!link) throw new RangeError(`Cannot stall connection ${id}: it is not open`);
+    link.stalled = stalled;
+    link.wake();
   }
 
   /**

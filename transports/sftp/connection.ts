@@ -328,13 +328,13 @@ export class SshConnection {
    * the open handle at the same offsets, with many write requests in flight
    * at once, each as long as the server allows. `allSent` is called once the
    * last write request has been sent, before its answer: requests made after
-   * that leave behind it.
+   * that leave behind it. `acknowledged` hears the bytes of each write answered.
    */
   async writeAll(
     handle: Buffer,
     data: Uint8Array | PartData,
     from = 0,
-    options: { allSent?: () => void } = {},
+    options: { allSent?: () => void; acknowledged?: (bytes: number) => void } = {},
   ): Promise<void> {
     const end = data.byteLength;
     if (from >= end) return options.allSent?.();
@@ -381,6 +381,7 @@ export class SshConnection {
           throw error;
         });
         this.#acknowledged.bytes += length;
+        options.acknowledged?.(length);
       }
     };
     const writers = Math.min(window, Math.ceil((end - from) / chunk));

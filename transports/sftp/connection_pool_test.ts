@@ -498,3 +498,51 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a part goes to a connection that carries data, not behind one whose stream stalled",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const proxy = await FaultProxy.start({ target: { hostname: "127.0.0.1", port: server.port } });
+    const knownHosts = `${server.dir}/proxy_known_hosts`;
+    await Deno.writeTextFile(knownHosts, `[127.0.0.1]:${proxy.port} ${server.hostPublicKey}\n`);
+    const transport = new SftpTransport(
+      server.vesselConfig({
+        port: proxy.port,
+        knownHostsFile: knownHosts,
+        connections: 2,
+        timeout: 60,
+      }),
+    );
+    try {
+      const key = "stalled";
+      await transport.prepare(key, `${server.dir}/pool/${key}.bin`); // connection 1, alone
+      await waitFor(() => transport.connections.open === 2, 10_000, "the second connection up");
+      assert.equal(proxy.connections(), 2);
+      // Both connections idle: part 0 takes the first, whose stream stops; part 1 the second,
+      // slowly. Once the first has had no answer for a while, part 2 would tie them by calls.
+      proxy.throttle(512 << 10);
+      proxy.stallConnection(1, true);
+      const parts = [part(0), new Uint8Array(3 << 20).fill(1), part(2).subarray(0, 64 << 10)];
+      const stalled = transport.putPart(key, 0, parts[0]);
+      stalled.catch(() => {}); // awaited below; a failure above closes it first
+      const slow = transport.putPart(key, 1, parts[1]);
+      await new Promise((resolve) => setTimeout(resolve, 4_000));
+      const queued = transport.putPart(key, 2, parts[2]);
+      await within(20_000, "part 2 waited behind the stalled stream", Promise.all([slow, queued]));
+      proxy.clear();
+      proxy.stallConnection(1, false);
+      await stalled;
+      const tempDir = server.vesselConfig().tempDir;
+      for (const [index, data] of parts.entries()) {
+        const stored = await Deno.readFile(`${tempDir}/${key}/${index}.part`);
+        assert.equal(sha256(stored), sha256(data), `part ${index} differs on the vessel`);
+      }
+    } finally {
+      await transport.close();
+      await proxy.close();
+      await server.stop();
+    }
+  },
+});

@@ -227,11 +227,20 @@ export async function writeFile(
   connection: SshConnection,
   path: string,
   data: Uint8Array | PartData,
-  options: { resume?: ResumeCheck; renameTo?: string } = {},
+  options: {
+    resume?: ResumeCheck;
+    renameTo?: string;
+    /** Hears the bytes the vessel holds: those resumed, then each write answered. */
+    acknowledged?: (bytes: number) => void;
+  } = {},
 ): Promise<void> {
   const { handle, offset } = await openPrivateFile(connection, path, "wx", data, options.resume);
+  if (offset > 0) options.acknowledged?.(offset);
   const allSent = Promise.withResolvers<void>();
-  const written = connection.writeAll(handle, data, offset, { allSent: allSent.resolve });
+  const written = connection.writeAll(handle, data, offset, {
+    allSent: allSent.resolve,
+    acknowledged: options.acknowledged,
+  });
   written.catch(() => {}); // awaited below, maybe after the close
   try {
     await Promise.race([allSent.promise, written]);

@@ -133,6 +133,20 @@ const LONG_LOGIN_ROUND_TRIP_MS = 200;
 const PROBED_CONNECTIONS = 6;
 /** Connections in use until the engine says how many (tests, `check`). */
 const IN_USE_UNTOLD = 2;
+/**
+ * A connection whose parts under way have had no write answered for this
+ * many round trips (and {@linkcode STALLED_MS}) takes no further part while
+ * another connection can: its stream has stopped (a half-dead path, or TCP
+ * backing off its retransmission timer after repeated losses) or crawls,
+ * and a part queued behind it would end last. Below that, a new stream's
+ * slow start (on sat, 600 ms: a first 255 KiB write answered after 6 round
+ * trips) must not count: at 4 round trips and 1 s, parts crowded onto the
+ * connections just logged in and 8 MiB took 30-32 s against 25-28.
+ */
+const STALLED_ROUND_TRIPS = 8;
+const STALLED_MS = 3_000;
+/** What a stalled connection weighs for a part: more than any login. */
+const STALLED_COST = 1_000;
 /** How long a vessel that refused a further connection is not asked for one again. */
 const REFUSED_MS = 60_000;
 
@@ -143,6 +157,10 @@ interface Slot {
   authenticated?: boolean;
   /** Calls waiting for the login, or running on the connection. */
   calls: number;
+  /** Parts under way on it. */
+  parts: number;
+  /** When one of its parts last had a write answered, or started (`performance.now()`). */
+  answeredAt: number;
 }
 
 /** A {@linkcode Transport} to a vessel over SSH/SFTP. */
@@ -210,6 +228,8 @@ export class SftpTransport implements Transport {
   #loggedIn = Promise.withResolvers<Slot>();
   /** Resolved (and replaced) when a call ends on a connection that is up, with its slot. */
   #callEnded = Promise.withResolvers<Slot>();
+  /** Resolved (and replaced) when a connection may take a part again. */
+  #partRoom = Promise.withResolvers<void>();
   /**
    * How the login {@linkcode connectAhead} started failed, for the next call
    * to report instead of logging in again: a refused key is then tried once,
@@ -240,7 +260,7 @@ export class SftpTransport implements Transport {
     this.#log = options.log ?? silentLogger;
     this.#authEnvironment = options.authEnvironment;
     this.#batchHashFromMs = options.batchHashFromMs ?? BATCH_HASH_FROM_MS;
-    this.#slots = Array.from({ length: max }, () => ({ calls: 0 }));
+    this.#slots = Array.from({ length: max }, () => ({ calls: 0, parts: 0, answeredAt: 0 }));
     this.#inUse = fixed === undefined ? Math.min(IN_USE_UNTOLD, max) : max;
     this.#ceiling = max;
     // One part per connection fills its SSH window; more only cost memory.
@@ -326,16 +346,17 @@ export class SftpTransport implements Transport {
   async putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void> {
     const partDir = this.#partDir(key);
     const action = `Cannot put part ${index} of "${key}" on vessel "${this.vessel}"`;
-    return await this.#run(action, async (connection) => {
+    return await this.#run(action, async (connection, answered) => {
       try {
         await writeFile(connection, joinPath(partDir, partTempName(index)), data, {
           resume: this.#resumeCheck(connection),
           renameTo: joinPath(partDir, partName(index)),
+          acknowledged: answered,
         });
       } catch (error) {
         throw await this.#noSpace(connection, partDir, data.byteLength, error);
       }
-    }, { spread: true });
+    }, { spread: true, part: true });
   }
 
   startAssembly(key: string, count: number, destination: string): Assembly {
@@ -546,6 +567,7 @@ export class SftpTransport implements Transport {
   async close(): Promise<void> {
     this.#closed = true;
     this.#closing.abort();
+    this.#madePartRoom();
     this.#smallFiles.close(
       new TransportError(`The transport of vessel "${this.vessel}" is closed`, "connection"),
     );
@@ -602,24 +624,45 @@ export class SftpTransport implements Transport {
    * data) may wait for a connection still logging in while another is up:
    * that is how parts spread over the connections the engine adds, and a
    * login costs a dozen round trips, more than any small call queued on a
-   * connection that is up.
+   * connection that is up. A `part` waits while every connection it could
+   * use has stalled (see {@linkcode STALLED_ROUND_TRIPS}); `body` tells when
+   * the vessel answers one of its writes through its second argument.
    */
   async #run<T>(
     action: string,
-    body: (connection: SshConnection) => Promise<T>,
-    options: { spread?: boolean } = {},
+    body: (connection: SshConnection, answered: () => void) => Promise<T>,
+    options: { spread?: boolean; part?: boolean } = {},
   ): Promise<T> {
     let slot: Slot | undefined;
+    let part = false;
     try {
-      slot = this.#pick(options.spread);
-      slot.calls++;
-      const used = await this.#connection(slot);
-      slot = used.slot;
-      return await body(used.connection);
+      let used: { slot: Slot; connection: SshConnection };
+      for (;;) {
+        slot = this.#pick(options.spread);
+        slot.calls++;
+        used = await this.#connection(slot);
+        slot = used.slot;
+        if (!options.part || !stalled(slot, performance.now())) break;
+        slot.calls--;
+        slot = undefined;
+        await this.#partRoom.promise;
+      }
+      const on = slot;
+      if (options.part) {
+        part = true;
+        if (on.parts++ === 0) on.answeredAt = performance.now();
+      }
+      return await body(used.connection, () => {
+        const now = performance.now();
+        const wasStalled = stalled(on, now);
+        on.answeredAt = now;
+        if (wasStalled) this.#madePartRoom();
+      });
     } catch (error) {
       throw classify(action, error);
     } finally {
       if (slot) {
+        if (part) slot.parts--;
         slot.calls--;
         if (live(slot)) {
           const ended = this.#callEnded;
@@ -627,8 +670,16 @@ export class SftpTransport implements Transport {
           ended.resolve(slot);
         }
       }
+      this.#madePartRoom();
       this.#closeSurplus();
     }
+  }
+
+  /** Wakes the parts waiting for a connection with room, to look again. */
+  #madePartRoom(): void {
+    const room = this.#partRoom;
+    this.#partRoom = Promise.withResolvers<void>();
+    room.resolve();
   }
 
   /** Uses at most `count` connections; idle ones beyond it close now, busy ones when done. */
@@ -677,11 +728,12 @@ export class SftpTransport implements Transport {
     const up = spread ? [] : this.#usableUp();
     const usable = up.length > 0 ? up : this.#usable();
     const opening = this.#unauthenticated();
+    const now = performance.now();
     let best: Slot | undefined;
     let bestLoad = Infinity;
     for (const slot of usable) {
       const load = live(slot)
-        ? slot.calls
+        ? slot.calls + (spread && stalled(slot, now) ? STALLED_COST : 0)
         : slot.opening
         ? slot.calls + LOGIN_COST
         : opening >= MAX_OPENING
@@ -976,6 +1028,13 @@ function moved(
   from.calls--;
   to.calls++;
   return { slot: to, connection };
+}
+
+/** Whether the slot's parts under way have had no answer for long (see {@linkcode STALLED_ROUND_TRIPS}). */
+function stalled(slot: Slot, now: number): boolean {
+  if (slot.parts === 0) return false;
+  const roundTrip = live(slot)?.roundTripMs ?? 0;
+  return now - slot.answeredAt > Math.max(STALLED_MS, STALLED_ROUND_TRIPS * roundTrip);
 }
 
 /** The slot's connection while it is open. */
