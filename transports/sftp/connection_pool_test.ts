@@ -51,9 +51,15 @@ async function withTransport(
 }
 
 /** Puts `count` parts of `key` at once and checks every one on the vessel's disk. */
-async function putParts(transport: SftpTransport, server: TestServer, key: string, count: number) {
+async function putParts(
+  transport: SftpTransport,
+  server: TestServer,
+  key: string,
+  count: number,
+  options: { prepared?: boolean } = {},
+) {
   const destination = `${server.dir}/pool/${key}.bin`;
-  await transport.prepare(key, destination);
+  if (!options.prepared) await transport.prepare(key, destination);
   await Promise.all(
     Array.from({ length: count }, (_, index) => transport.putPart(key, index, part(index))),
   );
@@ -312,7 +318,15 @@ Deno.test({
     await withRelay(0, { connections: 4 }, async (transport, relay, server) => {
       // From a cold start: parts spread over four logins; the first connection up must not
       // take the parts waiting for the other three (on a lossy link one stream carries little).
-      await putParts(transport, server, "spread", 16);
+      // The part directory is made by another transport, so this one has no connection up
+      // before the parts: one up early takes, rightly, what waits while it has room.
+      const prepared = new SftpTransport(server.vesselConfig());
+      try {
+        await prepared.prepare("spread", `${server.dir}/pool/spread.bin`);
+      } finally {
+        await prepared.close();
+      }
+      await putParts(transport, server, "spread", 16, { prepared: true });
       const total = relay.sent.reduce((sum, bytes) => sum + bytes, 0);
       const most = Math.max(...relay.sent);
       assert.ok(relay.sent.length >= 3, `${relay.sent.length} connections`);
