@@ -68,6 +68,13 @@ export function hasStatus(error: unknown, status: number): boolean {
  * on four connections, with 1 MiB at 128 MiB, at the same speed.
  */
 const WRITE_WINDOW = 1 << 20;
+/**
+ * How long after a refused command or subsystem request it is asked again,
+ * once: Dropbear under load refuses one now and then (CHANNEL_FAILURE, 3 of
+ * 36 runs of a test batching small files with three at once on two cores),
+ * where a vessel that truly cannot run it refuses the second ask too.
+ */
+const REFUSED_REQUEST_RETRY_MS = 50;
 /** Most commands a connection runs at once (OpenSSH allows 10 sessions). */
 const MAX_EXECS = 8;
 /** Most bytes of command output kept; the rest is drained and dropped. */
@@ -234,7 +241,7 @@ export class SshConnection {
   /** The SFTP session, opened on first use. */
   sftp(): Promise<SFTPWrapper> {
     this.#sftp ??= this.#track<SFTPWrapper>("start the SFTP subsystem", true, (done) => {
-      this.#client.sftp((error, sftp) => {
+      askAgainIfRefused<SFTPWrapper>((asked) => this.#client.sftp(asked), (error, sftp) => {
         if (error) return done(error);
         // Without a listener, an 'error' event would crash the process.
         sftp.on("error", (error: Error) => {
@@ -419,40 +426,43 @@ export class SshConnection {
     const result = this.#track<ExecResult>("run a command", false, (done, pending) => {
       tracked = pending;
       pending.deadline = Date.now() + options.deadlineMs;
-      this.#client.exec(command, (error, stream: ClientChannel) => {
-        if (error) return done(error);
-        channel = stream;
-        // Channel errors end in 'close' (or the connection's); they must not throw.
-        stream.on("error", (error: Error) => {
-          this.#log.debug(`command channel error on ${this.where}: ${error.message}`);
-        });
-        const stdout: Buffer[] = [];
-        const stderr: Buffer[] = [];
-        let kept = 0;
-        const keep = (into: Buffer[]) => (data: Buffer) => {
-          if (kept >= MAX_OUTPUT) return;
-          kept += data.length;
-          into.push(data);
-        };
-        let code: number | undefined;
-        let signal: string | undefined;
-        stream.on("data", options.onStdout ?? keep(stdout));
-        stream.stderr.on("data", keep(stderr));
-        stream.on("exit", (exitCode: number | null, exitSignal?: string) => {
-          code = typeof exitCode === "number" ? exitCode : undefined;
-          signal = exitSignal ?? undefined;
-        });
-        stream.on("close", () => {
-          writable = false;
-          done(undefined, {
-            code,
-            signal,
-            stdout: Buffer.concat(stdout).toString("utf8"),
-            stderr: Buffer.concat(stderr).toString("utf8"),
+      askAgainIfRefused<ClientChannel>(
+        (asked) => this.#client.exec(command, asked),
+        (error, stream) => {
+          if (error) return done(error);
+          channel = stream;
+          // Channel errors end in 'close' (or the connection's); they must not throw.
+          stream.on("error", (error: Error) => {
+            this.#log.debug(`command channel error on ${this.where}: ${error.message}`);
           });
-        });
-        opened();
-      });
+          const stdout: Buffer[] = [];
+          const stderr: Buffer[] = [];
+          let kept = 0;
+          const keep = (into: Buffer[]) => (data: Buffer) => {
+            if (kept >= MAX_OUTPUT) return;
+            kept += data.length;
+            into.push(data);
+          };
+          let code: number | undefined;
+          let signal: string | undefined;
+          stream.on("data", options.onStdout ?? keep(stdout));
+          stream.stderr.on("data", keep(stderr));
+          stream.on("exit", (exitCode: number | null, exitSignal?: string) => {
+            code = typeof exitCode === "number" ? exitCode : undefined;
+            signal = exitSignal ?? undefined;
+          });
+          stream.on("close", () => {
+            writable = false;
+            done(undefined, {
+              code,
+              signal,
+              stdout: Buffer.concat(stdout).toString("utf8"),
+              stderr: Buffer.concat(stderr).toString("utf8"),
+            });
+          });
+          opened();
+        },
+      );
     });
     const release = () => this.#releaseExec();
     result.then(release, release);
@@ -669,3 +679,21 @@ class ScratchBuffers {
 
 /** Free buffers a connection keeps: its parts rarely read more at once. */
 const MAX_FREE_SCRATCH = 4;
+
+/**
+ * Makes a session request with `ask`, and once more after
+ * {@linkcode REFUSED_REQUEST_RETRY_MS} if the server refused it (ssh2's
+ * "Unable to exec" and "Unable to start subsystem"); any other outcome goes
+ * to `answered` as it is.
+ */
+function askAgainIfRefused<T>(
+  ask: (asked: (error: Error | undefined, value: T) => void) => void,
+  answered: (error: Error | undefined, value: T) => void,
+): void {
+  ask((error, value) => {
+    if (!error || !/^Unable to (exec|start subsystem)/.test(error.message)) {
+      return answered(error, value);
+    }
+    setTimeout(() => ask(answered), REFUSED_REQUEST_RETRY_MS);
+  });
+}

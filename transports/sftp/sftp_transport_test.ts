@@ -758,7 +758,7 @@ for (const [label, start] of [["OpenSSH", startOpenSsh], ["Dropbear", startDropb
               }
             }
             // A vessel that could not hash them would have had them read back, with a warning.
-            assert.deepEqual(warnings, []);
+            assert.deepEqual(warnings, [], `the vessel's log: ${server.output()}`);
           });
         }),
     });
