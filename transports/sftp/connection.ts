@@ -694,6 +694,13 @@ function askAgainIfRefused<T>(
     if (!error || !/^Unable to (exec|start subsystem)/.test(error.message)) {
       return answered(error, value);
     }
-    setTimeout(() => ask(answered), REFUSED_REQUEST_RETRY_MS);
+    setTimeout(() => {
+      try {
+        ask(answered);
+      } catch (error) {
+        // The connection closed meanwhile: ssh2 throws "Not connected" at once.
+        answered(error instanceof Error ? error : new Error(String(error)), undefined as T);
+      }
+    }, REFUSED_REQUEST_RETRY_MS);
   });
 }

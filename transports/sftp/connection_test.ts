@@ -59,3 +59,41 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "SshConnection asks once more for a refused SFTP subsystem, and fails cleanly if closed meanwhile",
+  ignore: unavailable !== undefined,
+  fn: async () => {
+    const server = await startOpenSsh({ sftpServer: false }); // refuses the subsystem
+    try {
+      const vessel = server.vesselConfig();
+      const open = async () =>
+        await SshConnection.open({
+          vessel,
+          credentials: await loadCredentials(vessel, {}),
+          knownKeyTypes: await knownKeyTypesOf(vessel),
+          log: logger("test"),
+        });
+      const refused = await open();
+      try {
+        const started = performance.now();
+        await assert.rejects(refused.sftp(), /no SFTP subsystem/);
+        // Asked twice, the second 50 ms after the first refusal.
+        assert.ok(performance.now() - started >= 50, "the refusal was taken at once");
+      } finally {
+        refused.destroy();
+      }
+      // Closed while the second ask waits: the call fails, nothing throws out of a timer.
+      const closing = await open();
+      const asked = closing.sftp();
+      asked.catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 25));
+      closing.destroy();
+      await assert.rejects(asked);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    } finally {
+      await server.stop();
+    }
+  },
+});
