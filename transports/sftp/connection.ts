@@ -70,8 +70,8 @@ export function hasStatus(error: unknown, status: number): boolean {
 const WRITE_WINDOW = 1 << 20;
 /**
  * How long after a refused command or subsystem request it is asked again,
- * once: Dropbear under load refuses one now and then (CHANNEL_FAILURE, 3 of
- * 36 runs of a test batching small files with three at once on two cores),
+ * once: Dropbear under load refuses one now and then (CHANNEL_FAILURE: 3 to
+ * 6 of 36 runs of a test batching small files, three at once on two cores),
  * where a vessel that truly cannot run it refuses the second ask too.
  */
 const REFUSED_REQUEST_RETRY_MS = 50;
