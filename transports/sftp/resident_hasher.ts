@@ -18,6 +18,7 @@ import {
   residentHashRequest,
 } from "./commands.ts";
 import type { ExecResult, RunningCommand, SshConnection } from "./connection.ts";
+import { OutputLines } from "./output_lines.ts";
 
 /** How long a hasher with nothing to do stays. */
 const IDLE_MS = 2_000;
@@ -101,7 +102,7 @@ interface Asked {
 class Session {
   #command!: RunningCommand;
   readonly #ended: () => void;
-  readonly #lines = new LineReader((line) => this.#read(line));
+  readonly #lines = new OutputLines((line) => this.#read(line));
   readonly #asked = new Map<number, Asked>();
   #answering?: { tag: number; hashes: Map<string, string> };
   #deadline?: number;
@@ -192,23 +193,6 @@ class Session {
     this.#ended();
     for (const asked of this.#asked.values()) asked.reject(this.#failure);
     this.#asked.clear();
-  }
-}
-
-/** Splits output into lines, UTF-8 decoded. */
-class LineReader {
-  readonly #decoder = new TextDecoder();
-  readonly #line: (line: string) => void;
-  #partial = "";
-
-  constructor(line: (line: string) => void) {
-    this.#line = line;
-  }
-
-  push(data: Uint8Array): void {
-    const lines = (this.#partial + this.#decoder.decode(data, { stream: true })).split("\n");
-    this.#partial = lines.pop()!;
-    for (const line of lines) this.#line(line);
   }
 }
 

@@ -12,6 +12,7 @@ import { type Assembled, type Assembly, TransportError } from "../transport.ts";
 import { type AssembleOptions, assembleParts, commandError } from "./assemble.ts";
 import { EXIT_PART_MISSING, parseSha256, streamAssemblyCommand } from "./commands.ts";
 import type { ExecResult, RunningCommand, SshConnection } from "./connection.ts";
+import { OutputLines } from "./output_lines.ts";
 import { removeQuietly } from "./sftp_ops.ts";
 
 /** What to assemble, and how. */
@@ -36,7 +37,7 @@ export class SftpAssembly implements Assembly {
   readonly #options: StreamAssemblyOptions;
   readonly #ready = new Set<number>();
   readonly #result: Promise<Assembled>;
-  readonly #decoder = new TextDecoder();
+  readonly #lines = new OutputLines((line) => this.#read(line));
   #command?: RunningCommand;
   #connection?: SshConnection;
   /** Parts announced to the command, which are `0..sent-1`. */
@@ -44,7 +45,6 @@ export class SftpAssembly implements Assembly {
   /** Parts and bytes the command reported done. */
   #done = 0;
   #bytes = 0;
-  #partial = "";
   readonly #report: string[] = [];
   #aborting?: Promise<void>;
 
@@ -99,7 +99,7 @@ export class SftpAssembly implements Assembly {
     // cost a round trip more at the end of every file.
     const command = await connection.spawn(
       streamAssemblyCommand(partDir, count, tempPath, fsync),
-      { deadlineMs: this.#options.stallMs, onStdout: (data) => this.#read(data) },
+      { deadlineMs: this.#options.stallMs, onStdout: (data) => this.#lines.push(data) },
     );
     this.#command = command;
     command.setDeadline(undefined);
@@ -107,7 +107,7 @@ export class SftpAssembly implements Assembly {
     this.#pump();
     try {
       const result = await command.result;
-      this.#read(new Uint8Array(0), true);
+      this.#lines.end();
       const size = this.#verify(result);
       return { tempPath, sha256: parseSha256(this.#report.join("\n"))!, size };
     } catch (error) {
@@ -147,17 +147,13 @@ export class SftpAssembly implements Assembly {
     else command.setDeadline(undefined); // Waiting for parts to be uploaded is not a stall.
   }
 
-  #read(data: Uint8Array, end = false): void {
-    const lines = (this.#partial + this.#decoder.decode(data, { stream: !end })).split("\n");
-    this.#partial = end ? "" : lines.pop()!;
-    for (const line of lines) {
-      const progress = PROGRESS.exec(line);
-      if (progress) {
-        this.#done = Number(progress[1]);
-        this.#bytes = Number(progress[2]);
-        this.#schedule();
-      } else if (line && this.#report.length < MAX_REPORT_LINES) this.#report.push(line);
-    }
+  #read(line: string): void {
+    const progress = PROGRESS.exec(line);
+    if (progress) {
+      this.#done = Number(progress[1]);
+      this.#bytes = Number(progress[2]);
+      this.#schedule();
+    } else if (line && this.#report.length < MAX_REPORT_LINES) this.#report.push(line);
   }
 
   /** Checks the command's report: every part, the temp file's size, a sha256. Returns the size. */
