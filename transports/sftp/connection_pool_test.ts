@@ -16,7 +16,7 @@ import {
 } from "../../tests/servers.ts";
 import { silentLogger, type TransportLogger } from "../transport.ts";
 import { waitFor } from "../../tests/cli_harness.ts";
-import { FaultProxy } from "../../tests/fault_proxy.ts";
+import { proxyTo } from "../../tests/proxied_transport.ts";
 import { SftpTransport, type SftpTransportOptions } from "./sftp_transport.ts";
 
 const unavailable = serverUnavailable("openssh");
@@ -203,14 +203,6 @@ function within<T>(ms: number, why: string, work: Promise<T>): Promise<T> {
     timer = setTimeout(() => reject(new Error(why)), ms)
   );
   return Promise.race([work, late]).finally(() => clearTimeout(timer));
-}
-
-/** A fault proxy in front of `server`, and a known hosts file that names it. */
-async function proxyTo(server: TestServer): Promise<{ proxy: FaultProxy; knownHostsFile: string }> {
-  const proxy = await FaultProxy.start({ target: { hostname: "127.0.0.1", port: server.port } });
-  const knownHostsFile = `${server.dir}/proxy_known_hosts`;
-  await Deno.writeTextFile(knownHostsFile, `[127.0.0.1]:${proxy.port} ${server.hostPublicKey}\n`);
-  return { proxy, knownHostsFile };
 }
 
 /** A relay from {@linkcode holdingRelay}. */

@@ -228,8 +228,11 @@ export class SftpTransport implements Transport {
   #loggedIn = Promise.withResolvers<Slot>();
   /** Resolved (and replaced) when a call ends on a connection that is up, with its slot. */
   #callEnded = Promise.withResolvers<Slot>();
-  /** Resolved (and replaced) when a connection may take a part again. */
-  #partRoom = Promise.withResolvers<void>();
+  /**
+   * Made by parts waiting while every connection has stalled, and resolved
+   * when one may take them again (a call ended, or a stalled one was answered).
+   */
+  #partsWaiting?: PromiseWithResolvers<void>;
   /**
    * How the login {@linkcode connectAhead} started failed, for the next call
    * to report instead of logging in again: a refused key is then tried once,
@@ -567,7 +570,7 @@ export class SftpTransport implements Transport {
   async close(): Promise<void> {
     this.#closed = true;
     this.#closing.abort();
-    this.#madePartRoom();
+    this.#wakeWaitingParts();
     this.#smallFiles.close(
       new TransportError(`The transport of vessel "${this.vessel}" is closed`, "connection"),
     );
@@ -645,7 +648,7 @@ export class SftpTransport implements Transport {
         if (!options.part || !stalled(slot, performance.now())) break;
         slot.calls--;
         slot = undefined;
-        await this.#partRoom.promise;
+        await (this.#partsWaiting ??= Promise.withResolvers()).promise;
       }
       const on = slot;
       if (options.part) {
@@ -656,7 +659,7 @@ export class SftpTransport implements Transport {
         const now = performance.now();
         const wasStalled = stalled(on, now);
         on.answeredAt = now;
-        if (wasStalled) this.#madePartRoom();
+        if (wasStalled) this.#wakeWaitingParts();
       });
     } catch (error) {
       throw classify(action, error);
@@ -670,16 +673,15 @@ export class SftpTransport implements Transport {
           ended.resolve(slot);
         }
       }
-      this.#madePartRoom();
+      this.#wakeWaitingParts();
       this.#closeSurplus();
     }
   }
 
-  /** Wakes the parts waiting for a connection with room, to look again. */
-  #madePartRoom(): void {
-    const room = this.#partRoom;
-    this.#partRoom = Promise.withResolvers<void>();
-    room.resolve();
+  /** Has the parts waiting for a connection that has not stalled look again. */
+  #wakeWaitingParts(): void {
+    this.#partsWaiting?.resolve();
+    this.#partsWaiting = undefined;
   }
 
   /** Uses at most `count` connections; idle ones beyond it close now, busy ones when done. */
