@@ -101,6 +101,9 @@ class Link {
   state: "connecting" | "open" | "cut" = "connecting";
   /** Stalled alone (see {@linkcode FaultProxy.stallConnection}). */
   stalled = false;
+  /** Its own throttle (see {@linkcode FaultProxy.throttleConnection}), before the link's. */
+  rate: number | undefined;
+  nextFree: Record<Direction, number> = { up: 0, down: 0 };
   forwarded = 0;
   cutAt: number | undefined;
   cutMode: CutMode = "rst";
@@ -238,14 +241,16 @@ class Link {
         continue;
       }
       let size = head.data.length - flow.offset;
-      if (faults.rate !== undefined) {
-        size = Math.min(size, Math.max(1, Math.min(65536, Math.floor(faults.rate / 20))));
+      const rate = this.rate ?? faults.rate;
+      if (rate !== undefined) {
+        const nextFree = this.rate !== undefined ? this.nextFree : faults.nextFree;
+        size = Math.min(size, Math.max(1, Math.min(65536, Math.floor(rate / 20))));
         if (paid < size) {
           const now = performance.now();
-          const start = Math.max(now, faults.nextFree[flow.dir]);
-          faults.nextFree[flow.dir] = start + (size - paid) * 1000 / faults.rate;
+          const start = Math.max(now, nextFree[flow.dir]);
+          nextFree[flow.dir] = start + (size - paid) * 1000 / rate;
           paid = size;
-          await this.#idle(faults.nextFree[flow.dir] - now);
+          await this.#idle(nextFree[flow.dir] - now);
           continue;
         }
       }
@@ -390,6 +395,21 @@ export class FaultProxy {
     const link = [...this.#links].find((link) => link.id === id);
     if (!link) throw new RangeError(`Cannot stall connection ${id}: it is not open`);
     link.stalled = stalled;
+    link.wake();
+  }
+
+  /**
+   * Caps each direction of connection `id` alone at `bytesPerSecond` (a slow
+   * stream beside fast ones); `undefined` removes its cap.
+   */
+  throttleConnection(id: number, bytesPerSecond: number | undefined): void {
+    const link = [...this.#links].find((link) => link.id === id);
+    if (!link) throw new RangeError(`Cannot throttle connection ${id}: it is not open`);
+    if (bytesPerSecond !== undefined && !(bytesPerSecond > 0 && Number.isFinite(bytesPerSecond))) {
+      throw new RangeError(`Cannot throttle to "${bytesPerSecond}" bytes/s: must be > 0`);
+    }
+    link.rate = bytesPerSecond;
+    link.nextFree = { up: 0, down: 0 };
     link.wake();
   }
 

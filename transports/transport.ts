@@ -138,9 +138,17 @@ export interface Transport {
    * replaces it. Parts may be put in any order. The part directory must
    * have been prepared. `data` (bytes, or a {@linkcode PartData} read as
    * the part is sent) is not used once the returned promise has settled, so
-   * the caller may reuse its buffer or close its file.
+   * the caller may reuse its buffer or close its file. `bytesAfter` says how
+   * many bytes of the file are still to be put after this part, so a
+   * transport whose connections carry different rates can keep the last
+   * parts off slow ones (0, or left out: none).
    */
-  putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void>;
+  putPart(
+    key: string,
+    index: number,
+    data: Uint8Array | PartData,
+    bytesAfter?: number,
+  ): Promise<void>;
 
   /**
    * Starts assembling parts `0..count-1` of `key` into `tempPathFor(key,

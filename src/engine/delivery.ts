@@ -274,7 +274,8 @@ async function uploadParts(
         await context.pace?.(data.byteLength, context.signal);
         context.progress?.sending(index);
         try {
-          await context.transport.putPart(key, index, data);
+          const bytesAfter = file.size - index * context.chunkSize - data.byteLength;
+          await context.transport.putPart(key, index, data, Math.max(0, bytesAfter));
         } catch (error) {
           if (data.failure instanceof SourceChangedError) throw data.failure;
           throw error;

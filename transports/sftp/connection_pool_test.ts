@@ -562,3 +562,48 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "the last parts of a file go to a fast connection, not behind a slow stream",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const { proxy, knownHostsFile } = await proxyTo(server);
+    const transport = new SftpTransport(
+      server.vesselConfig({ port: proxy.port, knownHostsFile, connections: 2, timeout: 60 }),
+    );
+    try {
+      const key = "tail";
+      await transport.prepare(key, `${server.dir}/pool/${key}.bin`); // connection 1, alone
+      await waitFor(() => transport.connections.open === 2, 10_000, "the second connection up");
+      proxy.throttleConnection(1, 64 << 10);
+      // Mid-file, both idle: part 0 takes the first connection, part 1 the second. Each shows
+      // its rate: 64 KiB/s and loopback's.
+      const parts = [128 << 10, 128 << 10, 512 << 10, 512 << 10].map((size, index) =>
+        part(index).subarray(0, size)
+      );
+      await Promise.all([
+        transport.putPart(key, 0, parts[0], 1 << 20),
+        transport.putPart(key, 1, parts[1], 1 << 20),
+      ]);
+      // The last two: by calls they tie, and one would take 8 s on the slow stream.
+      await within(
+        4_000,
+        "a last part went behind the slow stream",
+        Promise.all([
+          transport.putPart(key, 2, parts[2], 512 << 10),
+          transport.putPart(key, 3, parts[3], 0),
+        ]),
+      );
+      const tempDir = server.vesselConfig().tempDir;
+      for (const [index, data] of parts.entries()) {
+        const stored = await Deno.readFile(`${tempDir}/${key}/${index}.part`);
+        assert.equal(sha256(stored), sha256(data), `part ${index} differs on the vessel`);
+      }
+    } finally {
+      await transport.close();
+      await proxy.close();
+      await server.stop();
+    }
+  },
+});

@@ -40,6 +40,7 @@ import { type AuthEnvironment, type Credentials, loadCredentials } from "./auth.
 import { hashFile, SMALL_FILE } from "./assemble.ts";
 import { hasStatus, type RunCommand, SFTP_STATUS, SshConnection } from "./connection.ts";
 import { knownKeyTypesOf } from "./host_key.ts";
+import { AnswerRate, placePart } from "./part_placement.ts";
 import { probeVessel } from "./probe.ts";
 import { DirectorySyncs } from "./directory_sync.ts";
 import { type BatchHashing, putWholeFile } from "./put_whole.ts";
@@ -161,6 +162,10 @@ interface Slot {
   parts: number;
   /** When one of its parts last had a write answered, or started (`performance.now()`). */
   answeredAt: number;
+  /** Bytes of the parts on it (or waiting for its login) the vessel has not answered. */
+  pendingBytes: number;
+  /** The rate its parts are answered at on its connection. */
+  rate: AnswerRate;
 }
 
 /** A {@linkcode Transport} to a vessel over SSH/SFTP. */
@@ -263,7 +268,13 @@ export class SftpTransport implements Transport {
     this.#log = options.log ?? silentLogger;
     this.#authEnvironment = options.authEnvironment;
     this.#batchHashFromMs = options.batchHashFromMs ?? BATCH_HASH_FROM_MS;
-    this.#slots = Array.from({ length: max }, () => ({ calls: 0, parts: 0, answeredAt: 0 }));
+    this.#slots = Array.from({ length: max }, () => ({
+      calls: 0,
+      parts: 0,
+      answeredAt: 0,
+      pendingBytes: 0,
+      rate: new AnswerRate(),
+    }));
     this.#inUse = fixed === undefined ? Math.min(IN_USE_UNTOLD, max) : max;
     this.#ceiling = max;
     // One part per connection fills its SSH window; more only cost memory.
@@ -346,7 +357,12 @@ export class SftpTransport implements Transport {
     );
   }
 
-  async putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void> {
+  async putPart(
+    key: string,
+    index: number,
+    data: Uint8Array | PartData,
+    bytesAfter = 0,
+  ): Promise<void> {
     const partDir = this.#partDir(key);
     const action = `Cannot put part ${index} of "${key}" on vessel "${this.vessel}"`;
     return await this.#run(action, async (connection, answered) => {
@@ -359,7 +375,7 @@ export class SftpTransport implements Transport {
       } catch (error) {
         throw await this.#noSpace(connection, partDir, data.byteLength, error);
       }
-    }, { spread: true, part: true });
+    }, { spread: true, part: { bytes: data.byteLength, bytesAfter } });
   }
 
   startAssembly(key: string, count: number, destination: string): Assembly {
@@ -627,45 +643,63 @@ export class SftpTransport implements Transport {
    * data) may wait for a connection still logging in while another is up:
    * that is how parts spread over the connections the engine adds, and a
    * login costs a dozen round trips, more than any small call queued on a
-   * connection that is up. A `part` waits while every connection it could
-   * use has stalled (see {@linkcode STALLED_ROUND_TRIPS}); `body` tells when
-   * the vessel answers one of its writes through its second argument.
+   * connection that is up. A `part` (of `bytes`, with `bytesAfter` of its
+   * file still to come) is kept off a slow connection at the end of its file
+   * (see {@linkcode placePart}), and waits while every connection it could
+   * use has stalled (see {@linkcode STALLED_ROUND_TRIPS}); `body` tells the
+   * bytes the vessel answers of its writes through its second argument.
    */
   async #run<T>(
     action: string,
-    body: (connection: SshConnection, answered: () => void) => Promise<T>,
-    options: { spread?: boolean; part?: boolean } = {},
+    body: (connection: SshConnection, answered: (bytes: number) => void) => Promise<T>,
+    options: { spread?: boolean; part?: { bytes: number; bytesAfter: number } } = {},
   ): Promise<T> {
     let slot: Slot | undefined;
     let part = false;
+    let pending = 0;
     try {
       let used: { slot: Slot; connection: SshConnection };
       for (;;) {
         slot = this.#pick(options.spread);
+        if (options.part) {
+          slot = this.#placePart(slot, options.part.bytes, options.part.bytesAfter);
+          pending = options.part.bytes;
+        }
         slot.calls++;
-        used = await this.#connection(slot);
+        slot.pendingBytes += pending;
+        used = await this.#connection(slot, pending);
         slot = used.slot;
         if (!options.part || !stalled(slot, performance.now())) break;
         slot.calls--;
+        slot.pendingBytes -= pending;
         slot = undefined;
         await (this.#partsWaiting ??= Promise.withResolvers()).promise;
       }
       const on = slot;
+      const connection = used.connection;
       if (options.part) {
         part = true;
-        if (on.parts++ === 0) on.answeredAt = performance.now();
+        if (on.parts++ === 0) {
+          on.answeredAt = performance.now();
+          on.rate.busy(on.answeredAt);
+        }
       }
-      return await body(used.connection, () => {
+      return await body(connection, (bytes) => {
         const now = performance.now();
         const wasStalled = stalled(on, now);
         on.answeredAt = now;
+        const answered = Math.min(bytes, pending);
+        pending -= answered;
+        on.pendingBytes -= answered;
+        on.rate.answered(bytes, now, connection.roundTripMs ?? 0);
         if (wasStalled) this.#wakeWaitingParts();
       });
     } catch (error) {
       throw classify(action, error);
     } finally {
       if (slot) {
-        if (part) slot.parts--;
+        if (part && --slot.parts === 0) slot.rate.idle(performance.now());
+        slot.pendingBytes -= pending;
         slot.calls--;
         if (live(slot)) {
           const ended = this.#callEnded;
@@ -676,6 +710,24 @@ export class SftpTransport implements Transport {
       this.#wakeWaitingParts();
       this.#closeSurplus();
     }
+  }
+
+  /** `picked` for a part, or a faster connection at the end of its file (see {@linkcode placePart}). */
+  #placePart(picked: Slot, bytes: number, bytesAfter: number): Slot {
+    const now = performance.now();
+    const opening = this.#unauthenticated();
+    const lanes = this.#usable().map((slot) => ({
+      slot,
+      pendingBytes: slot.pendingBytes,
+      rate: slot.rate.bytesPerMs,
+      state: live(slot)
+        ? stalled(slot, now) ? "none" as const : "up" as const
+        : slot.opening || opening < MAX_OPENING
+        ? "login" as const
+        : "none" as const,
+    }));
+    const pickedLane = lanes.find((lane) => lane.slot === picked);
+    return pickedLane ? placePart(lanes, pickedLane, bytes, bytesAfter).slot : picked;
   }
 
   /** Has the parts waiting for a connection that has not stalled look again. */
@@ -759,7 +811,10 @@ export class SftpTransport implements Transport {
    * then finished last, in slow start). Another slot's too if the vessel
    * refuses this one.
    */
-  async #connection(slot: Slot): Promise<{ slot: Slot; connection: SshConnection }> {
+  async #connection(
+    slot: Slot,
+    pendingBytes = 0,
+  ): Promise<{ slot: Slot; connection: SshConnection }> {
     const connection = live(slot);
     if (connection) return { slot, connection };
     const failedAhead = this.#failedAhead;
@@ -780,7 +835,7 @@ export class SftpTransport implements Transport {
           firstConnection && first.up.calls < first.below && this.#usable().includes(first.up)
         ) {
           opening.catch((error) => this.#refusedAhead(error));
-          return moved(slot, first.up, firstConnection);
+          return moved(slot, first.up, firstConnection, pendingBytes);
         }
       }
     } catch (error) {
@@ -796,7 +851,7 @@ export class SftpTransport implements Transport {
         : await this.#firstUp(slot);
       const otherConnection = other && live(other);
       if (!otherConnection) throw error;
-      return moved(slot, other, otherConnection);
+      return moved(slot, other, otherConnection, pendingBytes);
     }
   }
 
@@ -827,6 +882,7 @@ export class SftpTransport implements Transport {
           );
         }
         slot.connection = connection;
+        slot.rate = new AnswerRate();
         this.#admitted = true;
         this.#smallFiles.wake();
         const loggedIn = this.#loggedIn;
@@ -1019,16 +1075,19 @@ function partsIn(entries: readonly { name: string }[] | undefined): Set<number> 
 }
 
 /**
- * A call counted on `from` runs on `to`'s connection: counted there at once,
- * so calls deciding in the same turn see it.
+ * A call counted on `from` (with `pendingBytes` of a part) runs on `to`'s
+ * connection: counted there at once, so calls deciding in the same turn see it.
  */
 function moved(
   from: Slot,
   to: Slot,
   connection: SshConnection,
+  pendingBytes: number,
 ): { slot: Slot; connection: SshConnection } {
   from.calls--;
   to.calls++;
+  from.pendingBytes -= pendingBytes;
+  to.pendingBytes += pendingBytes;
   return { slot: to, connection };
 }
 

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { AnswerRate, type Lane, LOGIN_PARTS, placePart } from "./part_placement.ts";
+
+const MiB = 1 << 20;
+/** Bytes per millisecond of `n` MiB/s. */
+const mibPerS = (n: number) => n * MiB / 1000;
+
+function lane(state: Lane["state"], pendingBytes: number, rate?: number): Lane {
+  return { state, pendingBytes, rate };
+}
+
+Deno.test("placePart keeps the least busy connection until one has shown its rate", () => {
+  const slow = lane("up", 0);
+  const fast = lane("up", 4 * MiB);
+  assert.equal(placePart([slow, fast], slow, 2 * MiB, 0), slow);
+});
+
+Deno.test("placePart keeps a slow connection busy while the file has much to come", () => {
+  // wan, mid-file: 0.8 MiB/s would end a 2 MiB part in 2.5 s; the 40 MiB still to come
+  // keep the link busy for longer at 5 MiB/s, so the slow stream adds its rate.
+  const slow = lane("up", 0, mibPerS(0.8));
+  const fast = lane("up", 2 * MiB, mibPerS(4.2));
+  assert.equal(placePart([slow, fast], slow, 2 * MiB, 40 * MiB), slow);
+});
+
+Deno.test("placePart gives a last part to the connection that ends it soonest", () => {
+  const slow = lane("up", 0, mibPerS(0.8));
+  const fast = lane("up", 2 * MiB, mibPerS(4.2));
+  const other = lane("up", 3 * MiB, mibPerS(4.2));
+  // On the slow one: 2.5 s; all that is known ends in (7 MiB) / 9.2 MiB/s = 0.76 s.
+  assert.equal(placePart([slow, fast, other], slow, 2 * MiB, 0), fast);
+});
+
+Deno.test("placePart counts a connection not measured yet at the mean rate, a login dearer", () => {
+  const slow = lane("up", 0, mibPerS(0.5));
+  const fresh = lane("up", 0);
+  const measured = lane("up", 4 * MiB, mibPerS(4));
+  // fresh: 1 MiB at the mean 2.25 MiB/s, sooner than behind the 4 MiB on the fast one.
+  assert.equal(placePart([slow, measured, fresh], slow, 1 * MiB, 0), fresh);
+  const login = lane("login", 0);
+  // A login costs LOGIN_PARTS parts more: (1 + 2) MiB at 2.25 MiB/s = 1.33 s, against 1.25 s.
+  assert.equal(LOGIN_PARTS, 2);
+  assert.equal(placePart([slow, measured, login], slow, 1 * MiB, 0), measured);
+  // Behind 6 MiB on the fast one: 1.75 s; the login is sooner.
+  const busy = lane("up", 6 * MiB, mibPerS(4));
+  assert.equal(placePart([slow, busy, login], slow, 1 * MiB, 0), login);
+});
+
+Deno.test("placePart never moves a part to a stalled connection or one that may not log in", () => {
+  const slow = lane("up", 0, mibPerS(0.1));
+  const stalled = lane("none", 0, mibPerS(100));
+  const barred = lane("none", 0);
+  assert.equal(placePart([slow, stalled, barred], slow, 1 * MiB, 0), slow);
+});
+
+Deno.test("AnswerRate samples over a few round trips while busy, not the time idle", () => {
+  const rate = new AnswerRate();
+  rate.busy(0);
+  rate.answered(MiB, 100, 40);
+  assert.equal(rate.bytesPerMs, undefined, "no sample before 250 ms");
+  rate.answered(MiB, 250, 40);
+  assert.equal(rate.bytesPerMs, 2 * MiB / 250);
+  // sat: 600 ms round trips sample over 2.4 s.
+  rate.answered(MiB, 2_000, 600);
+  assert.equal(rate.bytesPerMs, 2 * MiB / 250, "no sample before 4 round trips");
+  rate.answered(MiB, 2_650, 600);
+  assert.equal(rate.bytesPerMs, (2 * MiB / 250 + 2 * MiB / 2_400) / 2);
+  // Idle for 10 s, then busy again: the idle time does not count.
+  rate.busy(12_650);
+  rate.answered(MiB, 12_900, 40);
+  assert.equal(rate.bytesPerMs, ((2 * MiB / 250 + 2 * MiB / 2_400) / 2 + MiB / 250) / 2);
+});
+
+Deno.test("AnswerRate takes a sample when a connection's parts end before a sample's time", () => {
+  const rate = new AnswerRate();
+  rate.busy(0);
+  rate.answered(32 << 10, 5, 1);
+  rate.idle(5);
+  assert.equal(rate.bytesPerMs, undefined, "32 KiB is too little to tell");
+  rate.answered(128 << 10, 20, 1);
+  rate.idle(20);
+  assert.equal(rate.bytesPerMs, (160 << 10) / 20);
+});
