@@ -1,11 +1,11 @@
 /**
  * Where the last parts of a file go (issue 8). Streams sharing a link carry
- * very different rates: on `wan` (100 Mbit/s, 40 ms), four CUBIC streams
- * carried 0.8 to 4 MiB/s each, and a last part given to a slow one ended
- * seconds after the rest while the fast ones idled. Before the tail every
- * connection stays busy: on a lossy link each stream adds its own rate, and
- * a part kept off a slow stream there made 16 MiB slower (medians of 10:
- * 12.0 s against 11.0 s).
+ * very different rates, and keep to them: on `wan` (100 Mbit/s, 40 ms),
+ * four CUBIC streams carried 0.8 to 4 MiB/s each, and a last part given to
+ * a slow one ended seconds after the rest while the fast ones idled. Before
+ * the tail every connection stays busy: on a lossy link each stream adds
+ * its own rate, and giving every part to the connection that would end it
+ * soonest made `lossy` slower (16 MiB, medians of 10: 12.0 s against 11.0).
  */
 
 /** What placing a part needs to know of a connection. */
@@ -69,50 +69,40 @@ export function placePart<T extends Lane>(
   return best;
 }
 
-/** The shortest time a rate is sampled over, for links of a few milliseconds. */
-const MIN_SAMPLE_MS = 250;
-/** Round trips a rate is sampled over: answers come in bursts, one per round trip. */
-const SAMPLE_ROUND_TRIPS = 4;
-/** Bytes a connection's last part must have had answered since the last sample to make one. */
-const MIN_IDLE_SAMPLE = 64 << 10;
+/** Bytes answered before a connection's rate counts. */
+const MIN_MEASURED = 64 << 10;
 
 /**
- * The rate a connection's parts are answered at, in samples of a few round
- * trips while it carries parts, each weighing half: a stream's rate moves
- * as TCP's window does. Time without parts does not count.
+ * The rate a connection's parts are answered at: all their bytes over all
+ * the time it carried parts (not the time idle). Averaged over its whole
+ * life, not the last round trips: on a lossy link every stream's rate swings
+ * with each loss, and only lasting differences (streams sharing a full link
+ * unfairly) should move parts.
  */
 export class AnswerRate {
-  /** Bytes per millisecond; unset until the first sample. */
-  bytesPerMs?: number;
-  #since = 0;
   #bytes = 0;
+  #busyMs = 0;
+  #since: number | undefined;
+
+  /** Bytes per millisecond at `now`; unset until enough was answered. */
+  bytesPerMs(now: number): number | undefined {
+    const busyMs = this.#busyMs + (this.#since === undefined ? 0 : now - this.#since);
+    return this.#bytes >= MIN_MEASURED && busyMs > 0 ? this.#bytes / busyMs : undefined;
+  }
 
   /** A part starts on a connection that carried none. */
   busy(now: number): void {
     this.#since = now;
-    this.#bytes = 0;
   }
 
   /** The vessel answered `bytes` of a part's writes. */
-  answered(bytes: number, now: number, roundTripMs: number): void {
+  answered(bytes: number): void {
     this.#bytes += bytes;
-    const elapsed = now - this.#since;
-    if (elapsed >= Math.max(MIN_SAMPLE_MS, SAMPLE_ROUND_TRIPS * roundTripMs)) this.#sample(now);
   }
 
-  /**
-   * The connection's last part ended: what it carried since the last sample
-   * counts if it was enough, so parts that end within a sample's time (a
-   * fast stream) give a rate too.
-   */
+  /** The connection's last part ended. */
   idle(now: number): void {
-    if (this.#bytes >= MIN_IDLE_SAMPLE && now > this.#since) this.#sample(now);
-  }
-
-  #sample(now: number): void {
-    const sample = this.#bytes / (now - this.#since);
-    this.bytesPerMs = this.bytesPerMs === undefined ? sample : (this.bytesPerMs + sample) / 2;
-    this.#since = now;
-    this.#bytes = 0;
+    if (this.#since !== undefined) this.#busyMs += now - this.#since;
+    this.#since = undefined;
   }
 }

@@ -53,31 +53,21 @@ Deno.test("placePart never moves a part to a stalled connection or one that may 
   assert.equal(placePart([slow, stalled, barred], slow, 1 * MiB, 0), slow);
 });
 
-Deno.test("AnswerRate samples over a few round trips while busy, not the time idle", () => {
+Deno.test("AnswerRate is the bytes answered over the time busy, once 64 KiB were", () => {
   const rate = new AnswerRate();
   rate.busy(0);
-  rate.answered(MiB, 100, 40);
-  assert.equal(rate.bytesPerMs, undefined, "no sample before 250 ms");
-  rate.answered(MiB, 250, 40);
-  assert.equal(rate.bytesPerMs, 2 * MiB / 250);
-  // sat: 600 ms round trips sample over 2.4 s.
-  rate.answered(MiB, 2_000, 600);
-  assert.equal(rate.bytesPerMs, 2 * MiB / 250, "no sample before 4 round trips");
-  rate.answered(MiB, 2_650, 600);
-  assert.equal(rate.bytesPerMs, (2 * MiB / 250 + 2 * MiB / 2_400) / 2);
-  // Idle for 10 s, then busy again: the idle time does not count.
-  rate.busy(12_650);
-  rate.answered(MiB, 12_900, 40);
-  assert.equal(rate.bytesPerMs, ((2 * MiB / 250 + 2 * MiB / 2_400) / 2 + MiB / 250) / 2);
-});
-
-Deno.test("AnswerRate takes a sample when a connection's parts end before a sample's time", () => {
-  const rate = new AnswerRate();
-  rate.busy(0);
-  rate.answered(32 << 10, 5, 1);
-  rate.idle(5);
-  assert.equal(rate.bytesPerMs, undefined, "32 KiB is too little to tell");
-  rate.answered(128 << 10, 20, 1);
-  rate.idle(20);
-  assert.equal(rate.bytesPerMs, (160 << 10) / 20);
+  rate.answered(32 << 10);
+  assert.equal(rate.bytesPerMs(100), undefined, "32 KiB is too little to tell");
+  rate.answered(96 << 10);
+  assert.equal(rate.bytesPerMs(100), (128 << 10) / 100);
+  assert.equal(
+    rate.bytesPerMs(200),
+    (128 << 10) / 200,
+    "time busy counts while nothing is answered",
+  );
+  rate.idle(200);
+  assert.equal(rate.bytesPerMs(10_000), (128 << 10) / 200, "time idle does not");
+  rate.busy(10_000);
+  rate.answered(MiB);
+  assert.equal(rate.bytesPerMs(10_300), (MiB + (128 << 10)) / 500);
 });

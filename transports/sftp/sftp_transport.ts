@@ -691,7 +691,7 @@ export class SftpTransport implements Transport {
         const answered = Math.min(bytes, pending);
         pending -= answered;
         on.pendingBytes -= answered;
-        on.rate.answered(bytes, now, connection.roundTripMs ?? 0);
+        on.rate.answered(bytes);
         if (wasStalled) this.#wakeWaitingParts();
       });
     } catch (error) {
@@ -719,7 +719,7 @@ export class SftpTransport implements Transport {
     const lanes = this.#usable().map((slot) => ({
       slot,
       pendingBytes: slot.pendingBytes,
-      rate: slot.rate.bytesPerMs,
+      rate: slot.rate.bytesPerMs(now),
       state: live(slot)
         ? stalled(slot, now) ? "none" as const : "up" as const
         : slot.opening || opening < MAX_OPENING
