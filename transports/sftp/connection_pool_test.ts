@@ -607,3 +607,57 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "bytes a part resumes from a cut try do not make its slow stream look fast",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const { proxy, knownHostsFile } = await proxyTo(server);
+    const transport = new SftpTransport(
+      server.vesselConfig({ port: proxy.port, knownHostsFile, connections: 2, timeout: 60 }),
+    );
+    try {
+      const key = "resumed-rate";
+      await transport.prepare(key, `${server.dir}/pool/${key}.bin`); // connection 1, alone
+      await waitFor(() => transport.connections.open === 2, 10_000, "the second connection up");
+      proxy.throttleConnection(1, 64 << 10);
+      proxy.throttleConnection(2, 1 << 20);
+      const held = 4 << 20;
+      const parts = [
+        new Uint8Array(held + (128 << 10)).map((_, i) => i * 7),
+        part(1).subarray(0, 256 << 10),
+        part(2).subarray(0, 512 << 10),
+        part(3).subarray(0, 512 << 10),
+      ];
+      // A cut try left 4 MiB of part 0: it resumes there on the slow connection, which then
+      // sends 128 KiB at 64 KiB/s. Part 1 shows the other's rate, about 1 MiB/s.
+      const tempDir = server.vesselConfig().tempDir;
+      await Deno.writeFile(`${tempDir}/${key}/0.part.tmp`, parts[0].subarray(0, held), {
+        mode: 0o600,
+      });
+      await Promise.all([
+        transport.putPart(key, 0, parts[0], 1 << 20),
+        transport.putPart(key, 1, parts[1], 1 << 20),
+      ]);
+      // Counted as sent in 2 s, the 4 MiB held would make the slow stream look twice as fast
+      // as the other, and part 2 would take 8 s on it.
+      await within(
+        4_000,
+        "a last part went behind the slow stream",
+        Promise.all([
+          transport.putPart(key, 2, parts[2], 512 << 10),
+          transport.putPart(key, 3, parts[3], 0),
+        ]),
+      );
+      for (const [index, data] of parts.entries()) {
+        const stored = await Deno.readFile(`${tempDir}/${key}/${index}.part`);
+        assert.equal(sha256(stored), sha256(data), `part ${index} differs on the vessel`);
+      }
+    } finally {
+      await transport.close();
+      await proxy.close();
+      await server.stop();
+    }
+  },
+});

@@ -230,12 +230,12 @@ export async function writeFile(
   options: {
     resume?: ResumeCheck;
     renameTo?: string;
-    /** Hears the bytes the vessel holds: those resumed, then each write answered. */
-    acknowledged?: (bytes: number) => void;
+    /** Hears the bytes the vessel holds: those resumed (`resumed`), then each write answered. */
+    acknowledged?: (bytes: number, resumed?: boolean) => void;
   } = {},
 ): Promise<void> {
   const { handle, offset } = await openPrivateFile(connection, path, "wx", data, options.resume);
-  if (offset > 0) options.acknowledged?.(offset);
+  if (offset > 0) options.acknowledged?.(offset, true);
   const allSent = Promise.withResolvers<void>();
   const written = connection.writeAll(handle, data, offset, {
     allSent: allSent.resolve,

@@ -647,11 +647,15 @@ export class SftpTransport implements Transport {
    * file still to come) is kept off a slow connection at the end of its file
    * (see {@linkcode placePart}), and waits while every connection it could
    * use has stalled (see {@linkcode STALLED_ROUND_TRIPS}); `body` tells the
-   * bytes the vessel answers of its writes through its second argument.
+   * bytes the vessel answers of its writes (or holds from a cut try:
+   * `resumed`) through its second argument.
    */
   async #run<T>(
     action: string,
-    body: (connection: SshConnection, answered: (bytes: number) => void) => Promise<T>,
+    body: (
+      connection: SshConnection,
+      answered: (bytes: number, resumed?: boolean) => void,
+    ) => Promise<T>,
     options: { spread?: boolean; part?: { bytes: number; bytesAfter: number } } = {},
   ): Promise<T> {
     let slot: Slot | undefined;
@@ -684,14 +688,15 @@ export class SftpTransport implements Transport {
           on.rate.busy(on.answeredAt);
         }
       }
-      return await body(connection, (bytes) => {
+      return await body(connection, (bytes, resumed = false) => {
         const now = performance.now();
         const wasStalled = stalled(on, now);
         on.answeredAt = now;
         const answered = Math.min(bytes, pending);
         pending -= answered;
         on.pendingBytes -= answered;
-        on.rate.answered(bytes);
+        // Bytes a cut try left on the vessel crossed the link then, not now.
+        if (!resumed) on.rate.answered(bytes);
         if (wasStalled) this.#wakeWaitingParts();
       });
     } catch (error) {
