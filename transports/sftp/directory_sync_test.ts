@@ -83,3 +83,33 @@ Deno.test("DirectorySyncs.sync() rejects the callers of a failed flush; the next
   await answer(requests.length - 1, new Error("No such file"));
   assert.match(String(await retried), /No such file/);
 });
+
+Deno.test("DirectorySyncs.sync() of a directory opened ahead sends its fsync at once", async () => {
+  const { requests, syncs, answer, answerAll } = recorder();
+  syncs.openAhead(a, "/in");
+  syncs.openAhead(a, "/in"); // one handle ahead per directory and connection
+  assert.deepEqual(requests, ["a open /in"]);
+  await answer(0);
+  const flushed = syncs.sync(a, "/in"); // the rename was sent: the fsync leaves now
+  const joined = syncs.sync(a, "/in");
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(requests, ["a open /in", "a fsync /in", "a close /in"]);
+  // Taken: the next sync opens again, and so does one on another connection.
+  const next = syncs.sync(a, "/in");
+  const other = syncs.sync(b, "/in");
+  assert.deepEqual(requests.slice(3), ["a open /in", "b open /in"]);
+  await answerAll();
+  await Promise.all([flushed, joined, next, other]);
+});
+
+Deno.test("DirectorySyncs.sync() opens again when the open ahead failed", async () => {
+  const { requests, syncs, answer, answerAll } = recorder();
+  syncs.openAhead(a, "/in");
+  await answer(0, new Error("No such file"));
+  const flushed = syncs.sync(a, "/in");
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(requests, ["a open /in", "a open /in"]);
+  await answerAll();
+  await flushed;
+  assert.deepEqual(requests.slice(2), ["a fsync /in", "a close /in"]);
+});

@@ -95,6 +95,41 @@ for (const sshClient of ["openssh", "builtin"] as const) {
   });
 }
 
+for (const sshClient of ["openssh", "builtin"] as const) {
+  Deno.test({
+    name:
+      `${sshClient}: a file assembled from parts is published in one round trip: its directory was opened ahead`,
+    ignore: unavailable !== undefined,
+    fn: () =>
+      behindProxy(async (proxied) => {
+        const { transport, server } = proxied;
+        const destination = `${server.dir}/inbox/whole.bin`;
+        await transport.prepare("whole", destination); // logs in on a short link
+        const roundTrip = await lengthen(proxied);
+        const parts = [bytes(64 * 1024, 10), bytes(64 * 1024, 11)];
+        const assembly = transport.startAssembly("whole", parts.length, destination);
+        for (const [index, part] of parts.entries()) {
+          await transport.putPart("whole", index, part);
+          assembly.partReady(index);
+        }
+        const assembled = await assembly.finish();
+        const started = performance.now();
+        await transport.publish(assembled.tempPath, destination, 0o640);
+        const took = performance.now() - started;
+        // The mode, the rename and the directory's fsync leave together. Opening the directory
+        // only now is a round trip more, before the fsync.
+        assert.ok(
+          took < 1.5 * roundTrip,
+          `publishing took ${took.toFixed(0)} ms, ${(took / roundTrip).toFixed(1)} round trips`,
+        );
+        const whole = new Uint8Array([...parts[0], ...parts[1]]);
+        assert.equal(assembled.sha256, sha256(whole));
+        assert.deepEqual(await Deno.readFile(destination), whole);
+        assert.equal((await Deno.stat(destination)).mode! & 0o777, 0o640);
+      }, { vessel: { sshClient } }),
+  });
+}
+
 Deno.test({
   name: "a part whose writes fail after its rename left is not left whole under its name",
   ignore: unavailable !== undefined,

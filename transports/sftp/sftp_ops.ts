@@ -380,6 +380,18 @@ async function readRange(
  * `allowReplace` says the target may vanish for a moment (parts, never
  * published files), removes `to` first.
  */
+/**
+ * Renames `from` over `to` with posix-rename@openssh.com (which the caller
+ * has seen announced), the request leaving in this call: requests made
+ * after it are handled after it.
+ */
+export function renameOver(connection: SshConnection, from: string, to: string): Promise<void> {
+  return connection.request<void>(
+    "posix-rename",
+    (sftp, done) => sftp.ext_openssh_rename(from, to, (error) => done(error)),
+  );
+}
+
 export async function renameReplacing(
   connection: SshConnection,
   from: string,
@@ -387,11 +399,7 @@ export async function renameReplacing(
   allowReplace: boolean,
 ): Promise<void> {
   if (await connection.hasExtension("posix-rename@openssh.com")) {
-    await connection.request<void>(
-      "posix-rename",
-      (sftp, done) => sftp.ext_openssh_rename(from, to, (error) => done(error)),
-    );
-    return;
+    return await renameOver(connection, from, to);
   }
   if (!allowReplace) throw new Error("the SFTP server lacks posix-rename@openssh.com");
   await removeFile(connection, to);

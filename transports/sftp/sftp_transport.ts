@@ -61,7 +61,7 @@ import {
   readDirectory,
   removeDirectory,
   removeFile,
-  renameReplacing,
+  renameOver,
   writeFile,
 } from "./sftp_ops.ts";
 
@@ -148,6 +148,11 @@ const STALLED_ROUND_TRIPS = 8;
 const STALLED_MS = 3_000;
 /** What a stalled connection weighs for a part: more than any login. */
 const STALLED_COST = 1_000;
+/**
+ * Files assembled whose connection a publish may still use: one per file in
+ * flight, of which there are far fewer.
+ */
+const MAX_ASSEMBLED_ON = 256;
 /** How long a vessel that refused a further connection is not asked for one again. */
 const REFUSED_MS = 60_000;
 
@@ -182,6 +187,8 @@ export class SftpTransport implements Transport {
   #ceiling: number;
   #ceilingUntil = 0;
   readonly #acknowledged = { bytes: 0 };
+  /** The connection each file was assembled on, where its directory was opened ahead. */
+  readonly #assembledOn = new Map<string, SshConnection>();
   readonly #authEnvironment?: AuthEnvironment;
   #credentials?: Promise<Credentials>;
   /** The SSH carrier: the system's OpenSSH client, or ssh2 in this process. */
@@ -386,15 +393,17 @@ export class SftpTransport implements Transport {
     }
     const action = `Cannot assemble ${quote(destination)} from ${count} parts of "${key}" ` +
       `on vessel "${this.vessel}"`;
+    const tempPath = tempPathFor(key, destination);
     return new SftpAssembly({
       action,
       partDir,
       count,
-      tempPath: tempPathFor(key, destination),
+      tempPath,
       fsync: this.#config.fsync,
       deadline: (bytes) => this.#deadline(bytes),
       stallMs: this.#deadline(0),
       run: (body) => this.#run(action, body),
+      lastPartAnnounced: (connection) => this.#publishAhead(connection, tempPath, destination),
     });
   }
 
@@ -440,6 +449,8 @@ export class SftpTransport implements Transport {
   async publish(tempPath: string, destination: string, mode?: number): Promise<void> {
     checkAbsolute(tempPath);
     checkAbsolute(destination);
+    const assembledOn = this.#assembledOn.get(tempPath);
+    this.#assembledOn.delete(tempPath);
     const action = `Cannot publish ${quote(tempPath)} as ${quote(destination)} on vessel ` +
       `"${this.vessel}"`;
     return await this.#run(action, async (connection) => {
@@ -454,15 +465,34 @@ export class SftpTransport implements Transport {
           "unsupported",
         );
       }
-      // Sent in this turn: the server handles them in order, and the directory's fsync
-      // (shared with the files renamed into it meanwhile) leaves only once its open is
-      // answered, after the rename. Two round trips in all.
+      // Requests leave in the order they are made, and the server handles them in that order:
+      // the directory's fsync (shared with the files renamed into it meanwhile) after the
+      // rename. Two round trips in all, or one when the directory was opened ahead.
       await Promise.all([
         mode === undefined ? undefined : changeMode(connection, tempPath, mode & 0o777),
-        renameReplacing(connection, tempPath, destination, false),
+        renameOver(connection, tempPath, destination),
         syncDirectory ? this.#directorySyncs.sync(connection, parentOf(destination)) : undefined,
       ]);
-    });
+    }, { on: assembledOn });
+  }
+
+  /**
+   * Once the vessel has every part of a file to assemble, opens its
+   * destination's directory on the connection assembling it, for the
+   * directory's fsync when that file is published there: a round trip less
+   * at the end of every file (on a 600 ms link, 0.6 s).
+   */
+  #publishAhead(connection: SshConnection, tempPath: string, destination: string): void {
+    if (!this.#config.fsync) return;
+    this.#assembledOn.set(tempPath, connection);
+    while (this.#assembledOn.size > MAX_ASSEMBLED_ON) {
+      this.#assembledOn.delete(this.#assembledOn.keys().next().value!);
+    }
+    void connection.hasExtension("fsync@openssh.com").then((has) => {
+      if (has && !connection.closed) {
+        this.#directorySyncs.openAhead(connection, parentOf(destination));
+      }
+    }, () => {});
   }
 
   async removeLeftovers(options: LeftoverOptions): Promise<number> {
@@ -514,6 +544,7 @@ export class SftpTransport implements Transport {
 
   async remove(path: string): Promise<void> {
     checkAbsolute(path);
+    this.#assembledOn.delete(path);
     const action = `Cannot remove ${quote(path)} on vessel "${this.vessel}"`;
     return await this.#run(action, (connection) => removeFile(connection, path));
   }
@@ -656,7 +687,11 @@ export class SftpTransport implements Transport {
       connection: SshConnection,
       answered: (bytes: number, resumed?: boolean) => void,
     ) => Promise<T>,
-    options: { spread?: boolean; part?: { bytes: number; bytesAfter: number } } = {},
+    options: {
+      spread?: boolean;
+      part?: { bytes: number; bytesAfter: number };
+      on?: SshConnection;
+    } = {},
   ): Promise<T> {
     let slot: Slot | undefined;
     let part = false;
@@ -664,7 +699,7 @@ export class SftpTransport implements Transport {
     try {
       let used: { slot: Slot; connection: SshConnection };
       for (;;) {
-        slot = this.#pick(options.spread);
+        slot = this.#slotOf(options.on) ?? this.#pick(options.spread);
         if (options.part) {
           slot = this.#placePart(slot, options.part.bytes, options.part.bytesAfter);
           pending = options.part.bytes;
@@ -715,6 +750,11 @@ export class SftpTransport implements Transport {
       this.#wakeWaitingParts();
       this.#closeSurplus();
     }
+  }
+
+  /** The slot whose open connection is `connection`. */
+  #slotOf(connection: SshConnection | undefined): Slot | undefined {
+    return connection && this.#slots.find((slot) => live(slot) === connection);
   }
 
   /** `picked` for a part, or a faster connection at the end of its file (see {@linkcode placePart}). */

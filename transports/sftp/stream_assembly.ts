@@ -26,6 +26,8 @@ export interface StreamAssemblyOptions extends AssembleOptions {
   readonly stallMs: number;
   /** Runs `body` on one of the transport's connections, classifying its errors. */
   readonly run: (body: (connection: SshConnection) => Promise<Assembled>) => Promise<Assembled>;
+  /** Hears the connection the file is assembled on once every part is announced. */
+  readonly lastPartAnnounced?: (connection: SshConnection) => void;
 }
 
 const PROGRESS = /^ok (\d+) (\d+)$/;
@@ -90,6 +92,7 @@ export class SftpAssembly implements Assembly {
     const { partDir, count, tempPath, fsync } = this.#options;
     if (this.#aborting) throw aborted();
     if (this.#ready.size === count) {
+      this.#options.lastPartAnnounced?.(connection);
       return {
         tempPath,
         ...await assembleParts(connection, partDir, count, tempPath, this.#options),
@@ -133,7 +136,10 @@ export class SftpAssembly implements Assembly {
     const idle = this.#done === this.#sent;
     const first = this.#sent;
     while (this.#ready.has(this.#sent)) command.write(`${this.#sent++}\n`);
-    if (this.#sent === this.#options.count) command.end();
+    if (this.#sent === this.#options.count) {
+      command.end();
+      if (first < this.#sent) this.#options.lastPartAnnounced?.(this.#connection!);
+    }
     if (idle && this.#sent > first) this.#schedule();
   }
 
