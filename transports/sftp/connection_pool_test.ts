@@ -16,6 +16,7 @@ import {
 } from "../../tests/servers.ts";
 import { silentLogger, type TransportLogger } from "../transport.ts";
 import { waitFor } from "../../tests/cli_harness.ts";
+import type { FaultProxy } from "../../tests/fault_proxy.ts";
 import { proxyTo } from "../../tests/proxied_transport.ts";
 import { SftpTransport, type SftpTransportOptions } from "./sftp_transport.ts";
 
@@ -517,25 +518,46 @@ Deno.test({
   },
 });
 
+/**
+ * Runs `body` on a transport with two connections to a new sshd through the
+ * fault proxy (proxy connection 1 is the transport's first), both up and
+ * idle, with the part directory of `key` made; then checks that each of
+ * the parts `body` returns is whole on the vessel.
+ */
+async function withTwoProxiedConnections(
+  key: string,
+  body: (
+    proxied: { proxy: FaultProxy; transport: SftpTransport; tempDir: string },
+  ) => Promise<Uint8Array[]>,
+): Promise<void> {
+  const server = await startOpenSsh();
+  const { proxy, knownHostsFile } = await proxyTo(server);
+  const transport = new SftpTransport(
+    server.vesselConfig({ port: proxy.port, knownHostsFile, connections: 2, timeout: 60 }),
+  );
+  try {
+    await transport.prepare(key, `${server.dir}/pool/${key}.bin`); // connection 1, alone
+    await waitFor(() => transport.connections.open === 2, 10_000, "the second connection up");
+    assert.equal(proxy.connections(), 2);
+    const tempDir = server.vesselConfig().tempDir;
+    const parts = await body({ proxy, transport, tempDir });
+    for (const [index, data] of parts.entries()) {
+      const stored = await Deno.readFile(`${tempDir}/${key}/${index}.part`);
+      assert.equal(sha256(stored), sha256(data), `part ${index} differs on the vessel`);
+    }
+  } finally {
+    await transport.close();
+    await proxy.close();
+    await server.stop();
+  }
+}
+
 Deno.test({
   name: "a part goes to a connection that carries data, not behind one whose stream stalled",
   ignore,
-  fn: async () => {
-    const server = await startOpenSsh();
-    const { proxy, knownHostsFile } = await proxyTo(server);
-    const transport = new SftpTransport(
-      server.vesselConfig({
-        port: proxy.port,
-        knownHostsFile,
-        connections: 2,
-        timeout: 60,
-      }),
-    );
-    try {
+  fn: () =>
+    withTwoProxiedConnections("stalled", async ({ proxy, transport }) => {
       const key = "stalled";
-      await transport.prepare(key, `${server.dir}/pool/${key}.bin`); // connection 1, alone
-      await waitFor(() => transport.connections.open === 2, 10_000, "the second connection up");
-      assert.equal(proxy.connections(), 2);
       // Both connections idle: part 0 takes the first, whose stream stops; part 1 the second,
       // slowly. Once the first has had no answer for a while, part 2 would tie them by calls.
       proxy.throttle(512 << 10);
@@ -550,77 +572,54 @@ Deno.test({
       proxy.clear();
       proxy.stallConnection(1, false);
       await stalled;
-      const tempDir = server.vesselConfig().tempDir;
-      for (const [index, data] of parts.entries()) {
-        const stored = await Deno.readFile(`${tempDir}/${key}/${index}.part`);
-        assert.equal(sha256(stored), sha256(data), `part ${index} differs on the vessel`);
-      }
-    } finally {
-      await transport.close();
-      await proxy.close();
-      await server.stop();
-    }
-  },
+      return parts;
+    }),
 });
+
+/**
+ * Puts parts 0 and 1 at once, mid-file (one on each idle connection, which
+ * then shows its rate), then parts 2 and 3, the file's last: both must be
+ * whole within 4 s.
+ */
+async function warmThenLastTwo(transport: SftpTransport, key: string, parts: Uint8Array[]) {
+  await Promise.all([
+    transport.putPart(key, 0, parts[0], 1 << 20),
+    transport.putPart(key, 1, parts[1], 1 << 20),
+  ]);
+  await within(
+    4_000,
+    "a last part went behind the slow stream",
+    Promise.all([
+      transport.putPart(key, 2, parts[2], parts[3].byteLength),
+      transport.putPart(key, 3, parts[3], 0),
+    ]),
+  );
+}
 
 Deno.test({
   name: "the last parts of a file go to a fast connection, not behind a slow stream",
   ignore,
-  fn: async () => {
-    const server = await startOpenSsh();
-    const { proxy, knownHostsFile } = await proxyTo(server);
-    const transport = new SftpTransport(
-      server.vesselConfig({ port: proxy.port, knownHostsFile, connections: 2, timeout: 60 }),
-    );
-    try {
+  fn: () =>
+    withTwoProxiedConnections("tail", async ({ proxy, transport }) => {
       const key = "tail";
-      await transport.prepare(key, `${server.dir}/pool/${key}.bin`); // connection 1, alone
-      await waitFor(() => transport.connections.open === 2, 10_000, "the second connection up");
       proxy.throttleConnection(1, 64 << 10);
       // Mid-file, both idle: part 0 takes the first connection, part 1 the second. Each shows
       // its rate: 64 KiB/s and loopback's.
       const parts = [128 << 10, 128 << 10, 512 << 10, 512 << 10].map((size, index) =>
         part(index).subarray(0, size)
       );
-      await Promise.all([
-        transport.putPart(key, 0, parts[0], 1 << 20),
-        transport.putPart(key, 1, parts[1], 1 << 20),
-      ]);
       // The last two: by calls they tie, and one would take 8 s on the slow stream.
-      await within(
-        4_000,
-        "a last part went behind the slow stream",
-        Promise.all([
-          transport.putPart(key, 2, parts[2], 512 << 10),
-          transport.putPart(key, 3, parts[3], 0),
-        ]),
-      );
-      const tempDir = server.vesselConfig().tempDir;
-      for (const [index, data] of parts.entries()) {
-        const stored = await Deno.readFile(`${tempDir}/${key}/${index}.part`);
-        assert.equal(sha256(stored), sha256(data), `part ${index} differs on the vessel`);
-      }
-    } finally {
-      await transport.close();
-      await proxy.close();
-      await server.stop();
-    }
-  },
+      await warmThenLastTwo(transport, key, parts);
+      return parts;
+    }),
 });
 
 Deno.test({
   name: "bytes a part resumes from a cut try do not make its slow stream look fast",
   ignore,
-  fn: async () => {
-    const server = await startOpenSsh();
-    const { proxy, knownHostsFile } = await proxyTo(server);
-    const transport = new SftpTransport(
-      server.vesselConfig({ port: proxy.port, knownHostsFile, connections: 2, timeout: 60 }),
-    );
-    try {
+  fn: () =>
+    withTwoProxiedConnections("resumed-rate", async ({ proxy, transport, tempDir }) => {
       const key = "resumed-rate";
-      await transport.prepare(key, `${server.dir}/pool/${key}.bin`); // connection 1, alone
-      await waitFor(() => transport.connections.open === 2, 10_000, "the second connection up");
       proxy.throttleConnection(1, 64 << 10);
       proxy.throttleConnection(2, 1 << 20);
       const held = 4 << 20;
@@ -632,32 +631,12 @@ Deno.test({
       ];
       // A cut try left 4 MiB of part 0: it resumes there on the slow connection, which then
       // sends 128 KiB at 64 KiB/s. Part 1 shows the other's rate, about 1 MiB/s.
-      const tempDir = server.vesselConfig().tempDir;
       await Deno.writeFile(`${tempDir}/${key}/0.part.tmp`, parts[0].subarray(0, held), {
         mode: 0o600,
       });
-      await Promise.all([
-        transport.putPart(key, 0, parts[0], 1 << 20),
-        transport.putPart(key, 1, parts[1], 1 << 20),
-      ]);
       // Counted as sent in 2 s, the 4 MiB held would make the slow stream look twice as fast
       // as the other, and part 2 would take 8 s on it.
-      await within(
-        4_000,
-        "a last part went behind the slow stream",
-        Promise.all([
-          transport.putPart(key, 2, parts[2], 512 << 10),
-          transport.putPart(key, 3, parts[3], 0),
-        ]),
-      );
-      for (const [index, data] of parts.entries()) {
-        const stored = await Deno.readFile(`${tempDir}/${key}/${index}.part`);
-        assert.equal(sha256(stored), sha256(data), `part ${index} differs on the vessel`);
-      }
-    } finally {
-      await transport.close();
-      await proxy.close();
-      await server.stop();
-    }
-  },
+      await warmThenLastTwo(transport, key, parts);
+      return parts;
+    }),
 });
