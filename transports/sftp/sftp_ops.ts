@@ -375,15 +375,9 @@ async function readRange(
 }
 
 /**
- * Renames `from` onto `to`, replacing it atomically with
- * `posix-rename@openssh.com`. Without that extension, and only when
- * `allowReplace` says the target may vanish for a moment (parts, never
- * published files), removes `to` first.
- */
-/**
- * Renames `from` over `to` with posix-rename@openssh.com (which the caller
- * has seen announced), the request leaving in this call: requests made
- * after it are handled after it.
+ * Renames `from` over `to` with posix-rename@openssh.com, which the caller
+ * has seen announced: the SFTP session is open, so the request leaves in
+ * this call, and requests made after it are handled after it.
  */
 export function renameOver(connection: SshConnection, from: string, to: string): Promise<void> {
   return connection.request<void>(
@@ -392,6 +386,12 @@ export function renameOver(connection: SshConnection, from: string, to: string):
   );
 }
 
+/**
+ * Renames `from` onto `to`, replacing it atomically with
+ * `posix-rename@openssh.com`. Without that extension, and only when
+ * `allowReplace` says the target may vanish for a moment (parts, never
+ * published files), removes `to` first.
+ */
 export async function renameReplacing(
   connection: SshConnection,
   from: string,
