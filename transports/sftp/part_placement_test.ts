@@ -23,6 +23,18 @@ Deno.test("placePart keeps a slow connection busy while the file has much to com
   assert.equal(placePart([slow, fast], slow, 2 * MiB, 40 * MiB), slow);
 });
 
+Deno.test("placePart keeps a part where it ends before what the others carry drains", () => {
+  // lossy, mid-window: the slow stream ends 512 KiB in 3.3 s, later than all that is known
+  // could end at the rate of all (2.7 s), but the slowest of the others drains its 1 MiB in 5 s.
+  const slow = lane("up", 0, mibPerS(0.15));
+  const fast = lane("up", 512 << 10, mibPerS(0.4));
+  const loaded = lane("up", 1 << 20, mibPerS(0.2));
+  assert.equal(placePart([slow, fast, loaded], slow, 512 << 10, 0), slow);
+  // Behind 1 MiB of its own, it would end at 7.5 s: the fast one ends it at 2.5 s.
+  const queued = lane("up", 1 << 20, mibPerS(0.2));
+  assert.equal(placePart([queued, fast, loaded], queued, 512 << 10, 0), fast);
+});
+
 Deno.test("placePart gives a last part to the connection that ends it soonest", () => {
   const slow = lane("up", 0, mibPerS(0.8));
   const fast = lane("up", 2 * MiB, mibPerS(4.2));
