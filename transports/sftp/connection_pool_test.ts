@@ -640,3 +640,36 @@ Deno.test({
       return parts;
     }),
 });
+
+Deno.test({
+  name: "a publish does not wait behind another file's part on the connection that assembled it",
+  ignore,
+  fn: () =>
+    withTwoProxiedConnections("assembled", async ({ proxy, transport, tempDir }) => {
+      const destination = `${tempDir}/../pool/assembled.bin`; // made by the set-up
+      const parts = [part(0).subarray(0, 64 << 10), part(1).subarray(0, 64 << 10)];
+      const assembly = transport.startAssembly("assembled", parts.length, destination);
+      for (const [index, data] of parts.entries()) {
+        await transport.putPart("assembled", index, data);
+        assembly.partReady(index);
+      }
+      const assembled = await assembly.finish(); // on connection 1, both being idle
+      // The next file's part takes connection 1 too, throttled: 16 s of writes queued there.
+      proxy.throttleConnection(1, 64 << 10);
+      const next = transport.putPart("assembled", 2, part(2));
+      next.catch(() => {}); // awaited below; a failure above closes it first
+      await new Promise((resolve) => setTimeout(resolve, 500)); // its writes are sent
+      await within(
+        3_000,
+        "the publish waited behind the next file's writes",
+        transport.publish(assembled.tempPath, destination),
+      );
+      assert.deepEqual(
+        await Deno.readFile(destination),
+        new Uint8Array([...parts[0], ...parts[1]]),
+      );
+      proxy.throttleConnection(1, undefined);
+      await next;
+      return parts;
+    }),
+});
