@@ -4,7 +4,8 @@ import { logger } from "../log/logger.ts";
 import { startReplicator } from "./replicator.ts";
 import { plural } from "../log/units.ts";
 
-const POLL_MS = 50;
+/** How often `once` asks whether it is done: it exits at most this long after the last file. */
+const POLL_MS = 10;
 
 /** Exit 0 when everything was delivered and moved, 1 on failure or timeout. */
 export async function runOnce(

@@ -220,11 +220,14 @@ export class Engine {
     return this.#workers.map((worker) => ({ health: worker.health(), inFlight: worker.inFlight }));
   }
 
-  /** Whether nothing is running and nothing is due, for `once`. */
+  /**
+   * Whether nothing is running and nothing is due, for `once`, which asks
+   * often: what is in memory is asked first, the store only when that is idle.
+   */
   idle(): boolean {
-    const idle = this.#arrivals.length === 0 && this.#store.counts().pending === 0 &&
-      this.#finalizing.size === 0 &&
-      !this.#workers.some((worker) => worker.active) && this.#store.doneFiles().length === 0;
+    const idle = this.#arrivals.length === 0 && this.#finalizing.size === 0 &&
+      !this.#workers.some((worker) => worker.active) && this.#store.counts().pending === 0 &&
+      this.#store.doneFiles().length === 0;
     if (!idle) return false;
     this.#removeLeftovers();
     return this.#cleanups.size === 0;

@@ -22,7 +22,7 @@ import {
   TransportError,
   type TransportLogger as Logger,
 } from "../transport.ts";
-import { type ConnectionInfo, type ConnectOptions, handshake } from "./handshake.ts";
+import type { ConnectionInfo, ConnectOptions } from "./handshake.ts";
 
 export type { ConnectionInfo, ConnectOptions } from "./handshake.ts";
 
@@ -228,8 +228,10 @@ export class SshConnection {
    * Connects, verifies the host key and authenticates. Rejects with a
    * {@linkcode TransportError}: `"connection"`, `"host-key"` or `"auth"`.
    */
-  static open(options: ConnectOptions): Promise<SshConnection> {
-    return handshake(options, (client, info) => new SshConnection(client, options, info));
+  static async open(options: ConnectOptions): Promise<SshConnection> {
+    // ssh2's client loads only for the builtin client: a daemon over OpenSSH starts sooner.
+    const { handshake } = await import("./handshake.ts");
+    return await handshake(options, (client, info) => new SshConnection(client, options, info));
   }
 
   /** Marks SFTP as impossible on this connection: every SFTP call rejects with `error`. */
@@ -703,4 +705,12 @@ function askAgainIfRefused<T>(
       }
     }, REFUSED_REQUEST_RETRY_MS);
   });
+}
+
+/** The error of a login ended because the transport closed. */
+export function closedDuringLogin(where: string): TransportError {
+  return new TransportError(
+    `Cannot connect to ${where}: the transport closed during the login`,
+    "connection",
+  );
 }

@@ -18,6 +18,7 @@ import { TransportError, type TransportLogger as Logger } from "../transport.ts"
 import type { Credentials } from "./auth.ts";
 import { verifyHostKey } from "./host_key.ts";
 import { coalescingSocket } from "./_coalesce.ts";
+import { closedDuringLogin } from "./connection.ts";
 
 /** What was learned while connecting, for `check` and logs. */
 export interface ConnectionInfo {
@@ -213,14 +214,6 @@ export function handshake<T>(
       );
     }
   });
-}
-
-/** The error of a login ended because the transport closed. */
-export function closedDuringLogin(where: string): TransportError {
-  return new TransportError(
-    `Cannot connect to ${where}: the transport closed during the login`,
-    "connection",
-  );
 }
 
 /** Whether an auth method would hand a password to the server. */

@@ -18,13 +18,14 @@ import { TransportError } from "../transport.ts";
 import type { ClientChannel, SFTPWrapper } from "./_ssh2.ts";
 import { sftpOverPipes } from "./_sftp_pipe.ts";
 import {
+  closedDuringLogin,
   type ConnectionOptions,
   type ExecResult,
   type RunCommand,
   SshConnection,
   type SshLink,
 } from "./connection.ts";
-import { closedDuringLogin, type ConnectionInfo } from "./handshake.ts";
+import type { ConnectionInfo } from "./handshake.ts";
 import type { OpenSshSetup } from "./openssh_setup.ts";
 
 /** Lines of ssh's stderr kept for messages. */

@@ -36,10 +36,9 @@ import type { SftpVessel, SshClientKind } from "./options.ts";
 import { leftoverTempCommand } from "./commands.ts";
 import { openOpenSsh } from "./openssh_link.ts";
 import { findSsh, type OpenSshSetup, prepareOpenSsh } from "./openssh_setup.ts";
-import { type AuthEnvironment, type Credentials, loadCredentials } from "./auth.ts";
+import type { AuthEnvironment, Credentials } from "./auth.ts";
 import { hashFile, SMALL_FILE } from "./assemble.ts";
 import { hasStatus, type RunCommand, SFTP_STATUS, SshConnection } from "./connection.ts";
-import { knownKeyTypesOf } from "./host_key.ts";
 import { AnswerRate, placePart } from "./part_placement.ts";
 import { probeVessel } from "./probe.ts";
 import { DirectorySyncs } from "./directory_sync.ts";
@@ -310,6 +309,11 @@ export class SftpTransport implements Transport {
     this.#sshCommand = findSsh(vessel.sshCommand);
     this.carrier = vessel.sshClient ?? (this.#sshCommand ? "openssh" : "builtin");
     this.#log.info(`SSH client: ${this.describeCarrier()}`);
+    if (this.carrier === "openssh" && this.#sshCommand) {
+      // While the daemon starts: the first login then need not wait for `ssh -G`. A
+      // failure here is only forgotten; the first login tries again and reports it.
+      this.#openSshSetup(this.#sshCommand).catch(() => {});
+    }
   }
 
   /** Which SSH client carries this vessel's connections, for logs and `check`. */
@@ -998,7 +1002,10 @@ export class SftpTransport implements Transport {
 
   async #open(slot: Slot): Promise<SshConnection> {
     if (this.carrier === "openssh") return await this.#openOpenSsh(slot);
-    this.#credentials ??= loadCredentials(this.#config, this.#authEnvironment).then(
+    // Loaded here, with ssh2's client: a daemon over OpenSSH never needs them.
+    this.#credentials ??= import("./auth.ts").then(({ loadCredentials }) =>
+      loadCredentials(this.#config, this.#authEnvironment)
+    ).then(
       (credentials) => {
         for (const reason of credentials.skipped) {
           this.#log.warn(`skipping a default key: ${reason}`);
@@ -1011,7 +1018,7 @@ export class SftpTransport implements Transport {
       return await SshConnection.open({
         vessel: this.#config,
         credentials,
-        knownKeyTypes: await knownKeyTypesOf(this.#config),
+        knownKeyTypes: await (await import("./host_key.ts")).knownKeyTypesOf(this.#config),
         log: this.#log,
         acknowledged: this.#acknowledged,
         signal: this.#closing.signal,
@@ -1028,16 +1035,8 @@ export class SftpTransport implements Transport {
     return this.#config.sshCommand ? `at ${JSON.stringify(this.#config.sshCommand)}` : "on PATH";
   }
 
-  async #openOpenSsh(slot: Slot): Promise<SshConnection> {
-    const command = this.#sshCommand;
-    if (!command) {
-      throw new TransportError(
-        `Cannot connect to vessel "${this.vessel}": SSHClient = openssh, but there is no ssh ` +
-          `binary ${this.#sshSearched()} (install openssh-client, set SSHCommand, or set ` +
-          `SSHClient = builtin)`,
-        "unsupported",
-      );
-    }
+  /** The options and control directory of `ssh` (its `ssh -G` runs), found once. */
+  #openSshSetup(command: string): Promise<OpenSshSetup> {
     this.#openSsh ??= prepareOpenSsh(this.#config, command, this.#authEnvironment).catch(
       (error) => {
         this.#openSsh = undefined;
@@ -1048,7 +1047,20 @@ export class SftpTransport implements Transport {
         );
       },
     );
-    const setup = await this.#openSsh;
+    return this.#openSsh;
+  }
+
+  async #openOpenSsh(slot: Slot): Promise<SshConnection> {
+    const command = this.#sshCommand;
+    if (!command) {
+      throw new TransportError(
+        `Cannot connect to vessel "${this.vessel}": SSHClient = openssh, but there is no ssh ` +
+          `binary ${this.#sshSearched()} (install openssh-client, set SSHCommand, or set ` +
+          `SSHClient = builtin)`,
+        "unsupported",
+      );
+    }
+    const setup = await this.#openSshSetup(command);
     const started = performance.now();
     return await openOpenSsh({
       vessel: this.#config,
