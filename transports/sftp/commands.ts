@@ -78,16 +78,20 @@ export const EXIT_STOPPED = 65;
 
 /**
  * The command behind a streamed assembly: started before the parts are all
- * uploaded, it reads one line per part on stdin, the next index in order
- * `0..count-1` (anything else stops it), appends that part of `partDir` to
- * `tempPath` and feeds it to the hasher, printing `ok N BYTES` (parts and
- * bytes so far) after each. Only its own counter names files: nothing read
- * from stdin reaches a command line. Each part is read twice from the page
- * cache rather than copied through `tee`: `cat` into a file copies in the
- * kernel, and `tee`'s 8 KiB buffer costs a context switch per 8 KiB.
+ * uploaded, it reads one line per batch on stdin, the last index of the
+ * parts now whole after those before (`0..count-1` in batches, in order;
+ * anything else stops it), appends those parts of `partDir` to `tempPath`
+ * with one `cat` and feeds them to the hasher, printing `ok N BYTES` (parts
+ * and bytes so far) after each batch. A batch costs three process starts
+ * whatever its parts: when an early part comes late, the parts behind it go
+ * in one batch, not one after the other at the end of the file. Only its own
+ * counter names files: what it reads from stdin is only compared as a
+ * number. Each part is read twice from the page cache rather than copied
+ * through `tee`: `cat` into a file copies in the kernel, and `tee`'s 8 KiB
+ * buffer costs a context switch per 8 KiB.
  *
  * After the last part it checks that the temp file holds exactly the bytes
- * of the parts, optionally syncs it, and prints `parts COUNT BYTES end`, the
+ * it appended, optionally syncs it, and prints `parts COUNT BYTES end`, the
  * hasher's output and `size BYTES`. On any failure it removes the temp file
  * and exits non-zero: {@linkcode EXIT_PART_MISSING} with a line `missing N` for a
  * missing part, {@linkcode EXIT_STOPPED} when stdin ends early — which is
@@ -109,14 +113,16 @@ export function streamAssemblyCommand(
   // fd 3: the report (captured), 4: progress (the channel), 5: the temp file,
   // 6: the temp file again, for reading: the hasher gets the bytes just
   // appended to the file that is published, not a second read of the part.
-  const perPart = [
-    `read -r i && [ "$i" = $n ] || { echo stopped >&3; exit ${EXIT_STOPPED}; }`,
-    `s=$(wc -c < $n.part) || { echo "missing $n" >&3; exit ${EXIT_PART_MISSING}; }`,
-    "cat -- $n.part >&5 && cat <&6 || exit 1",
-    "n=$((n + 1)) t=$((t + s))",
+  const perBatch = [
+    `read -r j && [ "$j" -ge $n ] 2>/dev/null && [ "$j" -lt ${count} ] || ` +
+    `{ echo stopped >&3; exit ${EXIT_STOPPED}; }`,
+    "set --",
+    `while [ $n -le "$j" ]; do [ -e $n.part ] || { echo "missing $n" >&3; exit ${EXIT_PART_MISSING}; }; ` +
+    `set -- "$@" $n.part; n=$((n + 1)); done`,
+    `cat -- "$@" >&5 && cat <&6 && t=$(wc -c < ${temp}) && t=$((t)) || exit 1`,
     `echo "ok $n $t" >&4 || exit ${EXIT_STOPPED}`,
   ].join("; ");
-  const loop = `n=0 t=0; while [ $n -lt ${count} ]; do ${perPart}; done; ` +
+  const loop = `n=0 t=0; while [ $n -lt ${count} ]; do ${perBatch}; done; ` +
     `echo "parts $n $t end" >&3`;
   const steps = [
     PRIVATE_CREATE,

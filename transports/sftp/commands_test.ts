@@ -311,10 +311,27 @@ for (const shell of ["/bin/sh", "/bin/bash"]) {
     });
   });
 
+  Deno.test(`streamAssemblyCommand() under ${shell} appends a batch of parts with one line`, async () => {
+    await withParts(STREAM_PARTS, async (partDir, tempPath) => {
+      // Part 0 came late: parts 0 to 2 are whole at once.
+      const run = await shWithInput(
+        streamAssemblyCommand(partDir, 3, tempPath, false),
+        "2\n",
+        shell,
+      );
+      assert.equal(run.code, 0, run.stderr);
+      const whole = new Uint8Array([...STREAM_PARTS[0], ...STREAM_PARTS[2]]);
+      assert.deepEqual(new Uint8Array(await Deno.readFile(tempPath)), whole);
+      assert.equal(parseSha256(run.stdout), sha256(whole));
+      assert.match(run.stdout, /^ok 3 70006\nparts 3 70006 end$/m);
+    });
+  });
+
   Deno.test(`streamAssemblyCommand() under ${shell} stops without a temp file when input ends early or is wrong`, async () => {
     await withParts(STREAM_PARTS, async (partDir, tempPath) => {
       const command = streamAssemblyCommand(partDir, 3, tempPath, false);
-      for (const input of ["", "0\n1\n", "0\n2\n", "0\n$(touch pwned)\n", "1\n"]) {
+      const inputs = ["", "0\n1\n", "1\n0\n", "3\n", "-1\n", "0\n$(touch pwned)\n", "x\n"];
+      for (const input of inputs) {
         await Deno.writeTextFile(tempPath, "stale temp from an earlier try");
         const run = await shWithInput(command, input, shell);
         assert.equal(run.code, EXIT_STOPPED, `${JSON.stringify(input)}: ${run.stderr}`);

@@ -129,13 +129,17 @@ export class SftpAssembly implements Assembly {
     }
   }
 
-  /** Announces the parts that are ready next in order, and closes stdin after the last. */
+  /**
+   * Announces the parts that are ready next in order, as one batch (the
+   * index of its last), and closes stdin after the last part.
+   */
   #pump(): void {
     const command = this.#command;
     if (!command || this.#aborting) return;
     const idle = this.#done === this.#sent;
     const first = this.#sent;
-    while (this.#ready.has(this.#sent)) command.write(`${this.#sent++}\n`);
+    while (this.#ready.has(this.#sent)) this.#sent++;
+    if (this.#sent > first) command.write(`${this.#sent - 1}\n`);
     if (this.#sent === this.#options.count) {
       command.end();
       if (first < this.#sent) this.#options.lastPartAnnounced?.(this.#connection!);
