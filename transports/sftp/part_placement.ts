@@ -120,3 +120,62 @@ export class AnswerRate {
     this.#since = undefined;
   }
 }
+
+/** A part under way that an idle connection could copy. */
+export interface CopyCandidate<L extends Lane> {
+  /** The connection carrying it. */
+  readonly lane: L;
+  readonly bytes: number;
+  /** Its index in its file: a lower one holds up more of a streamed assembly. */
+  readonly index: number;
+}
+
+/**
+ * Parts are copied only from this round trip on: streams on a LAN or
+ * loopback differ in rate by the CPU's whims (3-8 times on loopback), and
+ * share the bottleneck a copy would load.
+ */
+export const COPY_FROM_ROUND_TRIP_MS = 10;
+/** Round trips a copy costs besides its bytes: the create, the last write's answer, the rename. */
+const COPY_ROUND_TRIPS = 3;
+/** A copy must end this many times sooner than the part would where it is. */
+const COPY_GAIN = 2;
+
+/**
+ * The part an idle connection (answering at `rate` bytes per millisecond,
+ * `roundTripMs` apart, at least {@linkcode COPY_FROM_ROUND_TRIP_MS}) should
+ * copy at the end of a file, if any: one whose
+ * connection answers at most 1/{@linkcode COPY_GAIN} as fast and would
+ * drain what it carries at least {@linkcode COPY_GAIN} times later than the
+ * copy would end (never measured: never; stalled: always), the one that
+ * gains the most, the lowest index among equals. Parts on one connection
+ * share its rate, so they end together there. Streams of like rates share
+ * one bottleneck as often as not (a LAN, the CPU): a copy there only adds
+ * bytes.
+ */
+export function partToCopy<L extends Lane, C extends CopyCandidate<L>>(
+  rate: number,
+  roundTripMs: number,
+  candidates: Iterable<C>,
+): C | undefined {
+  if (roundTripMs < COPY_FROM_ROUND_TRIP_MS) return undefined;
+  let best: C | undefined;
+  let bestGain = 0;
+  for (const candidate of candidates) {
+    const { lane } = candidate;
+    const drain = lane.state === "none"
+      ? Infinity
+      : lane.rate
+      ? lane.pendingBytes / lane.rate
+      : undefined;
+    if (drain === undefined || (lane.state === "up" && rate < COPY_GAIN * lane.rate!)) continue;
+    const copy = candidate.bytes / rate + COPY_ROUND_TRIPS * roundTripMs;
+    if (drain < COPY_GAIN * copy) continue;
+    const gain = drain - copy;
+    if (gain > bestGain || (gain === bestGain && best && candidate.index < best.index)) {
+      best = candidate;
+      bestGain = gain;
+    }
+  }
+  return best;
+}
