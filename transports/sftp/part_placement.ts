@@ -144,26 +144,18 @@ const COPY_GAIN = 2;
 /**
  * The part an idle connection (answering at `rate` bytes per millisecond,
  * `roundTripMs` apart, at least {@linkcode COPY_FROM_ROUND_TRIP_MS}) should
- * copy at the end of a file, if any: one whose connection answers at most
- * 1/{@linkcode COPY_GAIN} as fast and would drain what it carries at least
- * {@linkcode COPY_GAIN} times later than the copy would end (never
- * measured: never), while every other connection of `lanes` drains
- * before the copy would end; or one whose connection stalled (always); the
- * one that gains the most,
- * the lowest index among equals. Parts on one connection share its rate, so
- * they end together there.
- *
- * A copy adds its bytes to the link, and the first try's bytes in flight
- * still cross it: where streams share one full link (`wan`), copies made
- * while the others still carried megabytes delayed the file (8.5 s against
- * 7.1). So only a link the other streams are about to leave idle gets one.
- * Streams of like rates share one bottleneck as often as not (a LAN, the
- * CPU): a copy there only adds bytes.
+ * copy at the end of a file, if any: one whose
+ * connection answers at most 1/{@linkcode COPY_GAIN} as fast and would
+ * drain what it carries at least {@linkcode COPY_GAIN} times later than the
+ * copy would end (never measured: never; stalled: always), the one that
+ * gains the most, the lowest index among equals. Parts on one connection
+ * share its rate, so they end together there. Streams of like rates share
+ * one bottleneck as often as not (a LAN, the CPU): a copy there only adds
+ * bytes.
  */
 export function partToCopy<L extends Lane, C extends CopyCandidate<L>>(
   rate: number,
   roundTripMs: number,
-  lanes: readonly L[],
   candidates: Iterable<C>,
 ): C | undefined {
   if (roundTripMs < COPY_FROM_ROUND_TRIP_MS) return undefined;
@@ -179,12 +171,6 @@ export function partToCopy<L extends Lane, C extends CopyCandidate<L>>(
     if (drain === undefined || (lane.state === "up" && rate < COPY_GAIN * lane.rate!)) continue;
     const copy = candidate.bytes / rate + COPY_ROUND_TRIPS * roundTripMs;
     if (drain < COPY_GAIN * copy) continue;
-    const othersBusy = drain !== Infinity &&
-      lanes.some((other) =>
-        other !== lane && other.state === "up" && other.pendingBytes > 0 &&
-        (other.rate === undefined || other.pendingBytes / other.rate > copy)
-      );
-    if (othersBusy) continue;
     const gain = drain - copy;
     if (gain > bestGain || (gain === bestGain && best && candidate.index < best.index)) {
       best = candidate;

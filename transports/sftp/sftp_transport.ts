@@ -460,8 +460,7 @@ export class SftpTransport implements Transport {
       const connection = live(idle);
       const rate = idle.rate.bytesPerMs(now);
       if (!connection || idle.parts > 0 || idle.pendingBytes > 0 || !rate) continue;
-      const placed = this.#lanes(now);
-      const lanes = new Map(placed.map((lane) => [lane.slot, lane]));
+      const lanes = new Map(this.#lanes(now).map((lane) => [lane.slot, lane]));
       if (lanes.get(idle)?.state !== "up") continue; // surplus, or stalled
       const candidates = [];
       for (const part of this.#partsUnderWay) {
@@ -472,7 +471,7 @@ export class SftpTransport implements Transport {
       }
       // The quickest of all: one connection's first answers may have waited for a busy CPU.
       const roundTripMs = this.connections.roundTripMs ?? 0;
-      const choice = partToCopy(rate, roundTripMs, placed, candidates);
+      const choice = partToCopy(rate, roundTripMs, candidates);
       if (!choice) continue;
       const { part, lane } = choice;
       this.#log.debug(
