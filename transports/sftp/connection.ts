@@ -343,12 +343,7 @@ export class SshConnection {
     handle: Buffer,
     data: Uint8Array | PartData,
     from = 0,
-    options: {
-      allSent?: () => void;
-      acknowledged?: (bytes: number) => void;
-      /** Once aborted, no more writes are issued; those in flight still finish. */
-      stop?: AbortSignal;
-    } = {},
+    options: { allSent?: () => void; acknowledged?: (bytes: number) => void } = {},
   ): Promise<void> {
     const end = data.byteLength;
     if (from >= end) return options.allSent?.();
@@ -359,7 +354,7 @@ export class SshConnection {
     let reading = 0;
     let failed = false;
     const writer = async () => {
-      while (next < end && !failed && !options.stop?.aborted) {
+      while (next < end && !failed) {
         const offset = next;
         const length = Math.min(chunk, end - offset);
         next += length;

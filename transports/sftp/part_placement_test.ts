@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { AnswerRate, type Lane, LOGIN_PARTS, partToCopy, placePart } from "./part_placement.ts";
+import { AnswerRate, type Lane, LOGIN_PARTS, placePart } from "./part_placement.ts";
 
 const MiB = 1 << 20;
 /** Bytes per millisecond of `n` MiB/s. */
@@ -82,44 +82,4 @@ Deno.test("AnswerRate is the bytes answered over the time busy, once 64 KiB were
   rate.busy(10_000);
   rate.answered(MiB);
   assert.equal(rate.bytesPerMs(10_300), (MiB + (128 << 10)) / 500);
-});
-
-Deno.test("partToCopy copies a part whose stream would end it much later than an idle one", () => {
-  // wan, the end of a file: 3 parts (6 MiB) wait on a 0.6 MiB/s stream, 10 s; a copy of one at
-  // 4 MiB/s ends in 0.5 s plus 3 round trips. The lowest index holds up the assembly most.
-  const slow = lane("up", 6 * MiB, mibPerS(0.6));
-  const parts = [5, 2, 4].map((index) => ({ lane: slow, bytes: 2 * MiB, index }));
-  assert.equal(partToCopy(mibPerS(4), 40, parts)?.index, 2);
-});
-
-Deno.test("partToCopy leaves parts that would not end at least twice as late, or on a LAN", () => {
-  // 2 MiB at 1.5 MiB/s: 1.33 s; a copy at 2 MiB/s: 1 s plus 0.12 s. Not worth the bytes.
-  const near = lane("up", 2 * MiB, mibPerS(1.5));
-  assert.equal(partToCopy(mibPerS(2), 40, [{ lane: near, bytes: 2 * MiB, index: 0 }]), undefined);
-  // 8 MiB on a stream as fast as the idle one: they end in 2 s, a copy in 0.6 s; the two
-  // streams may well share one bottleneck, where a copy only adds bytes.
-  const loaded = lane("up", 8 * MiB, mibPerS(4));
-  assert.equal(partToCopy(mibPerS(4), 40, [{ lane: loaded, bytes: 2 * MiB, index: 0 }]), undefined);
-  // A LAN: the same slow stream as above keeps its parts.
-  const slow = lane("up", 6 * MiB, mibPerS(0.6));
-  assert.equal(partToCopy(mibPerS(4), 2, [{ lane: slow, bytes: 2 * MiB, index: 0 }]), undefined);
-  // Never measured: nothing to go by.
-  const unknown = lane("up", 2 * MiB);
-  assert.equal(
-    partToCopy(mibPerS(4), 40, [{ lane: unknown, bytes: 2 * MiB, index: 0 }]),
-    undefined,
-  );
-});
-
-Deno.test("partToCopy takes from the stream that gains most, and always from a stalled one", () => {
-  const slower = lane("up", 2 * MiB, mibPerS(0.2));
-  const slow = lane("up", 2 * MiB, mibPerS(0.5));
-  const candidates = [
-    { lane: slow, bytes: 2 * MiB, index: 1 },
-    { lane: slower, bytes: 2 * MiB, index: 3 },
-  ];
-  assert.equal(partToCopy(mibPerS(4), 40, candidates)?.index, 3);
-  const stalled = lane("none", 64 << 10, mibPerS(10));
-  candidates.push({ lane: stalled, bytes: 2 * MiB, index: 7 });
-  assert.equal(partToCopy(mibPerS(4), 40, candidates)?.index, 7);
 });

@@ -232,37 +232,19 @@ export async function writeFile(
     renameTo?: string;
     /** Hears the bytes the vessel holds: those resumed (`resumed`), then each write answered. */
     acknowledged?: (bytes: number, resumed?: boolean) => void;
-    /**
-     * Abandons the file for another copy of the same bytes: no more writes,
-     * no rename unless already sent, nothing removed; rejects at once with
-     * the signal's reason. Writes in flight still land, the same bytes at
-     * the same offsets as the other copy's.
-     */
-    abandon?: AbortSignal;
   } = {},
 ): Promise<void> {
-  const { abandon } = options;
   const { handle, offset } = await openPrivateFile(connection, path, "wx", data, options.resume);
   if (offset > 0) options.acknowledged?.(offset, true);
-  const abandoned = new Promise<never>((_, reject) => {
-    if (abandon?.aborted) reject(abandon.reason);
-    abandon?.addEventListener("abort", () => reject(abandon.reason), { once: true });
-  });
-  abandoned.catch(() => {}); // only raced
   const allSent = Promise.withResolvers<void>();
   const written = connection.writeAll(handle, data, offset, {
     allSent: allSent.resolve,
     acknowledged: options.acknowledged,
-    stop: abandon,
   });
   written.catch(() => {}); // awaited below, maybe after the close
   try {
-    await Promise.race([allSent.promise, written, abandoned]);
+    await Promise.race([allSent.promise, written]);
   } catch (error) {
-    if (abandon?.aborted) {
-      closeHandle(connection, handle).catch(() => {});
-      throw abandon.reason;
-    }
     await closeHandle(connection, handle).catch(() => {});
     await removeQuietly(connection, path);
     throw error;
@@ -272,13 +254,10 @@ export async function writeFile(
   // of a file counts. A write that fails still fails the call, and its file goes, under
   // either name.
   const { renameTo } = options;
-  const [wrote, closed, renamed] = await Promise.race([
-    Promise.allSettled([
-      written,
-      closeHandle(connection, handle),
-      renameTo === undefined ? undefined : renameReplacing(connection, path, renameTo, true),
-    ]),
-    abandoned,
+  const [wrote, closed, renamed] = await Promise.allSettled([
+    written,
+    closeHandle(connection, handle),
+    renameTo === undefined ? undefined : renameReplacing(connection, path, renameTo, true),
   ]);
   // Some file systems report write errors (NFS: no space) only on close.
   const failed = [wrote, closed].find((result) => result.status === "rejected");

@@ -39,7 +39,7 @@ import { findSsh, type OpenSshSetup, prepareOpenSsh } from "./openssh_setup.ts";
 import type { AuthEnvironment, Credentials } from "./auth.ts";
 import { hashFile, SMALL_FILE } from "./assemble.ts";
 import { hasStatus, type RunCommand, SFTP_STATUS, SshConnection } from "./connection.ts";
-import { AnswerRate, type Lane, partToCopy, placePart } from "./part_placement.ts";
+import { AnswerRate, placePart } from "./part_placement.ts";
 import { probeVessel } from "./probe.ts";
 import { DirectorySyncs } from "./directory_sync.ts";
 import { type BatchHashing, putWholeFile } from "./put_whole.ts";
@@ -172,24 +172,6 @@ interface Slot {
   rate: AnswerRate;
 }
 
-/** A connection as part placement sees it. */
-interface PlacedLane extends Lane {
-  readonly slot: Slot;
-}
-
-/** A part being put (see `#copyStuckParts`). */
-interface PartUnderWay {
-  readonly key: string;
-  readonly index: number;
-  readonly bytes: number;
-  /** Where its first try runs, once it runs. */
-  slot?: Slot;
-  /** Its copy's put, once an idle connection took one. */
-  copied?: Promise<void>;
-  /** Starts its copy on `connection` and abandons the first try. */
-  copy(connection: SshConnection): void;
-}
-
 /** A {@linkcode Transport} to a vessel over SSH/SFTP. */
 export class SftpTransport implements Transport {
   readonly vessel: string;
@@ -268,12 +250,6 @@ export class SftpTransport implements Transport {
    * not once ahead and once more by the call (fail2ban counts both).
    */
   #failedAhead?: unknown;
-  /** Parts being put, which an idle connection may copy at the end of their file. */
-  readonly #partsUnderWay = new Set<PartUnderWay>();
-  /** Files whose last part is under way: no part of theirs is to come. */
-  readonly #lastPartPut = new Set<string>();
-  /** Temp names of parts whose first try was abandoned for a copy, per file, for removeParts. */
-  readonly #abandonedTemps = new Map<string, string[]>();
   /** Flushes destination directories, one fsync for the files renamed into one together. */
   readonly #directorySyncs = new DirectorySyncs<SshConnection, Buffer>({
     // Read-only: OpenSSH's sftp-server opens a directory like a file, and fsync of a directory
@@ -400,86 +376,17 @@ export class SftpTransport implements Transport {
   ): Promise<void> {
     const partDir = this.#partDir(key);
     const action = `Cannot put part ${index} of "${key}" on vessel "${this.vessel}"`;
-    const put = (tempName: string, on?: SshConnection, abandon?: AbortSignal) =>
-      this.#run(action, async (connection, answered) => {
-        if (!on) part.slot = this.#slots.find((slot) => live(slot) === connection);
-        try {
-          await writeFile(connection, joinPath(partDir, tempName), data, {
-            resume: this.#resumeCheck(connection),
-            renameTo: joinPath(partDir, partName(index)),
-            acknowledged: answered,
-            abandon,
-          });
-        } catch (error) {
-          if (abandon?.aborted) throw error;
-          throw await this.#noSpace(connection, partDir, data.byteLength, error);
-        }
-      }, { spread: true, part: { bytes: data.byteLength, bytesAfter }, on });
-    const abandon = new AbortController();
-    const part: PartUnderWay = {
-      key,
-      index,
-      bytes: data.byteLength,
-      copy: (connection) => {
-        // Started before the original is abandoned: its connection counts the bytes at once.
-        part.copied = put(`${partTempName(index)}.copy`, connection);
-        part.copied.catch(() => {}); // awaited below, unless the original ended first
-        abandon.abort(new Error(`part ${index} of "${key}" is copied to a faster connection`));
-        const abandoned = this.#abandonedTemps.get(key) ?? [];
-        this.#abandonedTemps.set(key, [...abandoned, partTempName(index)]);
-      },
-    };
-    this.#partsUnderWay.add(part);
-    if (bytesAfter === 0) this.#lastPartPut.add(key);
-    try {
+    return await this.#run(action, async (connection, answered) => {
       try {
-        return await put(partTempName(index), undefined, abandon.signal);
+        await writeFile(connection, joinPath(partDir, partTempName(index)), data, {
+          resume: this.#resumeCheck(connection),
+          renameTo: joinPath(partDir, partName(index)),
+          acknowledged: answered,
+        });
       } catch (error) {
-        if (!part.copied) throw error;
+        throw await this.#noSpace(connection, partDir, data.byteLength, error);
       }
-      return await part.copied;
-    } finally {
-      this.#partsUnderWay.delete(part);
-      if (![...this.#partsUnderWay].some((other) => other.key === key)) {
-        this.#lastPartPut.delete(key);
-      }
-    }
-  }
-
-  /**
-   * At the end of a file, has each idle connection copy a part that would
-   * end much later where it is (see {@linkcode partToCopy}): a part given to
-   * a stream that turned out slow otherwise holds up its file, and on `wan`
-   * an early part held that way left the vessel's streamed assembly most of
-   * the file to append and hash after the last part.
-   */
-  #copyStuckParts(): void {
-    if (this.#lastPartPut.size === 0) return;
-    const now = performance.now();
-    for (const idle of this.#slots) {
-      const connection = live(idle);
-      const rate = idle.rate.bytesPerMs(now);
-      if (!connection || idle.parts > 0 || idle.pendingBytes > 0 || !rate) continue;
-      const lanes = new Map(this.#lanes(now).map((lane) => [lane.slot, lane]));
-      if (lanes.get(idle)?.state !== "up") continue; // surplus, or stalled
-      const candidates = [];
-      for (const part of this.#partsUnderWay) {
-        const lane = part.slot && lanes.get(part.slot);
-        if (lane && part.slot !== idle && !part.copied && this.#lastPartPut.has(part.key)) {
-          candidates.push({ lane, bytes: part.bytes, index: part.index, part });
-        }
-      }
-      // The quickest of all: one connection's first answers may have waited for a busy CPU.
-      const roundTripMs = this.connections.roundTripMs ?? 0;
-      const choice = partToCopy(rate, roundTripMs, candidates);
-      if (!choice) continue;
-      const { part, lane } = choice;
-      this.#log.debug(
-        `part ${part.index} of "${part.key}" is copied to a faster connection: its own has ` +
-          `${lane.pendingBytes} bytes to send at ${((lane.rate ?? 0) * 1000).toFixed(0)} B/s`,
-      );
-      part.copy(connection);
-    }
+    }, { spread: true, part: { bytes: data.byteLength, bytesAfter } });
   }
 
   startAssembly(key: string, count: number, destination: string): Assembly {
@@ -624,11 +531,7 @@ export class SftpTransport implements Transport {
     const partDir = this.#partDir(key);
     const action = `Cannot remove the parts of "${key}" on vessel "${this.vessel}"`;
     return await this.#run(action, async (connection) => {
-      const abandoned = this.#abandonedTemps.get(key) ?? [];
-      this.#abandonedTemps.delete(key);
-      if (count !== undefined && await removeKnownParts(connection, partDir, count, abandoned)) {
-        return;
-      }
+      if (count !== undefined && await removeKnownParts(connection, partDir, count)) return;
       const stats = await lstatPath(connection, partDir);
       if (!stats) return;
       // A link planted as the part directory goes itself; what it points to stays.
@@ -802,10 +705,9 @@ export class SftpTransport implements Transport {
     try {
       let used: { slot: Slot; connection: SshConnection };
       for (;;) {
-        const onSlot = this.#unloadedSlotOf(options.on);
-        slot = onSlot ?? this.#pick(options.spread);
+        slot = this.#unloadedSlotOf(options.on) ?? this.#pick(options.spread);
         if (options.part) {
-          if (!onSlot) slot = this.#placePart(slot, options.part.bytes, options.part.bytesAfter);
+          slot = this.#placePart(slot, options.part.bytes, options.part.bytesAfter);
           pending = options.part.bytes;
         }
         slot.calls++;
@@ -837,7 +739,6 @@ export class SftpTransport implements Transport {
         // Bytes a cut try left on the vessel crossed the link then, not now.
         if (!resumed) on.rate.answered(bytes);
         if (wasStalled) this.#wakeWaitingParts();
-        this.#copyStuckParts();
       });
     } catch (error) {
       throw classify(action, error);
@@ -854,7 +755,6 @@ export class SftpTransport implements Transport {
       }
       this.#wakeWaitingParts();
       this.#closeSurplus();
-      if (part) this.#copyStuckParts();
     }
   }
 
@@ -869,15 +769,9 @@ export class SftpTransport implements Transport {
 
   /** `picked` for a part, or a faster connection at the end of its file (see {@linkcode placePart}). */
   #placePart(picked: Slot, bytes: number, bytesAfter: number): Slot {
-    const lanes = this.#lanes(performance.now());
-    const pickedLane = lanes.find((lane) => lane.slot === picked);
-    return pickedLane ? placePart(lanes, pickedLane, bytes, bytesAfter).slot : picked;
-  }
-
-  /** What placing a part needs to know of each usable connection at `now`. */
-  #lanes(now: number): PlacedLane[] {
+    const now = performance.now();
     const opening = this.#unauthenticated();
-    return this.#usable().map((slot) => ({
+    const lanes = this.#usable().map((slot) => ({
       slot,
       pendingBytes: slot.pendingBytes,
       rate: slot.rate.bytesPerMs(now),
@@ -887,6 +781,8 @@ export class SftpTransport implements Transport {
         ? "login" as const
         : "none" as const,
     }));
+    const pickedLane = lanes.find((lane) => lane.slot === picked);
+    return pickedLane ? placePart(lanes, pickedLane, bytes, bytesAfter).slot : picked;
   }
 
   /** Has the parts waiting for a connection that has not stalled look again. */
@@ -1206,9 +1102,8 @@ export class SftpTransport implements Transport {
 }
 
 /**
- * Removes parts `0..count-1` and `otherNames` (first tries abandoned for a
- * copy) and then their directory, all in one round trip; `false` when
- * something else was left in it (a part cut mid-way),
+ * Removes parts `0..count-1` and then their directory, all in one round
+ * trip; `false` when something else was left in it (a part cut mid-way),
  * which a listing then finds. The part directory was made by us in a TempDir
  * checked private, so no one else can have put a link in its place.
  */
@@ -1216,12 +1111,13 @@ async function removeKnownParts(
   connection: SshConnection,
   partDir: string,
   count: number,
-  otherNames: readonly string[] = [],
 ): Promise<boolean> {
   await connection.sftp(); // From here on requests leave in the order they are made.
-  const names = [...Array.from({ length: count }, (_, index) => partName(index)), ...otherNames];
   const results = await Promise.allSettled([
-    ...names.map((name) => removeFile(connection, joinPath(partDir, name))),
+    ...Array.from(
+      { length: count },
+      (_, index) => removeFile(connection, joinPath(partDir, partName(index))),
+    ),
     removeDirectory(connection, partDir),
   ]);
   const lost = results.find((result) =>
