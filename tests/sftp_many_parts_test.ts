@@ -46,3 +46,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "SftpTransport streams 1,200 parts whose first comes last, in batches",
+  ignore: unavailable !== undefined,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const transport = new SftpTransport(server.vesselConfig());
+    try {
+      const vessel = server.vesselConfig();
+      const destination = `${server.dir}/inbox/late.bin`;
+      const count = 1_200;
+      const parts = Array.from(
+        { length: count },
+        (_, index) => new TextEncoder().encode(`part ${index} `.padEnd(40, ".")),
+      );
+      await transport.prepare("late", destination);
+      for (const [index, data] of parts.entries()) {
+        await Deno.writeFile(`${vessel.tempDir}/late/${index}.part`, data);
+      }
+      const assembly = transport.startAssembly("late", count, destination);
+      for (let index = 1; index < count; index++) assembly.partReady(index);
+      // The command is running by now, waiting for part 0; then all 1,200 are ready at once.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      assembly.partReady(0);
+      const assembled = await assembly.finish();
+      const expected = createHash("sha256");
+      for (const data of parts) expected.update(data);
+      assert.equal(assembled.sha256, expected.digest("hex"));
+      assert.equal(assembled.size, count * 40);
+      await transport.remove(assembled.tempPath);
+      await transport.removeParts("late");
+    } finally {
+      await transport.close();
+      await server.stop();
+    }
+  },
+});

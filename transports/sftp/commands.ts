@@ -28,8 +28,11 @@ export const EXIT_PART_MISSING = 66;
  */
 const PRIVATE_CREATE = "umask 077 && set -C";
 
-/** Part names per `cat` in {@linkcode assembleCommand}: a few KiB of arguments. */
-const CAT_BATCH = 500;
+/**
+ * Part names per `cat` in {@linkcode assembleCommand}, and at most per batch
+ * of {@linkcode streamAssemblyCommand}: a few KiB of arguments.
+ */
+export const CAT_BATCH = 500;
 
 /**
  * Concatenates parts `0..count-1` of `partDir` into `tempPath`, optionally

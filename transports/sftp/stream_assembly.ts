@@ -10,7 +10,7 @@
  */
 import { type Assembled, type Assembly, TransportError } from "../transport.ts";
 import { type AssembleOptions, assembleParts, commandError } from "./assemble.ts";
-import { EXIT_PART_MISSING, parseSha256, streamAssemblyCommand } from "./commands.ts";
+import { CAT_BATCH, EXIT_PART_MISSING, parseSha256, streamAssemblyCommand } from "./commands.ts";
 import type { ExecResult, RunningCommand, SshConnection } from "./connection.ts";
 import { OutputLines } from "./output_lines.ts";
 import { removeQuietly } from "./sftp_ops.ts";
@@ -130,16 +130,20 @@ export class SftpAssembly implements Assembly {
   }
 
   /**
-   * Announces the parts that are ready next in order, as one batch (the
-   * index of its last), and closes stdin after the last part.
+   * Announces the parts that are ready next in order, in batches (the index
+   * of each one's last) of at most {@linkcode CAT_BATCH}, and closes stdin
+   * after the last part.
    */
   #pump(): void {
     const command = this.#command;
     if (!command || this.#aborting) return;
     const idle = this.#done === this.#sent;
     const first = this.#sent;
-    while (this.#ready.has(this.#sent)) this.#sent++;
-    if (this.#sent > first) command.write(`${this.#sent - 1}\n`);
+    while (this.#ready.has(this.#sent)) {
+      const batch = this.#sent;
+      while (this.#ready.has(this.#sent) && this.#sent - batch < CAT_BATCH) this.#sent++;
+      command.write(`${this.#sent - 1}\n`);
+    }
     if (this.#sent === this.#options.count) {
       command.end();
       if (first < this.#sent) this.#options.lastPartAnnounced?.(this.#connection!);
