@@ -5,7 +5,10 @@
  *
  *   deno task bench [--size-mib 1024] [--files 1000] [--fanout-mib 256] [--quick]
  *                   [--only big|small|fanout|latency] [--client openssh|builtin]
- *                   [--set KEY=VALUE ...]
+ *                   [--set KEY=VALUE ...] [--runs 3]
+ *
+ * `--runs N` runs each tool of the small-files scenario N times, taking
+ * turns, and compares medians.
  *
  * `--set Fsync=no` gives ContentMonster's vessels a key of settings.ini, to
  * measure what one setting costs.
@@ -21,6 +24,7 @@ import {
 import { sshClientOptions, startOpenSsh, type TestServer } from "../servers.ts";
 import { vesselIni } from "../vessel_ini.ts";
 import { mebibytes } from "./sizes.ts";
+import { medianRun, type ToolRun } from "./link/runner.ts";
 
 const PERMISSIONS = [V8_FLAGS, ...CLI_PERMISSIONS];
 
@@ -36,6 +40,8 @@ const { values } = parseArgs({
     /** One SSH carrier only. */
     client: { type: "string" },
     set: { type: "string", multiple: true, default: [] },
+    /** Runs of each tool in the small-files scenario (default 3, 1 with --quick). */
+    runs: { type: "string" },
   },
 });
 const vesselKeys: Record<string, string> = {};
@@ -58,6 +64,10 @@ const runs = (scenario: string) => values.only === undefined || values.only === 
 const sizeBytes = mebibytes("size-mib", values["size-mib"], quick ? 128 : 1024);
 const sizeMiB = sizeBytes / 1024 / 1024;
 const fileCount = Number(values.files ?? (quick ? 200 : 1000));
+const smallRuns = Number(values.runs ?? (quick ? 1 : 3));
+if (!(Number.isSafeInteger(smallRuns) && smallRuns >= 1)) {
+  throw new TypeError(`--runs ${values.runs}: a whole number of runs, 1 or more`);
+}
 const fanoutBytes = mebibytes("fanout-mib", values["fanout-mib"], quick ? 64 : 256);
 const fanoutMiB = fanoutBytes / 1024 / 1024;
 
@@ -251,7 +261,10 @@ async function bigFile(work: string) {
 }
 
 async function smallFiles(work: string) {
-  report(`--- ${fileCount} files of 16 KiB to one vessel`);
+  report(
+    `--- ${fileCount} files of 16 KiB to one vessel` +
+      (smallRuns > 1 ? ` (${smallRuns} runs of each tool, taking turns; medians)` : ""),
+  );
   const server = await startOpenSsh();
   try {
     const source = `${work}/small`;
@@ -259,50 +272,70 @@ async function smallFiles(work: string) {
     for (let i = 0; i < fileCount; i++) {
       await Deno.writeFile(`${source}/f${i}.bin`, randomBytes(16 << 10, i + 1));
     }
-    const rsyncSeconds = await timed(() =>
-      run("rsync", [
-        "-a",
-        "-e",
-        `ssh -p ${server.port} ${sshClientOptions(server).join(" ")}`,
-        `${source}/`,
-        `root@127.0.0.1:${work}/rsync-dest/`,
-      ])
-    );
-    for (const carrier of CARRIERS) {
-      const config = `${work}/small-${carrier}.ini`;
-      const dest = `${work}/small-dest-${carrier}`;
-      await Deno.writeTextFile(
-        config,
-        configText(
-          source,
-          dest,
-          vesselIni(server, "v", { ...vesselKeys, SSHClient: carrier }),
-          `${work}/state-small-${carrier}.db`,
-        ),
+    // rsync's time on loopback moves 2.5 times from run to run: one run is not a figure.
+    const rsyncRuns: ToolRun[] = [];
+    const oursRuns = new Map(CARRIERS.map((carrier) => [carrier, [] as ToolRun[]]));
+    for (let turn = 0; turn < smallRuns; turn++) {
+      const seconds = await timed(() =>
+        run("rsync", [
+          "-a",
+          "-e",
+          `ssh -p ${server.port} ${sshClientOptions(server).join(" ")}`,
+          `${source}/`,
+          `root@127.0.0.1:${work}/rsync-dest-${turn}/`,
+        ])
       );
-      const ours = await contentMonsterOnce(config);
-      const sample = `f${fileCount - 1}.bin`;
-      if (await fileHash(`${dest}/${sample}`) !== sha256(randomBytes(16 << 10, fileCount))) {
-        throw new Error("a replicated small file differs from the source");
+      rsyncRuns.push({ seconds, timedOut: false });
+      for (const carrier of CARRIERS) {
+        const config = `${work}/small-${carrier}-${turn}.ini`;
+        const dest = `${work}/small-dest-${carrier}-${turn}`;
+        await Deno.writeTextFile(
+          config,
+          configText(
+            source,
+            dest,
+            vesselIni(server, "v", { ...vesselKeys, SSHClient: carrier }),
+            `${work}/state-small-${carrier}-${turn}.db`,
+          ),
+        );
+        const ours = await contentMonsterOnce(config);
+        const sample = `f${fileCount - 1}.bin`;
+        if (await fileHash(`${dest}/${sample}`) !== sha256(randomBytes(16 << 10, fileCount))) {
+          throw new Error("a replicated small file differs from the source");
+        }
+        // The next tool sends the same files again.
+        for await (const entry of Deno.readDir(`${source}/processed`)) {
+          await Deno.rename(`${source}/processed/${entry.name}`, `${source}/${entry.name}`);
+        }
+        await Deno.remove(`${source}/processed`);
+        oursRuns.get(carrier)!.push({ seconds: ours.seconds, timedOut: false });
       }
-      // The next carrier sends the same files again.
-      for await (const entry of Deno.readDir(`${source}/processed`)) {
-        await Deno.rename(`${source}/processed/${entry.name}`, `${source}/${entry.name}`);
-      }
-      await Deno.remove(`${source}/processed`);
+    }
+    const rsyncSeconds = medianRun(rsyncRuns).seconds;
+    for (const carrier of CARRIERS) {
+      const runs = oursRuns.get(carrier)!;
+      const seconds = medianRun(runs).seconds;
       rows.push({
         scenario: `${fileCount} x 16 KiB, 1 vessel: ${carrier}`,
-        ours: `${ours.seconds.toFixed(2)} s (${(fileCount / ours.seconds).toFixed(0)} files/s)`,
-        reference: `rsync ${rsyncSeconds.toFixed(2)} s (${
+        ours: `${secondsAndRange(runs)}, ${(fileCount / seconds).toFixed(0)} files/s`,
+        reference: `rsync ${secondsAndRange(rsyncRuns)}, ${
           (fileCount / rsyncSeconds).toFixed(0)
-        } files/s)`,
-        ratio: `${(rsyncSeconds / ours.seconds).toFixed(2)}x rsync speed`,
+        } files/s`,
+        ratio: `${(rsyncSeconds / seconds).toFixed(2)}x rsync speed`,
         target: ">= 1.00x",
       });
     }
   } finally {
     await server.stop();
   }
+}
+
+/** The median of `runs` to the hundredth of a second, and their range when there are several. */
+function secondsAndRange(runs: readonly ToolRun[]): string {
+  const median = `${medianRun(runs).seconds.toFixed(2)} s`;
+  if (runs.length === 1) return median;
+  const seconds = runs.map((run) => run.seconds);
+  return `${median} (${Math.min(...seconds).toFixed(2)}-${Math.max(...seconds).toFixed(2)})`;
 }
 
 async function fanOut(work: string) {
