@@ -527,7 +527,7 @@ Deno.test({
 async function withTwoProxiedConnections(
   key: string,
   body: (
-    proxied: { proxy: FaultProxy; transport: SftpTransport; tempDir: string },
+    proxied: { proxy: FaultProxy; transport: SftpTransport; tempDir: string; key: string },
   ) => Promise<Uint8Array[]>,
 ): Promise<void> {
   const server = await startOpenSsh();
@@ -540,7 +540,7 @@ async function withTwoProxiedConnections(
     await waitFor(() => transport.connections.open === 2, 10_000, "the second connection up");
     assert.equal(proxy.connections(), 2);
     const tempDir = server.vesselConfig().tempDir;
-    const parts = await body({ proxy, transport, tempDir });
+    const parts = await body({ proxy, transport, tempDir, key });
     for (const [index, data] of parts.entries()) {
       const stored = await Deno.readFile(`${tempDir}/${key}/${index}.part`);
       assert.equal(sha256(stored), sha256(data), `part ${index} differs on the vessel`);
@@ -556,8 +556,7 @@ Deno.test({
   name: "a part goes to a connection that carries data, not behind one whose stream stalled",
   ignore,
   fn: () =>
-    withTwoProxiedConnections("stalled", async ({ proxy, transport }) => {
-      const key = "stalled";
+    withTwoProxiedConnections("stalled", async ({ proxy, transport, key }) => {
       // Both connections idle: part 0 takes the first, whose stream stops; part 1 the second,
       // slowly. Once the first has had no answer for a while, part 2 would tie them by calls.
       proxy.throttle(512 << 10);
@@ -600,8 +599,7 @@ Deno.test({
   name: "the last parts of a file go to a fast connection, not behind a slow stream",
   ignore,
   fn: () =>
-    withTwoProxiedConnections("tail", async ({ proxy, transport }) => {
-      const key = "tail";
+    withTwoProxiedConnections("tail", async ({ proxy, transport, key }) => {
       proxy.throttleConnection(1, 64 << 10);
       // Mid-file, both idle: part 0 takes the first connection, part 1 the second. Each shows
       // its rate: 64 KiB/s and loopback's.
@@ -618,8 +616,7 @@ Deno.test({
   name: "bytes a part resumes from a cut try do not make its slow stream look fast",
   ignore,
   fn: () =>
-    withTwoProxiedConnections("resumed-rate", async ({ proxy, transport, tempDir }) => {
-      const key = "resumed-rate";
+    withTwoProxiedConnections("resumed-rate", async ({ proxy, transport, tempDir, key }) => {
       proxy.throttleConnection(1, 64 << 10);
       proxy.throttleConnection(2, 1 << 20);
       const held = 4 << 20;
@@ -645,18 +642,18 @@ Deno.test({
   name: "a publish does not wait behind another file's part on the connection that assembled it",
   ignore,
   fn: () =>
-    withTwoProxiedConnections("assembled", async ({ proxy, transport, tempDir }) => {
+    withTwoProxiedConnections("assembled", async ({ proxy, transport, tempDir, key }) => {
       const destination = `${tempDir}/../pool/assembled.bin`; // made by the set-up
       const parts = [part(0).subarray(0, 64 << 10), part(1).subarray(0, 64 << 10)];
-      const assembly = transport.startAssembly("assembled", parts.length, destination);
+      const assembly = transport.startAssembly(key, parts.length, destination);
       for (const [index, data] of parts.entries()) {
-        await transport.putPart("assembled", index, data);
+        await transport.putPart(key, index, data);
         assembly.partReady(index);
       }
       const assembled = await assembly.finish(); // on connection 1, both being idle
       // The next file's part takes connection 1 too, throttled: 16 s of writes queued there.
       proxy.throttleConnection(1, 64 << 10);
-      const next = transport.putPart("assembled", 2, part(2));
+      const next = transport.putPart(key, 2, part(2));
       next.catch(() => {}); // awaited below; a failure above closes it first
       await new Promise((resolve) => setTimeout(resolve, 500)); // its writes are sent
       await within(
