@@ -93,8 +93,8 @@ export const EXIT_STOPPED = 65;
  * through `tee`: `cat` into a file copies in the kernel, and `tee`'s 8 KiB
  * buffer costs a context switch per 8 KiB.
  *
- * After the last part it checks that the temp file holds exactly the bytes
- * it appended, optionally syncs it, and prints `parts COUNT BYTES end`, the
+ * After the last part it checks that every part was appended, optionally
+ * syncs the temp file, and prints `parts COUNT BYTES end`, the
  * hasher's output and `size BYTES`. On any failure it removes the temp file
  * and exits non-zero: {@linkcode EXIT_PART_MISSING} with a line `missing N` for a
  * missing part, {@linkcode EXIT_STOPPED} when stdin ends early — which is
@@ -132,10 +132,11 @@ export function streamAssemblyCommand(
     `rm -f -- ${temp}`,
     count === 0 ? ":" : `{ ${shellCommand(["cd", "--", partDir])} || exit ${EXIT_PART_MISSING}; }`,
     `r=$({ { ${loop}; } 5> ${temp} 6< ${temp} | { ${HASH_STDIN}; }; } 3>&1)`,
-    `s=$(wc -c < ${temp})`,
-    `case $r in *"parts ${count} $((s)) end"*) ;; *) false ;; esac`,
+    // The size is the temp file's, taken after the last batch: no second `wc` at the end.
+    `case $r in *"parts ${count} "*" end"*) ;; *) false ;; esac`,
+    `s=\${r#*"parts ${count} "} && s=\${s%%" end"*}`,
     sync ? `sync -- ${temp}` : ":",
-    `printf '%s\\nsize %s\\n' "$r" $((s))`,
+    `printf '%s\\nsize %s\\n' "$r" "$s"`,
   ];
   const cleanup = `e=$?; rm -f -- ${temp}; ` +
     `case $r in *"missing "*) e=${EXIT_PART_MISSING} ;; *stopped*) e=${EXIT_STOPPED} ;; esac; ` +
