@@ -398,6 +398,13 @@ export class FaultProxy {
     link.wake();
   }
 
+  /** Cuts only connection `id` now: one stream breaks while the others carry on. */
+  cutConnection(id: number, mode: CutMode): void {
+    const link = [...this.#links].find((link) => link.id === id);
+    if (!link) throw new RangeError(`Cannot cut connection ${id}: it is not open`);
+    link.cut(mode, `cut connection ${id}`);
+  }
+
   /**
    * Caps each direction of connection `id` alone at `bytesPerSecond` (a slow
    * stream beside fast ones); `undefined` removes its cap.

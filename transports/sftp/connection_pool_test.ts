@@ -575,6 +575,43 @@ Deno.test({
     }),
 });
 
+Deno.test({
+  name: "a part whose connection breaks mid-way is sent again on a connection that is up",
+  ignore,
+  fn: () =>
+    withTwoProxiedConnections("broken", async ({ proxy, transport, key }) => {
+      // Both idle: the part takes connection 1, slowed so that it is mid-way when cut.
+      proxy.throttleConnection(1, 256 << 10);
+      const data = new Uint8Array(2 << 20).map((_, i) => (i * 13) >> 3);
+      const put = transport.putPart(key, 0, data);
+      put.catch(() => {}); // awaited below; a failure above closes it first
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      proxy.cutConnection(1, "rst");
+      // Failing it would fail the file's delivery, and back off the whole vessel.
+      await within(20_000, "the part was not sent again", put);
+      assert.equal(transport.connections.open, 1, "only connection 2 is up");
+      return [data];
+    }),
+});
+
+Deno.test({
+  name: "a one-part file whose connection breaks mid-way is put again on a connection that is up",
+  ignore,
+  fn: () =>
+    withTwoProxiedConnections("broken-whole", async ({ proxy, transport, tempDir, key }) => {
+      proxy.throttleConnection(1, 256 << 10);
+      const data = new Uint8Array(2 << 20).map((_, i) => (i * 7) >> 4);
+      const put = transport.putWhole(key, `${tempDir}/../pool/whole.bin`, data);
+      put.catch(() => {}); // awaited below; a failure above closes it first
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      proxy.cutConnection(1, "rst");
+      const assembled = await within(20_000, "the file was not put again", put);
+      assert.equal(assembled.sha256, sha256(data));
+      assert.equal(sha256(await Deno.readFile(assembled.tempPath)), sha256(data));
+      return [];
+    }),
+});
+
 /**
  * Puts parts 0 and 1 at once, mid-file (one on each idle connection, which
  * then shows its rate), then parts 2 and 3, the file's last: both must be

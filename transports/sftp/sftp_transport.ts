@@ -152,6 +152,8 @@ const STALLED_COST = 1_000;
  * flight, of which there are far fewer.
  */
 const MAX_ASSEMBLED_ON = 256;
+/** Tries a part or a one-part file gets when its connection breaks while another is up. */
+const PUT_TRIES = 3;
 /** How long a vessel that refused a further connection is not asked for one again. */
 const REFUSED_MS = 60_000;
 
@@ -376,17 +378,43 @@ export class SftpTransport implements Transport {
   ): Promise<void> {
     const partDir = this.#partDir(key);
     const action = `Cannot put part ${index} of "${key}" on vessel "${this.vessel}"`;
-    return await this.#run(action, async (connection, answered) => {
+    return await this.#elsewhereIfBroken(
+      `part ${index} of "${key}"`,
+      () =>
+        this.#run(action, async (connection, answered) => {
+          try {
+            await writeFile(connection, joinPath(partDir, partTempName(index)), data, {
+              resume: this.#resumeCheck(connection),
+              renameTo: joinPath(partDir, partName(index)),
+              acknowledged: answered,
+            });
+          } catch (error) {
+            throw await this.#noSpace(connection, partDir, data.byteLength, error);
+          }
+        }, { spread: true, part: { bytes: data.byteLength, bytesAfter } }),
+    );
+  }
+
+  /**
+   * Runs `put` again when the connection it ran on broke while another is
+   * up: one of many streams dropped (on a lossy link, one stuck in TCP's
+   * backoff for `Timeout`) must not fail the file, and back off the whole
+   * vessel, while the others carry on. The next try resumes from what the
+   * vessel holds (see resume.ts), and a broken connection's late writes
+   * land the same bytes.
+   */
+  async #elsewhereIfBroken<T>(what: string, put: () => Promise<T>): Promise<T> {
+    for (let tries = 1;; tries++) {
       try {
-        await writeFile(connection, joinPath(partDir, partTempName(index)), data, {
-          resume: this.#resumeCheck(connection),
-          renameTo: joinPath(partDir, partName(index)),
-          acknowledged: answered,
-        });
+        return await put();
       } catch (error) {
-        throw await this.#noSpace(connection, partDir, data.byteLength, error);
+        const broken = error instanceof TransportError && error.code === "connection";
+        if (!broken || tries >= PUT_TRIES || this.#closed || this.#usableUp().length === 0) {
+          throw error;
+        }
+        this.#log.info(`${what}: sending it again on another connection (${errorMessage(error)})`);
       }
-    }, { spread: true, part: { bytes: data.byteLength, bytesAfter } });
+    }
   }
 
   startAssembly(key: string, count: number, destination: string): Assembly {
@@ -421,21 +449,25 @@ export class SftpTransport implements Transport {
       ? await this.#smallFiles.enter(data.byteLength)
       : undefined;
     try {
-      return await this.#run(action, async (connection) => {
-        try {
-          const { sha256, size } = await putWholeFile(connection, tempPath, data, {
-            fsync: this.#config.fsync,
-            deadline: (bytes) => this.#deadline(bytes),
-            makeDirectory: (dir) => this.#makeDirectory(connection, dir),
-            resume: this.#resumeCheck(connection),
-            hashBatch: this.#hashBatching,
-            written: leave,
-          });
-          return { tempPath, sha256, size };
-        } catch (error) {
-          throw await this.#noSpace(connection, parentOf(destination), data.byteLength, error);
-        }
-      }, { spread: leave === undefined });
+      return await this.#elsewhereIfBroken(
+        quote(destination),
+        () =>
+          this.#run(action, async (connection) => {
+            try {
+              const { sha256, size } = await putWholeFile(connection, tempPath, data, {
+                fsync: this.#config.fsync,
+                deadline: (bytes) => this.#deadline(bytes),
+                makeDirectory: (dir) => this.#makeDirectory(connection, dir),
+                resume: this.#resumeCheck(connection),
+                hashBatch: this.#hashBatching,
+                written: leave,
+              });
+              return { tempPath, sha256, size };
+            } catch (error) {
+              throw await this.#noSpace(connection, parentOf(destination), data.byteLength, error);
+            }
+          }, { spread: leave === undefined }),
+      );
     } finally {
       leave?.();
     }
