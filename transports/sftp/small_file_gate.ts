@@ -4,16 +4,25 @@
  * starts all at once is split evenly, and the connection whose TCP stream
  * grows slowest (CUBIC leaves slow start early when another stream fills the
  * queue) carries its share long after the others are done (wan, 100 x
- * 64 KiB: one connection still sending 1.3 s after the rest). With about a
- * window's worth per connection in flight, the rest wait here and go to the
+ * 64 KiB: one connection still sending 1.3 s after the rest). With a little
+ * per connection in flight, the rest wait here and go to the
  * connections that free up first.
  *
  * @module
  */
 import type { TransportError } from "../transport.ts";
 
-/** Bytes of small files in flight per connection in use: about what one stream's window holds. */
-export const SMALL_BYTES_PER_CONNECTION = 1 << 20;
+/**
+ * Bytes of small files in flight per connection that is up. Streams that
+ * share a link grow at very different rates (wan, 100 x 64 KiB: one CUBIC
+ * stream left slow start at 680 segments, three others at 60-70, as its
+ * burst filled the queue), so what a connection holds beyond its window only
+ * waits there while a faster one idles: with 1 MiB the fast one had carried
+ * its share 0.3 s before the others, 2.5 MB still bound to them. With
+ * 512 KiB, wan took 1.86-2.08 s (median 1.98) against 1.96-2.14 (2.08), in
+ * 8 pairs taking turns; 256 KiB left the fast stream short (2.02 s).
+ */
+export const SMALL_BYTES_PER_CONNECTION = 512 << 10;
 
 interface Waiter {
   readonly bytes: number;
