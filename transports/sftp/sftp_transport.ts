@@ -152,8 +152,12 @@ const STALLED_COST = 1_000;
  * flight, of which there are far fewer.
  */
 const MAX_ASSEMBLED_ON = 256;
-/** Tries a part or a one-part file gets when its connection breaks while another is up. */
-const PUT_TRIES = 3;
+/**
+ * Tries a part or a one-part file gets when its connection breaks while
+ * another is up: one more, since when the whole link is down every further
+ * try adds a `Timeout` before the engine hears of it.
+ */
+const PUT_TRIES = 2;
 /** How long a vessel that refused a further connection is not asked for one again. */
 const REFUSED_MS = 60_000;
 
