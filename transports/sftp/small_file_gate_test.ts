@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { TransportError } from "../transport.ts";
-import { SMALL_BYTES_PER_CONNECTION, SmallFileGate } from "./small_file_gate.ts";
+import { MIN_SMALL_BYTES, SMALL_BYTES_PER_CONNECTION, SmallFileGate } from "./small_file_gate.ts";
 
 const ROOM = SMALL_BYTES_PER_CONNECTION;
 
@@ -12,33 +12,44 @@ async function settled(promise: Promise<unknown>): Promise<boolean> {
   return done;
 }
 
-Deno.test("SmallFileGate lets in a window's worth per connection up, first come first served", async () => {
-  let connections = 2;
+Deno.test("SmallFileGate lets in a share per connection up, first come first served", async () => {
+  let connections = 5;
+  assert.ok(5 * ROOM > MIN_SMALL_BYTES, "five shares are more than the floor");
   const gate = new SmallFileGate(() => connections);
-  const first = await gate.enter(ROOM);
-  const second = await gate.enter(ROOM);
-  const third = gate.enter(ROOM / 2);
-  const fourth = gate.enter(1);
-  assert.equal(await settled(third), false, "two connections hold two windows");
-  assert.equal(await settled(fourth), false, "a small one waits behind the earlier one");
-  first();
-  first(); // Twice gives back once.
-  assert.equal(await settled(third), true);
-  assert.equal(await settled(fourth), true);
-  const fifth = gate.enter(ROOM);
-  assert.equal(await settled(fifth), false);
-  connections = 3;
+  const shares = [];
+  for (let i = 0; i < 5; i++) shares.push(await gate.enter(ROOM));
+  const half = gate.enter(ROOM / 2);
+  const tiny = gate.enter(1);
+  assert.equal(await settled(half), false, "five connections hold five shares");
+  assert.equal(await settled(tiny), false, "a small one waits behind the earlier one");
+  shares[0]();
+  shares[0](); // Twice gives back once.
+  assert.equal(await settled(half), true);
+  assert.equal(await settled(tiny), true);
+  const last = gate.enter(ROOM);
+  assert.equal(await settled(last), false);
+  connections = 6;
   gate.wake();
-  assert.equal(await settled(fifth), true, "a third connection up takes another window");
-  second();
+  assert.equal(await settled(last), true, "a sixth connection up takes another share");
 });
 
 Deno.test("SmallFileGate lets a file larger than the window in alone, and refuses waiters once closed", async () => {
   const gate = new SmallFileGate(() => 0);
-  const large = await gate.enter(3 * ROOM);
+  const large = await gate.enter(MIN_SMALL_BYTES + ROOM);
   const waiting = gate.enter(1);
   gate.close(new TransportError("closed", "connection"));
   await assert.rejects(waiting, /closed/);
   await assert.rejects(gate.enter(1), /closed/);
   large();
+});
+
+Deno.test("SmallFileGate keeps a stream's worth in flight when one connection is up", async () => {
+  const gate = new SmallFileGate(() => 1);
+  const first = await gate.enter(ROOM);
+  const second = gate.enter(MIN_SMALL_BYTES - ROOM);
+  assert.equal(await settled(second), true, "one connection holds more than its share");
+  const third = gate.enter(1);
+  assert.equal(await settled(third), false);
+  first();
+  assert.equal(await settled(third), true);
 });
