@@ -575,20 +575,27 @@ Deno.test({
     }),
 });
 
+/**
+ * Slows connection 1, where `start`'s call runs (both being idle), resets it
+ * 1.5 s into the call, and waits for the call to end on connection 2:
+ * failing it would fail the file's delivery, and back off the whole vessel.
+ */
+async function cutMidWay<T>(proxy: FaultProxy, start: () => Promise<T>): Promise<T> {
+  proxy.throttleConnection(1, 256 << 10);
+  const call = start();
+  call.catch(() => {}); // awaited below; a failure above closes it first
+  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  proxy.cutConnection(1, "rst");
+  return await within(20_000, "the call was not made again on connection 2", call);
+}
+
 Deno.test({
   name: "a part whose connection breaks mid-way is sent again on a connection that is up",
   ignore,
   fn: () =>
     withTwoProxiedConnections("broken", async ({ proxy, transport, key }) => {
-      // Both idle: the part takes connection 1, slowed so that it is mid-way when cut.
-      proxy.throttleConnection(1, 256 << 10);
       const data = new Uint8Array(2 << 20).map((_, i) => (i * 13) >> 3);
-      const put = transport.putPart(key, 0, data);
-      put.catch(() => {}); // awaited below; a failure above closes it first
-      await new Promise((resolve) => setTimeout(resolve, 1_500));
-      proxy.cutConnection(1, "rst");
-      // Failing it would fail the file's delivery, and back off the whole vessel.
-      await within(20_000, "the part was not sent again", put);
+      await cutMidWay(proxy, () => transport.putPart(key, 0, data));
       assert.equal(transport.connections.open, 1, "only connection 2 is up");
       return [data];
     }),
@@ -599,13 +606,9 @@ Deno.test({
   ignore,
   fn: () =>
     withTwoProxiedConnections("broken-whole", async ({ proxy, transport, tempDir, key }) => {
-      proxy.throttleConnection(1, 256 << 10);
       const data = new Uint8Array(2 << 20).map((_, i) => (i * 7) >> 4);
-      const put = transport.putWhole(key, `${tempDir}/../pool/whole.bin`, data);
-      put.catch(() => {}); // awaited below; a failure above closes it first
-      await new Promise((resolve) => setTimeout(resolve, 1_500));
-      proxy.cutConnection(1, "rst");
-      const assembled = await within(20_000, "the file was not put again", put);
+      const destination = `${tempDir}/../pool/whole.bin`; // made by the set-up
+      const assembled = await cutMidWay(proxy, () => transport.putWhole(key, destination, data));
       assert.equal(assembled.sha256, sha256(data));
       assert.equal(sha256(await Deno.readFile(assembled.tempPath)), sha256(data));
       return [];
