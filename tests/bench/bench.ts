@@ -24,7 +24,7 @@ import {
 import { sshClientOptions, startOpenSsh, type TestServer } from "../servers.ts";
 import { vesselIni } from "../vessel_ini.ts";
 import { mebibytes } from "./sizes.ts";
-import { medianRun, type ToolRun } from "./link/runner.ts";
+import { formatRuns, medianRun, type ToolRun } from "./link/runner.ts";
 
 const PERMISSIONS = [V8_FLAGS, ...CLI_PERMISSIONS];
 
@@ -317,8 +317,8 @@ async function smallFiles(work: string) {
       const seconds = medianRun(runs).seconds;
       rows.push({
         scenario: `${fileCount} x 16 KiB, 1 vessel: ${carrier}`,
-        ours: `${secondsAndRange(runs)}, ${(fileCount / seconds).toFixed(0)} files/s`,
-        reference: `rsync ${secondsAndRange(rsyncRuns)}, ${
+        ours: `${formatRuns(runs, 2)}, ${(fileCount / seconds).toFixed(0)} files/s`,
+        reference: `rsync ${formatRuns(rsyncRuns, 2)}, ${
           (fileCount / rsyncSeconds).toFixed(0)
         } files/s`,
         ratio: `${(rsyncSeconds / seconds).toFixed(2)}x rsync speed`,
@@ -328,14 +328,6 @@ async function smallFiles(work: string) {
   } finally {
     await server.stop();
   }
-}
-
-/** The median of `runs` to the hundredth of a second, and their range when there are several. */
-function secondsAndRange(runs: readonly ToolRun[]): string {
-  const median = `${medianRun(runs).seconds.toFixed(2)} s`;
-  if (runs.length === 1) return median;
-  const seconds = runs.map((run) => run.seconds);
-  return `${median} (${Math.min(...seconds).toFixed(2)}-${Math.max(...seconds).toFixed(2)})`;
 }
 
 async function fanOut(work: string) {

@@ -19,11 +19,11 @@ export interface ToolRun {
   readonly stderr?: string;
 }
 
-/** `12.3 s`, `> 300 s`, or `failed`. */
-export function formatRun(run: ToolRun): string {
+/** `12.3 s` (to `digits` decimals), `> 300 s`, or `failed`. */
+export function formatRun(run: ToolRun, digits = 1): string {
   if (run.timedOut) return `> ${run.seconds.toFixed(0)} s`;
   if (run.error) return "failed";
-  return `${run.seconds.toFixed(1)} s`;
+  return `${run.seconds.toFixed(digits)} s`;
 }
 
 /**
@@ -44,17 +44,18 @@ export function medianRun(runs: readonly ToolRun[]): ToolRun {
 }
 
 /** One run as {@linkcode formatRun}; several as their median and range: `7.3 s (7.1-8.4)`. */
-export function formatRuns(runs: readonly ToolRun[]): string {
+export function formatRuns(runs: readonly ToolRun[], digits = 1): string {
   const median = medianRun(runs);
   if (runs.length === 1 || median.error) {
     const failures = runs.filter((run) => run.error && !run.timedOut).length;
-    return runs.length === 1 ? formatRun(median) : `failed (${failures} of ${runs.length})`;
+    return runs.length === 1 ? formatRun(median, digits) : `failed (${failures} of ${runs.length})`;
   }
   const seconds = runs.map((run) => run.seconds);
-  const range = `${Math.min(...seconds).toFixed(1)}-${runs.some((run) => run.timedOut) ? ">" : ""}${
-    Math.max(...seconds).toFixed(1)
+  const longest = runs.some((run) => run.timedOut) ? ">" : "";
+  const range = `${Math.min(...seconds).toFixed(digits)}-${longest}${
+    Math.max(...seconds).toFixed(digits)
   }`;
-  return `${formatRun(median)} (${range})`;
+  return `${formatRun(median, digits)} (${range})`;
 }
 
 const PERMISSIONS = [V8_FLAGS, ...CLI_PERMISSIONS];
