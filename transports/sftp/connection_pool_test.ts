@@ -518,6 +518,47 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "on a link whose TCP handshake is long, logins start ahead before the first is accepted",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const { proxy, knownHostsFile } = await proxyTo(server);
+    const dir = await Deno.makeTempDir({ prefix: "cm-long-handshake-" });
+    // ssh says its TCP connection is up 0.4 s after it starts, as across a long link; the proxy
+    // makes every round trip of the login that follows take 0.5 s, as there.
+    const ssh = `${dir}/ssh`;
+    await Deno.writeTextFile(ssh, `#!/bin/sh\nsleep 0.4\nexec /usr/bin/ssh "$@"\n`, {
+      mode: 0o755,
+    });
+    const transport = new SftpTransport(
+      server.vesselConfig({
+        port: proxy.port,
+        knownHostsFile,
+        sshClient: "openssh",
+        sshCommand: ssh,
+      }),
+    );
+    try {
+      transport.connections.use(6);
+      proxy.latency(250);
+      const listed = transport.listParts("ahead");
+      listed.catch(() => {}); // Judged below; a failed wait closes the transport under it.
+      // One call, one login; the other five start once its handshake was seen, not seconds
+      // later when the vessel accepts it.
+      await waitFor(() => proxy.connections() === 6, 3_000, "six logins under way");
+      assert.equal(transport.connections.open, 0, "no login was accepted yet");
+      assert.deepEqual(await listed, new Set());
+      await waitFor(() => transport.connections.open === 6, 20_000, "six connections open");
+    } finally {
+      await transport.close();
+      await proxy.close();
+      await server.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 /**
  * Runs `body` on a transport with two connections to a new sshd through the
  * fault proxy (proxy connection 1 is the transport's first), both up and

@@ -38,6 +38,8 @@ export interface OpenSshOptions extends ConnectionOptions {
   readonly setup: OpenSshSetup;
   /** This connection's control socket, inside `setup.dir`. */
   readonly controlPath: string;
+  /** Hears that ssh's own TCP connection to the vessel is up (never through a ProxyCommand). */
+  readonly onConnected?: () => void;
   /** Hears that the vessel accepted the login, before the session starts. */
   readonly onAuthenticated?: () => void;
   /**
@@ -86,6 +88,7 @@ async function start(
     ...(withSftp ? ["-s", "--", setup.host, "sftp"] : ["-N", "--", setup.host]),
   ], { stdio: ["pipe", "pipe", "pipe"], detached: true, env: setup.env });
   const diagnostics = new Diagnostics(master);
+  diagnostics.onConnected = options.onConnected;
   const authenticated = new Promise<void>((resolve) => diagnostics.onAuthenticated = resolve);
   authenticated.then(hideSecrets);
   if (options.onAuthenticated) authenticated.then(options.onAuthenticated);
@@ -409,6 +412,7 @@ class Diagnostics {
   #partial = "";
   authenticated = false;
   onAuthenticated?: () => void;
+  onConnected?: () => void;
 
   constructor(child: ChildProcess) {
     child.stderr!.on("data", (data: Buffer) => {
@@ -421,6 +425,7 @@ class Diagnostics {
 
   #add(line: string): void {
     if (this.#head.length < 400) this.#head.push(line);
+    if (line === "debug1: Connection established.") this.onConnected?.();
     if (/^(debug1: )?Authenticated to/.test(line)) {
       this.authenticated = true;
       this.onAuthenticated?.();
