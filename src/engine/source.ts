@@ -121,9 +121,16 @@ function sameOrUnknown(a: number | null | undefined, b: number | null | undefine
 /**
  * Smallest part a file is cut into to spread it over connections: below it
  * a part's own round trips (create, rename, append) cost more than the
- * parallel streams win.
+ * parallel streams win. On `sat` (600 ms, 0.5 % loss, CUBIC) an 8 MiB file
+ * in 32 parts, not 16, leaves parts for the connections that log in after
+ * the first ones, and fewer bytes behind each slow stream at the end.
  */
-const MIN_SPREAD_PART = 512 << 10;
+const MIN_SPREAD_PART = 256 << 10;
+/**
+ * Files up to this size stay one part: the part directory and the
+ * assembly cost them more round trips than a second stream wins.
+ */
+const WHOLE_UP_TO = 512 << 10;
 /** Spread parts are whole multiples of this, the largest SFTP write most servers take. */
 const PART_ALIGN = 64 << 10;
 
@@ -131,13 +138,15 @@ const PART_ALIGN = 64 << 10;
  * The part size for a file of `size` bytes on a vessel of up to
  * `connections` connections: `chunkSize` (the operator's ChunkSize, the
  * largest part) unless that leaves fewer than two parts per connection; then
- * smaller, down to 512 KiB, so every connection has parts to the end of the
- * file and no single slow stream carries its tail. It depends on nothing
+ * smaller, down to 256 KiB (a file of up to 512 KiB stays whole), so every
+ * connection has parts to the end of the file and no single slow stream
+ * carries its tail. It depends on nothing
  * that changes while the daemon runs, so a later attempt, or a restart,
  * finds the parts an earlier one left in the same layout.
  */
 export function partSizeFor(size: number, chunkSize: number, connections: number): number {
   if (connections <= 1) return chunkSize;
+  if (size <= WHOLE_UP_TO) return Math.min(chunkSize, WHOLE_UP_TO);
   const spread = Math.ceil(size / (2 * connections) / PART_ALIGN) * PART_ALIGN;
   return Math.min(chunkSize, Math.max(MIN_SPREAD_PART, spread));
 }

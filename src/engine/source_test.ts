@@ -36,7 +36,7 @@ function sha256(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
 }
 
-Deno.test("partSizeFor() spreads a file over the connections, between 512 KiB and ChunkSize", () => {
+Deno.test("partSizeFor() spreads a file over the connections, between 256 KiB and ChunkSize", () => {
   const MiB = 1 << 20;
   const chunk = 10 * MiB;
   // Large files keep the operator's ChunkSize.
@@ -44,9 +44,13 @@ Deno.test("partSizeFor() spreads a file over the connections, between 512 KiB an
   // Two parts per connection at the cap: 16 MiB over 16 connections is 32 parts of 512 KiB.
   assert.equal(partSizeFor(16 * MiB, chunk, 16), 512 << 10);
   assert.equal(partSizeFor(64 * MiB, chunk, 16), 2 * MiB);
-  // Never below 512 KiB: a small file stays one part.
+  // Down to 256 KiB: 8 MiB is 32 parts, two per connection at the cap.
+  assert.equal(partSizeFor(8 * MiB, chunk, 16), 256 << 10);
+  assert.equal(partSizeFor(600 << 10, chunk, 16), 256 << 10);
+  // A file of up to 512 KiB stays one part.
   assert.equal(partSizeFor(300 << 10, chunk, 16), 512 << 10);
   assert.equal(partCount(300 << 10, partSizeFor(300 << 10, chunk, 16)), 1);
+  assert.equal(partCount(512 << 10, partSizeFor(512 << 10, chunk, 16)), 1);
   // Whole multiples of 64 KiB, never above ChunkSize.
   assert.equal(partSizeFor(50 * MiB + 1, chunk, 16) % (64 << 10), 0);
   assert.equal(partSizeFor(16 * MiB, 100 << 10, 16), 100 << 10);
