@@ -140,9 +140,9 @@ const PART_ALIGN = 64 << 10;
  * largest part) unless that leaves fewer than two parts per connection; then
  * smaller, down to 256 KiB (a file of up to 512 KiB stays whole), so every
  * connection has parts to the end of the file and no single slow stream
- * carries its tail. It depends on nothing
- * that changes while the daemon runs, so a later attempt, or a restart,
- * finds the parts an earlier one left in the same layout.
+ * carries its tail. It depends on nothing that changes while the daemon
+ * runs, so a later attempt, or a restart, finds the parts an earlier one
+ * left in the same layout.
  */
 export function partSizeFor(size: number, chunkSize: number, connections: number): number {
   if (connections <= 1) return chunkSize;
