@@ -1126,9 +1126,9 @@ export class SftpTransport implements Transport {
 
   /**
    * Hears how long ssh took to get its TCP connection up: one round trip,
-   * and ssh's start and name lookup. On a long link the other logins then start at once,
-   * seconds before the vessel accepts the first (on `sat`, 600 ms, a login
-   * takes 8.6 s, 5.8 s of it before authentication).
+   * and ssh's start and name lookup. On a long link the other logins then
+   * start at once, seconds before the vessel accepts the first (on `sat`,
+   * 600 ms, a login takes 8.6 s, 5.8 s of it before authentication).
    */
   #connectedAfter(ms: number): void {
     if (ms < LONG_LOGIN_ROUND_TRIP_MS || this.#longLink) return;
