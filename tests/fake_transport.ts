@@ -88,7 +88,15 @@ export class FakeTransport implements Transport {
     return new Set(this.parts.get(key)?.keys() ?? []);
   }
 
-  async putPart(key: string, index: number, data: Uint8Array | PartData): Promise<void> {
+  async putPart(
+    key: string,
+    index: number,
+    data: Uint8Array | PartData,
+    _bytesAfter?: number,
+    sent?: () => void,
+  ): Promise<void> {
+    // Like a real vessel's: the bytes have left when the part is not yet stored.
+    sent?.();
     const replaced = await this.#enter(
       "putPart",
       key,

@@ -141,13 +141,16 @@ export interface Transport {
    * the caller may reuse its buffer or close its file. `bytesAfter` says how
    * many bytes of the file are still to be put after this part, so a
    * transport whose connections carry different rates can keep the last
-   * parts off slow ones (0, or left out: none).
+   * parts off slow ones (0, or left out: none). `sent`, if the transport
+   * knows that moment, hears that every byte has left for the vessel while
+   * the part is not yet stored: the next part may start behind it.
    */
   putPart(
     key: string,
     index: number,
     data: Uint8Array | PartData,
     bytesAfter?: number,
+    sent?: () => void,
   ): Promise<void>;
 
   /**

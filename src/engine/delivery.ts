@@ -275,7 +275,13 @@ async function uploadParts(
         context.progress?.sending(index);
         try {
           const bytesAfter = file.size - index * context.chunkSize - data.byteLength;
-          await context.transport.putPart(key, index, data, Math.max(0, bytesAfter));
+          await context.transport.putPart(
+            key,
+            index,
+            data,
+            Math.max(0, bytesAfter),
+            () => ticket && context.window?.sent(ticket),
+          );
         } catch (error) {
           if (data.failure instanceof SourceChangedError) throw data.failure;
           throw error;

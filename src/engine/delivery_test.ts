@@ -9,6 +9,7 @@ import { FakeTransport, sha256 } from "../../tests/fake_transport.ts";
 import { type DeliveryContext, deliveryKey, runDelivery } from "./delivery.ts";
 import { hashSource, toSourceStat, UnsafeSourceError } from "./source.ts";
 import { TransportError } from "../../transports/transport.ts";
+import { PartWindow } from "./part_window.ts";
 
 const CHUNK = 1024;
 
@@ -25,7 +26,10 @@ interface Shore {
   readonly hashes: () => number;
 }
 
-async function withShore(body: (shore: Shore) => Promise<void>): Promise<void> {
+async function withShore(
+  body: (shore: Shore) => Promise<void>,
+  options: { window?: PartWindow } = {},
+): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "cm-delivery-" });
   const store = await Store.open(`${dir}/state.db`);
   const transport = new FakeTransport();
@@ -36,6 +40,7 @@ async function withShore(body: (shore: Shore) => Promise<void>): Promise<void> {
     store,
     transport,
     chunkSize: CHUNK,
+    window: options.window,
     signal: new AbortController().signal,
     fileHash: (file, path, options) => {
       hashes++;
@@ -170,6 +175,29 @@ Deno.test("runDelivery() hands each part over to be read as it is sent, not read
     assert.deepEqual(new Set(puts.map((call) => call[3])), new Set(["read as sent"]));
     assert.equal(sha256(transport.files.get("/srv/in/f.bin")!), sha256(data));
   });
+});
+
+Deno.test("runDelivery() starts the next part once a part's bytes have left, before it is stored", async () => {
+  // One part's bytes fill the window: the next one used to wait for the part's last round
+  // trips (close, rename, then its own create), and the connection idled meanwhile.
+  const window = new PartWindow(2);
+  window.maxBytes = CHUNK;
+  await withShore(async ({ transport, queue, attempt }) => {
+    const data = bytes(2 * CHUNK);
+    const fileId = await queue("f.bin", data);
+    const secondStarted = Promise.withResolvers<void>();
+    transport.script("putPart", async () => {
+      const timer = setTimeout(
+        () => secondStarted.reject(new Error("part 1 waited for part 0 to be stored")),
+        2000,
+      );
+      await secondStarted.promise.finally(() => clearTimeout(timer));
+    });
+    transport.script("putPart", () => secondStarted.resolve());
+    assert.equal(await attempt(fileId), "delivered");
+    assert.equal(sha256(transport.files.get("/srv/in/f.bin")!), sha256(data));
+    assert.equal(window.inFlight, 0, "every place given back");
+  }, { window });
 });
 
 Deno.test("runDelivery() of a source changed while sent queues the new version, publishing nothing", async () => {

@@ -29,6 +29,7 @@ export class PartWindow {
   #limit: number;
   #inFlight = 0;
   #bytesInFlight = 0;
+  readonly #bytesGivenBack = new WeakSet<PartTicket>();
   #maxBytes = Infinity;
   #streak = 0;
   /** Bumped at each decrease, so one loss that fails many parts halves once. */
@@ -115,10 +116,24 @@ export class PartWindow {
     });
   }
 
+  /**
+   * Gives back a part's bytes once all of them have left, before the vessel
+   * confirmed them: the next part may start behind them on the connection,
+   * which would otherwise idle for the part's last round trips (close,
+   * rename, then the next part's create). Its place stays taken until
+   * {@linkcode release}.
+   */
+  sent(ticket: PartTicket): void {
+    if (this.#bytesGivenBack.has(ticket)) return;
+    this.#bytesGivenBack.add(ticket);
+    this.#bytesInFlight -= ticket.bytes;
+    this.#admit();
+  }
+
   /** Gives a place back and adapts the limit to how the upload ended. */
   release(ticket: PartTicket, outcome: PartOutcome): void {
     this.#inFlight--;
-    this.#bytesInFlight -= ticket.bytes;
+    if (!this.#bytesGivenBack.delete(ticket)) this.#bytesInFlight -= ticket.bytes;
     if (outcome === "whole") {
       if (++this.#streak >= this.#limit && this.#limit < this.#max) {
         this.#limit++;

@@ -31,6 +31,31 @@ Deno.test("PartWindow gives a released place to the earliest waiter, not to a ne
   assert.equal(window.inFlight, 1);
 });
 
+Deno.test("PartWindow lets the next part in once a part's bytes have left, and keeps its place", async () => {
+  const window = new PartWindow(2);
+  window.maxBytes = 10;
+  const first = await window.acquire(signal, 8);
+  let second: unknown;
+  const waiting = window.acquire(signal, 8).then((ticket) => second = ticket);
+  await Promise.resolve();
+  assert.equal(second, undefined, "the bytes do not fit");
+  window.sent(first);
+  window.sent(first); // Twice gives back once.
+  await waiting;
+  assert.equal(window.inFlight, 2, "the first still holds its place");
+  let third: unknown;
+  const last = window.acquire(signal, 2).then((ticket) => third = ticket);
+  await Promise.resolve();
+  assert.equal(third, undefined, "no place left");
+  window.release(first, "whole");
+  await last;
+  // 8 + 2 fit: the first's bytes were not given back a second time at its release.
+  let fourth: unknown;
+  window.acquire(signal, 1).then((ticket) => fourth = ticket);
+  await Promise.resolve();
+  assert.equal(fourth, undefined, "two in flight holding 10 bytes");
+});
+
 Deno.test("PartWindow halves once per loss, even when the loss fails many parts", async () => {
   const window = new PartWindow(16);
   const tickets = await Promise.all(Array.from({ length: 8 }, () => window.acquire(signal)));

@@ -337,18 +337,29 @@ export class SshConnection {
    * the open handle at the same offsets, with many write requests in flight
    * at once, each as long as the server allows. `allSent` is called once the
    * last write request has been sent, before its answer: requests made after
-   * that leave behind it. `acknowledged` hears the bytes of each write answered.
+   * that leave behind it. `ending` is called once what is left to send fits
+   * in the writes in flight: requests made then reach the vessel about as
+   * the last writes are answered. `acknowledged` hears the bytes of each
+   * write answered.
    */
   async writeAll(
     handle: Buffer,
     data: Uint8Array | PartData,
     from = 0,
-    options: { allSent?: () => void; acknowledged?: (bytes: number) => void } = {},
+    options: {
+      allSent?: () => void;
+      ending?: () => void;
+      acknowledged?: (bytes: number) => void;
+    } = {},
   ): Promise<void> {
     const end = data.byteLength;
-    if (from >= end) return options.allSent?.();
+    if (from >= end) {
+      options.ending?.();
+      return options.allSent?.();
+    }
     const chunk = await this.maxWriteLength();
     const window = Math.max(2, Math.ceil(WRITE_WINDOW / chunk));
+    let ending = options.ending;
     let next = from;
     /** Requests whose bytes are being read: the last one may leave after `next` passed the end. */
     let reading = 0;
@@ -384,6 +395,10 @@ export class SshConnection {
             giveBack(); // ssh2 copied the bytes into its request.
           }
         });
+        if (ending && end - next <= window * chunk) {
+          ending();
+          ending = undefined;
+        }
         if (next >= end && reading === 0) options.allSent?.();
         await reply.catch((error) => {
           failed = true; // Issue no more writes; those in flight still finish.

@@ -232,6 +232,8 @@ export async function writeFile(
     renameTo?: string;
     /** Hears the bytes the vessel holds: those resumed (`resumed`), then each write answered. */
     acknowledged?: (bytes: number, resumed?: boolean) => void;
+    /** Hears that the last write requests are leaving (see {@linkcode SshConnection.writeAll}). */
+    ending?: () => void;
   } = {},
 ): Promise<void> {
   const { handle, offset } = await openPrivateFile(connection, path, "wx", data, options.resume);
@@ -239,6 +241,7 @@ export async function writeFile(
   const allSent = Promise.withResolvers<void>();
   const written = connection.writeAll(handle, data, offset, {
     allSent: allSent.resolve,
+    ending: options.ending,
     acknowledged: options.acknowledged,
   });
   written.catch(() => {}); // awaited below, maybe after the close

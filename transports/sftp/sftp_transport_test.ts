@@ -127,6 +127,46 @@ Deno.test({
     }),
 });
 
+Deno.test({
+  name: "SftpTransport says when a part's last bytes leave, before the vessel has stored it",
+  ignore,
+  fn: () =>
+    withServer(startOpenSsh, async (server) => {
+      const vessel = server.vesselConfig();
+      await withTransport(new SftpTransport(vessel), async (transport) => {
+        const destination = `${server.dir}/ending/file.bin`;
+        const data = bytes(4 << 20, 9);
+        await transport.prepare("ending", destination);
+        const seen: { tempBytes: number; stored: boolean }[] = [];
+        let resolved = false;
+        await transport.putPart("ending", 0, data, 0, () => {
+          assert.equal(resolved, false, "told before putPart resolved");
+          seen.push({
+            tempBytes: Deno.statSync(`${vessel.tempDir}/ending/0.part.tmp`).size,
+            stored: existsSync(`${vessel.tempDir}/ending/0.part`),
+          });
+        });
+        resolved = true;
+        assert.equal(seen.length, 1, "told once");
+        assert.equal(seen[0].stored, false);
+        assert.ok(seen[0].tempBytes < data.byteLength, `${seen[0].tempBytes} bytes there already`);
+        const assembled = await assembleAll(transport, "ending", 1, destination);
+        assert.equal(assembled.sha256, sha256(data));
+        await transport.remove(assembled.tempPath);
+        await transport.removeParts("ending");
+      });
+    }),
+});
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await check())) {
