@@ -95,7 +95,7 @@ export class FakeTransport implements Transport {
     _bytesAfter?: number,
     sent?: () => void,
   ): Promise<void> {
-    // Like a real vessel's: the bytes have left when the part is not yet stored.
+    // Like a real transport's: the last bytes leave before the part is stored.
     sent?.();
     const replaced = await this.#enter(
       "putPart",

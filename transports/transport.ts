@@ -142,8 +142,8 @@ export interface Transport {
    * many bytes of the file are still to be put after this part, so a
    * transport whose connections carry different rates can keep the last
    * parts off slow ones (0, or left out: none). `sent`, if the transport
-   * knows that moment, hears that every byte has left for the vessel while
-   * the part is not yet stored: the next part may start behind it.
+   * knows that moment, hears that the part's last bytes are leaving for the
+   * vessel, before the part is stored: the next part may start behind them.
    */
   putPart(
     key: string,

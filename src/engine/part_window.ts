@@ -117,11 +117,11 @@ export class PartWindow {
   }
 
   /**
-   * Gives back a part's bytes once all of them have left, before the vessel
-   * confirmed them: the next part may start behind them on the connection,
-   * which would otherwise idle for the part's last round trips (close,
-   * rename, then the next part's create). Its place stays taken until
-   * {@linkcode release}.
+   * Gives back a part's bytes once its last ones are leaving, before the
+   * vessel confirmed them: the next part may start behind them on the
+   * connection, which would otherwise idle for the part's last round trips
+   * (close, rename, then the next part's create). Its place stays taken
+   * until {@linkcode release}.
    */
   sent(ticket: PartTicket): void {
     if (this.#bytesGivenBack.has(ticket)) return;
