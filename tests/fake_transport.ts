@@ -93,10 +93,10 @@ export class FakeTransport implements Transport {
     index: number,
     data: Uint8Array | PartData,
     _bytesAfter?: number,
-    sent?: () => void,
+    ending?: () => void,
   ): Promise<void> {
     // Like a real transport's: the last bytes leave before the part is stored.
-    sent?.();
+    ending?.();
     const replaced = await this.#enter(
       "putPart",
       key,

@@ -141,7 +141,7 @@ export interface Transport {
    * the caller may reuse its buffer or close its file. `bytesAfter` says how
    * many bytes of the file are still to be put after this part, so a
    * transport whose connections carry different rates can keep the last
-   * parts off slow ones (0, or left out: none). `sent`, if the transport
+   * parts off slow ones (0, or left out: none). `ending`, if the transport
    * knows that moment, hears that the part's last bytes are leaving for the
    * vessel, before the part is stored: the next part may start behind them.
    */
@@ -150,7 +150,7 @@ export interface Transport {
     index: number,
     data: Uint8Array | PartData,
     bytesAfter?: number,
-    sent?: () => void,
+    ending?: () => void,
   ): Promise<void>;
 
   /**

@@ -280,7 +280,7 @@ async function uploadParts(
             index,
             data,
             Math.max(0, bytesAfter),
-            () => ticket && context.window?.sent(ticket),
+            () => ticket && context.window?.partEnding(ticket),
           );
         } catch (error) {
           if (data.failure instanceof SourceChangedError) throw data.failure;

@@ -123,7 +123,7 @@ export class PartWindow {
    * (close, rename, then the next part's create). Its place stays taken
    * until {@linkcode release}.
    */
-  sent(ticket: PartTicket): void {
+  partEnding(ticket: PartTicket): void {
     if (this.#bytesGivenBack.has(ticket)) return;
     this.#bytesGivenBack.add(ticket);
     this.#bytesInFlight -= ticket.bytes;

@@ -39,8 +39,8 @@ Deno.test("PartWindow lets the next part in once a part's bytes have left, and k
   const waiting = window.acquire(signal, 8).then((ticket) => second = ticket);
   await Promise.resolve();
   assert.equal(second, undefined, "the bytes do not fit");
-  window.sent(first);
-  window.sent(first); // Twice gives back once.
+  window.partEnding(first);
+  window.partEnding(first); // Twice gives back once.
   await waiting;
   assert.equal(window.inFlight, 2, "the first still holds its place");
   let third: unknown;

@@ -70,7 +70,7 @@ const FIRST_CONNECTIONS = 4;
 /**
  * Part bytes in flight per open connection: two small parts each, but one
  * part of ChunkSize's default 10 MiB, and the next one from when its last
- * bytes leave (see {@linkcode PartWindow.sent}). Waiting for its last round
+ * bytes leave (see {@linkcode PartWindow.partEnding}). Waiting for its last round
  * trips idled the connection between parts, and CUBIC shrank its window
  * meanwhile (wan, `Connections = 1`, 64 MiB in 10 MiB parts: 7.8-8.0 s,
  * then 6.9 s, scp 6.8 s). (Parts are read as they are sent, so this is not

@@ -381,7 +381,7 @@ export class SftpTransport implements Transport {
     index: number,
     data: Uint8Array | PartData,
     bytesAfter = 0,
-    sent?: () => void,
+    ending?: () => void,
   ): Promise<void> {
     const partDir = this.#partDir(key);
     const action = `Cannot put part ${index} of "${key}" on vessel "${this.vessel}"`;
@@ -394,7 +394,7 @@ export class SftpTransport implements Transport {
               resume: this.#resumeCheck(connection),
               renameTo: joinPath(partDir, partName(index)),
               acknowledged: answered,
-              ending: sent,
+              ending,
             });
           } catch (error) {
             throw await this.#noSpace(connection, partDir, data.byteLength, error);
