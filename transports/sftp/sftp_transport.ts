@@ -387,8 +387,9 @@ export class SftpTransport implements Transport {
     const action = `Cannot put part ${index} of "${key}" on vessel "${this.vessel}"`;
     return await this.#elsewhereIfBroken(
       `part ${index} of "${key}"`,
-      () =>
+      (runsOn) =>
         this.#run(action, async (connection, answered) => {
+          runsOn(connection);
           try {
             await writeFile(connection, joinPath(partDir, partTempName(index)), data, {
               resume: this.#resumeCheck(connection),
@@ -409,17 +410,22 @@ export class SftpTransport implements Transport {
    * backoff for `Timeout`) must not fail the file, and back off the whole
    * vessel, while the others carry on. The next try resumes from what the
    * vessel holds (see resume.ts), and a broken connection's late writes
-   * land the same bytes.
+   * land the same bytes. `put` tells the connection it runs on: the broken
+   * one may not be marked closed yet when its failure arrives, and must not
+   * count as the other one up.
    */
-  async #elsewhereIfBroken<T>(what: string, put: () => Promise<T>): Promise<T> {
+  async #elsewhereIfBroken<T>(
+    what: string,
+    put: (runsOn: (connection: SshConnection) => void) => Promise<T>,
+  ): Promise<T> {
     for (let tries = 1;; tries++) {
+      let ranOn: SshConnection | undefined;
       try {
-        return await put();
+        return await put((connection) => ranOn = connection);
       } catch (error) {
         const broken = error instanceof TransportError && error.code === "connection";
-        if (!broken || tries >= PUT_TRIES || this.#closed || this.#usableUp().length === 0) {
-          throw error;
-        }
+        const elsewhere = this.#usableUp().some((slot) => live(slot) !== ranOn);
+        if (!broken || tries >= PUT_TRIES || this.#closed || !elsewhere) throw error;
         this.#log.info(`${what}: sending it again on another connection (${errorMessage(error)})`);
       }
     }
@@ -459,8 +465,9 @@ export class SftpTransport implements Transport {
     try {
       return await this.#elsewhereIfBroken(
         quote(destination),
-        () =>
+        (runsOn) =>
           this.#run(action, async (connection) => {
+            runsOn(connection);
             try {
               const { sha256, size } = await putWholeFile(connection, tempPath, data, {
                 fsync: this.#config.fsync,
