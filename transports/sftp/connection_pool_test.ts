@@ -519,6 +519,45 @@ Deno.test({
 });
 
 Deno.test({
+  name: "calls right behind a refused login hear its failure; a try after a pause logs in again",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const { proxy, knownHostsFile } = await proxyTo(server);
+    try {
+      const transport = new SftpTransport(
+        server.vesselConfig({ port: proxy.port, knownHostsFile }),
+      );
+      try {
+        transport.connections.use(1);
+        proxy.refuse(true);
+        // As a file's parts do when the vessel refuses: each starts once the one before failed.
+        const key = "refused";
+        for (let index = 0; index < 10; index++) {
+          await assert.rejects(
+            transport.putPart(key, index, part(index)),
+            /Cannot connect|closed|reset/i,
+          );
+        }
+        assert.equal(proxy.connections(), 1, "the parts behind the first asked sshd again");
+        await new Promise((resolve) => setTimeout(resolve, 800)); // the engine's shortest back-off
+        proxy.refuse(false);
+        await transport.prepare(key, `${server.dir}/pool/${key}.bin`);
+        await transport.putPart(key, 0, part(0));
+        assert.equal(proxy.connections(), 2, "the try after the pause logged in");
+        const stored = await Deno.readFile(`${server.vesselConfig().tempDir}/${key}/0.part`);
+        assert.equal(sha256(stored), sha256(part(0)));
+      } finally {
+        await transport.close();
+      }
+    } finally {
+      await proxy.close();
+      await server.stop();
+    }
+  },
+});
+
+Deno.test({
   name: "on a link whose TCP handshake is long, logins start ahead before the first is accepted",
   ignore,
   fn: async () => {

@@ -160,6 +160,14 @@ const MAX_ASSEMBLED_ON = 256;
 const PUT_TRIES = 2;
 /** How long a vessel that refused a further connection is not asked for one again. */
 const REFUSED_MS = 60_000;
+/**
+ * How long a failed login answers the calls that come right behind it, when
+ * no other connection is up or logging in: each part of a file queued for a
+ * vessel that refuses connections logged in again the moment the part before
+ * failed (28 logins in 0.2 s; sshd's MaxStartups and fail2ban count each).
+ * Below the engine's shortest back-off (0.8 s), so its next try logs in.
+ */
+const LOGIN_FAILURE_HOLD_MS = 500;
 
 interface Slot {
   connection?: SshConnection;
@@ -258,6 +266,8 @@ export class SftpTransport implements Transport {
    * not once ahead and once more by the call (fail2ban counts both).
    */
   #failedAhead?: unknown;
+  /** The last login that failed while no other was up or under way (LOGIN_FAILURE_HOLD_MS). */
+  #loginFailure?: { readonly error: unknown; readonly at: number };
   /** Flushes destination directories, one fsync for the files renamed into one together. */
   readonly #directorySyncs = new DirectorySyncs<SshConnection, Buffer>({
     // Read-only: OpenSSH's sftp-server opens a directory like a file, and fsync of a directory
@@ -922,6 +932,11 @@ export class SftpTransport implements Transport {
     const failedAhead = this.#failedAhead;
     this.#failedAhead = undefined;
     if (failedAhead !== undefined) throw failedAhead;
+    const failure = this.#loginFailure;
+    if (
+      failure && performance.now() - failure.at < LOGIN_FAILURE_HOLD_MS &&
+      !this.#slots.some((other) => live(other) || other.opening)
+    ) throw failure.error;
     slot.connection = undefined;
     const opening = this.#startOpening(slot);
     try {
@@ -944,7 +959,10 @@ export class SftpTransport implements Transport {
       if (error === this.#failedAhead) this.#failedAhead = undefined; // This call heard it.
       const others = this.#slots.filter((other) => other !== slot && live(other));
       const loggingIn = this.#slots.some((other) => other !== slot && other.opening);
-      if ((others.length === 0 && !loggingIn) || this.#closed) throw error;
+      if ((others.length === 0 && !loggingIn) || this.#closed) {
+        this.#loginFailure = { error, at: performance.now() };
+        throw error;
+      }
       // The vessel serves (or is letting in) other connections but refused one more (sshd's
       // MaxStartups, a firewall's limit): stay with those it lets in for a while.
       this.#refused(Math.max(1, others.length), error);
@@ -986,6 +1004,7 @@ export class SftpTransport implements Transport {
         slot.connection = connection;
         slot.rate = new AnswerRate();
         this.#admitted = true;
+        this.#loginFailure = undefined;
         this.#smallFiles.wake();
         const loggedIn = this.#loggedIn;
         this.#loggedIn = Promise.withResolvers<Slot>();
