@@ -124,6 +124,8 @@ interface Row {
   workload: string;
   /** Each tool's runs, in the order the tools ran. */
   runs: Map<string, ToolRun[]>;
+  /** Decimals of the seconds printed. */
+  digits: number;
 }
 const rows: Row[] = [];
 
@@ -190,6 +192,8 @@ async function benchLink(
   });
   cleanups.push(() => server.stop());
   for (const workload of workloads) {
+    // Many small files take about 2 s on wan: tenths would hide a change of one round trip.
+    const digits = workload === "small" ? 2 : 1;
     const label = workload === "large"
       ? `1 x ${profile.largeMiB} MiB`
       : `${profile.smallFiles} x 64 KiB`;
@@ -242,7 +246,7 @@ async function benchLink(
         const firstRetry = result.stderr?.split("\n").find((line) => line.includes("retrying in"));
         say(
           `  ${label}: ${name}${runCount > 1 ? ` (run ${run + 1} of ${runCount})` : ""} ` +
-            formatRun(result) +
+            formatRun(result, digits) +
             (retries !== undefined ? ` (${retries} retries)` : "") +
             (result.error ? ` (${result.error})` : ""),
         );
@@ -252,7 +256,7 @@ async function benchLink(
         }
       }
     }
-    rows.push({ link: profile.name, cc, workload: label, runs });
+    rows.push({ link: profile.name, cc, workload: label, runs, digits });
   }
   await cleanUpNow();
 }
@@ -288,11 +292,11 @@ function printTable(): void {
     const runs = row.runs;
     const line = [row.link, row.cc, row.workload];
     for (const tool of ["scp", "rsync"]) {
-      line.push(runs.has(tool) ? formatRuns(runs.get(tool)!) : "");
+      line.push(runs.has(tool) ? formatRuns(runs.get(tool)!, row.digits) : "");
     }
     for (const client of clients) {
       const ours = runs.get(`cm-${client}`);
-      line.push(ours ? formatRuns(ours) : "");
+      line.push(ours ? formatRuns(ours, row.digits) : "");
       line.push(
         ours ? ratio(ours, runs.get("scp")) : "",
         ours ? ratio(ours, runs.get("rsync")) : "",
