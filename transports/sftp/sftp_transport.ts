@@ -485,7 +485,12 @@ export class SftpTransport implements Transport {
                 makeDirectory: (dir) => this.#makeDirectory(connection, dir),
                 resume: this.#resumeCheck(connection),
                 hashBatch: this.#hashBatching,
-                written: leave,
+                written: () => {
+                  leave?.();
+                  // The vessel now hashes it: open its directory meanwhile, for the fsync to
+                  // leave with the rename (a round trip less for the last files).
+                  this.#publishAhead(connection, tempPath, destination);
+                },
               });
               return { tempPath, sha256, size };
             } catch (error) {
