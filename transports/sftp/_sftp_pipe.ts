@@ -33,6 +33,8 @@ interface SftpInternals {
   _chunkcb?: () => void;
   _waitWindow: boolean;
   push(data: Buffer | null): void;
+  /** -1 until the server's VERSION arrived. */
+  _version: number;
   emit(event: string, ...args: unknown[]): boolean;
   once(event: string, listener: (...args: unknown[]) => void): unknown;
   readonly outgoing: { state: string };
@@ -108,7 +110,11 @@ export function sftpOverPipes(
       sftp.emit("close");
     });
   };
-  output.on("data", (data: Buffer) => sftp.push(data));
+  let versioned: (() => void) | undefined;
+  output.on("data", (data: Buffer) => {
+    sftp.push(data);
+    versioned?.();
+  });
   output.on("end", end);
   output.on("close", end);
   output.on("error", end);
@@ -121,6 +127,14 @@ export function sftpOverPipes(
     }
   });
   return new Promise<SFTPWrapper>((resolve, reject) => {
+    // Requests may follow the server's VERSION at once. ssh2 then asks limits@openssh.com and
+    // says "ready" only once that is answered: a round trip more before every session's first
+    // request (0.6 s on a satellite link). Requests made meanwhile get its safe default sizes.
+    versioned = () => {
+      if (sftp._version === -1) return;
+      versioned = undefined;
+      resolve(sftp as unknown as SFTPWrapper);
+    };
     sftp.once("ready", () => resolve(sftp as unknown as SFTPWrapper));
     sftp.once("error", (error) => reject(error));
     sftp.once("close", () => reject(new Error("the SFTP session ended before it started")));

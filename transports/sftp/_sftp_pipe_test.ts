@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { spawn } from "node:child_process";
+import { PassThrough } from "node:stream";
 import { createHash } from "node:crypto";
 import { sftpOverPipes } from "./_sftp_pipe.ts";
 import type { SFTPWrapper } from "./_ssh2.ts";
@@ -94,5 +95,47 @@ Deno.test({
         createHash("sha256").update(data).digest("hex"),
       );
     });
+  },
+});
+
+Deno.test({
+  name: "sftpOverPipes() is ready at the server's VERSION, before its limits are answered",
+  ignore,
+  async fn() {
+    const child = spawn(SFTP_SERVER, [], { stdio: ["pipe", "pipe", "inherit"] });
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    // The server's first reply (its VERSION) goes through; the next (the limits@openssh.com
+    // answer) waits, as it does for a round trip on a long link.
+    const replies = new PassThrough();
+    const held: Buffer[] = [];
+    let holding = false;
+    child.stdout!.on("data", (chunk: Buffer) => {
+      if (holding) held.push(chunk);
+      else {
+        replies.write(chunk);
+        holding = true;
+      }
+    });
+    const input = child.stdin!;
+    try {
+      const timeout = new Promise<"waited">((resolve) => setTimeout(() => resolve("waited"), 3000));
+      const started = sftpOverPipes(input, replies, () => input.end());
+      const first = await Promise.race([started, timeout]);
+      assert.notEqual(first, "waited", "the session waited for the limits' answer");
+      const sftp = first as SFTPWrapper;
+      // A request made now is answered once the held limits' answer has gone through.
+      const stat = call<{ isDirectory(): boolean }>((done) => sftp.stat("/", done));
+      for (const chunk of held) replies.write(chunk);
+      holding = false;
+      child.stdout!.removeAllListeners("data");
+      child.stdout!.pipe(replies);
+      assert.ok((await stat).isDirectory());
+      const writeLength = (sftp as unknown as { _maxWriteLen: number })._maxWriteLen;
+      assert.ok(writeLength > 34000, `writes stay at ${writeLength} bytes: limits not applied`);
+      sftp.end();
+    } finally {
+      input.end();
+      await exited;
+    }
   },
 });

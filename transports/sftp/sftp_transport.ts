@@ -1143,7 +1143,7 @@ export class SftpTransport implements Transport {
       acknowledged: this.#acknowledged,
       signal: this.#closing.signal,
       // The uid TempDir's check needs is known before the first part directory is made:
-      // on wan (40 ms) the SFTP session is up 6 round trips after the login, `id -u` 2.
+      // on wan (40 ms) the SFTP session is up 5 round trips after the login, `id -u` 2.
       onCommandsReady: (run) => void this.#loginUid(run).catch(() => {}),
       onConnected: () => this.#connectedAfter(performance.now() - started),
       onAuthenticated: () => {
