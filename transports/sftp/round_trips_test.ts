@@ -45,6 +45,27 @@ async function lengthen(proxied: Proxied): Promise<number> {
   return roundTrip;
 }
 
+/**
+ * Publishes `tempPath` as `destination` (mode 0640) and asserts it took one round trip: the
+ * mode, the rename and the directory's fsync leave together when the directory was opened
+ * ahead; opening it only now is a round trip more, before the fsync.
+ */
+async function publishInOneRoundTrip(
+  { transport }: Proxied,
+  tempPath: string,
+  destination: string,
+  roundTrip: number,
+): Promise<void> {
+  const started = performance.now();
+  await transport.publish(tempPath, destination, 0o640);
+  const took = performance.now() - started;
+  assert.ok(
+    took < 1.5 * roundTrip,
+    `publishing took ${took.toFixed(0)} ms, ${(took / roundTrip).toFixed(1)} round trips`,
+  );
+  assert.equal((await Deno.stat(destination)).mode! & 0o777, 0o640);
+}
+
 Deno.test({
   name: "a part's close and rename leave behind its last write: two round trips per part",
   ignore: unavailable !== undefined,
@@ -108,17 +129,9 @@ for (const sshClient of ["openssh", "builtin"] as const) {
         const data = bytes(60_000, 13);
         const destination = `${server.dir}/inbox/hashed.bin`;
         const assembled = await transport.putWhole("hashed", destination, data);
-        const started = performance.now();
-        await transport.publish(assembled.tempPath, destination, 0o640);
-        const took = performance.now() - started;
-        // The mode, the rename and the directory's fsync leave together. Opening the directory
-        // only now is a round trip more, before the fsync: the last files of a batch wait it.
-        assert.ok(
-          took < 1.5 * roundTrip,
-          `publishing took ${took.toFixed(0)} ms, ${(took / roundTrip).toFixed(1)} round trips`,
-        );
+        // Opening the directory only now cost the last files of a batch a round trip more.
+        await publishInOneRoundTrip(proxied, assembled.tempPath, destination, roundTrip);
         assert.deepEqual(await Deno.readFile(destination), data);
-        assert.equal((await Deno.stat(destination)).mode! & 0o777, 0o640);
       }, { vessel: { sshClient }, batchHashFromMs: 0 }),
   });
 }
@@ -141,19 +154,10 @@ for (const sshClient of ["openssh", "builtin"] as const) {
           assembly.partReady(index);
         }
         const assembled = await assembly.finish();
-        const started = performance.now();
-        await transport.publish(assembled.tempPath, destination, 0o640);
-        const took = performance.now() - started;
-        // The mode, the rename and the directory's fsync leave together. Opening the directory
-        // only now is a round trip more, before the fsync.
-        assert.ok(
-          took < 1.5 * roundTrip,
-          `publishing took ${took.toFixed(0)} ms, ${(took / roundTrip).toFixed(1)} round trips`,
-        );
+        await publishInOneRoundTrip(proxied, assembled.tempPath, destination, roundTrip);
         const whole = new Uint8Array([...parts[0], ...parts[1]]);
         assert.equal(assembled.sha256, sha256(whole));
         assert.deepEqual(await Deno.readFile(destination), whole);
-        assert.equal((await Deno.stat(destination)).mode! & 0o777, 0o640);
       }, { vessel: { sshClient } }),
   });
 }
