@@ -169,6 +169,22 @@ const REFUSED_MS = 60_000;
  */
 const LOGIN_FAILURE_HOLD_MS = 500;
 
+/**
+ * A call on a connection; `answered` hears the bytes the vessel answers of
+ * its writes (or holds from a cut try: `resumed`).
+ */
+type RunBody<T> = (
+  connection: SshConnection,
+  answered: (bytes: number, resumed?: boolean) => void,
+) => Promise<T>;
+
+/** Where {@linkcode SftpTransport} runs a call (see its `#run`). */
+interface RunOptions {
+  readonly spread?: boolean;
+  readonly part?: { readonly bytes: number; readonly bytesAfter: number };
+  readonly on?: SshConnection;
+}
+
 interface Slot {
   connection?: SshConnection;
   opening?: Promise<SshConnection>;
@@ -395,43 +411,48 @@ export class SftpTransport implements Transport {
   ): Promise<void> {
     const partDir = this.#partDir(key);
     const action = `Cannot put part ${index} of "${key}" on vessel "${this.vessel}"`;
-    return await this.#elsewhereIfBroken(
+    return await this.#runElsewhereIfBroken(
       `part ${index} of "${key}"`,
-      (runsOn) =>
-        this.#run(action, async (connection, answered) => {
-          runsOn(connection);
-          try {
-            await writeFile(connection, joinPath(partDir, partTempName(index)), data, {
-              resume: this.#resumeCheck(connection),
-              renameTo: joinPath(partDir, partName(index)),
-              acknowledged: answered,
-              ending,
-            });
-          } catch (error) {
-            throw await this.#noSpace(connection, partDir, data.byteLength, error);
-          }
-        }, { spread: true, part: { bytes: data.byteLength, bytesAfter } }),
+      action,
+      async (connection, answered) => {
+        try {
+          await writeFile(connection, joinPath(partDir, partTempName(index)), data, {
+            resume: this.#resumeCheck(connection),
+            renameTo: joinPath(partDir, partName(index)),
+            acknowledged: answered,
+            ending,
+          });
+        } catch (error) {
+          throw await this.#noSpace(connection, partDir, data.byteLength, error);
+        }
+      },
+      { spread: true, part: { bytes: data.byteLength, bytesAfter } },
     );
   }
 
   /**
-   * Runs `put` again when the connection it ran on broke while another is
-   * up: one of many streams dropped (on a lossy link, one stuck in TCP's
-   * backoff for `Timeout`) must not fail the file, and back off the whole
-   * vessel, while the others carry on. The next try resumes from what the
-   * vessel holds (see resume.ts), and a broken connection's late writes
-   * land the same bytes. `put` tells the connection it runs on: the broken
-   * one may not be marked closed yet when its failure arrives, and must not
-   * count as the other one up.
+   * Runs `body` as `#run` does, and again when the connection it ran on broke
+   * while another is up: one of many streams dropped (on a lossy link, one
+   * stuck in TCP's backoff for `Timeout`) must not fail the file, and back
+   * off the whole vessel, while the others carry on. The next try resumes
+   * from what the vessel holds (see resume.ts), and a broken connection's
+   * late writes land the same bytes. The broken connection may not be
+   * marked closed yet when its failure arrives: it never counts as the
+   * other one up.
    */
-  async #elsewhereIfBroken<T>(
+  async #runElsewhereIfBroken<T>(
     what: string,
-    put: (runsOn: (connection: SshConnection) => void) => Promise<T>,
+    action: string,
+    body: RunBody<T>,
+    options: RunOptions,
   ): Promise<T> {
     for (let tries = 1;; tries++) {
       let ranOn: SshConnection | undefined;
       try {
-        return await put((connection) => ranOn = connection);
+        return await this.#run(action, (connection, answered) => {
+          ranOn = connection;
+          return body(connection, answered);
+        }, options);
       } catch (error) {
         const broken = error instanceof TransportError && error.code === "connection";
         const elsewhere = this.#usableUp().some((slot) => live(slot) !== ranOn);
@@ -473,30 +494,30 @@ export class SftpTransport implements Transport {
       ? await this.#smallFiles.enter(data.byteLength)
       : undefined;
     try {
-      return await this.#elsewhereIfBroken(
+      return await this.#runElsewhereIfBroken(
         quote(destination),
-        (runsOn) =>
-          this.#run(action, async (connection) => {
-            runsOn(connection);
-            try {
-              const { sha256, size } = await putWholeFile(connection, tempPath, data, {
-                fsync: this.#config.fsync,
-                deadline: (bytes) => this.#deadline(bytes),
-                makeDirectory: (dir) => this.#makeDirectory(connection, dir),
-                resume: this.#resumeCheck(connection),
-                hashBatch: this.#hashBatching,
-                written: () => {
-                  leave?.();
-                  // The vessel now hashes it: open its directory meanwhile, for the fsync to
-                  // leave with the rename (a round trip less for the last files).
-                  this.#publishAhead(connection, tempPath, destination);
-                },
-              });
-              return { tempPath, sha256, size };
-            } catch (error) {
-              throw await this.#noSpace(connection, parentOf(destination), data.byteLength, error);
-            }
-          }, { spread: leave === undefined }),
+        action,
+        async (connection) => {
+          try {
+            const { sha256, size } = await putWholeFile(connection, tempPath, data, {
+              fsync: this.#config.fsync,
+              deadline: (bytes) => this.#deadline(bytes),
+              makeDirectory: (dir) => this.#makeDirectory(connection, dir),
+              resume: this.#resumeCheck(connection),
+              hashBatch: this.#hashBatching,
+              written: () => {
+                leave?.();
+                // The vessel now hashes it: open its directory meanwhile, for the fsync to
+                // leave with the rename (a round trip less for the last files).
+                this.#publishAhead(connection, tempPath, destination);
+              },
+            });
+            return { tempPath, sha256, size };
+          } catch (error) {
+            throw await this.#noSpace(connection, parentOf(destination), data.byteLength, error);
+          }
+        },
+        { spread: leave === undefined },
       );
     } finally {
       leave?.();
@@ -749,18 +770,7 @@ export class SftpTransport implements Transport {
    * `resumed`) through its second argument. A call `on` a connection runs
    * there while no part's writes are under way on it.
    */
-  async #run<T>(
-    action: string,
-    body: (
-      connection: SshConnection,
-      answered: (bytes: number, resumed?: boolean) => void,
-    ) => Promise<T>,
-    options: {
-      spread?: boolean;
-      part?: { bytes: number; bytesAfter: number };
-      on?: SshConnection;
-    } = {},
-  ): Promise<T> {
+  async #run<T>(action: string, body: RunBody<T>, options: RunOptions = {}): Promise<T> {
     let slot: Slot | undefined;
     let part = false;
     let pending = 0;
