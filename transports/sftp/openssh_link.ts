@@ -32,6 +32,8 @@ import type { OpenSshSetup } from "./openssh_setup.ts";
 const STDERR_LINES = 40;
 /** How long a failed command waits for the master's own account of the failure. */
 const MASTER_WORDS_MS = 500;
+/** How long a command that found no control socket waits for its master to say why it ended. */
+const MASTER_ENDING_MS = 1500;
 
 /** Options of {@linkcode openOpenSsh}. */
 export interface OpenSshOptions extends ConnectionOptions {
@@ -189,9 +191,20 @@ async function controlSocketReady(path: string, exited: Promise<void>): Promise<
   throw new Error("ssh exited");
 }
 
-/** `ssh` running `command` over the connection of the master listening at `controlPath`. */
+/**
+ * `ssh` running `command` over the connection of the master listening at
+ * `controlPath`, and nowhere else. When the master is gone, ssh logs in by
+ * itself (ssh -v: "Control socket ... does not exist", then "Connecting
+ * to"): a login nobody counts, and the command of a daemon killed meanwhile
+ * could run after it, beside its successor's, on the same temp file.
+ * ProxyCommand is read only for a connection of ssh's own, and the first
+ * value given wins over ssh_config's ProxyCommand and ProxyJump: `false`
+ * makes that connection fail at once.
+ */
 function spawnOverControl(setup: OpenSshSetup, controlPath: string, command: string): ChildProcess {
   return spawn(setup.command, [
+    "-o",
+    "ProxyCommand=false",
     ...setup.options,
     "-o",
     "ControlMaster=no",
@@ -341,13 +354,24 @@ class OpenSshLink extends EventEmitter implements SshLink {
    * a reset): its words are waited for a moment before the command's own.
    */
   async #commandFailed(stderr: string): Promise<void> {
+    // Without its master's socket ssh tries a connection of its own, which fails by design
+    // (see spawnOverControl) with words about that connection. A master that removed its
+    // socket is usually ending, and its end is known up to a second after it exits.
+    const socketGone = await Deno.lstat(this.#options.controlPath).then(() => false, () => true);
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#exited,
-      new Promise((resolve) => timer = setTimeout(resolve, MASTER_WORDS_MS)),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, socketGone ? MASTER_ENDING_MS : MASTER_WORDS_MS);
+      }),
     ]);
     clearTimeout(timer);
-    this.#lose(`ssh failed running a command: ${stderr.trim() || "status 255"}`);
+    this.#lose(
+      socketGone
+        ? `ssh failed running a command: the connection's control socket ` +
+          `${this.#options.controlPath} is gone`
+        : `ssh failed running a command: ${stderr.trim() || "status 255"}`,
+    );
   }
 
   /** Ends the SFTP session; ssh exits once the commands on it have ended. */

@@ -5,6 +5,7 @@
  * it relies on.
  */
 import assert from "node:assert/strict";
+import { logger } from "../../src/log/logger.ts";
 import { pathExists, waitFor } from "../../tests/cli_harness.ts";
 import { proxiedTransport } from "../../tests/proxied_transport.ts";
 import {
@@ -15,7 +16,8 @@ import {
 } from "../../tests/servers.ts";
 import { TransportError } from "../transport.ts";
 import { sftpInternalsPresent } from "./_sftp_pipe.ts";
-import { findSsh } from "./openssh_setup.ts";
+import { openOpenSsh } from "./openssh_link.ts";
+import { findSsh, prepareOpenSsh } from "./openssh_setup.ts";
 import type { SecretValue, SftpVessel } from "./options.ts";
 import { SftpTransport } from "./sftp_transport.ts";
 
@@ -268,4 +270,33 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test({
+  name: "OpenSSH carrier: a command whose master is gone fails; ssh never logs in by itself",
+  ignore,
+  fn: () =>
+    withServer({}, async (server) => {
+      const vessel = openssh(server);
+      const setup = await prepareOpenSsh(vessel, findSsh()!);
+      const controlPath = `${setup.dir}/c0`;
+      const connection = await openOpenSsh({
+        vessel,
+        log: logger("openssh-test"),
+        setup,
+        controlPath,
+      });
+      try {
+        // What a master that died leaves: no control socket.
+        await Deno.remove(controlPath);
+        const marker = `${server.dir}/ran`;
+        const error = await rejection(connection.exec(`touch ${marker}`, 15_000));
+        assert.equal(error.code, "connection", error.message);
+        assert.match(error.message, /control socket .* is gone/);
+        assert.equal(await pathExists(marker), false, "ssh logged in by itself and ran it");
+      } finally {
+        await connection.close();
+        await Deno.remove(setup.dir, { recursive: true });
+      }
+    }),
 });
