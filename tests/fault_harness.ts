@@ -185,7 +185,19 @@ export class Rig {
    */
   async assertFinal(files: ReadonlyMap<string, Uint8Array>): Promise<void> {
     const names = [...files.keys()].sort();
-    assert.deepEqual(await listFiles(this.destinationLocal), names, "files on the vessel");
+    const onVessel = await listFiles(this.destinationLocal);
+    // What a stray file is tells who left it: its size against the sources', and its age.
+    const strays = await Promise.all(
+      onVessel.filter((name) => !files.has(name)).map(async (name) => {
+        const info = await Deno.stat(`${this.destinationLocal}/${name}`);
+        return `${name}: ${info.size} bytes, modified ${info.mtime?.toISOString()}`;
+      }),
+    );
+    assert.deepEqual(
+      onVessel,
+      names,
+      `files on the vessel (now ${new Date().toISOString()}; ${strays.join("; ")})`,
+    );
     assert.deepEqual(
       await listFiles(this.outbox),
       names.map((relpath) => `processed/${relpath}`).sort(),
