@@ -7,7 +7,8 @@
  *
  *   deno task bench:link --link wan|lossy|sat|flaky|all [--cc cubic|bbr|cubic,bbr]
  *     [--client openssh|builtin|openssh,builtin] [--workload large|small|both]
- *     [--timeout 300] [--seed 1] [--runs 1] [--ours-only] [--verbose] [--set KEY=VALUE ...]
+ *     [--timeout 300] [--seed 1] [--runs 1] [--ours-only] [--warm] [--verbose]
+ *     [--set KEY=VALUE ...]
  *
  * `--runs N` runs every tool N times, in turn (scp, rsync, ContentMonster,
  * scp, ...), and reports each tool's median and range, and ratios of
@@ -15,6 +16,9 @@
  * `--ours-only` skips scp and rsync (for tuning; no ratios then); `--verbose`
  * prints ContentMonster's debug log (the connection count's changes among it);
  * `--set Connections=4` gives ContentMonster's vessel a key of settings.ini.
+ * `--warm` also times a running daemon that is already connected (see
+ * `contentMonsterWarm`): what an operator sees for a file that arrives while
+ * it runs, where scp and rsync (and `once`) log in first.
  *
  * Needs root (namespaces, TUN), gcc, python3, sshd, scp and rsync.
  */
@@ -39,6 +43,7 @@ import {
 } from "./namespaces.ts";
 import {
   contentMonster,
+  contentMonsterWarm,
   formatRun,
   formatRuns,
   killRunning,
@@ -59,6 +64,7 @@ const { values } = parseArgs({
     seed: { type: "string", default: "1" },
     runs: { type: "string", default: "1" },
     "ours-only": { type: "boolean", default: false },
+    warm: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
     set: { type: "string", multiple: true, default: [] },
   },
@@ -73,7 +79,7 @@ function usage(why: string): never {
     `${why}\nusage: deno task bench:link --link ${Object.keys(PROFILES).join("|")}|all ` +
       "[--cc cubic|bbr|cubic,bbr] [--client openssh|builtin|openssh,builtin] " +
       "[--workload large|small|both] [--timeout SECONDS] [--seed N] [--runs N] " +
-      "[--ours-only] [--verbose] [--set KEY=VALUE ...]",
+      "[--ours-only] [--warm] [--verbose] [--set KEY=VALUE ...]",
   );
   Deno.exit(2);
 }
@@ -230,11 +236,27 @@ async function benchLink(
         await Deno.remove(outbox, { recursive: true });
         return result;
       }]);
+      if (values.warm) {
+        tools.push([`${name} warm`, async (destination, run) => {
+          const outbox = `${dir}/outbox-${client}-warm-${run}`;
+          await Deno.mkdir(outbox);
+          const result = await contentMonsterWarm(link.shore, server, sources, {
+            dir: `${dir}/${name}-warm-${run}`,
+            outbox,
+            destination,
+            extra: { SSHClient: client, ...vesselKeys },
+            timeoutSeconds,
+            verbose: values.verbose,
+          });
+          await Deno.remove(outbox, { recursive: true });
+          return result;
+        }]);
+      }
     }
     // In turn, so that a slow spell of the machine or the link falls on every tool alike.
     for (let run = 0; run < runCount; run++) {
       for (const [name, start] of tools) {
-        const destination = `${dir}/vessel-${name}-${run}`;
+        const destination = `${dir}/vessel-${name.replace(" ", "-")}-${run}`;
         await Deno.mkdir(destination, { recursive: true });
         const result = await verified(await start(destination, run), destination, files);
         await Deno.remove(destination, { recursive: true });
@@ -286,7 +308,10 @@ function ratio(oursRuns: ToolRun[], theirsRuns: ToolRun[] | undefined): string {
 
 function printTable(): void {
   const header = ["link", "cc", "workload", "scp", "rsync"];
-  for (const client of clients) header.push(`cm-${client}`, "vs scp", "vs rsync");
+  const ours = clients.flatMap((client) =>
+    values.warm ? [`cm-${client}`, `cm-${client} warm`] : [`cm-${client}`]
+  );
+  for (const tool of ours) header.push(tool, "vs scp", "vs rsync");
   const table = [header];
   for (const row of rows) {
     const runs = row.runs;
@@ -294,12 +319,12 @@ function printTable(): void {
     for (const tool of ["scp", "rsync"]) {
       line.push(runs.has(tool) ? formatRuns(runs.get(tool)!, row.digits) : "");
     }
-    for (const client of clients) {
-      const ours = runs.get(`cm-${client}`);
-      line.push(ours ? formatRuns(ours, row.digits) : "");
+    for (const tool of ours) {
+      const toolRuns = runs.get(tool);
+      line.push(toolRuns ? formatRuns(toolRuns, row.digits) : "");
       line.push(
-        ours ? ratio(ours, runs.get("scp")) : "",
-        ours ? ratio(ours, runs.get("rsync")) : "",
+        toolRuns ? ratio(toolRuns, runs.get("scp")) : "",
+        toolRuns ? ratio(toolRuns, runs.get("rsync")) : "",
       );
     }
     table.push(line);

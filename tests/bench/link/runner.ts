@@ -139,6 +139,29 @@ export function rsync(
   return runIn(ns, argv, timeoutSeconds);
 }
 
+/** Where a ContentMonster run keeps its config and state, and what it replicates. */
+interface ContentMonsterRun {
+  dir: string;
+  outbox: string;
+  destination: string;
+  extra: Record<string, string>;
+  timeoutSeconds: number;
+  /** Logs debug lines too (the connection count's changes among them). */
+  verbose?: boolean;
+}
+
+/** Writes the run's settings.ini (state database beside it); returns its path. */
+async function writeConfig(server: TestServer, options: ContentMonsterRun): Promise<string> {
+  await Deno.mkdir(options.dir, { recursive: true });
+  const config = `${options.dir}/settings.ini`;
+  await Deno.writeTextFile(
+    config,
+    `[MONSTER]\nDatabase = ${options.dir}/state.db\n\n[Directory bench]\nLocation = ${options.outbox}\n` +
+      `Destination = ${options.destination}\n\n${vesselIni(server, "v", options.extra)}`,
+  );
+  return config;
+}
+
 /**
  * `contentmonster once` from `outbox` to the vessel's `destination`, with a
  * config written to `dir` (state database beside it, default settings but
@@ -147,23 +170,9 @@ export function rsync(
 export async function contentMonster(
   ns: string,
   server: TestServer,
-  options: {
-    dir: string;
-    outbox: string;
-    destination: string;
-    extra: Record<string, string>;
-    timeoutSeconds: number;
-    /** Logs debug lines too (the connection count's changes among them). */
-    verbose?: boolean;
-  },
+  options: ContentMonsterRun,
 ): Promise<ToolRun> {
-  await Deno.mkdir(options.dir, { recursive: true });
-  const config = `${options.dir}/settings.ini`;
-  await Deno.writeTextFile(
-    config,
-    `[MONSTER]\nDatabase = ${options.dir}/state.db\n\n[Directory bench]\nLocation = ${options.outbox}\n` +
-      `Destination = ${options.destination}\n\n${vesselIni(server, "v", options.extra)}`,
-  );
+  const config = await writeConfig(server, options);
   // `--timeout` lets it exit cleanly first; the deadline kills it 15 s later.
   const argv = [
     Deno.execPath(),
@@ -183,4 +192,95 @@ export async function contentMonster(
     return { seconds: options.timeoutSeconds, timedOut: true, stderr: run.stderr };
   }
   return run;
+}
+
+/** The pause between the first delivery and the measured one: longer than an RTO, as between files. */
+const WARM_PAUSE_MS = 3000;
+
+/**
+ * ContentMonster as an operator runs it: a daemon (`run`) that is up and
+ * connected when files arrive. It first delivers `sources` under `warmup/`
+ * (its connections open as for any busy link), pauses, and then gets them
+ * again under their own names; the run's time is from the first of those
+ * appearing in `outbox` (renamed in, an old mtime so the watcher takes them at
+ * once) to the last one in processed/. scp and rsync log in for every
+ * transfer; a running daemon does not. The pause lets TCP restart slow start
+ * on the idle connections, as between real files.
+ */
+export async function contentMonsterWarm(
+  ns: string,
+  server: TestServer,
+  sources: readonly string[],
+  options: ContentMonsterRun,
+): Promise<ToolRun> {
+  const config = await writeConfig(server, options);
+  const staging = `${options.dir}/staging`;
+  await Deno.mkdir(staging, { recursive: true });
+  await Deno.mkdir(`${options.outbox}/warmup`, { recursive: true });
+  const names = sources.map((source) => source.slice(source.lastIndexOf("/") + 1));
+  const daemon = new Deno.Command("ip", {
+    args: [
+      "netns",
+      "exec",
+      ns,
+      Deno.execPath(),
+      "run",
+      ...PERMISSIONS,
+      MAIN,
+      "run",
+      "--config",
+      config,
+      ...(options.verbose ? ["--verbose"] : []),
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const forget = track(daemon.pid);
+  const stderr = new Response(daemon.stderr).text();
+  const deliver = async (into: string): Promise<number | undefined> => {
+    for (const [i, source] of sources.entries()) {
+      await Deno.copyFile(source, `${staging}/${names[i]}`);
+      const old = new Date(Date.now() - 60_000);
+      await Deno.utime(`${staging}/${names[i]}`, old, old);
+    }
+    const started = performance.now();
+    for (const name of names) await Deno.rename(`${staging}/${name}`, `${into}/${name}`);
+    const processed = `${options.outbox}/processed${into.slice(options.outbox.length)}`;
+    let waiting = [...names];
+    while (waiting.length > 0) {
+      if (performance.now() - started > options.timeoutSeconds * 1000) return undefined;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const there = await Promise.all(
+        waiting.map((name) => Deno.stat(`${processed}/${name}`).then(() => true, () => false)),
+      );
+      waiting = waiting.filter((_, i) => !there[i]);
+    }
+    return (performance.now() - started) / 1000;
+  };
+  let seconds: number | undefined;
+  let error: string | undefined;
+  try {
+    if ((await deliver(`${options.outbox}/warmup`)) === undefined) {
+      error = "the first delivery, which brings the connections up, did not finish";
+    } else {
+      await new Promise((resolve) => setTimeout(resolve, WARM_PAUSE_MS));
+      seconds = await deliver(options.outbox);
+    }
+  } finally {
+    daemon.kill("SIGTERM");
+    const stopped = await Promise.race([
+      daemon.status.then(() => true),
+      new Promise<false>((resolve) => setTimeout(() => resolve(false), 15_000)),
+    ]);
+    if (!stopped) await killTree(daemon.pid);
+    await daemon.status;
+    forget();
+  }
+  const text = (await stderr).slice(-65536);
+  if (error) return { seconds: options.timeoutSeconds, timedOut: false, error, stderr: text };
+  if (seconds === undefined) {
+    return { seconds: options.timeoutSeconds, timedOut: true, stderr: text };
+  }
+  return { seconds, timedOut: false, stderr: text };
 }
