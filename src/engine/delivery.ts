@@ -90,7 +90,11 @@ export function deliveryPaths(
   };
 }
 
-/** The name of a delivery's part directory on its vessel. */
+/**
+ * The name of a delivery's part directory on its vessel, and of its temp
+ * file: unique for the instance's life, since the store never gives a
+ * delivery id again.
+ */
 export function deliveryKey(store: Store, deliveryId: number): string {
   return `${store.instanceId}-${deliveryId}`;
 }

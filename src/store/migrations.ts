@@ -62,4 +62,39 @@ export const MIGRATIONS: readonly string[] = [
   `CREATE INDEX deliveries_due ON deliveries (vessel, file_id)
      WHERE state IN ('pending', 'publishing', 'failed');
    CREATE INDEX deliveries_by_state ON deliveries (state);`,
+  // 6: a delivery's id is never given again (AUTOINCREMENT). It names the delivery's part
+  // directory and temp file on vessels: once the queue emptied, the next file took id 1 again,
+  // and a late operation of the finished delivery (a slow connection's part, a removal)
+  // reached the new one's files. SQLite cannot add AUTOINCREMENT in place; the tables are
+  // rebuilt, parts first, so that dropping the old deliveries cascades to nothing.
+  `CREATE TABLE deliveries_new (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+     vessel TEXT NOT NULL,
+     state TEXT NOT NULL DEFAULT 'pending'
+       CHECK (state IN ('pending', 'publishing', 'done', 'failed')),
+     parts_version INTEGER,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     next_attempt_at INTEGER NOT NULL DEFAULT 0,
+     last_error TEXT,
+     UNIQUE (file_id, vessel)
+   );
+   INSERT INTO deliveries_new
+     (id, file_id, vessel, state, parts_version, attempts, next_attempt_at, last_error)
+     SELECT id, file_id, vessel, state, parts_version, attempts, next_attempt_at, last_error
+     FROM deliveries;
+   CREATE TABLE parts_new (
+     delivery_id INTEGER NOT NULL REFERENCES deliveries_new (id) ON DELETE CASCADE,
+     idx INTEGER NOT NULL,
+     PRIMARY KEY (delivery_id, idx)
+   ) WITHOUT ROWID;
+   INSERT INTO parts_new (delivery_id, idx) SELECT delivery_id, idx FROM parts;
+   DROP TABLE parts;
+   DROP TABLE deliveries;
+   ALTER TABLE deliveries_new RENAME TO deliveries;
+   ALTER TABLE parts_new RENAME TO parts;
+   CREATE INDEX deliveries_by_vessel ON deliveries (vessel, state, next_attempt_at);
+   CREATE INDEX deliveries_due ON deliveries (vessel, file_id)
+     WHERE state IN ('pending', 'publishing', 'failed');
+   CREATE INDEX deliveries_by_state ON deliveries (state);`,
 ];

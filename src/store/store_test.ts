@@ -59,6 +59,7 @@ Deno.test("Store.open() creates the database, its directory and the schema", asy
         "files",
         "meta",
         "parts",
+        "sqlite_sequence",
         "unaddressable_files",
         "vessels",
       ]);
@@ -645,6 +646,42 @@ Deno.test("Store.open() upgrades a version 1 database: vessel errors become idle
   }
 });
 
+Deno.test("Store.open() upgrades a version 5 database: deliveries and their parts stay", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cm-store-" });
+  const path = `${dir}/cm.db`;
+  try {
+    const db = new DatabaseSync(path);
+    db.exec("PRAGMA foreign_keys = ON");
+    for (const migration of MIGRATIONS.slice(0, 5)) db.exec(migration);
+    db.exec("PRAGMA user_version = 5");
+    db.exec(
+      `INSERT INTO files (id, directory, relpath, size, mtime_ms, queued_at)
+         VALUES (3, 'out', 'a.bin', 10, 1000, 1);
+       INSERT INTO deliveries (id, file_id, vessel, state, parts_version, attempts)
+         VALUES (7, 3, 'a', 'pending', 1, 2);
+       INSERT INTO parts (delivery_id, idx) VALUES (7, 0), (7, 4);`,
+    );
+    db.close();
+    const store = await Store.open(path);
+    try {
+      const delivery = deliveryOf(store, 3, "a");
+      assert.equal(delivery.id, 7);
+      assert.equal(delivery.partsVersion, 1);
+      assert.equal(delivery.attempts, 2);
+      assert.equal(store.partsDone(7), 2);
+      // Ids go on from the highest one, and the parts still go with their delivery.
+      const { fileId } = store.enqueue("out", "b.bin", 10, 1000, ["a"]);
+      assert.ok(deliveryOf(store, fileId, "a").id > 7);
+      store.removeFile(3);
+      assert.equal(store.partsDone(7), 0);
+    } finally {
+      store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("Store.grouped() commits the work of one turn in one transaction", async () => {
   await withStore(async (store, path) => {
     const ids = Array.from({ length: 50 }, (_, i) => {
@@ -705,4 +742,28 @@ Deno.test("Store.grouped() undoes a failing work alone and flushes on close", as
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a delivery's id is never given again, even after the queue emptied and a restart", async () => {
+  await withStore(async (store, path) => {
+    // Its id names the delivery's files on the vessel: a late operation of a finished delivery
+    // (a slow connection's write, its removal) must not reach the files of a later one.
+    const used = new Set<number>();
+    const deliverAndForget = (s: Store, relpath: string) => {
+      const { fileId } = s.enqueue("out", relpath, 10, 1000, ["a"]);
+      const { id } = deliveryOf(s, fileId, "a");
+      assert.ok(!used.has(id), `delivery id ${id} given twice`);
+      used.add(id);
+      s.removeFile(fileId);
+    };
+    deliverAndForget(store, "first.bin");
+    deliverAndForget(store, "second.bin");
+    store.close();
+    const again = await Store.open(path);
+    try {
+      deliverAndForget(again, "third.bin");
+    } finally {
+      again.close();
+    }
+  });
 });
