@@ -219,35 +219,27 @@ async function benchLink(
     }
     for (const client of clients) {
       const name = `cm-${client}`;
-      tools.push([name, async (destination, run) => {
-        const outbox = `${dir}/outbox-${client}-${run}`;
-        await Deno.mkdir(outbox);
-        for (const file of files.keys()) {
-          await Deno.copyFile(`${dir}/source/${file}`, `${outbox}/${file}`);
-        }
-        const result = await contentMonster(link.shore, server, {
-          dir: `${dir}/${name}-${run}`,
-          outbox,
-          destination,
-          extra: { SSHClient: client, ...vesselKeys },
-          timeoutSeconds,
-          verbose: values.verbose,
-        });
-        await Deno.remove(outbox, { recursive: true });
-        return result;
-      }]);
-      if (values.warm) {
-        tools.push([`${name} warm`, async (destination, run) => {
-          const outbox = `${dir}/outbox-${client}-warm-${run}`;
+      for (const warm of values.warm ? [false, true] : [false]) {
+        const tool = warm ? `${name} warm` : name;
+        tools.push([tool, async (destination, run) => {
+          const outbox = `${dir}/outbox-${tool.replace(" ", "-")}-${run}`;
           await Deno.mkdir(outbox);
-          const result = await contentMonsterWarm(link.shore, server, sources, {
-            dir: `${dir}/${name}-warm-${run}`,
+          const options = {
+            dir: `${dir}/${tool.replace(" ", "-")}-${run}`,
             outbox,
             destination,
             extra: { SSHClient: client, ...vesselKeys },
             timeoutSeconds,
             verbose: values.verbose,
-          });
+          };
+          let result: ToolRun;
+          if (warm) result = await contentMonsterWarm(link.shore, server, sources, options);
+          else {
+            for (const file of files.keys()) {
+              await Deno.copyFile(`${dir}/source/${file}`, `${outbox}/${file}`);
+            }
+            result = await contentMonster(link.shore, server, options);
+          }
           await Deno.remove(outbox, { recursive: true });
           return result;
         }]);
