@@ -97,6 +97,17 @@ export async function prepareOpenSsh(
   const policy = resolved.get("stricthostkeychecking") ?? "ask";
   const hostKeyPolicy = policy === "false" ? "no" : policy === "accept-new" ? policy : "yes";
   if (policy === "ask") options.push("-o", "StrictHostKeyChecking=yes");
+  // Right for a tunnel host (`ssh -fN`), fatal to SFTP over ssh's pipes: ssh would read
+  // /dev/null or go to the background. Only an ssh that knows the keys prints them (8.7+),
+  // and only such an ssh accepts them.
+  for (
+    const [key, option] of [
+      ["stdinnull", "StdinNull=no"],
+      ["forkafterauthentication", "ForkAfterAuthentication=no"],
+    ]
+  ) {
+    if (resolved.has(key)) options.push("-o", option);
+  }
   if ((resolved.get("connecttimeout") ?? "none") === "none") {
     options.push("-o", `ConnectTimeout=${Math.max(1, Math.ceil(vessel.timeout))}`);
   }

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { logger } from "../../src/log/logger.ts";
-import { pathExists, waitFor } from "../../tests/cli_harness.ts";
+import { fileSha256, pathExists, waitFor } from "../../tests/cli_harness.ts";
 import { proxiedTransport } from "../../tests/proxied_transport.ts";
 import {
   serverUnavailable,
@@ -199,6 +199,34 @@ Deno.test({
         const connect = items.find((item) => item.check === "connect");
         assert.ok(connect?.detail.startsWith(`root@127.0.0.1:${server.port}`), connect?.detail);
         assert.match(items[0].detail, new RegExp(`openssh .*ssh_config: ${sshConfig}`));
+      } finally {
+        await transport.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "OpenSSH carrier works for a Host whose ssh_config closes stdin or forks after login",
+  ignore,
+  fn: () =>
+    withServer({}, async (server) => {
+      // Fine for a tunnel host (`ssh -fN`), fatal to SFTP over ssh's pipes.
+      const sshConfig = `${server.dir}/ssh_config`;
+      await Deno.writeTextFile(
+        sshConfig,
+        `Host *\n  StdinNull yes\n  ForkAfterAuthentication yes\n  SessionType none\n`,
+      );
+      const transport = new SftpTransport(
+        openssh(server, { sshConfigFile: sshConfig, timeout: 2 }),
+      );
+      try {
+        const data = new TextEncoder().encode("through a tunnel host's settings");
+        const { sha256 } = await transport.putWhole("k", `${server.dir}/out/f.txt`, data);
+        assert.equal(sha256, await fileSha256(`${server.dir}/out/.contentmonster-k.tmp`));
+        // Hashed by a command on the vessel, run over the control socket.
+        const large = `${server.dir}/out/large.bin`;
+        await Deno.writeFile(large, new Uint8Array(600 << 10).fill(7));
+        assert.equal(await transport.hash(large), await fileSha256(large));
       } finally {
         await transport.close();
       }
