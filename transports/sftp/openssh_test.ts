@@ -52,6 +52,13 @@ async function rejection(promise: Promise<unknown>): Promise<TransportError> {
   assert.fail("expected a rejection");
 }
 
+/** Writes `lines` as an ssh_config in the server's directory; returns its path. */
+async function writeSshConfig(server: TestServer, lines: string[]): Promise<string> {
+  const path = `${server.dir}/ssh_config`;
+  await Deno.writeTextFile(path, [...lines, ""].join("\n"));
+  return path;
+}
+
 function openssh(server: TestServer, overrides: Partial<SftpVessel> = {}): SftpVessel {
   return { ...server.vesselConfig({ sshClient: "openssh" }), ...overrides };
 }
@@ -174,18 +181,13 @@ Deno.test({
   ignore,
   fn: () =>
     withServer({}, async (server) => {
-      const sshConfig = `${server.dir}/ssh_config`;
-      await Deno.writeTextFile(
-        sshConfig,
-        [
-          "Host shipyard-alias",
-          "  HostName 127.0.0.1",
-          `  Port ${server.port}`,
-          "  User root",
-          `  UserKnownHostsFile ${server.knownHostsFile}`,
-          "",
-        ].join("\n"),
-      );
+      const sshConfig = await writeSshConfig(server, [
+        "Host shipyard-alias",
+        "  HostName 127.0.0.1",
+        `  Port ${server.port}`,
+        "  User root",
+        `  UserKnownHostsFile ${server.knownHostsFile}`,
+      ]);
       const transport = new SftpTransport(openssh(server, {
         address: "shipyard-alias",
         port: 22,
@@ -211,11 +213,12 @@ Deno.test({
   fn: () =>
     withServer({}, async (server) => {
       // Fine for a tunnel host (`ssh -fN`), fatal to SFTP over ssh's pipes.
-      const sshConfig = `${server.dir}/ssh_config`;
-      await Deno.writeTextFile(
-        sshConfig,
-        `Host *\n  StdinNull yes\n  ForkAfterAuthentication yes\n  SessionType none\n`,
-      );
+      const sshConfig = await writeSshConfig(server, [
+        "Host *",
+        "  StdinNull yes",
+        "  ForkAfterAuthentication yes",
+        "  SessionType none",
+      ]);
       const transport = new SftpTransport(
         openssh(server, { sshConfigFile: sshConfig, timeout: 2 }),
       );
