@@ -21,6 +21,7 @@ import {
   TransportError,
 } from "../transport.ts";
 import { HOSTILE_NAMES } from "../../tests/conformance.ts";
+import { proxiedTransport } from "../../tests/proxied_transport.ts";
 import { chacha20CiphersFinalized } from "./_ssh2.ts";
 import { SftpTransport } from "./sftp_transport.ts";
 
@@ -442,11 +443,15 @@ Deno.test({
   ignore,
   fn: () =>
     withServer(startOpenSsh, async (server) => {
-      const vessel = server.vesselConfig({ timeout: 5 });
-      await withTransport(new SftpTransport(vessel, { connections: 1 }), async (transport) => {
+      const link = await proxiedTransport(server, { vessel: { timeout: 5 } });
+      const { transport, vessel } = link;
+      try {
         const destination = `${server.dir}/killed/file.bin`;
         await transport.prepare("kill", destination);
         const [listener] = await server.pids();
+        // Throttled, so that the part cannot be whole before the kill: unthrottled it once was
+        // (this process's event loop, busy sending, ran the check below too late).
+        link.proxy.throttle(4 << 20);
         const upload = transport.putPart("kill", 0, bytes(32 << 20, 1));
         // Killed once its writes arrive: a kill before they start only makes the call log in anew.
         const partial = `${vessel.tempDir}/kill/0.part.tmp`;
@@ -460,10 +465,13 @@ Deno.test({
         assert.equal(error.code, "connection", error.message);
         assert.match(error.message, /^Cannot put part 0 of "kill" on vessel "openssh": /);
         assert.ok(Date.now() - started < 5000);
+        link.proxy.throttle(undefined);
         await transport.putPart("kill", 0, bytes(1000, 2));
         assert.deepEqual([...await transport.listParts("kill")], [0]);
         await transport.removeParts("kill");
-      });
+      } finally {
+        await link.close();
+      }
     }),
 });
 
