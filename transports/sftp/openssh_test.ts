@@ -5,7 +5,6 @@
  * it relies on.
  */
 import assert from "node:assert/strict";
-import { logger } from "../../src/log/logger.ts";
 import { fileSha256, pathExists, waitFor } from "../../tests/cli_harness.ts";
 import { proxiedTransport } from "../../tests/proxied_transport.ts";
 import {
@@ -14,7 +13,7 @@ import {
   startOpenSsh,
   type TestServer,
 } from "../../tests/servers.ts";
-import { TransportError } from "../transport.ts";
+import { silentLogger, TransportError } from "../transport.ts";
 import { sftpInternalsPresent } from "./_sftp_pipe.ts";
 import { openOpenSsh } from "./openssh_link.ts";
 import { findSsh, prepareOpenSsh } from "./openssh_setup.ts";
@@ -313,7 +312,7 @@ Deno.test({
       const controlPath = `${setup.dir}/c0`;
       const connection = await openOpenSsh({
         vessel,
-        log: logger("openssh-test"),
+        log: silentLogger,
         setup,
         controlPath,
       });
