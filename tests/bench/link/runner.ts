@@ -1,8 +1,9 @@
 /**
  * Runs the bench's tools inside the shore namespace with a deadline each:
- * ContentMonster (`once`), scp and rsync. A run past its deadline is killed
- * with every process it started, by PID, and reported as `> N s`; so is
- * every run still going when the bench is interrupted.
+ * ContentMonster (`once`, or a running daemon: `contentMonsterWarm`), scp
+ * and rsync. A run past its deadline is killed with every process it
+ * started, by PID, and reported as `> N s`; so is every run still going
+ * when the bench is interrupted.
  */
 import { MAIN, PERMISSIONS as CLI_PERMISSIONS, V8_FLAGS } from "../../cli_harness.ts";
 import { descendantsOf, sshClientOptions, type TestServer } from "../../servers.ts";
@@ -269,10 +270,12 @@ export async function contentMonsterWarm(
     }
   } finally {
     daemon.kill("SIGTERM");
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const stopped = await Promise.race([
       daemon.status.then(() => true),
-      new Promise<false>((resolve) => setTimeout(() => resolve(false), 15_000)),
+      new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), 15_000)),
     ]);
+    clearTimeout(timer);
     if (!stopped) await killTree(daemon.pid);
     await daemon.status;
     forget();
