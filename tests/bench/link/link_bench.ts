@@ -221,11 +221,12 @@ async function benchLink(
       const name = `cm-${client}`;
       for (const warm of values.warm ? [false, true] : [false]) {
         const tool = warm ? `${name} warm` : name;
+        const slug = tool.replace(" ", "-");
         tools.push([tool, async (destination, run) => {
-          const outbox = `${dir}/outbox-${tool.replace(" ", "-")}-${run}`;
+          const outbox = `${dir}/outbox-${slug}-${run}`;
           await Deno.mkdir(outbox);
           const options = {
-            dir: `${dir}/${tool.replace(" ", "-")}-${run}`,
+            dir: `${dir}/${slug}-${run}`,
             outbox,
             destination,
             extra: { SSHClient: client, ...vesselKeys },
