@@ -24,6 +24,7 @@ export type FakeCall =
   | "prepare"
   | "listParts"
   | "putPart"
+  | "putSparePart"
   | "assemble"
   | "putWhole"
   | "hash"
@@ -109,6 +110,26 @@ export class FakeTransport implements Transport {
       ? data.slice()
       : await data.read(0, new Uint8Array(data.byteLength));
     parts.set(index, replaced?.slice() ?? bytes);
+  }
+
+  /** Whether {@linkcode putSparePart} sends a copy (a real one may find no stall, or no idle connection). */
+  idleForSpares = true;
+
+  putSparePart(
+    key: string,
+    index: number,
+    data: Uint8Array | PartData,
+  ): Promise<void> | undefined {
+    if (!this.idleForSpares) return undefined;
+    return (async () => {
+      const replaced = await this.#enter("putSparePart", key, index);
+      const parts = this.parts.get(key);
+      if (!parts) throw new TransportError(`part directory of "${key}" missing`, "failed");
+      const bytes = data instanceof Uint8Array
+        ? data.slice()
+        : await data.read(0, new Uint8Array(data.byteLength));
+      parts.set(index, replaced?.slice() ?? bytes);
+    })();
   }
 
   async assemble(key: string, count: number, destination: string): Promise<Assembled> {

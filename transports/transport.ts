@@ -154,6 +154,25 @@ export interface Transport {
   ): Promise<void>;
 
   /**
+   * Sends a spare copy of part `index`, whose {@linkcode putPart} is still
+   * under way, on a connection that is idle now, if the one carrying it
+   * has stalled: at the end of a file, a part stuck on a stream that
+   * stopped is the whole file's tail (issue 8). Written to
+   * `N.part.spare.tmp` and renamed to `N.part` like a part, so whichever
+   * copy ends first makes the part whole, and the other's rename replaces
+   * it with the same bytes. Returns `undefined`, having sent nothing, when
+   * the first copy's stream still answers or no connection is idle; else
+   * the copy's outcome. Optional: a transport with one stream has no use
+   * for it.
+   */
+  putSparePart?(
+    key: string,
+    index: number,
+    data: Uint8Array | PartData,
+    bytesAfter?: number,
+  ): Promise<void> | undefined;
+
+  /**
    * Starts assembling parts `0..count-1` of `key` into `tempPathFor(key,
    * destination)` while they are still being put: announce each part with
    * {@linkcode Assembly.partReady} once its `putPart` resolved. Same outcome
@@ -344,6 +363,11 @@ export class TransportError extends Error {
 /** Name of the temp part file; renamed to {@linkcode partName} when whole. */
 export function partTempName(index: number): string {
   return `${index}.part.tmp`;
+}
+
+/** Name of the temp file of a part's spare copy (see {@linkcode Transport.putSparePart}). */
+export function spareTempName(index: number): string {
+  return `${index}.part.spare.tmp`;
 }
 
 /** Name of a whole part file in a delivery's part directory. */

@@ -15,6 +15,7 @@ import {
   TransportError,
 } from "../../transports/transport.ts";
 import { failpoint } from "./failpoint.ts";
+import { EndGame } from "./end_game.ts";
 import { type PartOutcome, PARTS_PER_CONNECTION, type PartWindow } from "./part_window.ts";
 import {
   openPart,
@@ -24,6 +25,7 @@ import {
   readPart,
   sameVersion,
   SourceChangedError,
+  type SourcePart,
   statSource,
 } from "./source.ts";
 
@@ -68,9 +70,14 @@ export interface DeliveryProgress {
    * that just answered (its part directory is prepared and listed).
    */
   sending(index: number): void;
-  /** Part `index` (`bytes` long) is whole on the vessel. */
-  sent(index: number, bytes: number): void;
+  /** Part `index` (`bytes` long) is whole on the vessel; `bySpare` if its spare copy ended first. */
+  sent(index: number, bytes: number, bySpare?: boolean): void;
+  /** Part `index` is overdue at the end of its file: a spare copy leaves on an idle connection. */
+  spareSent?(index: number): void;
 }
+
+/** How soon a part the transport would not give a spare copy is asked about again. */
+const SPARE_RETRY_MS = 500;
 
 /**
  * Files from this size on are worth a free-space round trip and take a place
@@ -263,6 +270,41 @@ async function uploadParts(
 ): Promise<void> {
   const { file } = delivery;
   const queue = [...missing];
+  const whole = new Set<number>();
+  const allWhole = Promise.withResolvers<void>();
+  // Spare copies double bytes: not on a link the operator capped (BandwidthLimit).
+  const endGame = context.transport.putSparePart && !context.pace
+    ? new EndGame(missing.length)
+    : undefined;
+  /** Replaced each time a copy of a part ends, which may leave a connection idle. */
+  let copyEnded = Promise.withResolvers<void>();
+  const spares: Promise<void>[] = [];
+
+  const bytesAfter = (index: number, bytes: number) =>
+    Math.max(0, file.size - index * context.chunkSize - bytes);
+  const checkUnchanged = async () => {
+    // Changed while it was sent: stop sending parts of a version that cannot be published.
+    const now = await statSource(location, file.relpath);
+    if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
+  };
+  const sourceFailure = (data: SourcePart, error: unknown) =>
+    data.failure instanceof SourceChangedError ? data.failure : error;
+  /** The first copy of part `index` to end makes it whole; the other's end changes nothing. */
+  const arrived = (index: number, bytes: number, bySpare = false) => {
+    if (whole.has(index)) return;
+    whole.add(index);
+    endGame?.whole(index, performance.now());
+    context.store.markPartDone(delivery.id, index);
+    onWhole(index);
+    failpoint("after-part");
+    context.progress?.sent(index, bytes, bySpare);
+    if (whole.size === missing.length) allWhole.resolve();
+  };
+  const ended = () => {
+    copyEnded.resolve();
+    copyEnded = Promise.withResolvers();
+  };
+
   const worker = async () => {
     for (let index = queue.shift(); index !== undefined; index = queue.shift()) {
       context.signal.throwIfAborted();
@@ -273,48 +315,115 @@ async function uploadParts(
       let outcome: PartOutcome = "failed";
       let bytes: number;
       try {
+        endGame?.started(index, performance.now());
         // Read as it is sent: a part in flight holds its write requests, not all of itself.
         using data = await openPart(source, index, context.chunkSize, file);
         await context.pace?.(data.byteLength, context.signal);
         context.progress?.sending(index);
-        try {
-          const bytesAfter = file.size - index * context.chunkSize - data.byteLength;
-          await context.transport.putPart(
-            key,
-            index,
-            data,
-            Math.max(0, bytesAfter),
-            () => ticket && context.window?.partEnding(ticket),
-          );
-        } catch (error) {
-          if (data.failure instanceof SourceChangedError) throw data.failure;
-          throw error;
-        }
-        // Changed while it was sent: stop sending parts of a version that cannot be published.
-        const now = await statSource(location, file.relpath);
-        if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
+        await context.transport.putPart(
+          key,
+          index,
+          data,
+          bytesAfter(index, data.byteLength),
+          () => ticket && context.window?.partEnding(ticket),
+        ).catch((error) => Promise.reject(sourceFailure(data, error)));
+        await checkUnchanged();
         outcome = "whole";
         bytes = data.byteLength;
       } catch (error) {
         if (error instanceof TransportError && error.code === "connection") outcome = "lost";
         throw error;
       } finally {
+        endGame?.ended(index);
         if (ticket !== undefined) context.window?.release(ticket, outcome);
+        ended();
       }
-      context.store.markPartDone(delivery.id, index);
-      onWhole(index);
-      failpoint("after-part");
-      context.progress?.sent(index, bytes);
+      arrived(index, bytes);
     }
   };
+
+  /**
+   * Sends a spare copy of part `index` if a connection is idle; resolves
+   * whether it did. Its failure fails nothing: the first copy carries on.
+   */
+  const sendSpare = (index: number): Promise<boolean> => {
+    const decided = Promise.withResolvers<boolean>();
+    spares.push((async () => {
+      let sent = false;
+      try {
+        using data = await openPart(source, index, context.chunkSize, file);
+        const copy = context.transport.putSparePart!(
+          key,
+          index,
+          data,
+          bytesAfter(index, data.byteLength),
+        );
+        sent = copy !== undefined;
+        decided.resolve(sent);
+        if (!copy) return endGame!.unspared(index);
+        context.progress?.spareSent?.(index);
+        await copy.catch((error) => Promise.reject(sourceFailure(data, error)));
+        await checkUnchanged();
+        arrived(index, data.byteLength, true);
+      } catch {
+        // The first copy's own outcome decides.
+      } finally {
+        decided.resolve(false);
+        if (sent) ended();
+      }
+    })());
+    return decided.promise;
+  };
+
+  /** Once every part has left, gives overdue parts spare copies on idle connections. */
+  const playEndGame = async (game: EndGame, done: Promise<unknown>) => {
+    let finished = false;
+    done.finally(() => finished = true);
+    while (!finished) {
+      const nextEnd = copyEnded.promise;
+      let refused = false;
+      for (const index of queue.length === 0 ? game.overdue(performance.now()) : []) {
+        game.spared(index);
+        if (!(await sendSpare(index))) refused = true;
+        if (finished) return;
+      }
+      // A part refused a spare (its stream still answers, or no connection is idle) is asked
+      // about again a while later: its stream may stop meanwhile.
+      const dueIn = refused
+        ? SPARE_RETRY_MS
+        : queue.length === 0
+        ? game.nextDueIn(performance.now())
+        : Infinity;
+      const due = Promise.withResolvers<void>();
+      const timer = Number.isFinite(dueIn) ? setTimeout(due.resolve, dueIn) : undefined;
+      await Promise.race([nextEnd, due.promise, done]);
+      clearTimeout(timer);
+    }
+  };
+
   // As many as the window could let go (it decides how many really do).
   const lanes = Math.max(
     1,
     Math.min(PARTS_PER_CONNECTION * context.transport.capabilities.parallelParts, queue.length),
   );
-  const results = await Promise.allSettled(Array.from({ length: lanes }, worker));
-  const failure = results.find((result) => result.status === "rejected");
-  if (failure) throw (failure as PromiseRejectedResult).reason;
+  const settled = Promise.allSettled(Array.from({ length: lanes }, worker)).then(
+    async (results) => {
+      // A spare may still make whole a part whose first copy failed.
+      while (spares.length > 0) await Promise.allSettled(spares.splice(0));
+      return results;
+    },
+  );
+  if (missing.length === 0) allWhole.resolve();
+  const done = Promise.race([allWhole.promise, settled]);
+  if (endGame) void playEndGame(endGame, done);
+  await done;
+  // Every part is whole: the slower copies still under way end on their own.
+  if (whole.size === missing.length) return;
+  const failures = (await settled)
+    .filter((result) => result.status === "rejected")
+    .map((result) => (result as PromiseRejectedResult).reason);
+  throw failures.find((error) => error instanceof SourceChangedError) ?? failures[0] ??
+    new Error(`${missing.length - whole.size} parts of "${key}" were never whole`);
 }
 
 /**

@@ -200,6 +200,64 @@ Deno.test("runDelivery() starts the next part once a part's bytes have left, bef
   }, { window });
 });
 
+/** Scripts every putPart of a file of `count` parts: the last one hangs until `release`. */
+function hangLastPart(transport: FakeTransport, count: number) {
+  const release = Promise.withResolvers<void>();
+  const hung = Promise.withResolvers<void>();
+  for (let call = 0; call < count; call++) {
+    transport.script("putPart", async ([, index]) => {
+      if (index !== count - 1) return;
+      hung.resolve();
+      await release.promise;
+    });
+  }
+  return { release: release.resolve, hung: hung.promise };
+}
+
+Deno.test("runDelivery() gives a part stuck at the end of a file a spare copy, and delivers without waiting for the stuck one", async () => {
+  await withShore(async ({ transport, queue, attempt }) => {
+    const data = bytes(4 * CHUNK);
+    const fileId = await queue("f.bin", data);
+    const { release, hung } = hangLastPart(transport, 4);
+    const outcome = attempt(fileId);
+    await hung;
+    // The stuck copy's stream never answers while the attempt runs.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("the attempt waited for the stuck part")), 10_000);
+    });
+    assert.equal(
+      await Promise.race([outcome, late]).finally(() => clearTimeout(timer)),
+      "delivered",
+    );
+    assert.equal(sha256(transport.files.get("/srv/in/f.bin")!), sha256(data));
+    assert.deepEqual(
+      transport.calls.filter(([call]) => call === "putSparePart").map(([, , index]) => index),
+      [3],
+    );
+    assert.equal(transport.parts.size, 0, "parts removed");
+    release();
+  });
+});
+
+Deno.test("runDelivery() waits for a stuck part when the transport gives it no spare copy", async () => {
+  await withShore(async ({ transport, queue, attempt }) => {
+    transport.idleForSpares = false; // its stream still answers, or no connection is idle
+    const data = bytes(4 * CHUNK);
+    const fileId = await queue("f.bin", data);
+    const { release, hung } = hangLastPart(transport, 4);
+    let ended = false;
+    const outcome = attempt(fileId).finally(() => ended = true);
+    await hung;
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    assert.equal(ended, false, "delivered without part 3");
+    release();
+    assert.equal(await outcome, "delivered");
+    assert.equal(sha256(transport.files.get("/srv/in/f.bin")!), sha256(data));
+    assert.equal(transport.count("putSparePart"), 0);
+  });
+});
+
 Deno.test("runDelivery() of a source changed while sent queues the new version, publishing nothing", async () => {
   await withShore(async ({ directory, store, transport, queue, attempt }) => {
     const fileId = await queue("f.bin", bytes(6 * CHUNK)); // More parts than upload lanes: some are read after the change.

@@ -309,13 +309,17 @@ export class VesselWorker {
           progress: {
             planned: (parts, present, partSize) => transfer.planned(parts, present, partSize),
             sending: (index) => transfer.sending(index),
-            sent: (index, bytes) => {
+            sent: (index, bytes, bySpare) => {
               // Progress: the vessel works, so its next failure backs off from the start again.
               this.#vesselFailures = 0;
               this.#lastActivity = Date.now();
               transfer.sent(index, bytes);
-              log.debug(`part ${index} sent (${bytes} bytes)`);
+              log.debug(
+                `part ${index} sent (${bytes} bytes${bySpare ? ", by its spare copy" : ""})`,
+              );
             },
+            spareSent: (index) =>
+              log.debug(`part ${index} is overdue: a spare copy leaves on an idle connection`),
           },
         },
         delivery,

@@ -656,6 +656,80 @@ Deno.test({
 });
 
 /**
+ * Starts part 0 of `key` on connection 1, whose stream stops, and waits
+ * until the transport takes it for stalled: a spare copy may then go.
+ */
+async function stallFirstCopy(proxy: FaultProxy, transport: SftpTransport, key: string) {
+  const data = part(0);
+  proxy.stallConnection(1, true);
+  const first = transport.putPart(key, 0, data); // both idle: connection 1
+  first.catch(() => {}); // awaited by the caller; a failure before closes it first
+  await new Promise((resolve) => setTimeout(resolve, 500)); // its writes are sent
+  assert.equal(
+    transport.putSparePart(key, 0, data),
+    undefined,
+    "a spare while the first copy's stream may still answer",
+  );
+  await new Promise((resolve) => setTimeout(resolve, 3_500)); // no answer for 3 s: stalled
+  return { data, first };
+}
+
+Deno.test({
+  name:
+    "a spare copy of a part on the idle connection makes it whole while its first copy's stream is stalled",
+  ignore,
+  fn: () =>
+    withTwoProxiedConnections("spare", async ({ proxy, transport, tempDir, key }) => {
+      const { data, first } = await stallFirstCopy(proxy, transport, key);
+      const spare = transport.putSparePart(key, 0, data);
+      assert.ok(spare, "connection 2 is idle");
+      // Both connections carry a copy now: no third.
+      assert.equal(transport.putSparePart(key, 0, data), undefined, "a spare on a busy connection");
+      await within(10_000, "the spare waited behind the stalled stream", spare);
+      assert.equal(sha256(await Deno.readFile(`${tempDir}/${key}/0.part`)), sha256(data));
+      // The first copy ends too, renaming the same bytes over the spare's.
+      proxy.stallConnection(1, false);
+      await first;
+      const left = [...Deno.readDirSync(`${tempDir}/${key}`)].map((entry) => entry.name);
+      assert.deepEqual(left, ["0.part"], "no temp file left");
+      return [data];
+    }),
+});
+
+Deno.test({
+  name: "a spare copy still under way when the parts are removed leaves nothing behind",
+  ignore,
+  fn: () =>
+    withTwoProxiedConnections("spare-late", async ({ proxy, transport, tempDir, key }) => {
+      const { data, first } = await stallFirstCopy(proxy, transport, key);
+      // The spare crawls on connection 2; the first copy then ends on connection 1.
+      proxy.throttleConnection(2, 32 << 10);
+      const late = transport.putSparePart(key, 0, data);
+      assert.ok(late, "connection 2 is idle");
+      late.catch(() => {}); // awaited below
+      const spareTemp = `${tempDir}/${key}/0.part.spare.tmp`;
+      await waitFor(() => existsSync(spareTemp), 10_000, "the spare's temp file");
+      proxy.stallConnection(1, false);
+      await first;
+      await transport.removeParts(key, 1);
+      proxy.throttleConnection(2, undefined);
+      // Its writes land in a removed file, its rename finds no directory.
+      await assert.rejects(late, /No such file/);
+      assert.equal(existsSync(`${tempDir}/${key}`), false, "the part directory is back");
+      return [];
+    }),
+});
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Slows connection 1, where `start`'s call runs (both being idle), resets it
  * 1.5 s into the call, and waits for the call to end on connection 2:
  * failing it would fail the file's delivery, and back off the whole vessel.

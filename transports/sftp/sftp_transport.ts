@@ -25,6 +25,7 @@ import {
   type ProbeItem,
   silentLogger,
   type SpaceInfo,
+  spareTempName,
   tempPathFor,
   type Transport,
   type TransportCapabilities,
@@ -178,10 +179,18 @@ type RunBody<T> = (
   answered: (bytes: number, resumed?: boolean) => void,
 ) => Promise<T>;
 
+/** Listings of a part directory that removing it may take (see {@linkcode SftpTransport.removeParts}). */
+const REMOVE_PARTS_ROUNDS = 3;
+
 /** Where {@linkcode SftpTransport} runs a call (see its `#run`). */
 interface RunOptions {
   readonly spread?: boolean;
-  readonly part?: { readonly bytes: number; readonly bytesAfter: number };
+  readonly part?: {
+    readonly bytes: number;
+    readonly bytesAfter: number;
+    /** Which part: its connection is known while it runs (see {@linkcode SftpTransport.putSparePart}). */
+    readonly id?: string;
+  };
   readonly on?: SshConnection;
 }
 
@@ -276,6 +285,8 @@ export class SftpTransport implements Transport {
    * when one may take them again (a call ended, or a stalled one was answered).
    */
   #partsWaiting?: PromiseWithResolvers<void>;
+  /** The slot each part with an id runs on. */
+  readonly #partsOn = new Map<string, Slot>();
   /**
    * How the login {@linkcode connectAhead} started failed, for the next call
    * to report instead of logging in again: a refused key is then tried once,
@@ -426,8 +437,52 @@ export class SftpTransport implements Transport {
           throw await this.#noSpace(connection, partDir, data.byteLength, error);
         }
       },
-      { spread: true, part: { bytes: data.byteLength, bytesAfter } },
+      { spread: true, part: { bytes: data.byteLength, bytesAfter, id: partId(key, index) } },
     );
+  }
+
+  putSparePart(
+    key: string,
+    index: number,
+    data: Uint8Array | PartData,
+    bytesAfter = 0,
+  ): Promise<void> | undefined {
+    const partDir = this.#partDir(key);
+    // A slow stream still answering ends its part sooner than a spare in slow start, and a spare
+    // on a full link slows the others (wan: 64 MiB took 7.2 s against 6.8-6.9 s).
+    const first = this.#partsOn.get(partId(key, index));
+    if (!first || !stalled(first, performance.now())) return undefined;
+    const idle = this.#closed ? undefined : this.#fastestIdle();
+    if (!idle) return undefined;
+    const action = `Cannot put a spare copy of part ${index} of "${key}" on vessel ` +
+      `"${this.vessel}"`;
+    // Pinned to the idle connection (counted there before this returns), with no try
+    // elsewhere: the first copy is still under way.
+    return this.#run(
+      action,
+      (connection, answered) =>
+        writeFile(connection, joinPath(partDir, spareTempName(index)), data, {
+          renameTo: joinPath(partDir, partName(index)),
+          acknowledged: answered,
+        }),
+      { on: idle, part: { bytes: data.byteLength, bytesAfter } },
+    );
+  }
+
+  /** The connection that is up, carries no call and has shown the highest rate, if any. */
+  #fastestIdle(): SshConnection | undefined {
+    const now = performance.now();
+    let fastest: SshConnection | undefined;
+    let fastestRate = -1;
+    for (const slot of this.#usableUp()) {
+      if (slot.calls > 0 || slot.pendingBytes > 0) continue;
+      const rate = slot.rate.bytesPerMs(now) ?? 0;
+      if (rate > fastestRate) {
+        fastest = live(slot);
+        fastestRate = rate;
+      }
+    }
+    return fastest;
   }
 
   /**
@@ -619,14 +674,21 @@ export class SftpTransport implements Transport {
       if (!stats) return;
       // A link planted as the part directory goes itself; what it points to stays.
       if (!stats.isDirectory()) return await removeFile(connection, partDir);
-      const entries = await readDirectory(connection, partDir);
-      if (!entries) return;
-      await Promise.all(
-        entries
-          .filter((entry) => entry.name !== "." && entry.name !== "..")
-          .map((entry) => removeFile(connection, joinPath(partDir, entry.name))),
-      );
-      await removeDirectory(connection, partDir);
+      for (let round = 1;; round++) {
+        const entries = await readDirectory(connection, partDir);
+        if (!entries) return;
+        await Promise.all(
+          entries
+            .filter((entry) => entry.name !== "." && entry.name !== "..")
+            .map((entry) => removeFile(connection, joinPath(partDir, entry.name))),
+        );
+        try {
+          return await removeDirectory(connection, partDir);
+        } catch (error) {
+          // The slower copy of a part with a spare (putSparePart) may still rename into it.
+          if (round >= REMOVE_PARTS_ROUNDS || !hasStatus(error, SFTP_STATUS.FAILURE)) throw error;
+        }
+      }
     });
   }
 
@@ -777,9 +839,10 @@ export class SftpTransport implements Transport {
     try {
       let used: { slot: Slot; connection: SshConnection };
       for (;;) {
-        slot = this.#unloadedSlotOf(options.on) ?? this.#pick(options.spread);
+        const pinned = this.#unloadedSlotOf(options.on);
+        slot = pinned ?? this.#pick(options.spread);
         if (options.part) {
-          slot = this.#placePart(slot, options.part.bytes, options.part.bytesAfter);
+          if (!pinned) slot = this.#placePart(slot, options.part.bytes, options.part.bytesAfter);
           pending = options.part.bytes;
         }
         slot.calls++;
@@ -796,6 +859,7 @@ export class SftpTransport implements Transport {
       const connection = used.connection;
       if (options.part) {
         part = true;
+        if (options.part.id) this.#partsOn.set(options.part.id, on);
         if (on.parts++ === 0) {
           on.answeredAt = performance.now();
           on.rate.busy(on.answeredAt);
@@ -815,6 +879,8 @@ export class SftpTransport implements Transport {
     } catch (error) {
       throw classify(action, error);
     } finally {
+      const id = options.part?.id;
+      if (id && this.#partsOn.get(id) === slot) this.#partsOn.delete(id);
       if (slot) {
         if (part && --slot.parts === 0) slot.rate.idle(performance.now());
         slot.pendingBytes -= pending;
@@ -1199,10 +1265,10 @@ export class SftpTransport implements Transport {
 }
 
 /**
- * Removes parts `0..count-1` and then their directory, all in one round
- * trip; `false` when something else was left in it (a part cut mid-way),
- * which a listing then finds. The part directory was made by us in a TempDir
- * checked private, so no one else can have put a link in its place.
+ * Removes parts `0..count-1` (and their temp names) and then their
+ * directory, all in one round trip; `false` when something else was left in
+ * it, which a listing then finds. The part directory was made by us in a
+ * TempDir checked private, so no one else can have put a link in its place.
  */
 async function removeKnownParts(
   connection: SshConnection,
@@ -1211,10 +1277,12 @@ async function removeKnownParts(
 ): Promise<boolean> {
   await connection.sftp(); // From here on requests leave in the order they are made.
   const results = await Promise.allSettled([
-    ...Array.from(
-      { length: count },
-      (_, index) => removeFile(connection, joinPath(partDir, partName(index))),
-    ),
+    // The temp names too: the slower copy of a part with a spare may be writing one still.
+    ...Array.from({ length: count }, (_, index) => [
+      partName(index),
+      partTempName(index),
+      spareTempName(index),
+    ]).flat().map((name) => removeFile(connection, joinPath(partDir, name))),
     removeDirectory(connection, partDir),
   ]);
   const lost = results.find((result) =>
@@ -1256,6 +1324,11 @@ function stalled(slot: Slot, now: number): boolean {
   if (slot.parts === 0) return false;
   const roundTrip = live(slot)?.roundTripMs ?? 0;
   return now - slot.answeredAt > Math.max(STALLED_MS, STALLED_ROUND_TRIPS * roundTrip);
+}
+
+/** Names a part for {@linkcode RunOptions}. */
+function partId(key: string, index: number): string {
+  return `${key}/${index}`;
 }
 
 /** The slot's connection while it is open. */
