@@ -248,3 +248,14 @@ export async function pathExists(path: string): Promise<boolean> {
     throw error;
   }
 }
+
+/** {@linkcode pathExists}, for a check that must look at that very instant. */
+export function pathExistsSync(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}

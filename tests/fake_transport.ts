@@ -104,12 +104,7 @@ export class FakeTransport implements Transport {
       index,
       data instanceof Uint8Array ? "bytes" : "read as sent",
     );
-    const parts = this.parts.get(key);
-    if (!parts) throw new TransportError(`part directory of "${key}" missing`, "failed");
-    const bytes = data instanceof Uint8Array
-      ? data.slice()
-      : await data.read(0, new Uint8Array(data.byteLength));
-    parts.set(index, replaced?.slice() ?? bytes);
+    await this.#storePart(key, index, data, replaced);
   }
 
   /** Whether {@linkcode putSparePart} sends a copy (a real one may find no stall, or no idle connection). */
@@ -123,13 +118,23 @@ export class FakeTransport implements Transport {
     if (!this.idleForSpares) return undefined;
     return (async () => {
       const replaced = await this.#enter("putSparePart", key, index);
-      const parts = this.parts.get(key);
-      if (!parts) throw new TransportError(`part directory of "${key}" missing`, "failed");
-      const bytes = data instanceof Uint8Array
-        ? data.slice()
-        : await data.read(0, new Uint8Array(data.byteLength));
-      parts.set(index, replaced?.slice() ?? bytes);
+      await this.#storePart(key, index, data, replaced);
     })();
+  }
+
+  /** Stores part `index` of `key`: its bytes, or those a script gave instead (`replaced`). */
+  async #storePart(
+    key: string,
+    index: number,
+    data: Uint8Array | PartData,
+    replaced: Uint8Array | undefined,
+  ): Promise<void> {
+    const parts = this.parts.get(key);
+    if (!parts) throw new TransportError(`part directory of "${key}" missing`, "failed");
+    const bytes = data instanceof Uint8Array
+      ? data.slice()
+      : await data.read(0, new Uint8Array(data.byteLength));
+    parts.set(index, replaced?.slice() ?? bytes);
   }
 
   async assemble(key: string, count: number, destination: string): Promise<Assembled> {

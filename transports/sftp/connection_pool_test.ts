@@ -15,7 +15,7 @@ import {
   userKey,
 } from "../../tests/servers.ts";
 import { silentLogger, type TransportLogger } from "../transport.ts";
-import { waitFor } from "../../tests/cli_harness.ts";
+import { pathExistsSync, waitFor } from "../../tests/cli_harness.ts";
 import type { FaultProxy } from "../../tests/fault_proxy.ts";
 import { proxyTo } from "../../tests/proxied_transport.ts";
 import { SftpTransport, type SftpTransportOptions } from "./sftp_transport.ts";
@@ -708,26 +708,17 @@ Deno.test({
       assert.ok(late, "connection 2 is idle");
       late.catch(() => {}); // awaited below
       const spareTemp = `${tempDir}/${key}/0.part.spare.tmp`;
-      await waitFor(() => existsSync(spareTemp), 10_000, "the spare's temp file");
+      await waitFor(() => pathExistsSync(spareTemp), 10_000, "the spare's temp file");
       proxy.stallConnection(1, false);
       await first;
       await transport.removeParts(key, 1);
       proxy.throttleConnection(2, undefined);
       // Its writes land in a removed file, its rename finds no directory.
       await assert.rejects(late, /No such file/);
-      assert.equal(existsSync(`${tempDir}/${key}`), false, "the part directory is back");
+      assert.equal(pathExistsSync(`${tempDir}/${key}`), false, "the part directory is back");
       return [];
     }),
 });
-
-function existsSync(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Slows connection 1, where `start`'s call runs (both being idle), resets it

@@ -20,6 +20,7 @@ import {
   type Transport,
   TransportError,
 } from "../transport.ts";
+import { pathExistsSync } from "../../tests/cli_harness.ts";
 import { HOSTILE_NAMES } from "../../tests/conformance.ts";
 import { proxiedTransport } from "../../tests/proxied_transport.ts";
 import { chacha20CiphersFinalized } from "./_ssh2.ts";
@@ -144,7 +145,7 @@ Deno.test({
           assert.equal(resolved, false, "told before putPart resolved");
           seen.push({
             tempBytes: Deno.statSync(`${vessel.tempDir}/ending/0.part.tmp`).size,
-            stored: existsSync(`${vessel.tempDir}/ending/0.part`),
+            stored: pathExistsSync(`${vessel.tempDir}/ending/0.part`),
           });
         });
         resolved = true;
@@ -158,15 +159,6 @@ Deno.test({
       });
     }),
 });
-
-function existsSync(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;
