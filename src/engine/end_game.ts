@@ -1,13 +1,15 @@
 /**
  * The end of a file's upload (issue 8). Once every part has left, a part
- * that runs long on a slow or stalled stream is the whole file's tail while
- * the other connections idle: on `sat` (600 ms, 0.5 % loss) the last two
- * parts often ended seconds after the rest, and a stream that stopped held
- * its part until the stall was detected, 11 s later. As in BitTorrent's end
- * game, such a part then gets a spare copy on an idle connection
- * (`Transport.putSparePart`), and whichever copy ends first makes it whole.
- * Unlike BitTorrent's, only a part overdue gets one: a spare doubles its
- * bytes, and on a link that is full they slow the other parts.
+ * stuck on a stream that stopped is the whole file's tail while the other
+ * connections idle: on `sat` (600 ms, 0.5 % loss) such a part waited until
+ * the stall was detected, 11 s later, and then started again in slow start.
+ * As in BitTorrent's end game, such a part gets a spare copy on an idle
+ * connection (`Transport.putSparePart`), and whichever copy ends first
+ * makes it whole. Unlike BitTorrent's, only an overdue part is offered one,
+ * and the transport sends it only if the part's stream has stalled: a spare
+ * doubles the part's bytes, and on a full link spares slow the other parts
+ * (`wan`: 64 MiB took 7.2 s against 6.8-6.9 s when every overdue part got
+ * one).
  *
  * @module
  */
