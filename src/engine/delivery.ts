@@ -72,7 +72,7 @@ export interface DeliveryProgress {
   sending(index: number): void;
   /** Part `index` (`bytes` long) is whole on the vessel; `bySpare` if its spare copy ended first. */
   sent(index: number, bytes: number, bySpare?: boolean): void;
-  /** Part `index` is overdue at the end of its file: a spare copy leaves on an idle connection. */
+  /** Part `index`'s stream stopped at the end of its file: a spare copy leaves on an idle connection. */
   spareSent?(index: number): void;
 }
 

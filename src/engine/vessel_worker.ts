@@ -319,7 +319,9 @@ export class VesselWorker {
               );
             },
             spareSent: (index) =>
-              log.debug(`part ${index} is overdue: a spare copy leaves on an idle connection`),
+              log.debug(
+                `part ${index}'s stream stopped: a spare copy leaves on an idle connection`,
+              ),
           },
         },
         delivery,
