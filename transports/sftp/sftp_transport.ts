@@ -475,7 +475,7 @@ export class SftpTransport implements Transport {
     let fastest: SshConnection | undefined;
     let fastestRate = -1;
     for (const slot of this.#usableUp()) {
-      if (slot.calls > 0 || slot.pendingBytes > 0) continue;
+      if (slot.calls > 0) continue; // A part's pending bytes are counted with its call.
       const rate = slot.rate.bytesPerMs(now) ?? 0;
       if (rate > fastestRate) {
         fastest = live(slot);
