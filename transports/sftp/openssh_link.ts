@@ -17,6 +17,7 @@ import type { Buffer } from "node:buffer";
 import { TransportError } from "../transport.ts";
 import type { ClientChannel, SFTPWrapper } from "./_ssh2.ts";
 import { sftpOverPipes } from "./_sftp_pipe.ts";
+import { CommandChannel } from "./openssh_command.ts";
 import {
   closedDuringLogin,
   type ConnectionOptions,
@@ -339,21 +340,28 @@ class OpenSshLink extends EventEmitter implements SshLink {
     command: string,
     callback: (error: Error | undefined, channel: ClientChannel) => void,
   ): void {
-    const child = spawnOverControl(this.#options.setup, this.#options.controlPath, command);
-    this.#commands.add(child);
-    // Status 255 is ssh's own failure (our commands never exit 255): the shared
-    // connection broke, so it goes, and every call on it fails as a lost connection.
-    const channel = new CommandChannel(child, (stderr) => this.#commandFailed(stderr));
-    child.once("close", () => this.#commands.delete(child));
+    const start = () => {
+      const child = spawnOverControl(this.#options.setup, this.#options.controlPath, command);
+      this.#commands.add(child);
+      child.once("close", () => this.#commands.delete(child));
+      return child;
+    };
+    const channel = new CommandChannel(
+      start,
+      (stderr, mayRunAgain) => this.#commandFailed(stderr, mayRunAgain),
+    );
     callback(undefined, channel as unknown as ClientChannel);
   }
 
   /**
-   * A command's ssh failed. The master it borrows the connection from usually
-   * ends too, for the same reason, and says why (no reply to its keepalives,
-   * a reset): its words are waited for a moment before the command's own.
+   * A command's ssh failed (status 255). The master it borrows the
+   * connection from usually ends too, for the same reason, and says why (no
+   * reply to its keepalives, a reset): its words are waited for a moment
+   * before the command's own. Resolves `true` when the command may run again
+   * (see openssh_command.ts): ssh said nothing and the connection is up.
+   * Otherwise the connection is lost, and every call on it fails so.
    */
-  async #commandFailed(stderr: string): Promise<void> {
+  async #commandFailed(stderr: string, mayRunAgain: boolean): Promise<boolean> {
     // Without its master's socket ssh tries a connection of its own, which fails by design
     // (see spawnOverControl) with words about that connection. A master that removed its
     // socket is usually ending, and its end is known up to a second after it exits.
@@ -366,12 +374,14 @@ class OpenSshLink extends EventEmitter implements SshLink {
       }),
     ]);
     clearTimeout(timer);
+    if (mayRunAgain && !socketGone && !stderr.trim() && !this.#lost) return true;
     this.#lose(
       socketGone
         ? `ssh failed running a command: the connection's control socket ` +
           `${this.#options.controlPath} is gone`
         : `ssh failed running a command: ${stderr.trim() || "status 255"}`,
     );
+    return false;
   }
 
   /** Ends the SFTP session; ssh exits once the commands on it have ended. */
@@ -382,50 +392,6 @@ class OpenSshLink extends EventEmitter implements SshLink {
   destroy(): void {
     for (const command of this.#commands) kill(command);
     kill(this.#master);
-  }
-}
-
-/** An `ssh` child dressed as ssh2's exec channel. */
-class CommandChannel extends EventEmitter {
-  readonly stderr: EventEmitter;
-  readonly #child: ChildProcess;
-
-  /** `sshFailed` settles before `close` is emitted when ssh itself failed (status 255). */
-  constructor(child: ChildProcess, sshFailed: (stderr: string) => Promise<void>) {
-    super();
-    this.#child = child;
-    let stderr = "";
-    child.stderr!.on("data", (data: Buffer) => {
-      if (stderr.length < 2048) stderr += data.toString();
-    });
-    this.stderr = child.stderr!;
-    child.stdin!.on("error", () => {}); // A command that exits early closes its stdin.
-    child.stdout!.on("data", (data: Buffer) => this.emit("data", data));
-    let closed = false;
-    const close = () => {
-      if (closed) return;
-      closed = true;
-      this.emit("close");
-    };
-    child.once("exit", (code: number | null, signal: string | null) => {
-      this.emit("exit", code, signal ?? undefined);
-    });
-    child.once("close", () => {
-      if (child.exitCode === 255) void sshFailed(stderr).finally(close);
-      else close();
-    });
-    child.once("error", (error: Error) => {
-      this.emit("error", error);
-      close();
-    });
-  }
-
-  write(data: string | Uint8Array): boolean {
-    return this.#child.stdin!.write(data);
-  }
-
-  end(): void {
-    this.#child.stdin!.end();
   }
 }
 
