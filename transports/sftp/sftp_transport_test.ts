@@ -611,15 +611,17 @@ Deno.test({
         stderr: "null",
       }).spawn();
       try {
-        for (let i = 0; i < 200 && !(await Deno.stat(socket).catch(() => undefined)); i++) {
-          await new Promise((resolve) => setTimeout(resolve, 25));
+        // The agent creates its socket before it listens: ssh-add exits 2 (no agent) until then.
+        let added: Deno.CommandOutput | undefined;
+        for (let i = 0; i < 200 && (added?.code ?? 2) === 2; i++) {
+          if (added) await new Promise((resolve) => setTimeout(resolve, 25));
+          added = await new Deno.Command("ssh-add", {
+            args: [server.identityFile],
+            env: { SSH_AUTH_SOCK: socket },
+            stderr: "null",
+          }).output();
         }
-        const added = await new Deno.Command("ssh-add", {
-          args: [server.identityFile],
-          env: { SSH_AUTH_SOCK: socket },
-          stderr: "null",
-        }).output();
-        assert.equal(added.code, 0);
+        assert.equal(added?.code, 0);
         const vessel = server.vesselConfig({ identityFile: undefined });
         const transport = new SftpTransport(vessel, {
           authEnvironment: { agentSocket: socket, home: `${server.dir}/no-home` },
