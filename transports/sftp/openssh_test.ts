@@ -15,6 +15,7 @@ import {
 } from "../../tests/servers.ts";
 import { silentLogger, TransportError } from "../transport.ts";
 import { sftpInternalsPresent } from "./_sftp_pipe.ts";
+import type { SshConnection } from "./connection.ts";
 import { openOpenSsh } from "./openssh_link.ts";
 import { findSsh, prepareOpenSsh } from "./openssh_setup.ts";
 import type { SecretValue, SftpVessel } from "./options.ts";
@@ -60,6 +61,23 @@ async function writeSshConfig(server: TestServer, lines: string[]): Promise<stri
 
 function openssh(server: TestServer, overrides: Partial<SftpVessel> = {}): SftpVessel {
   return { ...server.vesselConfig({ sshClient: "openssh" }), ...overrides };
+}
+
+/** Runs `fn` with one OpenSSH connection to `server` and its control socket's path. */
+async function withConnection(
+  server: TestServer,
+  fn: (connection: SshConnection, controlPath: string) => Promise<void>,
+): Promise<void> {
+  const vessel = openssh(server);
+  const setup = await prepareOpenSsh(vessel, findSsh()!);
+  const controlPath = `${setup.dir}/c0`;
+  const connection = await openOpenSsh({ vessel, log: silentLogger, setup, controlPath });
+  try {
+    await fn(connection, controlPath);
+  } finally {
+    await connection.close();
+    await Deno.remove(setup.dir, { recursive: true });
+  }
 }
 
 /** Every command line and environment of this machine's processes, as text. */
@@ -306,17 +324,8 @@ Deno.test({
   name: "OpenSSH carrier: a command whose master is gone fails; ssh never logs in by itself",
   ignore,
   fn: () =>
-    withServer({}, async (server) => {
-      const vessel = openssh(server);
-      const setup = await prepareOpenSsh(vessel, findSsh()!);
-      const controlPath = `${setup.dir}/c0`;
-      const connection = await openOpenSsh({
-        vessel,
-        log: silentLogger,
-        setup,
-        controlPath,
-      });
-      try {
+    withServer({}, (server) =>
+      withConnection(server, async (connection, controlPath) => {
         // What a master that died leaves: no control socket.
         await Deno.remove(controlPath);
         const marker = `${server.dir}/ran`;
@@ -324,27 +333,15 @@ Deno.test({
         assert.equal(error.code, "connection", error.message);
         assert.match(error.message, /control socket .* is gone/);
         assert.equal(await pathExists(marker), false, "ssh logged in by itself and ran it");
-      } finally {
-        await connection.close();
-        await Deno.remove(setup.dir, { recursive: true });
-      }
-    }),
+      })),
 });
 
 Deno.test({
   name: "OpenSSH carrier runs a command the vessel ended silently once more, with its input",
   ignore,
   fn: () =>
-    withServer({}, async (server) => {
-      const vessel = openssh(server);
-      const setup = await prepareOpenSsh(vessel, findSsh()!);
-      const connection = await openOpenSsh({
-        vessel,
-        log: silentLogger,
-        setup,
-        controlPath: `${setup.dir}/c0`,
-      });
-      try {
+    withServer({}, (server) =>
+      withConnection(server, async (connection) => {
         // A shell killed before it printed anything ends its session without an exit
         // status, as Dropbear's closing a session before its command starts does.
         const firstRun = `${server.dir}/first-run`;
@@ -365,9 +362,5 @@ Deno.test({
         const error = await rejection(connection.exec(`echo >> ${runs}; kill -9 $$`, 15_000));
         assert.equal(error.code, "connection", error.message);
         assert.equal(await Deno.readTextFile(runs), "\n\n");
-      } finally {
-        await connection.close();
-        await Deno.remove(setup.dir, { recursive: true });
-      }
-    }),
+      })),
 });
