@@ -379,7 +379,11 @@ class OpenSshLink extends EventEmitter implements SshLink {
       socketGone
         ? `ssh failed running a command: the connection's control socket ` +
           `${this.#options.controlPath} is gone`
-        : `ssh failed running a command: ${stderr.trim() || "status 255"}`,
+        : `ssh failed running a command: ${
+          stderr.trim() ||
+          "the vessel ended its session without an exit status (the command was killed, " +
+            "or the server closed the session)"
+        }`,
     );
     return false;
   }

@@ -361,6 +361,7 @@ Deno.test({
         const runs = `${server.dir}/runs`;
         const error = await rejection(connection.exec(`echo >> ${runs}; kill -9 $$`, 15_000));
         assert.equal(error.code, "connection", error.message);
+        assert.match(error.message, /ended its session without an exit status/);
         assert.equal(await Deno.readTextFile(runs), "\n\n");
       })),
 });
