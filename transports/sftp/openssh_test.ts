@@ -10,6 +10,7 @@ import { proxiedTransport } from "../../tests/proxied_transport.ts";
 import {
   serverUnavailable,
   skipNotice,
+  startDropbear,
   startOpenSsh,
   type TestServer,
 } from "../../tests/servers.ts";
@@ -336,32 +337,47 @@ Deno.test({
       })),
 });
 
-Deno.test({
-  name: "OpenSSH carrier runs a command the vessel ended silently once more, with its input",
-  ignore,
-  fn: () =>
-    withServer({}, (server) =>
-      withConnection(server, async (connection) => {
-        // A shell killed before it printed anything ends its session without an exit
-        // status, as Dropbear's closing a session before its command starts does.
-        const firstRun = `${server.dir}/first-run`;
-        const running = await connection.spawn(
-          `mkdir ${firstRun} 2>/dev/null && kill -9 $$; cat`,
-          { deadlineMs: 15_000 },
-        );
-        running.write("sent before it died\n");
-        running.end();
-        const result = await running.result;
-        assert.equal(result.code, 0, result.stderr);
-        assert.equal(result.stdout, "sent before it died\n");
-        assert.equal(await pathExists(firstRun), true, "the first run never ran");
-        assert.equal((await connection.exec("echo up", 15_000)).stdout, "up\n");
+const dropbearUnavailable = serverUnavailable("dropbear");
+if (dropbearUnavailable) skipNotice("OpenSSH carrier on Dropbear", dropbearUnavailable);
 
-        // Once only: a command that always ends so fails as a lost connection.
-        const runs = `${server.dir}/runs`;
-        const error = await rejection(connection.exec(`echo >> ${runs}; kill -9 $$`, 15_000));
-        assert.equal(error.code, "connection", error.message);
-        assert.match(error.message, /ended its session without an exit status/);
-        assert.equal(await Deno.readTextFile(runs), "\n\n");
-      })),
-});
+for (
+  const [label, start, skip] of [
+    ["OpenSSH", startOpenSsh, ignore],
+    ["Dropbear", startDropbear, ignore || dropbearUnavailable !== undefined],
+  ] as const
+) {
+  Deno.test({
+    name: `OpenSSH carrier runs a command ${label} ended silently once more, with its input`,
+    ignore: skip,
+    fn: async () => {
+      const server = await start();
+      try {
+        await withConnection(server, async (connection) => {
+          // A shell killed before it printed anything ends its session without an exit
+          // status, as Dropbear's closing a session before its command starts does.
+          const firstRun = `${server.dir}/first-run`;
+          const running = await connection.spawn(
+            `mkdir ${firstRun} 2>/dev/null && kill -9 $$; cat`,
+            { deadlineMs: 15_000 },
+          );
+          running.write("sent before it died\n");
+          running.end();
+          const result = await running.result;
+          assert.equal(result.code, 0, result.stderr);
+          assert.equal(result.stdout, "sent before it died\n");
+          assert.equal(await pathExists(firstRun), true, "the first run never ran");
+          assert.equal((await connection.exec("echo up", 15_000)).stdout, "up\n");
+
+          // Once only: a command that always ends so fails as a lost connection.
+          const runs = `${server.dir}/runs`;
+          const error = await rejection(connection.exec(`echo >> ${runs}; kill -9 $$`, 15_000));
+          assert.equal(error.code, "connection", error.message);
+          assert.match(error.message, /ended its session without an exit status/);
+          assert.equal(await Deno.readTextFile(runs), "\n\n");
+        });
+      } finally {
+        await server.stop();
+      }
+    },
+  });
+}
