@@ -259,7 +259,7 @@ export class SftpTransport implements Transport {
     // A slow stream still answering ends its part sooner than a spare in slow start, and a spare
     // on a full link slows the others (wan: 64 MiB took 7.2 s against 6.8-6.9 s).
     if (!this.connections.stalledPart(partId(key, index))) return undefined;
-    const idle = this.connections.closed ? undefined : this.connections.fastestIdle();
+    const idle = this.connections.fastestIdle();
     if (!idle) return undefined;
     const action = `Cannot put a spare copy of part ${index} of "${key}" on vessel ` +
       `"${this.vessel}"`;
@@ -277,7 +277,7 @@ export class SftpTransport implements Transport {
   }
 
   /**
-   * Runs `body` as `#run` does, and again when the connection it ran on broke
+   * Runs `body` as {@linkcode SshPool.run} does, and again when the connection it ran on broke
    * while another is up: one of many streams dropped (on a lossy link, one
    * stuck in TCP's backoff for `Timeout`) must not fail the file, and back
    * off the whole vessel, while the others carry on. The next try resumes

@@ -295,6 +295,7 @@ export class SshPool implements ConnectionPool {
 
   /** The connection that is up, carries no call and has shown the highest rate, if any. */
   fastestIdle(): SshConnection | undefined {
+    if (this.#closed) return undefined;
     const now = performance.now();
     let fastest: SshConnection | undefined;
     let fastestRate = -1;
