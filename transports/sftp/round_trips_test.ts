@@ -4,7 +4,7 @@
  * end of a file costs more than sending a part.
  */
 import assert from "node:assert/strict";
-import { randomBytes as bytes, sha256 } from "../../tests/cli_harness.ts";
+import { randomBytes as bytes, sha256, waitFor } from "../../tests/cli_harness.ts";
 import { proxiedTransport } from "../../tests/proxied_transport.ts";
 import {
   serverUnavailable,
@@ -159,6 +159,55 @@ for (const sshClient of ["openssh", "builtin"] as const) {
         assert.equal(assembled.sha256, sha256(whole));
         assert.deepEqual(await Deno.readFile(destination), whole);
       }, { vessel: { sshClient } }),
+  });
+}
+
+for (const sshClient of ["openssh", "builtin"] as const) {
+  Deno.test({
+    name:
+      `${sshClient}: the parts of an assembled file go beside its publish on the connection that assembled it, not on a stalled one`,
+    ignore: unavailable !== undefined,
+    fn: () =>
+      behindProxy(async (proxied) => {
+        const { transport, proxy, server, vessel } = proxied;
+        const destination = `${server.dir}/inbox/pinned.bin`;
+        await transport.prepare("pinned", destination); // logs in on a short link
+        await waitFor(() => transport.connections.upCount() === 2, 10_000, "the second login");
+        const roundTrip = await lengthen(proxied);
+        // The second connection's stream stops (TCP backing off its retransmissions). The
+        // calls below run one at a time, on the first connection, which ties go to.
+        proxy.stallConnection(2, true);
+        const parts = [bytes(64 * 1024, 14), bytes(64 * 1024, 15)];
+        for (const [index, part] of parts.entries()) await transport.putPart("pinned", index, part);
+        const assembly = transport.startAssembly("pinned", parts.length, destination);
+        for (const index of parts.keys()) assembly.partReady(index);
+        const assembled = await assembly.finish();
+        // As the engine does: the publish keeps the first connection busy, so the removal went
+        // to the idle, stalled one, and the delivery waited for it.
+        const started = performance.now();
+        const resume = setTimeout(() => proxy.stallConnection(2, false), 6 * roundTrip);
+        try {
+          await Promise.all([
+            transport.publish(assembled.tempPath, destination),
+            transport.removeParts("pinned", parts.length),
+          ]);
+        } finally {
+          clearTimeout(resume);
+          proxy.stallConnection(2, false);
+        }
+        const took = performance.now() - started;
+        assert.ok(
+          took < 1.5 * roundTrip,
+          `publishing and removing the parts took ${took.toFixed(0)} ms, ${
+            (took / roundTrip).toFixed(1)
+          } round trips`,
+        );
+        assert.deepEqual(
+          await Deno.readFile(destination),
+          new Uint8Array([...parts[0], ...parts[1]]),
+        );
+        await assert.rejects(Deno.lstat(`${vessel.tempDir}/pinned`), Deno.errors.NotFound);
+      }, { connections: 2, vessel: { sshClient } }),
   });
 }
 

@@ -88,8 +88,8 @@ const KEY_PATTERN = /^[A-Za-z0-9_-]+$/;
  */
 const BATCH_HASH_FROM_MS = 10;
 /**
- * Files assembled whose connection a publish may still use: one per file in
- * flight, of which there are far fewer.
+ * Files assembled whose connection their publish and the removal of their
+ * parts may still use: one per file in flight, of which there are far fewer.
  */
 const MAX_ASSEMBLED_ON = 256;
 /**
@@ -111,6 +111,13 @@ export class SftpTransport implements Transport {
   readonly #log: TransportLogger;
   /** The connection each file was assembled on, where its directory was opened ahead. */
   readonly #assembledOn = new Map<string, SshConnection>();
+  /**
+   * By delivery key, the connection its file was assembled on, where its
+   * parts are removed beside the publish: their requests then ride with the
+   * publish's on a stream that just answered, and the delivery does not wait
+   * for a second stream's losses too.
+   */
+  readonly #partsRemovedOn = new Map<string, SshConnection>();
   #uid?: Promise<number>;
   readonly #batchHashFromMs: number;
   readonly #smallFiles = new SmallFileGate(() => this.connections.upCount());
@@ -326,7 +333,10 @@ export class SftpTransport implements Transport {
       deadline: (bytes) => this.#deadline(bytes),
       stallMs: this.#deadline(0),
       run: (body) => this.connections.run(action, body),
-      lastPartAnnounced: (connection) => this.#publishAhead(connection, tempPath, destination),
+      lastPartAnnounced: (connection) => {
+        remember(this.#partsRemovedOn, key, connection);
+        this.#publishAhead(connection, tempPath, destination);
+      },
     });
   }
 
@@ -418,10 +428,7 @@ export class SftpTransport implements Transport {
    */
   #publishAhead(connection: SshConnection, tempPath: string, destination: string): void {
     if (!this.#config.fsync) return;
-    this.#assembledOn.set(tempPath, connection);
-    while (this.#assembledOn.size > MAX_ASSEMBLED_ON) {
-      this.#assembledOn.delete(this.#assembledOn.keys().next().value!);
-    }
+    remember(this.#assembledOn, tempPath, connection);
     void connection.hasExtension("fsync@openssh.com").then((has) => {
       if (has && !connection.closed) {
         this.#directorySyncs.openAhead(connection, parentOf(destination));
@@ -459,6 +466,8 @@ export class SftpTransport implements Transport {
   async removeParts(key: string, count?: number): Promise<void> {
     const partDir = this.#partDir(key);
     const action = `Cannot remove the parts of "${key}" on vessel "${this.vessel}"`;
+    const assembledOn = this.#partsRemovedOn.get(key);
+    this.#partsRemovedOn.delete(key);
     return await this.connections.run(action, async (connection) => {
       if (count !== undefined && await removeKnownParts(connection, partDir, count)) return;
       const stats = await lstatPath(connection, partDir);
@@ -480,7 +489,7 @@ export class SftpTransport implements Transport {
           if (round >= REMOVE_PARTS_ROUNDS || !hasStatus(error, SFTP_STATUS.FAILURE)) throw error;
         }
       }
-    });
+    }, { on: assembledOn });
   }
 
   async remove(path: string): Promise<void> {
@@ -585,6 +594,13 @@ export class SftpTransport implements Transport {
       { cause: error },
     );
   }
+}
+
+/** Sets `key` in `byKey`, forgetting the oldest beyond {@linkcode MAX_ASSEMBLED_ON}. */
+function remember(byKey: Map<string, SshConnection>, key: string, connection: SshConnection): void {
+  byKey.delete(key);
+  byKey.set(key, connection);
+  while (byKey.size > MAX_ASSEMBLED_ON) byKey.delete(byKey.keys().next().value!);
 }
 
 /**
