@@ -34,8 +34,9 @@ function secret(value: string): SecretValue {
 async function withServer(
   options: Parameters<typeof startOpenSsh>[0],
   fn: (server: TestServer) => Promise<void>,
+  start = startOpenSsh,
 ): Promise<void> {
-  const server = await startOpenSsh(options);
+  const server = await start(options);
   try {
     await fn(server);
   } finally {
@@ -349,10 +350,9 @@ for (
   Deno.test({
     name: `OpenSSH carrier runs a command ${label} ended silently once more, with its input`,
     ignore: skip,
-    fn: async () => {
-      const server = await start();
-      try {
-        await withConnection(server, async (connection) => {
+    fn: () =>
+      withServer({}, (server) =>
+        withConnection(server, async (connection) => {
           // A shell killed before it printed anything ends its session without an exit
           // status, as Dropbear's closing a session before its command starts does.
           const firstRun = `${server.dir}/first-run`;
@@ -374,10 +374,6 @@ for (
           assert.equal(error.code, "connection", error.message);
           assert.match(error.message, /ended its session without an exit status/);
           assert.equal(await Deno.readTextFile(runs), "\n\n");
-        });
-      } finally {
-        await server.stop();
-      }
-    },
+        }), start),
   });
 }

@@ -148,7 +148,6 @@ export class SshPool implements ConnectionPool {
   readonly adaptive: boolean;
   /** The SSH carrier: the system's OpenSSH client, or ssh2 in this process. */
   readonly carrier: SshClientKind;
-  readonly #vessel: string;
   readonly #config: SftpVessel;
   readonly #log: TransportLogger;
   readonly #options: SshPoolOptions;
@@ -204,7 +203,6 @@ export class SshPool implements ConnectionPool {
       (vessel.connections === "auto" ? undefined : vessel.connections);
     this.max = Math.max(1, Math.floor(fixed ?? AUTO_CONNECTIONS));
     this.adaptive = fixed === undefined;
-    this.#vessel = vessel.name;
     this.#config = vessel;
     this.#log = options.log;
     this.#options = options;
@@ -491,9 +489,7 @@ export class SshPool implements ConnectionPool {
    * is up, if there is one.
    */
   #pick(spread = false): Slot {
-    if (this.#closed) {
-      throw new TransportError(`The transport of vessel "${this.#vessel}" is closed`, "connection");
-    }
+    if (this.#closed) throw this.#closedError();
     const up = spread ? [] : this.#usableUp();
     const usable = up.length > 0 ? up : this.#usable();
     const opening = this.#unauthenticated();
@@ -599,10 +595,7 @@ export class SshPool implements ConnectionPool {
         slot.opening = undefined;
         if (this.#closed) {
           void connection.close();
-          throw new TransportError(
-            `The transport of vessel "${this.#vessel}" is closed`,
-            "connection",
-          );
+          throw this.#closedError();
         }
         slot.connection = connection;
         slot.rate = new AnswerRate();
@@ -652,7 +645,7 @@ export class SshPool implements ConnectionPool {
   #refused(open: number, error: unknown): void {
     if (this.#ceilingUntil === 0) {
       this.#log.warn(
-        `vessel "${this.#vessel}" refused connection ${open + 1} while ${open} are open ` +
+        `vessel "${this.#config.name}" refused connection ${open + 1} while ${open} are open ` +
           `(${errorMessage(error)}); using at most ${open} for ${REFUSED_MS / 1000} s ` +
           "(raise MaxStartups/MaxSessions in its sshd_config, or set Connections)",
       );
@@ -712,7 +705,7 @@ export class SshPool implements ConnectionPool {
       (error) => {
         this.#openSsh = undefined;
         throw new TransportError(
-          `Cannot connect to vessel "${this.#vessel}": ${errorMessage(error)}`,
+          `Cannot connect to vessel "${this.#config.name}": ${errorMessage(error)}`,
           "unsupported",
           { cause: error },
         );
@@ -725,7 +718,7 @@ export class SshPool implements ConnectionPool {
     const command = this.#sshCommand;
     if (!command) {
       throw new TransportError(
-        `Cannot connect to vessel "${this.#vessel}": SSHClient = openssh, but there is no ssh ` +
+        `Cannot connect to vessel "${this.#config.name}": SSHClient = openssh, but there is no ssh ` +
           `binary ${this.#sshSearched()} (install openssh-client, set SSHCommand, or set ` +
           `SSHClient = builtin)`,
         "unsupported",
@@ -766,6 +759,14 @@ export class SshPool implements ConnectionPool {
     this.#longLink = true;
     this.#loginRoundTripMs ??= ms;
     this.#openAhead();
+  }
+
+  /** What a call gets once the pool is closed: a lost connection, as the engine expects. */
+  #closedError(): TransportError {
+    return new TransportError(
+      `The transport of vessel "${this.#config.name}" is closed`,
+      "connection",
+    );
   }
 
   /** Closes every connection, and those still logging in once they are up. */
