@@ -184,30 +184,31 @@ export async function runDelivery(
         count,
       );
     }
-    let expected = await expectedHash!;
+    const expected = await expectedHash!;
     if (assembled.sha256 !== expected || assembled.size !== file.size) {
       const now = await statSource(directory.location, file.relpath);
-      if (!sameVersion(now, file)) {
+      if (!now || !sameVersion(now, file)) {
         await transport.remove(assembled.tempPath);
         return await sourceChanged();
       }
       // The stat is unchanged, so the cached hash may belong to a replacement the stat could
-      // not tell apart: hash the source once more before anything is sent again.
+      // not tell apart (Deno's ctime has whole seconds): hash the source once more.
       const fresh = await context.fileHash(file, source, { fresh: true });
-      if (fresh !== expected) store.forgetHash(file.id, file.version);
-      if (fresh !== expected && assembled.sha256 === fresh && assembled.size === file.size) {
-        expected = fresh;
-      } else {
-        await transport.remove(assembled.tempPath);
-        if (count > 1) {
-          await transport.removeParts(key);
-          store.startParts(delivery.id, file.version);
-        }
-        throw new Error(
-          `Verification of "${destination}" failed: vessel has sha256 ${assembled.sha256} ` +
-            `(${assembled.size} bytes), source has ${fresh} (${file.size} bytes); sending again`,
-        );
+      await transport.remove(assembled.tempPath);
+      if (fresh !== expected) {
+        // Vessels that hold the cached hash's bytes need this content too: a new version for
+        // every vessel, not this one published and the others left with the old bytes.
+        store.fileChanged(file.id, now.size, now.mtimeMs, now);
+        return "changed";
       }
+      if (count > 1) {
+        await transport.removeParts(key);
+        store.startParts(delivery.id, file.version);
+      }
+      throw new Error(
+        `Verification of "${destination}" failed: vessel has sha256 ${assembled.sha256} ` +
+          `(${assembled.size} bytes), source has ${fresh} (${file.size} bytes); sending again`,
+      );
     }
     const hash = expected;
     if (!(await store.grouped(() => store.markPublishing(delivery.id, file.version, hash)))) {

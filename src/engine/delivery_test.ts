@@ -148,17 +148,20 @@ Deno.test("runDelivery() of a one-part file verifies the vessel's copy against t
   });
 });
 
-Deno.test("runDelivery() hashes the source again when verification fails with an unchanged stat", async () => {
+Deno.test("runDelivery() of content changed under an unchanged stat sends it to every vessel again", async () => {
   await withShore(async ({ store, transport, queue, attempt }) => {
     // A replacement the stat cannot tell apart (identity unknown: queued by an older version)
-    // left the hash of the old content cached by the first vessel.
+    // left the hash of the old content cached by the vessel "other", which holds that content.
     const data = bytes(500);
     const fileId = await queue("f.bin", data, false);
     const other = store.nextDeliveries("other", Date.now(), 10, [], true)[0];
     assert.ok(store.markPublishing(other.id, 1, sha256(bytes(500, 2))));
     assert.ok(store.markDelivered(other.id, 1));
+    assert.equal(await attempt(fileId), "changed");
+    assert.equal(transport.files.size, 0, "nothing published that another vessel lacks");
+    const again = store.nextDeliveries("other", Date.now() + 1e9, 10, [], true);
+    assert.deepEqual(again.map((d) => d.file.id), [fileId], "the other vessel is sent it again");
     assert.equal(await attempt(fileId), "delivered");
-    assert.equal(transport.count("putWhole"), 1, "sent once, not resent");
     assert.equal(sha256(transport.files.get("/srv/in/f.bin")!), sha256(data));
     assert.equal(store.file(fileId)!.sha256, sha256(data));
   });

@@ -300,15 +300,6 @@ export class Store {
   }
 
   /**
-   * The cached sha256 of the current version proved wrong (a replacement the
-   * stat could not tell apart): forgets it, so the source is hashed again.
-   */
-  forgetHash(fileId: number, version: number): void {
-    this.#sql("UPDATE files SET sha256 = NULL WHERE id = ? AND version = ?")
-      .run(fileId, version);
-  }
-
-  /**
    * Makes the queue match the config: every queued file of `directory` gets a
    * delivery to each of `vessels`, and loses its unfinished deliveries to any
    * other vessel.
