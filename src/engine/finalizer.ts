@@ -9,6 +9,7 @@ import type { DirectoryConfig } from "../config/types.ts";
 import { logger } from "../log/logger.ts";
 import type { FileRecord, Store } from "../store/store.ts";
 import { PROCESSED_DIR } from "../watch/scan.ts";
+import { inPinnedDirectory, lstatOrUndefined } from "./pinned_directory.ts";
 import { sameVersion, type SourceStat, statSource, UnsafeSourceError } from "./source.ts";
 
 /** What finalizing a file did. */
@@ -35,14 +36,12 @@ export async function finalizeFile(
     store.fileChanged(file.id, now.size, now.mtimeMs, now);
     return "changed";
   }
-  const slash = file.relpath.lastIndexOf("/");
-  const subdir = slash < 0 ? "" : file.relpath.slice(0, slash);
-  const name = file.relpath.slice(slash + 1);
-  const dir = await processedDirectory(location, subdir);
-  const moved = await moveWithoutReplacing(`${location}/${file.relpath}`, dir, name, now);
+  const subdirs = file.relpath.split("/");
+  const name = subdirs.pop()!;
+  const moved = moveWithoutReplacing(location, subdirs, name, now);
   await store.grouped(() => store.removeFile(file.id));
   if (moved !== name) {
-    const prefix = `${PROCESSED_DIR}/${subdir ? `${subdir}/` : ""}`;
+    const prefix = `${PROCESSED_DIR}/${subdirs.map((dir) => `${dir}/`).join("")}`;
     logger(`"${directory.name}/${file.relpath}"`).warn(
       `${prefix}${name} exists and is kept; this version moved to ${prefix}${moved}`,
     );
@@ -50,73 +49,84 @@ export async function finalizeFile(
   return "processed";
 }
 
-/** Creates `<location>/processed/<subdir>` level by level, refusing any symbolic link. */
-async function processedDirectory(location: string, subdir: string): Promise<string> {
-  let dir = location;
-  for (const name of [PROCESSED_DIR, ...(subdir ? subdir.split("/") : [])]) {
-    dir = `${dir}/${name}`;
-    // Usually there: one lstat, not a failing mkdir and an lstat per file moved.
-    let info = await lstatOrUndefined(dir);
-    if (!info) {
-      try {
-        await Deno.mkdir(dir);
-      } catch (error) {
-        if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
-      }
-      info = await Deno.lstat(dir);
-    }
-    if (info.isSymlink || !info.isDirectory) {
-      throw new UnsafeSourceError(
-        `"${dir}" is ${info.isSymlink ? "a symbolic link" : "not a directory"}; nothing is ` +
-          `moved through it: replace it with a real directory`,
-      );
-    }
-  }
-  return dir;
-}
-
 /**
- * Moves `source` (the file `identity`) into `dir` under `name`, or the first
- * free numbered name, and returns the name used. A hard link claims the name
- * atomically (it fails if the name exists, and does not follow a link at
- * `source`), then the source is unlinked; file systems without hard links
- * fall back to a check, then rename.
+ * Moves `location/subdirs…/name` (the file `identity`) to the same place
+ * below `location/processed/` (made level by level, no symbolic link
+ * followed) under `name` or the first free numbered name, and returns the
+ * name used. A hard link claims the name atomically (it fails if the name
+ * exists, and does not follow a link at the source), then the source is
+ * unlinked. Where hard links are refused (a file system without them, or
+ * `fs.protected_hardlinks` for another owner's file) the source is renamed
+ * once its name is seen free, in the same synchronous step. Each step works
+ * in a {@linkcode inPinnedDirectory}, so a directory swapped along either
+ * path can neither receive the file nor lose another one.
  */
-async function moveWithoutReplacing(
-  source: string,
-  dir: string,
+function moveWithoutReplacing(
+  location: string,
+  subdirs: readonly string[],
   name: string,
   identity: SourceStat,
-): Promise<string> {
+): string {
+  const source = [location, ...subdirs, name].join("/");
+  const { candidate, linked } = inPinnedDirectory(
+    location,
+    [PROCESSED_DIR, ...subdirs],
+    () => claimName(source, name, identity),
+    { create: true },
+  );
+  if (linked) {
+    try {
+      inPinnedDirectory(location, subdirs, () => {
+        const now = lstatOrUndefined(name);
+        if (now && sameInode(now, identity)) Deno.removeSync(name);
+      });
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  }
+  return candidate;
+}
+
+/** In the processed/ directory, the working one: links or renames `source` to a free name. */
+function claimName(
+  source: string,
+  name: string,
+  identity: SourceStat,
+): { candidate: string; linked: boolean } {
   for (let n = 0;; n++) {
     const candidate = n === 0 ? name : numberedName(name, n);
-    const target = `${dir}/${candidate}`;
     try {
-      await Deno.link(source, target);
+      Deno.linkSync(source, candidate);
     } catch (error) {
       if (error instanceof Deno.errors.AlreadyExists) {
         // Linked by an earlier run that died before unlinking the source: finish that move.
-        if (sameInode(await Deno.lstat(target), identity)) return await unlinkSource(candidate);
+        if (sameInode(Deno.lstatSync(candidate), identity)) return { candidate, linked: true };
         continue;
       }
       if (error instanceof Deno.errors.NotFound) throw error;
-      if (await exists(target)) continue;
-      await Deno.rename(source, target);
-      return candidate;
+      if (lstatOrUndefined(candidate)) continue;
+      if (!sameInode(Deno.lstatSync(source), identity)) throw replaced(source);
+      Deno.renameSync(source, candidate);
+      if (!sameInode(Deno.lstatSync(candidate), identity)) {
+        throw new UnsafeSourceError(
+          `"${source}" was swapped while it was renamed into processed/: ` +
+            `${candidate} there is another file, left for a person to look at`,
+        );
+      }
+      return { candidate, linked: false };
     }
-    if (!sameInode(await Deno.lstat(target), identity)) {
-      await Deno.remove(target);
-      throw new UnsafeSourceError(
-        `"${source}" was replaced while it was moved to processed/; it stays where it is`,
-      );
+    if (!sameInode(Deno.lstatSync(candidate), identity)) {
+      Deno.removeSync(candidate);
+      throw replaced(source);
     }
-    return await unlinkSource(candidate);
+    return { candidate, linked: true };
   }
+}
 
-  async function unlinkSource(candidate: string): Promise<string> {
-    if (sameInode(await Deno.lstat(source), identity)) await Deno.remove(source);
-    return candidate;
-  }
+function replaced(source: string): UnsafeSourceError {
+  return new UnsafeSourceError(
+    `"${source}" was replaced while it was moved to processed/; it stays where it is`,
+  );
 }
 
 /** `report.csv` -> `report.1.csv`, `a.tar.gz` -> `a.1.tar.gz`, `README` -> `README.1`. */
@@ -127,17 +137,4 @@ export function numberedName(name: string, n: number): string {
 
 function sameInode(info: Deno.FileInfo, identity: SourceStat): boolean {
   return info.dev === identity.dev && info.ino === identity.ino;
-}
-
-async function lstatOrUndefined(path: string): Promise<Deno.FileInfo | undefined> {
-  try {
-    return await Deno.lstat(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await lstatOrUndefined(path) !== undefined;
 }

@@ -88,6 +88,155 @@ Deno.test("finalizeFile() refuses a queued file whose subdirectory became a syml
   });
 });
 
+/**
+ * A hostile local user in another process, exchanging `dir` with a symbolic
+ * link to `victim` (`renameat2(RENAME_EXCHANGE)`, so the path never goes
+ * missing) and back as fast as it can until `body` is done.
+ */
+async function whileSwapped(dir: string, victim: string, body: () => Promise<void>) {
+  const link = `${dir}.link`;
+  const stop = `${dir}.stop`;
+  await Deno.symlink(victim, link);
+  const swapper = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `
+      const [dir, link, stop] = ${JSON.stringify([dir, link, stop])};
+      const libc = Deno.dlopen("libc.so.6", {
+        renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
+      });
+      const AT_FDCWD = -100, RENAME_EXCHANGE = 2;
+      const path = (p) => new TextEncoder().encode(p + "\\0");
+      const [from, to] = [path(dir), path(link)];
+      const until = Date.now() + 30_000;
+      for (let turn = 0; Date.now() < until; turn++) {
+        if (turn % 256 === 0) { try { Deno.lstatSync(stop); break; } catch { /* go on */ } }
+        libc.symbols.renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_EXCHANGE);
+      }
+      // Leave the real directory in its place.
+      if (Deno.lstatSync(dir).isSymlink) libc.symbols.renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_EXCHANGE);`,
+    ],
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  try {
+    await body();
+  } finally {
+    await Deno.writeTextFile(stop, "");
+    const status = await Promise.race([swapper.status, delay(5_000).then(() => undefined)]);
+    if (!status) swapper.kill("SIGKILL");
+    await swapper.status;
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Finalizes files as `write` makes them, for `ms`, and counts the outcomes. */
+async function finalizeRepeatedly(
+  ms: number,
+  write: (turn: number) => Promise<string | undefined>,
+  finalize: (relpath: string) => Promise<string>,
+): Promise<{ processed: number; refused: number }> {
+  let processed = 0;
+  let refused = 0;
+  const until = Date.now() + ms;
+  for (let turn = 0; Date.now() < until; turn++) {
+    const relpath = await write(turn).catch(() => undefined);
+    if (relpath === undefined) continue;
+    try {
+      if (await finalize(relpath) === "processed") processed++;
+    } catch {
+      refused++;
+    }
+  }
+  return { processed, refused };
+}
+
+Deno.test("finalizeFile() deletes nothing outside Location while a subdirectory is swapped for a symlink", async () => {
+  await withLocation(async (dir, location, finalize) => {
+    // The file to finalize lives in sub/d; a user who can write sub swaps d for a link to victim,
+    // which holds a file of the same name: it must survive every move.
+    await Deno.mkdir(`${location}/sub/d`, { recursive: true });
+    await Deno.mkdir(`${dir}/victim`);
+    let deleted = 0;
+    await whileSwapped(`${location}/sub/d`, `${dir}/victim`, async () => {
+      const counts = await finalizeRepeatedly(2_000, async () => {
+        await Deno.writeTextFile(`${dir}/victim/passwd`, "root:x:0:0");
+        await Deno.writeTextFile(`${location}/sub/d/passwd`, "queued");
+        return "sub/d/passwd";
+      }, async (relpath) => {
+        const result = await finalize(relpath);
+        if ((await Deno.lstat(`${dir}/victim/passwd`).catch(() => undefined)) === undefined) {
+          deleted++;
+        }
+        return result;
+      });
+      assert.ok(counts.processed > 0, `no file was processed (${counts.refused} refused)`);
+    });
+    assert.equal(deleted, 0, `a file outside Location was deleted ${deleted} times`);
+  });
+});
+
+Deno.test("finalizeFile() places nothing outside Location while a processed/ subdirectory is swapped for a symlink", async () => {
+  await withLocation(async (dir, location, finalize) => {
+    await Deno.mkdir(`${location}/processed/sub`, { recursive: true });
+    await Deno.mkdir(`${location}/sub`);
+    await Deno.mkdir(`${dir}/victim`);
+    await whileSwapped(`${location}/processed/sub`, `${dir}/victim`, async () => {
+      const counts = await finalizeRepeatedly(2_000, async (turn) => {
+        await Deno.writeTextFile(`${location}/sub/evil${turn}.sh`, "echo owned");
+        return `sub/evil${turn}.sh`;
+      }, finalize);
+      assert.ok(counts.processed > 0, `no file was processed (${counts.refused} refused)`);
+    });
+    const placed = await Array.fromAsync(Deno.readDir(`${dir}/victim`));
+    assert.deepEqual(placed.map((entry) => entry.name), [], "files placed outside Location");
+  });
+});
+
+Deno.test("finalizeFile() without hard links renames, and files finalized together never replace one another", async () => {
+  const { link, linkSync } = Deno;
+  // A file system without hard links, or protected_hardlinks refusing another owner's file.
+  const refused = () => new Deno.errors.PermissionDenied("Operation not permitted (os error 1)");
+  Deno.link = () => Promise.reject(refused());
+  Deno.linkSync = () => {
+    throw refused();
+  };
+  try {
+    await withLocation(async (_, location, finalize) => {
+      // The newcomer report.csv wants report.1.csv, as the real report.1.csv does; the second
+      // starts some file system calls after the first, in a subdirectory of its own each time.
+      for (let lag = 0; lag < 8; lag++) {
+        const dir = `lag${lag}`;
+        await Deno.mkdir(`${location}/processed/${dir}`, { recursive: true });
+        await Deno.writeTextFile(`${location}/processed/${dir}/report.csv`, "kept");
+        await Deno.mkdir(`${location}/${dir}`);
+        await Deno.writeTextFile(`${location}/${dir}/report.csv`, "new");
+        await Deno.writeTextFile(`${location}/${dir}/report.1.csv`, "real 1");
+        const outcomes = await Promise.all([
+          finalize(`${dir}/report.csv`),
+          (async () => {
+            for (let call = 0; call < lag; call++) await Deno.lstat(location);
+            return await finalize(`${dir}/report.1.csv`);
+          })(),
+        ]);
+        assert.deepEqual(outcomes, ["processed", "processed"]);
+        const processed = `${location}/processed/${dir}`;
+        const contents = await Promise.all(
+          (await Array.fromAsync(Deno.readDir(processed))).map((entry) =>
+            Deno.readTextFile(`${processed}/${entry.name}`)
+          ),
+        );
+        assert.deepEqual(contents.sort(), ["kept", "new", "real 1"], `lag ${lag}`);
+      }
+    });
+  } finally {
+    Object.assign(Deno, { link, linkSync });
+  }
+});
+
 Deno.test("numberedName() keeps the extension", () => {
   assert.equal(numberedName("report.csv", 1), "report.1.csv");
   assert.equal(numberedName("archive.tar.gz", 2), "archive.2.tar.gz");

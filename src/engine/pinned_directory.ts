@@ -1,0 +1,89 @@
+/**
+ * Work in a directory below a Location that no swap along its path can
+ * redirect. Deno has no `openat(2)`, `linkat(2)` or `unlinkat(2)`, so the
+ * process's working directory stands in for a directory descriptor: each
+ * level is `lstat`ed (a symbolic link is refused), entered with `chdir`, and
+ * `.` must then be the directory `lstat` saw. From there a relative name
+ * resolves in that directory, whatever is renamed or swapped along its path
+ * meanwhile: checking a path and then using it again resolved the path twice,
+ * and a subdirectory swapped for a symlink in between let a move delete or
+ * place files outside the Location.
+ *
+ * The work runs synchronously, so nothing else in this process runs, or
+ * resolves a relative path, while the working directory is moved; every
+ * path the daemon uses elsewhere is absolute. The working directory is put
+ * back before the call returns.
+ *
+ * @module
+ */
+import { UnsafeSourceError } from "./source.ts";
+
+/**
+ * Runs `work` with the working directory at `root/names…`, reached without
+ * following a symbolic link below `root`; with `create`, missing levels are
+ * made. Throws {@linkcode UnsafeSourceError} when a level is a symbolic link,
+ * not a directory, or was swapped while it was entered, and `NotFound` when
+ * a level is missing.
+ */
+export function inPinnedDirectory<T>(
+  root: string,
+  names: readonly string[],
+  work: () => T,
+  options: { create?: boolean } = {},
+): T {
+  const home = Deno.cwd();
+  try {
+    Deno.chdir(root);
+    let path = root;
+    for (const name of names) {
+      path = `${path}/${name}`;
+      enter(name, path, options.create ?? false);
+    }
+    return work();
+  } finally {
+    restore(home);
+  }
+}
+
+function enter(name: string, path: string, create: boolean): void {
+  let info = lstatOrUndefined(name);
+  if (!info && create) {
+    try {
+      Deno.mkdirSync(name);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    }
+    info = lstatOrUndefined(name);
+  }
+  if (!info) throw new Deno.errors.NotFound(`"${path}" is gone`);
+  if (info.isSymlink || !info.isDirectory) {
+    throw new UnsafeSourceError(
+      `"${path}" is ${info.isSymlink ? "a symbolic link" : "not a directory"}; nothing is ` +
+        `moved through it: replace it with a real directory`,
+    );
+  }
+  Deno.chdir(name);
+  const here = Deno.statSync(".");
+  if (here.dev !== info.dev || here.ino !== info.ino) {
+    throw new UnsafeSourceError(`"${path}" was swapped while it was entered; nothing is moved`);
+  }
+}
+
+/** Goes back to the working directory the daemon had, or `/` if that one is gone. */
+function restore(home: string): void {
+  try {
+    Deno.chdir(home);
+  } catch {
+    Deno.chdir("/");
+  }
+}
+
+/** `Deno.lstatSync`, or `undefined` when nothing is there. */
+export function lstatOrUndefined(path: string): Deno.FileInfo | undefined {
+  try {
+    return Deno.lstatSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
