@@ -32,12 +32,16 @@ export async function finalizeFile(
     store.removeFile(file.id);
     return "vanished";
   }
-  if (!sameVersion(now, file)) {
+  const subdirs = file.relpath.split("/");
+  const name = subdirs.pop()!;
+  // The link of a run killed before it unlinked the source changed only the source's ctime:
+  // that move is finished below, not the whole file sent again.
+  const linkedBefore = () =>
+    sameVersion({ ...now, ctimeMs: null }, file) && linkedEarlier(location, subdirs, name, now);
+  if (!sameVersion(now, file) && !linkedBefore()) {
     store.fileChanged(file.id, now.size, now.mtimeMs, now);
     return "changed";
   }
-  const subdirs = file.relpath.split("/");
-  const name = subdirs.pop()!;
   const moved = moveWithoutReplacing(location, subdirs, name, now);
   await store.grouped(() => store.removeFile(file.id));
   if (moved !== name) {
@@ -85,6 +89,27 @@ function moveWithoutReplacing(
     }
   }
   return candidate;
+}
+
+/** Whether processed/ holds `name`, or a numbered name for it, as a link to the source. */
+function linkedEarlier(
+  location: string,
+  subdirs: readonly string[],
+  name: string,
+  identity: SourceStat,
+): boolean {
+  try {
+    return inPinnedDirectory(location, [PROCESSED_DIR, ...subdirs], () => {
+      for (let n = 0;; n++) {
+        const info = lstatOrUndefined(n === 0 ? name : numberedName(name, n));
+        if (!info) return false;
+        if (sameInode(info, identity)) return true;
+      }
+    });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
 }
 
 /** In the processed/ directory, the working one: links or renames `source` to a free name. */

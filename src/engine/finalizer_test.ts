@@ -3,23 +3,40 @@ import { Store } from "../store/store.ts";
 import { finalizeFile, numberedName } from "./finalizer.ts";
 import { toSourceStat, UnsafeSourceError } from "./source.ts";
 
+/** Files queued in the store, finalized later: what the engine does between the two. */
+interface Queue {
+  /** Queues the file at `relpath` as it is now; returns its id. */
+  add(relpath: string): Promise<number>;
+  /** Finalizes the queued file `fileId`. */
+  finalize(fileId: number): Promise<string>;
+  /** Whether the store still has the file `fileId`. */
+  has(fileId: number): boolean;
+}
+
 async function withLocation(
-  body: (dir: string, location: string, finalize: (relpath: string) => Promise<string>) => Promise<
-    void
-  >,
+  body: (
+    dir: string,
+    location: string,
+    finalize: (relpath: string) => Promise<string>,
+    queue: Queue,
+  ) => Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "cm-finalize-" });
   const store = await Store.open(`${dir}/state.db`);
   const location = `${dir}/out`;
   await Deno.mkdir(location);
   const directory = { name: "out", location, destination: "/srv/in" };
-  const finalize = async (relpath: string) => {
-    const stat = toSourceStat(await Deno.lstat(`${location}/${relpath}`));
-    const { fileId } = store.enqueue("out", relpath, stat.size, stat.mtimeMs, [], stat);
-    return await finalizeFile(store, directory, store.file(fileId)!);
+  const queue: Queue = {
+    async add(relpath) {
+      const stat = toSourceStat(await Deno.lstat(`${location}/${relpath}`));
+      return store.enqueue("out", relpath, stat.size, stat.mtimeMs, [], stat).fileId;
+    },
+    finalize: (fileId) => finalizeFile(store, directory, store.file(fileId)!),
+    has: (fileId) => store.file(fileId) !== undefined,
   };
+  const finalize = async (relpath: string) => await queue.finalize(await queue.add(relpath));
   try {
-    await body(dir, location, finalize);
+    await body(dir, location, finalize, queue);
   } finally {
     store.close();
     await Deno.remove(dir, { recursive: true });
@@ -52,6 +69,23 @@ Deno.test("finalizeFile() completes a move that died between link and unlink", a
       ["f.txt"],
     );
     await assert.rejects(() => Deno.lstat(`${location}/f.txt`), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("finalizeFile() finishes a move whose link changed the queued file's ctime, sending nothing again", async () => {
+  await withLocation(async (_, location, __, queue) => {
+    await Deno.writeTextFile(`${location}/report.csv`, "sent");
+    const fileId = await queue.add("report.csv");
+    await Deno.mkdir(`${location}/processed`);
+    await Deno.writeTextFile(`${location}/processed/report.csv`, "kept");
+    // Deno's ctime has whole seconds: the link of the killed run lands in the next one.
+    await new Promise((resolve) => setTimeout(resolve, 1_000 - Date.now() % 1_000 + 50));
+    await Deno.link(`${location}/report.csv`, `${location}/processed/report.1.csv`);
+    assert.equal(await queue.finalize(fileId), "processed");
+    assert.equal(queue.has(fileId), false, "forgotten, not queued again");
+    const names = await Array.fromAsync(Deno.readDir(`${location}/processed`));
+    assert.deepEqual(names.map((entry) => entry.name).sort(), ["report.1.csv", "report.csv"]);
+    await assert.rejects(() => Deno.lstat(`${location}/report.csv`), Deno.errors.NotFound);
   });
 });
 
