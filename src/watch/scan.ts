@@ -98,10 +98,15 @@ async function scanEntries(
 ): Promise<void> {
   const subdirs: string[] = [];
   const candidates: string[] = [];
+  // Two names that decode to one string: the second is a name that is not UTF-8 (and the
+  // first may be too), where the string reaches a file all the same.
+  const decodedWithBadBytes = new Set<string>();
   for (const entry of entries) {
     if (isIgnoredName(entry.name) || entry.isSymlink) continue;
     const relpath = dir ? `${dir}/${entry.name}` : entry.name;
-    if (await unreachable(location, relpath)) {
+    const seenBefore = decodedWithBadBytes.has(entry.name);
+    if (entry.name.includes("\uFFFD")) decodedWithBadBytes.add(entry.name);
+    if (seenBefore || await unreachable(location, relpath)) {
       unaddressable.push(relpath);
       continue;
     }

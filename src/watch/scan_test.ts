@@ -69,6 +69,22 @@ Deno.test("scanDirectory() keeps hostile names intact", async () => {
   });
 });
 
+Deno.test("scanDirectory() reports a name that is not UTF-8 though a valid name decodes alike", async () => {
+  await withTree(async (root) => {
+    // "rep\xFFort.csv" reaches JavaScript as "rep\uFFFDort.csv", which names the other file.
+    await Deno.writeTextFile(`${root}/rep\uFFFDort.csv`, "valid");
+    const made = await new Deno.Command("/bin/sh", {
+      args: ["-c", `printf latin1 > "$(printf '%s/rep\\377ort.csv' "$1")"`, "sh", root],
+    }).output();
+    assert.equal(made.code, 0);
+    assert.equal((await Array.fromAsync(Deno.readDir(root))).length, 2);
+    const unaddressable: string[] = [];
+    const files = await scanDirectory(root, "", unaddressable);
+    assert.deepEqual(files.map((file) => [file.relpath, file.size]), [["rep\uFFFDort.csv", 5]]);
+    assert.deepEqual(unaddressable, ["rep\uFFFDort.csv"]);
+  });
+});
+
 Deno.test("scanDirectory() with `under` scans one subtree, relative to the location", async () => {
   await withTree(async (root) => {
     await Deno.mkdir(`${root}/a/b`, { recursive: true });
