@@ -29,6 +29,19 @@ export const EXIT_PART_MISSING = 66;
 const PRIVATE_CREATE = "umask 077 && set -C";
 
 /**
+ * Checks, before a byte is written, that file descriptor `fd` is a regular
+ * file: `set -C` creates a new file exclusively but opens something already
+ * there that is not a regular file (a link to a FIFO or a device, planted
+ * since the `rm -f` by a user who can write the destination directory), and
+ * the file's bytes would flow into it. dash and bash never open an existing
+ * regular file under `set -C`, so a regular file here is the one just made.
+ */
+function regularFileCheck(fd: number): string {
+  return `{ [ -f /dev/fd/${fd} ] || { echo "the temp file is not a regular file ` +
+    `(a link planted in the destination directory?): nothing written" >&2; false; }; }`;
+}
+
+/**
  * Part names per `cat` in {@linkcode assembleCommand}, and at most per batch
  * of {@linkcode streamAssemblyCommand}: a few KiB of arguments.
  */
@@ -60,12 +73,14 @@ export function assembleCommand(
     PRIVATE_CREATE,
     shellCommand(["rm", "-f", "--", tempPath]),
     // A missing part exits with its own status before cat starts; nothing exists yet.
-    ...(count === 0 ? [`: > ${temp}`] : [
+    ...(count === 0 ? [`${regularFileCheck(1)} > ${temp}`] : [
       shellCommand(["cd", "--", partDir]),
       `n=0 && while [ $n -lt ${count} ]; do test -f $n.part || exit ${EXIT_PART_MISSING}; ` +
       `n=$((n + 1)); done`,
       // One cat per batch of names, so 10,000 parts cost 20 process starts, not 10,000.
-      `{ n=0 f=0; while [ $n -lt ${count} ]; do b=$((n + ${CAT_BATCH})); ` +
+      `{ ${
+        regularFileCheck(1)
+      } && n=0 f=0 && while [ $n -lt ${count} ]; do b=$((n + ${CAT_BATCH})); ` +
       `[ $b -le ${count} ] || b=${count}; set --; ` +
       `while [ $n -lt $b ]; do set -- "$@" $n.part; n=$((n + 1)); done; ` +
       `cat -- "$@" || { f=1; break; }; done; [ $f = 0 ]; } > ${temp}`,
@@ -125,7 +140,8 @@ export function streamAssemblyCommand(
     `cat -- "$@" >&5 && cat <&6 && t=$(wc -c < ${temp}) && t=$((t)) || exit 1`,
     `echo "ok $n $t" >&4 || exit ${EXIT_STOPPED}`,
   ].join("; ");
-  const loop = `n=0 t=0; while [ $n -lt ${count} ]; do ${perBatch}; done; ` +
+  const loop =
+    `${regularFileCheck(5)} || exit 1; n=0 t=0; while [ $n -lt ${count} ]; do ${perBatch}; done; ` +
     `echo "parts $n $t end" >&3`;
   const steps = [
     PRIVATE_CREATE,

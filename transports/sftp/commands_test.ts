@@ -439,6 +439,63 @@ Deno.test("assembly commands create the temp file 0600 whatever the umask", asyn
   });
 });
 
+Deno.test("assembly commands write nothing through a link planted at the temp name after its removal", async () => {
+  const secret = "secret part\n";
+  await withParts([new TextEncoder().encode(secret)], async (partDir, tempPath, root) => {
+    const fifo = `${root}/fifo`;
+    assert.equal((await new Deno.Command("mkfifo", { args: [fifo] }).output()).code, 0);
+    // A user who can write the destination directory wins the race: right after `rm -f`
+    // removed the temp name, a link to that user's FIFO is there.
+    const bin = `${root}/bin`;
+    await Deno.mkdir(bin);
+    await Deno.writeTextFile(
+      `${bin}/rm`,
+      '#!/bin/sh\n/bin/rm "$@" || exit\n[ -e "$CM_PLANTED" ] && exit 0\n' +
+        ': > "$CM_PLANTED" && exec ln -s -- "$CM_FIFO" "$CM_TEMP"\n',
+      { mode: 0o755 },
+    );
+    const runs: [string, string][] = [
+      ["assembleCommand", assembleCommand(partDir, 1, tempPath, false)],
+      ["streamAssemblyCommand", streamAssemblyCommand(partDir, 1, tempPath, false)],
+    ];
+    for (const [name, command] of runs) {
+      const planted = `${root}/planted-${name}`;
+      // The attacker reads the FIFO, so that opening it for writing does not block.
+      const reader = new Deno.Command("cat", { args: [fifo], stdout: "piped" }).spawn();
+      // Bounded: a command that wrote into the FIFO then waits on it to hash what it wrote.
+      const child = new Deno.Command("/bin/sh", {
+        args: ["-c", command],
+        env: {
+          PATH: `${bin}:${Deno.env.get("PATH")}`,
+          CM_PLANTED: planted,
+          CM_FIFO: fifo,
+          CM_TEMP: tempPath,
+        },
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(5_000),
+      }).spawn();
+      const input = child.stdin.getWriter();
+      await input.write(new TextEncoder().encode("0\n")).catch(() => {});
+      await input.close().catch(() => {});
+      const result = decoded(await child.output());
+      const stolen = await Promise.race([
+        reader.output().then((output) => new TextDecoder().decode(output.stdout)),
+        new Promise<string>((resolve) =>
+          setTimeout(() => resolve("(reader still blocked)"), 3_000)
+        ),
+      ]);
+      if (stolen === "(reader still blocked)") reader.kill();
+      assert.ok((await Deno.lstat(planted)).isFile, `${name}: the link was planted`);
+      assert.notEqual(result.code, 0, `${name} went on through the link`);
+      assert.match(result.stderr, /not a regular file/, name);
+      assert.equal(stolen, "", `${name} wrote the file's bytes through the link`);
+      await Deno.remove(tempPath).catch(() => {});
+    }
+  });
+});
+
 Deno.test("streamAssemblyCommand() hashes the bytes it wrote to the temp file, not a second read of the part", async () => {
   await withParts([], async (partDir, tempPath) => {
     // A part that gives other bytes (same length) each time it is opened.
