@@ -20,6 +20,7 @@ import {
   fsyncHandle,
   lstatPath,
   openHandle,
+  openKept,
   readFile,
   removeFile,
   removeQuietly,
@@ -162,8 +163,8 @@ async function openFresh(
       removed = true; // SFTP v3 reports "exists" as a generic failure.
       const stats = resume ? await lstatPath(connection, path) : undefined;
       const offset = stats?.isFile() ? await resume!(path, stats, data) : 0;
-      // "r+": read and write, neither created nor truncated.
-      if (offset > 0) return { handle: await openHandle(connection, path, "r+"), offset };
+      const handle = offset > 0 ? await openKept(connection, path, stats!) : undefined;
+      if (handle) return { handle, offset };
     } else throw unlinked.status === "rejected" ? unlinked.reason : error;
   }
 }

@@ -14,8 +14,10 @@ import {
   type TestServer,
 } from "../../tests/servers.ts";
 import { assembleAll, tempPathFor, type TransportError } from "../transport.ts";
+import type { SshConnection } from "./connection.ts";
 import { findSsh } from "./openssh_setup.ts";
-import type { SftpTransport } from "./sftp_transport.ts";
+import { putWholeFile } from "./put_whole.ts";
+import { SftpTransport } from "./sftp_transport.ts";
 
 const MiB = 1 << 20;
 const unavailable = serverUnavailable("openssh");
@@ -142,3 +144,46 @@ for (const carrier of ["builtin", "openssh"] as const) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "a file left beside the destination is not resumed through a link swapped in after its check",
+  ignore: unavailable !== undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const transport = new SftpTransport(server.vesselConfig({ sshClient: "builtin" }));
+    try {
+      const destination = `${server.dir}/inbox/shared.bin`;
+      const temp = tempPathFor("swapped", destination);
+      const data = bytes(MiB, 11);
+      await Deno.mkdir(`${server.dir}/inbox`, { recursive: true });
+      // What a try cut mid-way left, and a private file of the login user beside it.
+      await Deno.writeFile(temp, data.subarray(0, 768 * 1024), { mode: 0o600 });
+      const precious = `${server.dir}/precious`;
+      await Deno.writeTextFile(precious, "precious!!", { mode: 0o600 });
+      const put = (connection: SshConnection) =>
+        putWholeFile(connection, temp, data, {
+          fsync: false,
+          deadline: () => 60_000,
+          makeDirectory: () => Promise.resolve(),
+          // The check passes on the file left there; then a user who can write the directory
+          // renames a link to the precious file over it.
+          resume: async () => {
+            await Deno.symlink(precious, `${temp}.link`);
+            await Deno.rename(`${temp}.link`, temp);
+            return 768 * 1024;
+          },
+        });
+      const stored = await transport.connections.run("put a file", put);
+      assert.equal(await Deno.readTextFile(precious), "precious!!", "written through the link");
+      assert.equal(stored.sha256, sha256(data));
+      assert.ok((await Deno.lstat(temp)).isFile, "written from byte 0 as a new file");
+      assert.equal(sha256(await Deno.readFile(temp)), sha256(data));
+    } finally {
+      await transport.close();
+      await server.stop();
+    }
+  },
+});

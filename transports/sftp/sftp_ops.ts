@@ -45,6 +45,31 @@ export async function lstatPath(
   }
 }
 
+/**
+ * Opens the file left at `path` that `kept` (its lstat) describes, to write
+ * on after its end ("r+": neither created nor truncated), or `undefined` when
+ * what opened is not that file. An open follows a link, and a user who can
+ * write the directory can swap one in after the file was checked (in a
+ * destination directory shared with others): the opened file must then
+ * match the lstat taken before, in type, owner, mode, size and mtime.
+ */
+export async function openKept(
+  connection: SshConnection,
+  path: string,
+  kept: Stats,
+): Promise<Buffer | undefined> {
+  const handle = await openHandle(connection, path, "r+");
+  const opened = await fstatHandle(connection, handle).catch(() => undefined);
+  if (
+    opened?.isFile() && opened.uid === kept.uid && opened.mode === kept.mode &&
+    opened.size === kept.size && opened.mtime === kept.mtime
+  ) {
+    return handle;
+  }
+  await closeHandle(connection, handle).catch(() => {});
+  return undefined;
+}
+
 /** Creates directory `path` with mode 0700; false when something is there already. */
 export async function makePrivateDirectory(
   connection: SshConnection,
@@ -105,8 +130,8 @@ export async function openPrivateFile(
       );
     }
     const offset = resume && data ? await resume(path, stats, data) : 0;
-    // "r+": read and write, neither created nor truncated.
-    if (offset > 0) return { handle: await openHandle(connection, path, "r+"), offset };
+    const handle = offset > 0 ? await openKept(connection, path, stats) : undefined;
+    if (handle) return { handle, offset };
   }
   await removeFile(connection, path);
   return { handle: await openHandle(connection, path, flags, PRIVATE_FILE_MODE), offset: 0 };
