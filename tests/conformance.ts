@@ -451,7 +451,7 @@ export function transportConformance(
         });
 
         await t.step(
-          "TempDir and part dirs are 0700, parts and temp files 0600, publish sets the mode",
+          "TempDir and part dirs are 0700, parts 0600, a file gets its mode once written whole",
           async () => {
             const mode = async (path: string) =>
               (await Deno.lstat(target.localPath(path))).mode! & 0o7777;
@@ -463,15 +463,46 @@ export function transportConformance(
             await transport.putPart(key, 0, bytes(10, 1));
             await transport.putPart(key, 1, bytes(300_000, 2));
             assert.equal(await mode(`${target.tempDir}/${key}/0.part`), 0o600);
-            const assembled = await assembleAll(transport, key, 2, destination);
-            assert.equal(await mode(assembled.tempPath), 0o600);
-            await transport.publish(assembled.tempPath, destination, 0o640);
+            const assembled = await assembleAll(transport, key, 2, destination, 0o640);
+            assert.equal(await mode(assembled.tempPath), 0o640);
+            await transport.publish(assembled.tempPath, destination);
             assert.equal(await mode(destination), 0o640);
             await transport.removeParts(key);
-            const whole = await transport.putWhole(freshKey(), `${base}/modes/key`, bytes(5, 3));
-            assert.equal(await mode(whole.tempPath), 0o600);
-            await transport.publish(whole.tempPath, `${base}/modes/key`, 0o4755);
+            const plain = await transport.putWhole(freshKey(), `${base}/modes/plain`, bytes(5, 4));
+            assert.equal(await mode(plain.tempPath), 0o600, "without a mode, private");
+            await transport.remove(plain.tempPath);
+            const whole = await transport.putWhole(
+              freshKey(),
+              `${base}/modes/key`,
+              bytes(5, 3),
+              0o4755,
+            );
+            assert.equal(await mode(whole.tempPath), 0o755);
+            await transport.publish(whole.tempPath, `${base}/modes/key`);
             assert.equal(await mode(`${base}/modes/key`), 0o755, "set-id bits are not carried");
+            const zero = await assembleAll(transport, freshKey(), 0, `${base}/modes/zero`, 0o644);
+            assert.equal(await mode(zero.tempPath), 0o644, "an empty file gets its mode too");
+            await transport.remove(zero.tempPath);
+          },
+        );
+
+        await t.step(
+          "publish changes no mode through a link swapped in at the temp name",
+          async () => {
+            // A user who can write the destination directory renames a link to a private file
+            // of the login user over the verified temp file, between its hash and its publish.
+            const victim = `${base}/modes/id_ed25519`;
+            await Deno.writeTextFile(target.localPath(victim), "private key", { mode: 0o600 });
+            const destination = `${base}/modes/shared.bin`;
+            const whole = await transport.putWhole(freshKey(), destination, bytes(7, 5), 0o666);
+            const local = target.localPath(whole.tempPath);
+            await Deno.remove(local);
+            await Deno.symlink(target.localPath(victim), local);
+            await transport.publish(whole.tempPath, destination).catch(() => {});
+            const victimMode = (await Deno.lstat(target.localPath(victim))).mode! & 0o777;
+            assert.equal(victimMode, 0o600, "the linked file's mode changed");
+            await Deno.remove(target.localPath(destination)).catch(() => {});
+            await Deno.remove(local).catch(() => {});
           },
         );
 

@@ -151,7 +151,7 @@ export class FakeTransport implements Transport {
     return this.#store(tempPathFor(key, destination), replaced ?? concat(chunks));
   }
 
-  startAssembly(key: string, count: number, destination: string): Assembly {
+  startAssembly(key: string, count: number, destination: string, mode?: number): Assembly {
     const ready = new Set<number>();
     let aborted = false;
     let finishing: Promise<Assembled> | undefined;
@@ -168,7 +168,9 @@ export class FakeTransport implements Transport {
             if (!ready.has(index)) throw new Error(`part ${index} was never announced`);
           }
           if (aborted) throw new TransportError("aborted", "failed");
-          return await this.assemble(key, count, destination);
+          const assembled = await this.assemble(key, count, destination);
+          this.#setMode(assembled.tempPath, mode);
+          return assembled;
         })();
         return finishing;
       },
@@ -180,9 +182,22 @@ export class FakeTransport implements Transport {
     };
   }
 
-  async putWhole(key: string, destination: string, data: Uint8Array): Promise<Assembled> {
+  async putWhole(
+    key: string,
+    destination: string,
+    data: Uint8Array,
+    mode?: number,
+  ): Promise<Assembled> {
     const replaced = await this.#enter("putWhole", key, destination);
-    return this.#store(tempPathFor(key, destination), (replaced ?? data).slice());
+    const assembled = this.#store(tempPathFor(key, destination), (replaced ?? data).slice());
+    this.#setMode(assembled.tempPath, mode);
+    return assembled;
+  }
+
+  /** A file written with a mode has it (0600 otherwise, as the real transports make them). */
+  #setMode(path: string, mode: number | undefined): void {
+    if (mode === undefined) this.modes.delete(path);
+    else this.modes.set(path, mode);
   }
 
   async hash(path: string): Promise<string | undefined> {
@@ -191,13 +206,14 @@ export class FakeTransport implements Transport {
     return data && sha256(data);
   }
 
-  async publish(tempPath: string, destination: string, mode?: number): Promise<void> {
-    await this.#enter("publish", tempPath, destination, mode);
+  async publish(tempPath: string, destination: string): Promise<void> {
+    await this.#enter("publish", tempPath, destination);
     const data = this.files.get(tempPath);
     if (!data) throw new TransportError(`"${tempPath}" is not there`, "failed");
     this.files.delete(tempPath);
     this.files.set(destination, data);
-    if (mode !== undefined) this.modes.set(destination, mode);
+    this.#setMode(destination, this.modes.get(tempPath));
+    this.modes.delete(tempPath);
   }
 
   async removeParts(key: string, count?: number): Promise<void> {

@@ -31,8 +31,8 @@ Deno.test({
     const transport = new SftpTransport(server.vesselConfig({ fsync: true }));
     try {
       const destination = `${server.dir}/inbox/durable.bin`;
-      const assembled = await transport.putWhole("fsync1", destination, new Uint8Array(100));
-      await transport.publish(assembled.tempPath, destination, 0o644);
+      const assembled = await transport.putWhole("fsync1", destination, new Uint8Array(100), 0o644);
+      await transport.publish(assembled.tempPath, destination);
       await transport.close();
       // The directory's fsync must be on the connection (sftp-server) that renamed the file.
       let lines: string[] = [];

@@ -6,13 +6,15 @@
  */
 import { createHash } from "node:crypto";
 import { type Assembled, type Assembly, TransportError } from "./transport.ts";
-import { createPrivateFile } from "./_local_files.ts";
+import { createPrivateFile, setModeOf } from "./_local_files.ts";
 
 const COPY_BUFFER = 1 << 20;
 
 /** What {@linkcode LocalAssembly} needs from its transport. */
 export interface LocalAssemblyOptions {
   readonly fsync: boolean;
+  /** Permission bits the file gets once every byte is written (0600 until then). */
+  readonly mode?: number;
   /** The destination and vessel, for messages. */
   readonly where: string;
   /** Opens part `index`; throws a "part-missing" TransportError if it is not there. */
@@ -94,6 +96,9 @@ export class LocalAssembly implements Assembly {
         await writeAll(output, chunk);
         size += read;
       }
+    }
+    if (this.#options.mode !== undefined) {
+      await setModeOf(output, this.#localTemp, this.#options.mode);
     }
     if (this.#options.fsync) await output.sync();
     return { tempPath: this.#tempPath, sha256: hash.digest("hex"), size };

@@ -31,6 +31,19 @@ export async function createPrivateFile(path: string): Promise<Deno.FsFile> {
   return await Deno.open(path, options);
 }
 
+/**
+ * Gives the file open as `file`, made at `path`, the permission bits `mode`
+ * (at most `0o777`). Deno has no `fchmod`: the name is first checked to lead
+ * to the open file, not to a link swapped in, then changed by name.
+ */
+export async function setModeOf(file: Deno.FsFile, path: string, mode: number): Promise<void> {
+  const [opened, named] = await Promise.all([file.stat(), Deno.lstat(path)]);
+  if (named.isSymlink || named.dev !== opened.dev || named.ino !== opened.ino) {
+    throw new Error(`${JSON.stringify(path)} was replaced while it was written`);
+  }
+  await Deno.chmod(path, mode & 0o777);
+}
+
 /** Creates directory `path` with mode 0700; false when something is there already. */
 export async function makePrivateDirectory(path: string): Promise<boolean> {
   try {

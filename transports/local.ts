@@ -26,7 +26,12 @@ import {
   type TransportErrorCode,
 } from "./transport.ts";
 import { ignoreNotFound, LocalAssembly, writeAll } from "./_local_assembly.ts";
-import { createPrivateFile, directoryStat, makePrivateDirectory } from "./_local_files.ts";
+import {
+  createPrivateFile,
+  directoryStat,
+  makePrivateDirectory,
+  setModeOf,
+} from "./_local_files.ts";
 import { privateDirProblem, unsafeTempDir } from "./private_dir.ts";
 
 const COPY_BUFFER = 1 << 20;
@@ -131,7 +136,7 @@ export class LocalTransport implements Transport {
     }
   }
 
-  startAssembly(key: string, count: number, destination: string): Assembly {
+  startAssembly(key: string, count: number, destination: string, mode?: number): Assembly {
     if (!Number.isSafeInteger(count) || count < 0) {
       throw new RangeError(`Cannot assemble "${destination}" from ${count} parts`);
     }
@@ -140,6 +145,7 @@ export class LocalTransport implements Transport {
     const where = `"${destination}" on vessel "${this.vessel}"`;
     return new LocalAssembly(count, tempPath, this.#local(tempPath), {
       fsync: this.#fsync,
+      mode,
       where,
       open: async (index) => {
         try {
@@ -157,7 +163,12 @@ export class LocalTransport implements Transport {
     });
   }
 
-  async putWhole(key: string, destination: string, data: Uint8Array): Promise<Assembled> {
+  async putWhole(
+    key: string,
+    destination: string,
+    data: Uint8Array,
+    mode?: number,
+  ): Promise<Assembled> {
     const tempPath = tempPathFor(key, destination);
     const local = this.#local(tempPath);
     try {
@@ -170,6 +181,7 @@ export class LocalTransport implements Transport {
       });
       try {
         await writeAll(file, data);
+        if (mode !== undefined) await setModeOf(file, local, mode);
         if (this.#fsync) await file.sync();
         await file.seek(0, Deno.SeekMode.Start);
         const { sha256, size } = await hashFile(file, data.byteLength);
@@ -193,9 +205,8 @@ export class LocalTransport implements Transport {
     }
   }
 
-  async publish(tempPath: string, destination: string, mode?: number): Promise<void> {
+  async publish(tempPath: string, destination: string): Promise<void> {
     try {
-      if (mode !== undefined) await Deno.chmod(this.#local(tempPath), mode & 0o777);
       await Deno.rename(this.#local(tempPath), this.#local(destination));
       if (this.#fsync) {
         // The rename is durable once the directory's entries are: a power loss must not lose

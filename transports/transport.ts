@@ -177,33 +177,36 @@ export interface Transport {
    * destination)` while they are still being put: announce each part with
    * {@linkcode Assembly.partReady} once its `putPart` resolved. Same outcome
    * and errors as {@linkcode assembleAll}, which is this plus announcing every
-   * part (see {@linkcode assembleAll}). A temp file left by an earlier try is replaced. The part directory
-   * must have been prepared. A part announced but not there rejects with
+   * part (see {@linkcode assembleAll}). A temp file left by an earlier try is
+   * replaced. The part directory must have been prepared. `mode` as for
+   * {@linkcode putWhole}. A part announced but not there rejects with
    * `"part-missing"`; an assembly that makes no progress for a few
    * `Timeout`s while it has parts to consume rejects with `"connection"`.
    */
-  startAssembly(key: string, count: number, destination: string): Assembly;
+  startAssembly(key: string, count: number, destination: string, mode?: number): Assembly;
 
   /**
    * Stores a file that is one part: writes `data` straight to
    * `tempPathFor(key, destination)` (replacing a file there; no part
    * directory), creating the destination's parent directories as needed,
    * makes it durable and returns the sha256 and size of what the vessel then
-   * holds there. On error nothing is left at the temp path (when the vessel
-   * can still be reached).
+   * holds there. It is readable by the login user only (0600) until every
+   * byte is written; then, with `mode`, it has those permission bits (`0o777`
+   * at most; the source's, as scp does), set on the open file. On error
+   * nothing is left at the temp path (when the vessel can still be reached).
    */
-  putWhole(key: string, destination: string, data: Uint8Array): Promise<Assembled>;
+  putWhole(key: string, destination: string, data: Uint8Array, mode?: number): Promise<Assembled>;
 
   /** The sha256 of a vessel file, or `undefined` if it does not exist. */
   hash(path: string): Promise<string | undefined>;
 
   /**
    * Renames `tempPath` onto `destination` atomically, replacing a file that is
-   * there. Never deletes the destination first. With `mode`, the file gets
-   * those permission bits (`0o777` at most; the source's, as scp does) before
-   * it becomes visible; until then it is readable by the login user only.
+   * there. Never deletes the destination first. The mode was set when the
+   * file was written (see {@linkcode putWhole}): a change of mode by name here
+   * would follow a link swapped in at the temp name.
    */
-  publish(tempPath: string, destination: string, mode?: number): Promise<void>;
+  publish(tempPath: string, destination: string): Promise<void>;
 
   /**
    * Removes the part directory of `key`. No error if it does not exist.
@@ -433,8 +436,9 @@ export async function assembleAll(
   key: string,
   count: number,
   destination: string,
+  mode?: number,
 ): Promise<Assembled> {
-  const assembly = transport.startAssembly(key, count, destination);
+  const assembly = transport.startAssembly(key, count, destination, mode);
   for (let index = 0; index < count; index++) assembly.partReady(index);
   return await assembly.finish();
 }

@@ -165,7 +165,15 @@ export async function runDelivery(
         checkFreeSpace(context, destination, file.size, 1, await transport.freeSpace(destination));
       }
       context.progress?.planned(1, new Set(), context.chunkSize);
-      const sent = await putWhole(context, delivery, source, directory.location, key, destination);
+      const sent = await putWhole(
+        context,
+        delivery,
+        source,
+        directory.location,
+        key,
+        destination,
+        sourceStat?.mode,
+      );
       assembled = sent.assembled;
       expectedHash ??= Promise.resolve(sent.sha256);
     } else {
@@ -182,6 +190,7 @@ export async function runDelivery(
         key,
         destination,
         count,
+        sourceStat?.mode,
       );
     }
     const expected = await expectedHash!;
@@ -218,7 +227,7 @@ export async function runDelivery(
     // The verified copy needs its parts no more: they go while it is published, a round trip
     // less per file (a publish that fails then sends them again).
     await Promise.all([
-      transport.publish(assembled.tempPath, destination, sourceStat?.mode),
+      transport.publish(assembled.tempPath, destination),
       count > 1 ? transport.removeParts(key, count) : undefined,
     ]);
     failpoint("after-publish");
@@ -438,6 +447,7 @@ async function putWhole(
   location: string,
   key: string,
   destination: string,
+  mode: number | undefined,
 ): Promise<{ assembled: Assembled; sha256: string }> {
   const { file } = delivery;
   const window = file.size >= LARGE_FILE_BYTES ? context.window : undefined;
@@ -450,7 +460,7 @@ async function putWhole(
     await context.pace?.(data.length, context.signal);
     failpoint("before-assemble");
     const sha256 = createHash("sha256").update(data).digest("hex");
-    const assembled = await context.transport.putWhole(key, destination, data);
+    const assembled = await context.transport.putWhole(key, destination, data, mode);
     failpoint("after-assemble");
     outcome = "whole";
     context.progress?.sent(0, data.length);
@@ -475,6 +485,7 @@ async function uploadAndAssemble(
   key: string,
   destination: string,
   count: number,
+  mode: number | undefined,
 ): Promise<Assembled> {
   const { transport } = context;
   // Free space is asked beside the preparation, not after it: a round trip less on a long link.
@@ -484,7 +495,7 @@ async function uploadAndAssemble(
   ]);
   checkFreeSpace(context, destination, delivery.file.size, count - present.size, space);
   context.progress?.planned(count, present, context.chunkSize);
-  const assembly = transport.startAssembly(key, count, destination);
+  const assembly = transport.startAssembly(key, count, destination, mode);
   try {
     const missing = [];
     for (let index = 0; index < count; index++) {

@@ -37,6 +37,8 @@ export interface AssembleOptions {
   readonly fsync: boolean;
   /** Milliseconds a command reading `bytes` may run. */
   readonly deadline: (bytes: number) => number;
+  /** Permission bits the file gets once every byte is written (0600 until then). */
+  readonly mode?: number;
 }
 
 /**
@@ -67,13 +69,13 @@ export async function assembleParts(
         size: sizes.get(index)!,
       }));
       return {
-        sha256: await assembleOverSftp(connection, parts, tempPath, size, options.fsync),
+        sha256: await assembleOverSftp(connection, parts, tempPath, size, options),
         size,
       };
     }
     // The command syncs the file before it reports: an fsync over SFTP after its answer
     // would cost a round trip (two with the open).
-    const command = assembleCommand(partDir, count, tempPath, options.fsync);
+    const command = assembleCommand(partDir, count, tempPath, options.fsync, options.mode);
     const result = await connection.exec(command, options.deadline(size));
     const sha256 = result.code === 0 ? parseSha256(result.stdout) : undefined;
     if (!sha256) throw commandError(result);
@@ -118,7 +120,7 @@ async function assembleOverSftp(
   parts: { path: string; size: number }[],
   tempPath: string,
   size: number,
-  fsync: boolean,
+  options: AssembleOptions,
 ): Promise<string> {
   // Unlink first, so a writer left from an earlier try cannot reach the new file.
   const [, ...contents] = await Promise.all([
@@ -140,7 +142,12 @@ async function assembleOverSftp(
     whole.set(content, offset);
     offset += content.byteLength;
   }
-  return sha256Of(await writeAndReadBack(connection, tempPath, whole, { sync: fsync }));
+  return sha256Of(
+    await writeAndReadBack(connection, tempPath, whole, {
+      sync: options.fsync,
+      mode: options.mode,
+    }),
+  );
 }
 
 /** Sizes of the parts `0..count-1` that exist: by stat for a few, by listing for many. */

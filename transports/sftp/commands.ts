@@ -42,6 +42,18 @@ function regularFileCheck(fd: number): string {
 }
 
 /**
+ * A `chmod` of the file open as descriptor `fd` to `mode` (its permission
+ * bits), as a list of one step, or none without a mode. Through the descriptor, not
+ * the name: a `chmod` of the name at publish followed a link that a user who
+ * can write the destination directory swapped in, and gave a file of the
+ * login user (its SSH key) that mode.
+ */
+function modeChange(fd: number, mode: number | undefined): string[] {
+  if (mode === undefined) return [];
+  return [`chmod -- ${(mode & 0o777).toString(8).padStart(3, "0")} /dev/fd/${fd}`];
+}
+
+/**
  * Part names per `cat` in {@linkcode assembleCommand}, and at most per batch
  * of {@linkcode streamAssemblyCommand}: a few KiB of arguments.
  */
@@ -64,6 +76,7 @@ export function assembleCommand(
   count: number,
   tempPath: string,
   sync: boolean,
+  mode?: number,
 ): string {
   assertAbsolute(partDir);
   assertAbsolute(tempPath);
@@ -73,18 +86,22 @@ export function assembleCommand(
     PRIVATE_CREATE,
     shellCommand(["rm", "-f", "--", tempPath]),
     // A missing part exits with its own status before cat starts; nothing exists yet.
-    ...(count === 0 ? [`${regularFileCheck(1)} > ${temp}`] : [
-      shellCommand(["cd", "--", partDir]),
-      `n=0 && while [ $n -lt ${count} ]; do test -f $n.part || exit ${EXIT_PART_MISSING}; ` +
-      `n=$((n + 1)); done`,
-      // One cat per batch of names, so 10,000 parts cost 20 process starts, not 10,000.
-      `{ ${
-        regularFileCheck(1)
-      } && n=0 f=0 && while [ $n -lt ${count} ]; do b=$((n + ${CAT_BATCH})); ` +
-      `[ $b -le ${count} ] || b=${count}; set --; ` +
-      `while [ $n -lt $b ]; do set -- "$@" $n.part; n=$((n + 1)); done; ` +
-      `cat -- "$@" || { f=1; break; }; done; [ $f = 0 ]; } > ${temp}`,
-    ]),
+    ...(count === 0
+      ? [`{ ${[regularFileCheck(1), ...modeChange(1, mode)].join(" && ")}; } > ${temp}`]
+      : [
+        shellCommand(["cd", "--", partDir]),
+        `n=0 && while [ $n -lt ${count} ]; do test -f $n.part || exit ${EXIT_PART_MISSING}; ` +
+        `n=$((n + 1)); done`,
+        // One cat per batch of names, so 10,000 parts cost 20 process starts, not 10,000.
+        `{ ${
+          regularFileCheck(1)
+        } && n=0 f=0 && while [ $n -lt ${count} ]; do b=$((n + ${CAT_BATCH})); ` +
+        `[ $b -le ${count} ] || b=${count}; set --; ` +
+        `while [ $n -lt $b ]; do set -- "$@" $n.part; n=$((n + 1)); done; ` +
+        `cat -- "$@" || { f=1; break; }; done; ${
+          ["[ $f = 0 ]", ...modeChange(1, mode)].join(" && ")
+        }; } > ${temp}`,
+      ]),
     ...(sync ? [shellCommand(["sync", "--", tempPath])] : []),
     `{ ${HASH_STDIN}; } < ${temp}`,
   ];
@@ -123,6 +140,7 @@ export function streamAssemblyCommand(
   count: number,
   tempPath: string,
   sync: boolean,
+  mode?: number,
 ): string {
   assertAbsolute(partDir);
   assertAbsolute(tempPath);
@@ -142,7 +160,7 @@ export function streamAssemblyCommand(
   ].join("; ");
   const loop =
     `${regularFileCheck(5)} || exit 1; n=0 t=0; while [ $n -lt ${count} ]; do ${perBatch}; done; ` +
-    `echo "parts $n $t end" >&3`;
+    [...modeChange(5, mode), `echo "parts $n $t end" >&3`].join(" && ");
   const steps = [
     PRIVATE_CREATE,
     `rm -f -- ${temp}`,

@@ -15,6 +15,7 @@ import { commandError, sha256Of, SMALL_FILE } from "./assemble.ts";
 import { hashCommand, parseSha256 } from "./commands.ts";
 import { hasStatus, SFTP_STATUS, type SshConnection } from "./connection.ts";
 import {
+  changeModeOf,
   closeHandle,
   fstatHandle,
   fsyncHandle,
@@ -44,6 +45,8 @@ export interface PutWholeOptions {
   readonly hashBatch?: BatchHashing;
   /** Hears that the vessel holds every byte, before the file is hashed. */
   readonly written?: () => void;
+  /** Permission bits the file gets once every byte is written (0600 until then). */
+  readonly mode?: number;
 }
 
 /** Small files hashed on the vessel in batches instead of read back (see hash_batch.ts). */
@@ -87,7 +90,12 @@ export async function putWholeFile(
   const { handle, offset } = await openFresh(connection, path, data, options.makeDirectory, resume);
   // Never close twice: the server may already have given the handle's number to another file.
   let closing: Promise<void> | undefined;
-  const close = () => closing ??= closeHandle(connection, handle);
+  // The mode goes with the close, behind every write (the server handles them in order).
+  const close = () =>
+    closing ??= options.mode === undefined ? closeHandle(connection, handle) : settleAll([
+      changeModeOf(connection, handle, options.mode),
+      closeHandle(connection, handle),
+    ]).then(() => {});
   try {
     if (small && options.hashBatch?.pays()) {
       const size = await writeClosing(connection, handle, data, {

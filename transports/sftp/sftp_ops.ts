@@ -137,9 +137,17 @@ export async function openPrivateFile(
   return { handle: await openHandle(connection, path, flags, PRIVATE_FILE_MODE), offset: 0 };
 }
 
-/** Sets the permission bits of `path`. */
-export function changeMode(connection: SshConnection, path: string, mode: number): Promise<void> {
-  return connection.request<void>("chmod", (sftp, done) => sftp.chmod(path, mode, done));
+/**
+ * Sets the permission bits of the open file `handle` (at most `0o777`).
+ * Through the handle, never a path: a path may lead through a link that a
+ * user who can write the directory swapped in.
+ */
+export function changeModeOf(
+  connection: SshConnection,
+  handle: Buffer,
+  mode: number,
+): Promise<void> {
+  return connection.request<void>("chmod", (sftp, done) => sftp.fchmod(handle, mode & 0o777, done));
 }
 
 /** The entries of a directory, or `undefined` if it does not exist. */
@@ -329,12 +337,13 @@ export async function writeAndReadBack(
   connection: SshConnection,
   path: string,
   data: Uint8Array,
-  options: { sync: boolean },
+  options: { sync: boolean; mode?: number },
 ): Promise<Uint8Array> {
   const handle = await createPrivateFile(connection, path, "wx+");
   try {
     await connection.writeAll(handle, data);
     const stored = await readHandle(connection, handle, path, data.byteLength);
+    if (options.mode !== undefined) await changeModeOf(connection, handle, options.mode);
     if (options.sync) await fsyncHandle(connection, handle);
     await closeHandle(connection, handle);
     return stored;

@@ -48,7 +48,6 @@ import { type ResumeCheck, resumeCheck } from "./resume.ts";
 import { SftpAssembly } from "./stream_assembly.ts";
 import { loginUid, preparePartDirectory } from "./private_temp_dir.ts";
 import {
-  changeMode,
   closeHandle,
   freeBytes,
   fsyncHandle,
@@ -315,7 +314,7 @@ export class SftpTransport implements Transport {
     }
   }
 
-  startAssembly(key: string, count: number, destination: string): Assembly {
+  startAssembly(key: string, count: number, destination: string, mode?: number): Assembly {
     const partDir = this.#partDir(key);
     checkAbsolute(destination);
     if (!Number.isSafeInteger(count) || count < 0) {
@@ -331,6 +330,7 @@ export class SftpTransport implements Transport {
       tempPath,
       fsync: this.#config.fsync,
       deadline: (bytes) => this.#deadline(bytes),
+      mode,
       stallMs: this.#deadline(0),
       run: (body) => this.connections.run(action, body),
       lastPartAnnounced: (connection) => {
@@ -340,7 +340,12 @@ export class SftpTransport implements Transport {
     });
   }
 
-  async putWhole(key: string, destination: string, data: Uint8Array): Promise<Assembled> {
+  async putWhole(
+    key: string,
+    destination: string,
+    data: Uint8Array,
+    mode?: number,
+  ): Promise<Assembled> {
     this.#partDir(key); // Checks the key.
     checkAbsolute(destination);
     const tempPath = tempPathFor(key, destination);
@@ -361,6 +366,7 @@ export class SftpTransport implements Transport {
               makeDirectory: (dir) => this.#makeDirectory(connection, dir),
               resume: this.#resumeCheck(connection),
               hashBatch: this.#hashBatching,
+              mode,
               written: () => {
                 leave?.();
                 // The vessel now hashes it: open its directory meanwhile, for the fsync to
@@ -389,7 +395,7 @@ export class SftpTransport implements Transport {
     );
   }
 
-  async publish(tempPath: string, destination: string, mode?: number): Promise<void> {
+  async publish(tempPath: string, destination: string): Promise<void> {
     checkAbsolute(tempPath);
     checkAbsolute(destination);
     const assembledOn = this.#assembledOn.get(tempPath);
@@ -412,7 +418,6 @@ export class SftpTransport implements Transport {
       // the directory's fsync (shared with the files renamed into it meanwhile) after the
       // rename. Two round trips in all, or one when the directory was opened ahead.
       await Promise.all([
-        mode === undefined ? undefined : changeMode(connection, tempPath, mode & 0o777),
         renameOver(connection, tempPath, destination),
         syncDirectory ? this.#directorySyncs.sync(connection, parentOf(destination)) : undefined,
       ]);

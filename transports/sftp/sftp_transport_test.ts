@@ -479,9 +479,10 @@ Deno.test({
         const files = Array.from({ length: 40 }, (_, i) => bytes(3000 + i, i + 1));
         // Renames and the directory's fsyncs interleave: later files join a later fsync.
         await Promise.all(files.map(async (data, i) => {
-          const assembled = await transport.putWhole(`burst-${i}`, `${dir}/f${i}`, data);
+          const mode = 0o640 + (i % 2) * 4;
+          const assembled = await transport.putWhole(`burst-${i}`, `${dir}/f${i}`, data, mode);
           assert.equal(assembled.sha256, sha256(data));
-          await transport.publish(assembled.tempPath, `${dir}/f${i}`, 0o640 + (i % 2) * 4);
+          await transport.publish(assembled.tempPath, `${dir}/f${i}`);
         }));
         for (const [i, data] of files.entries()) {
           const stored = await Deno.readFile(`${dir}/f${i}`);

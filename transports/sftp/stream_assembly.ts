@@ -89,7 +89,7 @@ export class SftpAssembly implements Assembly {
 
   async #assemble(connection: SshConnection): Promise<Assembled> {
     this.#connection = connection;
-    const { partDir, count, tempPath, fsync } = this.#options;
+    const { partDir, count, tempPath, fsync, mode } = this.#options;
     if (this.#aborting) throw aborted();
     if (this.#ready.size === count) {
       this.#options.lastPartAnnounced?.(connection);
@@ -101,7 +101,7 @@ export class SftpAssembly implements Assembly {
     // The command syncs the file before its report: an fsync over SFTP after the report would
     // cost a round trip more at the end of every file.
     const command = await connection.spawn(
-      streamAssemblyCommand(partDir, count, tempPath, fsync),
+      streamAssemblyCommand(partDir, count, tempPath, fsync, mode),
       { deadlineMs: this.#options.stallMs, onStdout: (data) => this.#lines.push(data) },
     );
     this.#command = command;
