@@ -42,11 +42,11 @@ function regularFileCheck(fd: number): string {
 }
 
 /**
- * A `chmod` of the file open as descriptor `fd` to `mode` (its permission
- * bits), as a list of one step, or none without a mode. Through the descriptor, not
- * the name: a `chmod` of the name at publish followed a link that a user who
- * can write the destination directory swapped in, and gave a file of the
- * login user (its SSH key) that mode.
+ * The step that gives the file open as descriptor `fd` the permission bits
+ * of `mode` (none without a mode). Through the descriptor, not the name: a
+ * `chmod` of the name at publish followed a link that a user who can write
+ * the destination directory swapped in, and gave a file of the login user
+ * (its SSH key) that mode.
  */
 function modeChange(fd: number, mode: number | undefined): string[] {
   if (mode === undefined) return [];
@@ -94,12 +94,14 @@ export function assembleCommand(
         `n=$((n + 1)); done`,
         // One cat per batch of names, so 10,000 parts cost 20 process starts, not 10,000.
         `{ ${
-          regularFileCheck(1)
-        } && n=0 f=0 && while [ $n -lt ${count} ]; do b=$((n + ${CAT_BATCH})); ` +
-        `[ $b -le ${count} ] || b=${count}; set --; ` +
-        `while [ $n -lt $b ]; do set -- "$@" $n.part; n=$((n + 1)); done; ` +
-        `cat -- "$@" || { f=1; break; }; done; ${
-          ["[ $f = 0 ]", ...modeChange(1, mode)].join(" && ")
+          [
+            regularFileCheck(1),
+            `{ n=0 f=0; while [ $n -lt ${count} ]; do b=$((n + ${CAT_BATCH})); ` +
+            `[ $b -le ${count} ] || b=${count}; set --; ` +
+            `while [ $n -lt $b ]; do set -- "$@" $n.part; n=$((n + 1)); done; ` +
+            `cat -- "$@" || { f=1; break; }; done; [ $f = 0 ]; }`,
+            ...modeChange(1, mode),
+          ].join(" && ")
         }; } > ${temp}`,
       ]),
     ...(sync ? [shellCommand(["sync", "--", tempPath])] : []),

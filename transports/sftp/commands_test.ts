@@ -496,6 +496,23 @@ Deno.test("assembly commands write nothing through a link planted at the temp na
   });
 });
 
+Deno.test("assembly commands give the file its mode once written, through its descriptor", async () => {
+  await withParts([new TextEncoder().encode("shared\n")], async (partDir, tempPath) => {
+    for (const count of [0, 1]) {
+      const run = await sh(`umask 000; ${assembleCommand(partDir, count, tempPath, false, 0o640)}`);
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal((await Deno.stat(tempPath)).mode! & 0o777, 0o640, `${count} parts`);
+      await Deno.remove(tempPath);
+    }
+    const run = await shWithInput(
+      streamAssemblyCommand(partDir, 1, tempPath, false, 0o4755),
+      "0\n",
+    );
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal((await Deno.stat(tempPath)).mode! & 0o7777, 0o755, "set-id bits are not carried");
+  });
+});
+
 Deno.test("streamAssemblyCommand() hashes the bytes it wrote to the temp file, not a second read of the part", async () => {
   await withParts([], async (partDir, tempPath) => {
     // A part that gives other bytes (same length) each time it is opened.
