@@ -78,7 +78,8 @@ async function start(
 ): Promise<SshConnection | SftpUnavailableError> {
   const { setup, vessel } = options;
   const where = `vessel "${vessel.name}" (${setup.target})`;
-  const hideSecrets = await setup.exposeSecrets();
+  const secrets = await setup.exposeSecrets();
+  const hideSecrets = secrets.hide;
   const master = spawn(setup.command, [
     ...setup.options,
     "-v",
@@ -89,7 +90,7 @@ async function start(
     "-o",
     `ControlPath=${options.controlPath}`,
     ...(withSftp ? ["-s", "--", setup.host, "sftp"] : ["-N", "--", setup.host]),
-  ], { stdio: ["pipe", "pipe", "pipe"], detached: true, env: setup.env });
+  ], { stdio: ["pipe", "pipe", "pipe"], detached: true, env: secrets.env });
   const diagnostics = new Diagnostics(master);
   diagnostics.onConnected = options.onConnected;
   const authenticated = new Promise<void>((resolve) => diagnostics.onAuthenticated = resolve);

@@ -10,9 +10,16 @@
  *
  * @module
  */
-import { shellQuote } from "../shell_quote.ts";
 import type { AuthEnvironment } from "./auth.ts";
 import type { SftpVessel } from "./options.ts";
+
+/** One login's secrets, readable by the `ssh_askpass` helper until `hide()`. */
+export interface SecretsExposed {
+  /** The environment of this login's `ssh`: {@linkcode OpenSshSetup.env} and where its secrets are. */
+  readonly env: Record<string, string>;
+  /** Removes this login's secrets; safe to call more than once. */
+  hide(): Promise<void>;
+}
 
 /** Everything needed to start `ssh` for one vessel. */
 export interface OpenSshSetup {
@@ -32,8 +39,12 @@ export interface OpenSshSetup {
   readonly env: Record<string, string>;
   /** A private (0700) directory for control sockets; removed by {@linkcode dispose}. */
   readonly dir: string;
-  /** Readies one login: the private directory, and the secrets where the helper finds them; returns their removal. */
-  exposeSecrets(): Promise<() => Promise<void>>;
+  /**
+   * Readies one login: the private directory (checked to be still ours), and
+   * this login's own copy of the secrets where the helper finds them;
+   * returns the environment of its `ssh` and the secrets' removal.
+   */
+  exposeSecrets(): Promise<SecretsExposed>;
   /** Removes the private directory. */
   dispose(): Promise<void>;
 }
@@ -117,6 +128,10 @@ export async function prepareOpenSsh(
     options.push("-o", `Ciphers=${AES_FIRST}`);
   }
   const secrets = vessel.password !== undefined || vessel.passphrase !== undefined;
+  if (secrets && vessel.password === undefined) {
+    // Without a Password only the key's passphrase is asked: no prompt of the vessel's.
+    options.push("-o", "KbdInteractiveAuthentication=no", "-o", "PasswordAuthentication=no");
+  }
   options.push(
     // The link is judged alive while data arrives (ssh sends these only when the
     // server was silent for the interval), so a slow but busy link never times out.
@@ -159,12 +174,13 @@ export async function prepareOpenSsh(
     if (environment.agentSocket) env.SSH_AUTH_SOCK = environment.agentSocket;
     else delete env.SSH_AUTH_SOCK;
   }
+  const askpass = `${dir}/askpass`;
+  const askpassText = askpassScript();
   if (secrets) {
-    const askpass = `${dir}/askpass`;
-    await Deno.writeTextFile(askpass, askpassScript(dir), { mode: 0o700, createNew: true });
     env.SSH_ASKPASS = askpass;
     env.SSH_ASKPASS_REQUIRE = "force";
   }
+  let logins = 0;
   const user = resolved.get("user") ?? vessel.username;
   const hostname = resolved.get("hostname") ?? host;
   const port = resolved.get("port") ?? String(vessel.port);
@@ -178,9 +194,19 @@ export async function prepareOpenSsh(
     env,
     dir,
     async exposeSecrets() {
-      // Recreated if something emptied the temp directory meanwhile: ssh binds its
-      // control socket here on every connection.
-      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+      // Made again if something emptied the temp directory meanwhile (ssh binds its control
+      // socket here on every connection), and refused if someone else made it since.
+      await ensurePrivateDirectory(dir);
+      if (!secrets) return { env, hide: () => Promise.resolve() };
+      // Written once per directory: replacing it could fail a login running it meanwhile.
+      await Deno.writeTextFile(askpass, askpassText, { mode: 0o700, createNew: true }).catch(
+        (error) => {
+          if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+        },
+      );
+      // Each login its own copy: logins that start together neither collide on one file
+      // nor remove it under each other.
+      const prefix = `${dir}/login${++logins}`;
       const written: string[] = [];
       for (
         const [name, secret] of [["password", vessel.password], [
@@ -189,16 +215,17 @@ export async function prepareOpenSsh(
         ]] as const
       ) {
         if (secret === undefined) continue;
-        const path = `${dir}/${name}`;
-        await Deno.remove(path).catch(() => {});
-        await Deno.writeTextFile(path, secret.reveal(), { mode: 0o600, createNew: true });
-        written.push(path);
+        await writePrivateFile(`${prefix}.${name}`, secret.reveal(), 0o600);
+        written.push(`${prefix}.${name}`);
       }
       // Called when ssh authenticates, when it exits, and once it serves SFTP: removes once.
       let removal: Promise<void> | undefined;
-      return () =>
-        removal ??= Promise.all(written.map((path) => Deno.remove(path).catch(() => {})))
-          .then(() => {});
+      return {
+        env: { ...env, CONTENTMONSTER_SECRETS: prefix },
+        hide: () =>
+          removal ??= Promise.all(written.map((path) => Deno.remove(path).catch(() => {})))
+            .then(() => {}),
+      };
     },
     async dispose() {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -246,19 +273,56 @@ async function processRuns(pid: number): Promise<boolean> {
   }
 }
 
-/** The `ssh_askpass` helper: the password or passphrase file for the prompt, nothing for any other question. */
-function askpassScript(dir: string): string {
+/**
+ * The `ssh_askpass` helper: the passphrase for ssh's own prompt for a key,
+ * the password for a prompt that asks for one, nothing for any other
+ * question; from the files of its login (`CONTENTMONSTER_SECRETS`). A vessel
+ * writes the text of keyboard-interactive prompts: matched anywhere in the
+ * prompt, "Enter passphrase:" from a vessel got the key's passphrase. ssh
+ * 8.4 and later put "(user@host) " before such prompts, so only ssh's own
+ * prompt starts with its words; older ones get no keyboard-interactive
+ * login without a Password (see the options).
+ */
+function askpassScript(): string {
   return [
     "#!/bin/sh",
     "# ContentMonster's SSH_ASKPASS helper: answers only password and passphrase prompts.",
     'case "$1" in',
-    "*[Pp]assphrase*) name=passphrase ;;",
+    `"Enter passphrase for key '"*) name=passphrase ;;`,
+    "*[Pp]assphrase*) exit 1 ;;",
     "*[Pp]assword*) name=password ;;",
     "*) exit 1 ;;",
     "esac",
-    `exec cat -- ${shellQuote(dir)}/"$name"`,
+    'exec cat -- "$CONTENTMONSTER_SECRETS.$name"',
     "",
   ].join("\n");
+}
+
+/**
+ * Makes `dir` if it is missing, then checks that it is a directory of this
+ * user that nobody else can enter: in a shared /tmp, a cleaner may remove
+ * it while the daemon runs, and another user make one of the same name for
+ * ssh to run that user's helper with our secrets.
+ */
+async function ensurePrivateDirectory(dir: string): Promise<void> {
+  try {
+    await Deno.mkdir(dir, { mode: 0o700 });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+  }
+  const info = await Deno.lstat(dir);
+  if (info.isSymlink || !info.isDirectory || info.uid !== Deno.uid() || (info.mode! & 0o077)) {
+    throw new Error(
+      `The private directory ${JSON.stringify(dir)} is not a directory of this user that only ` +
+        `it can enter (someone else made it after it was removed); nothing is written there`,
+    );
+  }
+}
+
+/** Writes `text` to a new file `path` with `mode`, replacing what is there, never through a link. */
+async function writePrivateFile(path: string, text: string, mode: number): Promise<void> {
+  await Deno.remove(path).catch(() => {});
+  await Deno.writeTextFile(path, text, { mode, createNew: true });
 }
 
 /** `ssh -G`: the configuration ssh would use, keys lower-cased. */

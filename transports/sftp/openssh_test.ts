@@ -144,7 +144,7 @@ Deno.test({
           if (!entry.name.startsWith(`contentmonster-ssh-${Deno.pid}-`)) continue;
           for await (const file of Deno.readDir(`/tmp/${entry.name}`)) leftovers.push(file.name);
         }
-        assert.ok(!leftovers.includes("password"), `left: ${leftovers}`);
+        assert.ok(!leftovers.some((name) => name.endsWith("password")), `left: ${leftovers}`);
       } finally {
         watching = false;
         await watcher;
@@ -166,6 +166,134 @@ Deno.test({
         assert.ok(!error.message.includes("wrong-guess-4411"));
       } finally {
         await wrong.close();
+      }
+    }),
+});
+
+/** Runs `fn` with no agent and HOME in the server's directory: only a Password can work. */
+async function withoutKeys(server: TestServer, fn: () => Promise<void>): Promise<void> {
+  const saved = Deno.env.get("SSH_AUTH_SOCK");
+  const savedHome = Deno.env.get("HOME");
+  Deno.env.delete("SSH_AUTH_SOCK");
+  Deno.env.set("HOME", server.dir);
+  try {
+    await fn();
+  } finally {
+    if (saved !== undefined) Deno.env.set("SSH_AUTH_SOCK", saved);
+    if (savedHome !== undefined) Deno.env.set("HOME", savedHome);
+  }
+}
+
+Deno.test({
+  name: "OpenSSH carrier: logins with a password that start together each get it",
+  ignore,
+  fn: () =>
+    withServer({ rootPassword: "together-s3cret-27" }, (server) =>
+      withoutKeys(server, async () => {
+        const vessel = openssh(server, {
+          identityFile: undefined,
+          password: secret("together-s3cret-27"),
+        });
+        const setup = await prepareOpenSsh(vessel, findSsh()!);
+        // They used to share one file: made by the first, refused to the others (EEXIST), or
+        // removed under them once the first had logged in.
+        const logins = await Promise.allSettled(
+          Array.from(
+            { length: 4 },
+            (_, i) =>
+              openOpenSsh({ vessel, log: silentLogger, setup, controlPath: `${setup.dir}/c${i}` }),
+          ),
+        );
+        try {
+          const failed = logins.flatMap((login) =>
+            login.status === "rejected" ? [String(login.reason)] : []
+          );
+          assert.deepEqual(failed, []);
+        } finally {
+          for (const login of logins) {
+            if (login.status === "fulfilled") await login.value.close();
+          }
+          await setup.dispose();
+        }
+      })),
+});
+
+Deno.test({
+  name: "OpenSSH carrier writes no secret into a private directory someone else made again",
+  ignore,
+  fn: () =>
+    withServer({ rootPassword: "planted-s3cret-61" }, (server) =>
+      withoutKeys(server, async () => {
+        const vessel = openssh(server, {
+          identityFile: undefined,
+          password: secret("planted-s3cret-61"),
+        });
+        const setup = await prepareOpenSsh(vessel, findSsh()!);
+        const stolen = `${server.dir}/stolen`;
+        try {
+          // A cleaner empties /tmp; another user makes the directory again, with a helper.
+          await Deno.remove(setup.dir, { recursive: true });
+          const planted = await new Deno.Command("setpriv", {
+            args: [
+              "--reuid=65534",
+              "--regid=65534",
+              "--clear-groups",
+              "sh",
+              "-c",
+              'mkdir -m 0777 "$1" && printf \'#!/bin/sh\\ncat "$CONTENTMONSTER_SECRETS".* ' +
+              '"$(dirname "$0")"/* >> "$2"\\n\' > "$1/askpass" && chmod 0777 "$1/askpass"',
+              "sh",
+              setup.dir,
+              stolen,
+            ],
+          }).output();
+          assert.equal(planted.code, 0, new TextDecoder().decode(planted.stderr));
+          await Deno.writeTextFile(stolen, "", { mode: 0o666 });
+          await assert.rejects(
+            openOpenSsh({ vessel, log: silentLogger, setup, controlPath: `${setup.dir}/c0` }),
+            /not a directory of this user/,
+          );
+          assert.equal(await Deno.readTextFile(stolen), "", "the planted helper ran");
+          const names = await Array.fromAsync(Deno.readDir(setup.dir));
+          assert.deepEqual(names.map((entry) => entry.name), ["askpass"], "a secret was written");
+        } finally {
+          await setup.dispose();
+        }
+      })),
+});
+
+Deno.test({
+  name: "OpenSSH carrier's helper gives the passphrase only to ssh's own prompt for a key",
+  ignore,
+  fn: () =>
+    withServer({}, async (server) => {
+      const vessel = openssh(server, {
+        password: secret("the-password"),
+        passphrase: secret("the-passphrase"),
+      });
+      const setup = await prepareOpenSsh(vessel, findSsh()!);
+      const exposed = await setup.exposeSecrets();
+      const ask = async (prompt: string) => {
+        const output = await new Deno.Command(`${setup.dir}/askpass`, {
+          args: [prompt],
+          env: exposed.env,
+        }).output();
+        return output.code === 0 ? new TextDecoder().decode(output.stdout) : undefined;
+      };
+      try {
+        assert.equal(
+          await ask("Enter passphrase for key '/etc/cm/id_ed25519': "),
+          "the-passphrase",
+        );
+        assert.equal(await ask("root@vessel's password: "), "the-password");
+        // Keyboard-interactive prompts are the vessel's words, after "(user@host) ".
+        assert.equal(await ask("(root@vessel) Password: "), "the-password");
+        assert.equal(await ask("(root@vessel) Enter passphrase: "), undefined);
+        assert.equal(await ask("(root@vessel) Enter passphrase for key '/x': "), undefined);
+        assert.equal(await ask("Are you sure you want to continue connecting?"), undefined);
+      } finally {
+        await exposed.hide();
+        await setup.dispose();
       }
     }),
 });
