@@ -4,7 +4,7 @@
  * goes down and comes back.
  */
 import assert from "node:assert/strict";
-import { CliProcess, randomBytes, runCli, waitFor, Workspace } from "./cli_harness.ts";
+import { CliProcess, pathExists, randomBytes, runCli, waitFor, Workspace } from "./cli_harness.ts";
 import { faultTest, noticeSkip, startRig } from "./fault_harness.ts";
 import { parsePrometheusText, sampleValue } from "./prometheus_text.ts";
 
@@ -159,7 +159,7 @@ Root = vessel-a
   }
 });
 
-Deno.test("MetricsAddress that cannot be bound fails the start naming the address", async () => {
+Deno.test("MetricsAddress that cannot be bound fails the start naming line and address, making nothing", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { ws, config } = await shore(`[Vessel a]
 Transport = local
@@ -175,8 +175,13 @@ Root = vessel-a
     assert.equal(result.code, 1, result.stderr);
     assert.match(
       result.stderr,
-      new RegExp(`Cannot serve metrics on 127\\.0\\.0\\.1:${listener.addr.port}: .*in use`, "i"),
+      new RegExp(
+        `settings\\.ini:4: \\[MONSTER\\] MetricsAddress: cannot serve metrics on ` +
+          `127\\.0\\.0\\.1:${listener.addr.port}: .*in use`,
+        "i",
+      ),
     );
+    assert.equal(await pathExists(ws.path("state")), false, "the state database was made");
   } finally {
     listener.close();
     await ws.cleanup();

@@ -2,11 +2,12 @@
  * Wires config, store, transports, engine and watcher together for `run` and
  * `once`, and takes them apart again in the right order.
  */
+import { formatConfigLocation } from "../config/errors.ts";
 import type { Config } from "../config/types.ts";
 import { Engine, type VesselActivity } from "../engine/engine.ts";
 import { type EngineObserver, fanOut } from "../engine/observer.ts";
 import { engineLog } from "../log/engine_log.ts";
-import { logger } from "../log/logger.ts";
+import { errorMessage, logger } from "../log/logger.ts";
 import { plural } from "../log/units.ts";
 import { engineMetrics } from "../metrics/engine_metrics.ts";
 import { type MetricsServer, serveMetrics } from "../metrics/server.ts";
@@ -28,25 +29,39 @@ export async function startReplicator(
   options: { once: boolean },
 ): Promise<Replicator> {
   const log = logger("");
-  const store = await Store.open(config.monster.database, { exclusive: true });
   const observers: EngineObserver[] = [engineLog()];
   // The engine comes later; until then a scrape shows no vessel activity.
   let activity: () => VesselActivity[] = () => [];
   let metricsServer: MetricsServer | undefined;
   const metrics = config.monster.metricsAddress && engineMetrics(config);
   if (metrics && config.monster.metricsAddress) {
+    // Before the state database, so nothing is made for a start that fails here. Exit 1, not
+    // a bad config's 2: a port still held by the instance before, or an address whose
+    // interface is not up yet at boot, is there for systemd's restart a moment later.
+    const { hostname, port, where } = config.monster.metricsAddress;
+    try {
+      metricsServer = serveMetrics(metrics.registry, hostname, port);
+    } catch (error) {
+      throw new Error(
+        `${formatConfigLocation(where)}cannot serve metrics on ${hostname}:${port}: ` +
+          errorMessage((error as Error).cause ?? error),
+        { cause: error },
+      );
+    }
+  }
+  let store: Store;
+  try {
+    store = await Store.open(config.monster.database, { exclusive: true });
+  } catch (error) {
+    await metricsServer?.close();
+    throw error;
+  }
+  if (metrics && metricsServer) {
     observers.push(metrics.observer);
     metrics.readFrom({
       activity: () => activity(),
       queue: () => store.queueStatus(),
     });
-    const { hostname, port } = config.monster.metricsAddress;
-    try {
-      metricsServer = serveMetrics(metrics.registry, hostname, port);
-    } catch (error) {
-      store.close(); // releases the lock before the exit
-      throw error;
-    }
     const host = metricsServer.hostname.includes(":")
       ? `[${metricsServer.hostname}]`
       : metricsServer.hostname;

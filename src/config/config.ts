@@ -444,7 +444,7 @@ function parseMetricsAddress(section: Section): MonsterConfig["metricsAddress"] 
       `"${text}" is not HOST:PORT with a port from 0 to 65535 (for example 127.0.0.1:9464)`,
     );
   }
-  return { hostname: match[1] ?? match[2], port };
+  return { hostname: match[1] ?? match[2], port, where: section.where("MetricsAddress") };
 }
 
 function parseDirectory(

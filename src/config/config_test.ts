@@ -334,14 +334,15 @@ Deno.test("parseConfig() rejects bad MONSTER values", async () => {
 });
 
 Deno.test("parseConfig() reads MetricsAddress as host and port, IPv6 in brackets", () => {
-  const monster = (value: string) =>
-    parse(`[MONSTER]\nMetricsAddress = ${value}\n[Directory d]\nLocation=/d\n${VESSEL}`).monster;
-  assert.deepEqual(monster("127.0.0.1:9464").metricsAddress, { hostname: "127.0.0.1", port: 9464 });
-  assert.deepEqual(monster("[::1]:0").metricsAddress, { hostname: "::1", port: 0 });
-  assert.deepEqual(monster("localhost:65535").metricsAddress, {
-    hostname: "localhost",
-    port: 65535,
-  });
+  const address = (value: string) => {
+    const text = `[MONSTER]\nMetricsAddress = ${value}\n[Directory d]\nLocation=/d\n${VESSEL}`;
+    const { hostname, port, where } = parse(text).monster.metricsAddress!;
+    assert.deepEqual([where.line, where.section, where.key], [2, "MONSTER", "MetricsAddress"]);
+    return { hostname, port };
+  };
+  assert.deepEqual(address("127.0.0.1:9464"), { hostname: "127.0.0.1", port: 9464 });
+  assert.deepEqual(address("[::1]:0"), { hostname: "::1", port: 0 });
+  assert.deepEqual(address("localhost:65535"), { hostname: "localhost", port: 65535 });
   assert.equal(parse(`[Directory d]\nLocation=/d\n${VESSEL}`).monster.metricsAddress, undefined);
 });
 

@@ -1,4 +1,5 @@
 /** The validated configuration the rest of the program works from. */
+import type { ConfigLocation } from "./errors.ts";
 import type { Secret } from "./secret.ts";
 
 /** `[MONSTER]`: settings of the shore itself. */
@@ -7,8 +8,12 @@ export interface MonsterConfig {
   readonly chunkSize: number;
   /** Absolute path of the SQLite state database. */
   readonly database: string;
-  /** Where `/metrics` is served; off when absent. */
-  readonly metricsAddress?: { readonly hostname: string; readonly port: number };
+  /** Where `/metrics` is served, and the line that says so; off when absent. */
+  readonly metricsAddress?: {
+    readonly hostname: string;
+    readonly port: number;
+    readonly where: ConfigLocation;
+  };
 }
 
 /** `[Directory NAME]`: one source directory on the shore. */
