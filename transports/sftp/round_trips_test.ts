@@ -46,9 +46,9 @@ async function lengthen(proxied: Proxied): Promise<number> {
 }
 
 /**
- * Publishes `tempPath` as `destination` and asserts it took one round trip: the rename and
- * the directory's fsync leave together when the directory was opened ahead; opening it only
- * now is a round trip more, before the fsync.
+ * Publishes `tempPath` (written with mode 0640) as `destination` and asserts it took one
+ * round trip: the rename and the directory's fsync leave together when the directory was
+ * opened ahead; opening it only now is a round trip more, before the fsync.
  */
 async function publishInOneRoundTrip(
   { transport }: Proxied,
@@ -128,7 +128,7 @@ for (const sshClient of ["openssh", "builtin"] as const) {
         const roundTrip = await lengthen(proxied);
         const data = bytes(60_000, 13);
         const destination = `${server.dir}/inbox/hashed.bin`;
-        const assembled = await transport.putWhole("hashed", destination, data);
+        const assembled = await transport.putWhole("hashed", destination, data, 0o640);
         // Opening the directory only now cost the last files of a batch a round trip more.
         await publishInOneRoundTrip(proxied, assembled.tempPath, destination, roundTrip);
         assert.deepEqual(await Deno.readFile(destination), data);
@@ -148,7 +148,7 @@ for (const sshClient of ["openssh", "builtin"] as const) {
         await transport.prepare("whole", destination); // logs in on a short link
         const roundTrip = await lengthen(proxied);
         const parts = [bytes(64 * 1024, 10), bytes(64 * 1024, 11)];
-        const assembly = transport.startAssembly("whole", parts.length, destination);
+        const assembly = transport.startAssembly("whole", parts.length, destination, 0o640);
         for (const [index, part] of parts.entries()) {
           await transport.putPart("whole", index, part);
           assembly.partReady(index);
