@@ -611,31 +611,50 @@ export function transportConformance(
             oldTemp: `${base}/left/sub/.contentmonster-0123456789ab-7.tmp`,
             newTemp: `${base}/left/.contentmonster-0123456789ab-9.tmp`,
             oldOther: `${base}/left/.other-file.tmp`,
+            // Another shore's, sharing the vessel: two days is not old for those, a month is.
+            shoreKey: `${target.tempDir}/fedcba987654-3`,
+            shoreTemp: `${base}/left/.contentmonster-fedcba987654-3.tmp`,
+            staleShoreKey: `${target.tempDir}/fedcba987654-4`,
+            staleShoreTemp: `${base}/left/sub/.contentmonster-fedcba987654-4.tmp`,
           };
-          for (const dir of [planted.oldKey, planted.keptKey, planted.newKey, planted.otherDir]) {
+          const dirs = [planted.oldKey, planted.keptKey, planted.newKey, planted.otherDir];
+          for (const dir of [...dirs, planted.shoreKey, planted.staleShoreKey]) {
             await Deno.mkdir(local(dir), { recursive: true, mode: 0o700 });
             await Deno.writeFile(local(`${dir}/0.part`), bytes(10, 1));
           }
           await Deno.mkdir(local(`${base}/left/sub`), { recursive: true });
-          for (const file of [planted.oldTemp, planted.newTemp, planted.oldOther]) {
+          const files = [planted.oldTemp, planted.newTemp, planted.oldOther];
+          for (const file of [...files, planted.shoreTemp, planted.staleShoreTemp]) {
             await Deno.writeFile(local(file), bytes(10, 2));
           }
           for (const path of [planted.oldKey, planted.keptKey, planted.otherDir]) await old(path);
           for (const path of [planted.oldTemp, planted.oldOther]) await old(path);
+          for (const path of [planted.shoreKey, planted.shoreTemp]) await old(path);
+          const monthAgo = new Date(Date.now() - 31 * 86_400_000);
+          for (const path of [planted.staleShoreKey, planted.staleShoreTemp]) {
+            await Deno.utime(local(path), monthAgo, monthAgo);
+          }
           const removed = await transport.removeLeftovers({
             olderThanMs: 86_400_000,
             keep: new Set(["0123456789ab-8"]),
             destinations: [base],
+            others: { instanceId: "0123456789ab", olderThanMs: 30 * 86_400_000 },
           });
-          assert.equal(removed, 2);
+          assert.equal(removed, 4);
           const exists = (path: string) => Deno.lstat(local(path)).then(() => true, () => false);
-          assert.equal(await exists(planted.oldKey), false);
-          assert.equal(await exists(planted.oldTemp), false);
+          for (const gone of [planted.oldKey, planted.oldTemp]) {
+            assert.equal(await exists(gone), false, gone);
+          }
+          for (const gone of [planted.staleShoreKey, planted.staleShoreTemp]) {
+            assert.equal(await exists(gone), false, gone);
+          }
           for (const kept of [planted.keptKey, planted.newKey, planted.otherDir, planted.newTemp]) {
             assert.equal(await exists(kept), true, kept);
           }
-          assert.equal(await exists(planted.oldOther), true);
-          for (const dir of [planted.keptKey, planted.newKey, planted.otherDir]) {
+          for (const kept of [planted.oldOther, planted.shoreKey, planted.shoreTemp]) {
+            assert.equal(await exists(kept), true, kept);
+          }
+          for (const dir of [planted.keptKey, planted.newKey, planted.otherDir, planted.shoreKey]) {
             await Deno.remove(local(dir), { recursive: true });
           }
           await Deno.remove(local(`${base}/left`), { recursive: true });

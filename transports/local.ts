@@ -10,6 +10,7 @@ import {
   joinPath,
   LEFTOVER_KEY,
   LEFTOVER_TEMP,
+  leftoverAgeMs,
   type LeftoverOptions,
   parentOf,
   parsePartName,
@@ -290,15 +291,15 @@ export class LocalTransport implements Transport {
   }
 
   async removeLeftovers(options: LeftoverOptions): Promise<number> {
-    const before = Date.now() - options.olderThanMs;
-    const old = (info: Deno.FileInfo) => (info.mtime?.getTime() ?? Infinity) < before;
+    const old = (info: Deno.FileInfo, key: string) =>
+      (info.mtime?.getTime() ?? Infinity) < Date.now() - leftoverAgeMs(key, options);
     let removed = 0;
     const tempDir = this.#local(this.#tempDir);
     for (const entry of await listQuietly(tempDir)) {
       if (!LEFTOVER_KEY.test(entry.name) || options.keep.has(entry.name)) continue;
       const path = `${tempDir}/${entry.name}`;
       const info = await Deno.lstat(path);
-      if (!old(info)) continue;
+      if (!old(info, entry.name)) continue;
       await Deno.remove(path, { recursive: info.isDirectory });
       removed++;
     }
@@ -306,7 +307,10 @@ export class LocalTransport implements Transport {
       for (const entry of await listQuietly(dir)) {
         const path = `${dir}/${entry.name}`;
         if (entry.isDirectory) await walk(path);
-        else if (entry.isFile && LEFTOVER_TEMP.test(entry.name) && old(await Deno.lstat(path))) {
+        else if (
+          entry.isFile && LEFTOVER_TEMP.test(entry.name) &&
+          old(await Deno.lstat(path), entry.name)
+        ) {
           await Deno.remove(path);
           removed++;
         }

@@ -307,6 +307,24 @@ export interface LeftoverOptions {
   readonly keep: ReadonlySet<string>;
   /** Destination roots to search for old temp files. */
   readonly destinations: readonly string[];
+  /**
+   * This shore's instance id (12 hex digits) and how old a leftover named for
+   * another one must be: shores that share a vessel do not know each other's
+   * queues, and one whose link was down for a day still has its parts there.
+   */
+  readonly others?: { readonly instanceId: string; readonly olderThanMs: number };
+}
+
+/**
+ * How old a leftover must be to go, by its name (a part directory's
+ * delivery key, or a temp file's name): `olderThanMs`, or longer when
+ * another shore (another instance id) made it.
+ */
+export function leftoverAgeMs(name: string, options: LeftoverOptions): number {
+  const { others } = options;
+  const ours = !others || name.startsWith(`${others.instanceId}-`) ||
+    name.startsWith(`${TEMP_PREFIX}${others.instanceId}-`);
+  return ours ? options.olderThanMs : Math.max(options.olderThanMs, others.olderThanMs);
 }
 
 /** The shape of a delivery key: a shore's 12-hex instance id, a dash, a delivery id. */

@@ -19,6 +19,12 @@ const log = logger("engine");
 const ARRIVALS_DELAY_MS = 5;
 /** How old a leftover of a dropped delivery must be before it is removed. */
 const LEFTOVER_AGE_MS = 24 * 3600_000;
+/**
+ * How old a leftover of another shore sharing the vessel's TempDir must be:
+ * its queue is unknown here, and a shore whose link was down for days still
+ * has parts there that it would otherwise send again.
+ */
+const OTHER_SHORES_LEFTOVER_AGE_MS = 30 * 24 * 3600_000;
 /** How often the engine looks for a vessel idle enough to clean. */
 const CLEANUP_CHECK_MS = 5_000;
 /** Files recorded per commit: about 50 ms of work. */
@@ -163,10 +169,16 @@ export class Engine {
       .filter((directory) => !vessel?.ignoreDirs.includes(directory.name))
       .map((directory) => directory.destination);
     try {
-      const removed = await removeLeftovers({ olderThanMs: LEFTOVER_AGE_MS, keep, destinations });
+      const removed = await removeLeftovers({
+        olderThanMs: LEFTOVER_AGE_MS,
+        keep,
+        destinations,
+        others: { instanceId: this.#store.instanceId, olderThanMs: OTHER_SHORES_LEFTOVER_AGE_MS },
+      });
       if (removed > 0) {
         logger(`vessel "${transport.vessel}"`).info(
-          `removed ${removed} leftovers of dropped deliveries (older than a day)`,
+          `removed ${removed} leftovers of dropped deliveries (older than a day; ` +
+            `another shore's, 30 days)`,
         );
       }
     } catch (error) {

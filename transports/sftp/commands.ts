@@ -182,12 +182,27 @@ export function streamAssemblyCommand(
 
 /**
  * Removes ContentMonster's temp files (`.contentmonster-*.tmp`) below `dir`
- * not modified for `minutes`, without following links, printing each path.
+ * not modified for `minutes`, without following links, printing each path;
+ * with `others`, those of other shores (another instance id) only after
+ * `others.minutes`.
  */
-export function leftoverTempCommand(dir: string, minutes: number): string {
+export function leftoverTempCommand(
+  dir: string,
+  minutes: number,
+  others?: { readonly instanceId: string; readonly minutes: number },
+): string {
   assertAbsolute(dir);
-  return `${shellCommand(["find", "-P", dir])} -type f -name '.contentmonster-*.tmp' ` +
-    `-mmin +${Math.floor(minutes)} -print -exec rm -f -- {} +`;
+  const age = (value: number) => `-mmin +${Math.floor(value)}`;
+  let select = `-name '.contentmonster-*.tmp' ${age(minutes)}`;
+  if (others) {
+    if (!/^[0-9a-f]{12}$/.test(others.instanceId)) {
+      throw new RangeError(`"${others.instanceId}" is not a shore's instance id`);
+    }
+    const ours = `-name '.contentmonster-${others.instanceId}-*.tmp'`;
+    select = `\\( ${ours} ${age(minutes)} -o ! ${ours} -name '.contentmonster-*.tmp' ` +
+      `${age(Math.max(minutes, others.minutes))} \\)`;
+  }
+  return `${shellCommand(["find", "-P", dir])} -type f ${select} -print -exec rm -f -- {} +`;
 }
 
 /** Prints the sha256 of the file at `path`, after flushing it to disk if `sync`. */

@@ -16,6 +16,7 @@ import {
   type Assembly,
   joinPath,
   LEFTOVER_KEY,
+  leftoverAgeMs,
   type LeftoverOptions,
   parentOf,
   parsePartName,
@@ -447,17 +448,21 @@ export class SftpTransport implements Transport {
       action,
       (connection) => readDirectory(connection, this.#config.tempDir),
     ) ?? [];
-    const before = (Date.now() - options.olderThanMs) / 1000;
     let removed = 0;
     for (const entry of entries) {
       if (!LEFTOVER_KEY.test(entry.name) || options.keep.has(entry.name)) continue;
-      if (entry.mtime >= before) continue;
+      if (entry.mtime >= (Date.now() - leftoverAgeMs(entry.name, options)) / 1000) continue;
       await this.removeParts(entry.name);
       removed++;
     }
     for (const destination of options.destinations) {
       checkAbsolute(destination);
-      const command = leftoverTempCommand(destination, options.olderThanMs / 60_000);
+      const { others } = options;
+      const command = leftoverTempCommand(
+        destination,
+        options.olderThanMs / 60_000,
+        others && { instanceId: others.instanceId, minutes: others.olderThanMs / 60_000 },
+      );
       // find may be missing, or the destination not exist yet: nothing to remove then.
       const result = await this.connections.run(
         action,
