@@ -1,5 +1,6 @@
 /** Data-safety guarantees of issue 9, end to end through the CLI with local vessels. */
 import assert from "node:assert/strict";
+import { Store } from "../src/store/store.ts";
 import { randomBytes, runCli, Workspace } from "./cli_harness.ts";
 
 const CONFIG = `[MONSTER]
@@ -128,24 +129,43 @@ Deno.test("a name that is not valid UTF-8 is warned about, shown by status, and 
   }
 });
 
-Deno.test("leftovers of dropped deliveries older than a day are removed from the vessel", async () => {
+Deno.test("leftovers of dropped deliveries older than a day are removed from the vessel, another shore's kept", async () => {
   const { ws, config } = await shore();
   try {
+    // This shore's instance id names its leftovers; another shore shares the vessel.
+    await ws.mkdir("state");
+    const store = await Store.open(ws.path("state/cm.db"));
+    const ours = store.instanceId;
+    store.close();
+    const theirs = ours === "0123456789ab" ? "ba9876543210" : "0123456789ab";
     const twoDaysAgo = new Date(Date.now() - 2 * 86_400_000);
-    const partDir = ws.path("vessel/tmp/.ContentMonster/0123456789ab-41");
-    await Deno.mkdir(partDir, { recursive: true, mode: 0o700 });
+    await Deno.mkdir(ws.path("vessel/tmp/.ContentMonster"), { recursive: true, mode: 0o700 });
     await Deno.chmod(ws.path("vessel/tmp/.ContentMonster"), 0o700);
-    await Deno.writeFile(`${partDir}/0.part`, randomBytes(100, 1));
-    await Deno.utime(partDir, twoDaysAgo, twoDaysAgo);
-    const temp = await ws.write("vessel/srv/inbox/a/.contentmonster-0123456789ab-41.tmp", "half");
-    await Deno.utime(temp, twoDaysAgo, twoDaysAgo);
-    const fresh = await ws.write("vessel/srv/inbox/.contentmonster-0123456789ab-42.tmp", "new");
+    const partDir = async (key: string) => {
+      const dir = ws.path(`vessel/tmp/.ContentMonster/${key}`);
+      await Deno.mkdir(dir, { mode: 0o700 });
+      await Deno.writeFile(`${dir}/0.part`, randomBytes(100, 1));
+      await Deno.utime(dir, twoDaysAgo, twoDaysAgo);
+      return dir;
+    };
+    const temp = async (path: string) => {
+      const file = await ws.write(path, "half");
+      await Deno.utime(file, twoDaysAgo, twoDaysAgo);
+      return file;
+    };
+    const ourParts = await partDir(`${ours}-41`);
+    const ourTemp = await temp(`vessel/srv/inbox/a/.contentmonster-${ours}-41.tmp`);
+    const theirParts = await partDir(`${theirs}-41`);
+    const theirTemp = await temp(`vessel/srv/inbox/a/.contentmonster-${theirs}-41.tmp`);
+    const fresh = await ws.write(`vessel/srv/inbox/.contentmonster-${ours}-42.tmp`, "new");
     const result = await runCli(["once", "--config", config, "--timeout", "60"]);
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stderr, /removed 2 leftovers of dropped deliveries/);
-    await assert.rejects(() => Deno.lstat(partDir), Deno.errors.NotFound);
-    await assert.rejects(() => Deno.lstat(temp), Deno.errors.NotFound);
+    await assert.rejects(() => Deno.lstat(ourParts), Deno.errors.NotFound);
+    await assert.rejects(() => Deno.lstat(ourTemp), Deno.errors.NotFound);
     assert.ok((await Deno.lstat(fresh)).isFile, "a recent temp file may belong to a running shore");
+    assert.ok((await Deno.lstat(theirParts)).isDirectory, "another shore's parts went");
+    assert.ok((await Deno.lstat(theirTemp)).isFile, "another shore's temp file went");
   } finally {
     await ws.cleanup();
   }
