@@ -167,6 +167,27 @@ Deno.test("runDelivery() of content changed under an unchanged stat sends it to 
   });
 });
 
+Deno.test("runDelivery() of a one-part file whose bytes another vessel verified otherwise sends it to every vessel again", async () => {
+  await withShore(async ({ store, transport, queue, attempt }) => {
+    // Both vessels take the new file at once; between their reads it is rewritten in place
+    // with its size and mtime kept, within the second of its ctime: the stat cannot tell.
+    const data = bytes(500);
+    const fileId = await queue("f.bin", data);
+    const other = store.nextDeliveries("other", Date.now(), 10, [], true)[0];
+    transport.script("putWhole", () => {
+      // The other vessel verified the other bytes, and is publishing them, meanwhile.
+      assert.ok(store.markPublishing(other.id, 1, sha256(bytes(500, 2))));
+      return undefined;
+    });
+    assert.equal(await attempt(fileId), "changed");
+    assert.equal(transport.files.size, 0, "nothing published that the other vessel lacks");
+    const again = store.nextDeliveries("other", Date.now() + 1e9, 10, [], true);
+    assert.deepEqual(again.map((d) => [d.file.id, d.file.version]), [[fileId, 2]]);
+    assert.equal(await attempt(fileId), "delivered");
+    assert.equal(sha256(transport.files.get("/srv/in/f.bin")!), sha256(data));
+  });
+});
+
 Deno.test("runDelivery() hands each part over to be read as it is sent, not read whole first", async () => {
   await withShore(async ({ transport, queue, attempt }) => {
     const data = bytes(3 * CHUNK + 7);

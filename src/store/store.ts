@@ -429,20 +429,26 @@ export class Store {
    * The assembled copy of `version`, verified as `sha256`, is about to be
    * renamed into place; the hash is kept so a restart can check the vessel
    * without reading the source again. False when the file has become a
-   * newer version meanwhile.
+   * newer version meanwhile, or becomes one here: another vessel's copy of
+   * this version was verified with another hash, so the source changed
+   * between the two reads where its stat could not tell (a one-part file is
+   * verified against the bytes each attempt read), and every vessel must
+   * get the same bytes again.
    */
   markPublishing(deliveryId: number, version: number, sha256: string): boolean {
     return this.#transaction(() => {
-      const marked = this.#sql(
-        `UPDATE deliveries SET state = 'publishing' WHERE id = ?
-           AND (SELECT version FROM files WHERE id = file_id) = ?`,
-      ).run(deliveryId, version).changes === 1;
-      if (marked) {
-        this.#sql(
-          "UPDATE files SET sha256 = ? WHERE id = (SELECT file_id FROM deliveries WHERE id = ?)",
-        ).run(sha256, deliveryId);
+      const row = this.#sql(
+        `SELECT ${FILE_COLUMNS} FROM files f JOIN deliveries d ON d.file_id = f.id WHERE d.id = ?`,
+      ).get(deliveryId);
+      if (!row || Number(row.version) !== version) return false;
+      if (row.sha256 !== null && row.sha256 !== sha256) {
+        const file = toFile(row);
+        this.#newVersion(file.id, file);
+        return false;
       }
-      return marked;
+      this.#sql("UPDATE deliveries SET state = 'publishing' WHERE id = ?").run(deliveryId);
+      this.#sql("UPDATE files SET sha256 = ? WHERE id = ?").run(sha256, Number(row.id));
+      return true;
     });
   }
 
