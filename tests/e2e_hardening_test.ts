@@ -1,7 +1,7 @@
 /** Data-safety guarantees of issue 9, end to end through the CLI with local vessels. */
 import assert from "node:assert/strict";
 import { Store } from "../src/store/store.ts";
-import { randomBytes, runCli, Workspace } from "./cli_harness.ts";
+import { fileSha256, randomBytes, runCli, Workspace } from "./cli_harness.ts";
 
 const CONFIG = `[MONSTER]
 ChunkSize = 65536
@@ -47,7 +47,7 @@ Deno.test("published files carry the source's permission bits; TempDir is 0700",
   }
 });
 
-Deno.test("a vessel whose TempDir others can write is refused with the fix, by once and check", async () => {
+Deno.test("a vessel whose TempDir others can write is refused with the fix, by once and check; the next once, after the fix, delivers", async () => {
   const { ws, config } = await shore();
   try {
     await ws.write("outbox/big.bin", randomBytes(200_000, 1));
@@ -60,6 +60,16 @@ Deno.test("a vessel whose TempDir others can write is refused with the fix, by o
     const check = await runCli(["check", "--config", config]);
     assert.equal(check.code, 1, check.stdout);
     assert.match(check.stdout, /TempDir\s+FAIL.*writable by group or others/);
+    // The operator runs the fix the message gave: the delivery that failed for good goes again.
+    await Deno.chmod(ws.path("vessel/tmp/.ContentMonster"), 0o700);
+    const again = await runCli(["once", "--config", config, "--timeout", "60"]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /retrying 1 delivery that had failed/);
+    assert.ok((await Deno.lstat(ws.path("outbox/processed/big.bin"))).isFile);
+    assert.equal(
+      await fileSha256(ws.path("vessel/srv/inbox/big.bin")),
+      await fileSha256(ws.path("outbox/processed/big.bin")),
+    );
   } finally {
     await ws.cleanup();
   }

@@ -70,11 +70,11 @@ export async function startReplicator(
   const transports = await Promise.all(
     config.vessels.map((vessel) => openTransport(vessel, logger(`vessel ${vessel.name}`))),
   );
-  if (!options.once) {
-    const retried = store.retryFailed();
-    if (retried > 0) {
-      log.info(`retrying ${plural(retried, "delivery", "deliveries")} that had failed`);
-    }
+  // `once` too: the operator may have fixed the cause since (within one `once`, a delivery
+  // that fails for good stays failed, so that it ends).
+  const retried = store.retryFailed();
+  if (retried > 0) {
+    log.info(`retrying ${plural(retried, "delivery", "deliveries")} that had failed`);
   }
   const engine = new Engine(config, store, transports, {
     retryFailed: !options.once,
