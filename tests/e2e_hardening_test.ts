@@ -180,3 +180,23 @@ Deno.test("leftovers of dropped deliveries older than a day are removed from the
     await ws.cleanup();
   }
 });
+
+Deno.test("once ends with exit 1 when a delivered file cannot be moved to processed/", async () => {
+  const { ws, config } = await shore();
+  try {
+    await ws.write("outbox/a.txt", "delivered\n");
+    await ws.write("outbox/processed", "a file where processed/ should be\n");
+    const result = await runCli(["once", "--config", config, "--timeout", "60"]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /cannot move to processed\//);
+    // The file named processed goes too: only a directory of that name is processed/.
+    assert.match(
+      result.stderr,
+      /2 files delivered but not moved to processed\/; see the errors above/,
+    );
+    assert.equal(await Deno.readTextFile(ws.path("vessel/srv/inbox/a.txt")), "delivered\n");
+    assert.equal(await Deno.readTextFile(ws.path("outbox/a.txt")), "delivered\n");
+  } finally {
+    await ws.cleanup();
+  }
+});

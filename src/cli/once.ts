@@ -41,6 +41,13 @@ export async function runOnce(
       );
       return 1;
     }
+    const unmovable = replicator.engine.unmovable();
+    if (unmovable > 0) {
+      log.error(
+        `${plural(unmovable, "file")} delivered but not moved to processed/; see the errors above`,
+      );
+      return 1;
+    }
     log.info(
       files === 0
         ? "everything delivered"

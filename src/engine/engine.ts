@@ -74,6 +74,12 @@ export class Engine {
   readonly #workers: VesselWorker[];
   readonly #hashes = new Map<string, Promise<string>>();
   readonly #finalizing = new Set<number>();
+  /**
+   * Files every vessel holds that this run could not move to processed/ (the
+   * error is logged; a later start tries again) or whose directory is no
+   * longer configured: `once` ends without them, and says so.
+   */
+  readonly #unmovable = new Set<number>();
   readonly #abort = new AbortController();
   #running: Promise<unknown> | undefined;
   /** Vessels whose leftovers this run has removed (or is removing). */
@@ -239,10 +245,15 @@ export class Engine {
   idle(): boolean {
     const idle = this.#arrivals.length === 0 && this.#finalizing.size === 0 &&
       !this.#workers.some((worker) => worker.active) && this.#store.counts().pending === 0 &&
-      this.#store.doneFiles().length === 0;
+      this.#store.doneFiles().every((file) => this.#unmovable.has(file.id));
     if (!idle) return false;
     this.#removeLeftovers();
     return this.#cleanups.size === 0;
+  }
+
+  /** How many files every vessel holds that this run could not move to processed/. */
+  unmovable(): number {
+    return this.#unmovable.size;
   }
 
   /** Stops the workers and closes the transports; unfinished work resumes at the next start. */
@@ -286,7 +297,8 @@ export class Engine {
       log.info(`"${file.directory}/${file.relpath}" vanished before delivery; dropped`);
       return;
     }
-    if (outcome === "delivered" && this.#store.isFileDone(fileId)) this.#finalize(file);
+    // Vanished after other vessels got it: the finalizer finds it gone and forgets it.
+    if (this.#store.isFileDone(fileId)) this.#finalize(file);
   }
 
   /** Waits until no file is moving to processed/. */
@@ -296,6 +308,7 @@ export class Engine {
 
   #finalize(file: FileRecord): void {
     const directory = this.#directories.get(file.directory);
+    if (!directory) this.#unmovable.add(file.id);
     if (!directory || this.#finalizing.has(file.id)) return;
     this.#finalizing.add(file.id);
     this.#toFinalize.push(file);
@@ -325,6 +338,7 @@ export class Engine {
         this.#options.observer?.processed?.(file.directory, file.relpath, vessels);
       }
     } catch (error) {
+      this.#unmovable.add(file.id);
       logger(`"${file.directory}/${file.relpath}"`).error(
         `cannot move to processed/: ${describeError(error)}`,
       );
