@@ -4,37 +4,11 @@
  * to processed/.
  */
 import assert from "node:assert/strict";
-import type { Config, VesselConfig } from "../config/types.ts";
+import type { Config } from "../config/types.ts";
 import { Store } from "../store/store.ts";
 import { LocalTransport } from "../../transports/local.ts";
-import { type Transport, TransportError } from "../../transports/transport.ts";
-import { localVessel } from "../../tests/helpers.ts";
+import { gatedTransport, localVessel, until } from "../../tests/helpers.ts";
 import { Engine } from "./engine.ts";
-
-/** A local transport that refuses every vessel operation while `down`. */
-function gatedTransport(vessel: VesselConfig, state: { down: boolean }): Transport {
-  const inner = new LocalTransport(vessel);
-  return new Proxy(inner, {
-    get(target, name) {
-      const value = Reflect.get(target, name, target);
-      if (typeof value !== "function") return value;
-      return (...args: unknown[]) => {
-        if (state.down && name !== "close" && name !== "vessel") {
-          throw new TransportError(`vessel "${vessel.name}" refused`, "connection");
-        }
-        return value.apply(target, args);
-      };
-    },
-  });
-}
-
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 /** An engine over local vessels `a` and `b` (b refused while `b.down`), with f.bin queued. */
 async function withEngine(
@@ -62,7 +36,7 @@ async function withEngine(
     engine = new Engine(
       config,
       store,
-      [new LocalTransport(vessels[0]), gatedTransport(vessels[1], b)],
+      [new LocalTransport(vessels[0]), gatedTransport(new LocalTransport(vessels[1]), b)],
       { retryFailed: false, backoff: { baseMs: 20, capMs: 50 } },
     );
     await engine.start();

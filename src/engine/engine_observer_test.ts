@@ -7,38 +7,12 @@ import assert from "node:assert/strict";
 import type { Config } from "../config/types.ts";
 import { Store } from "../store/store.ts";
 import { LocalTransport } from "../../transports/local.ts";
-import { type Transport, TransportError } from "../../transports/transport.ts";
-import { localVessel } from "../../tests/helpers.ts";
+import { gatedTransport, localVessel, until } from "../../tests/helpers.ts";
 import { Engine } from "./engine.ts";
 import type { DeliveryFailure, DeliveryReport, EngineObserver, VesselChange } from "./observer.ts";
 
-/** A local transport that refuses every vessel operation while `down`. */
-function flakyTransport(inner: Transport, state: { down: boolean }): Transport {
-  const gated = new Set(["prepare", "listParts", "putPart", "putWhole", "startAssembly"]);
-  return new Proxy(inner, {
-    get(target, name) {
-      const value = Reflect.get(target, name, target);
-      if (typeof value !== "function") return value;
-      return (...args: unknown[]) => {
-        if (state.down && gated.has(String(name))) {
-          throw new TransportError(
-            `Cannot connect to vessel "v": connection refused`,
-            "connection",
-          );
-        }
-        return value.apply(target, args);
-      };
-    },
-  });
-}
-
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+/** The vessel operations refused while the vessel is down. */
+const GATED = new Set(["prepare", "listParts", "putPart", "putWhole", "startAssembly"]);
 
 Deno.test("Engine reports a vessel backing off, back again, the delivery and the move to processed/", async () => {
   const dir = await Deno.makeTempDir({ prefix: "cm-engine-" });
@@ -71,7 +45,7 @@ Deno.test("Engine reports a vessel backing off, back again, the delivery and the
     const data = new Uint8Array(4096 + 100).map((_, i) => i % 251);
     await Deno.writeFile(`${dir}/outbox/f.bin`, data);
     const { mtime } = await Deno.stat(`${dir}/outbox/f.bin`);
-    engine = new Engine(config, store, [flakyTransport(new LocalTransport(vessel), state)], {
+    engine = new Engine(config, store, [gatedTransport(new LocalTransport(vessel), state, GATED)], {
       retryFailed: true,
       backoff: { baseMs: 20, capMs: 100 },
       observer,
