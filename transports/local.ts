@@ -291,8 +291,8 @@ export class LocalTransport implements Transport {
   }
 
   async removeLeftovers(options: LeftoverOptions): Promise<number> {
-    const old = (info: Deno.FileInfo, key: string) =>
-      (info.mtime?.getTime() ?? Infinity) < Date.now() - leftoverAgeMs(key, options);
+    const old = (info: Deno.FileInfo, name: string) =>
+      (info.mtime?.getTime() ?? Infinity) < Date.now() - leftoverAgeMs(name, options);
     let removed = 0;
     const tempDir = this.#local(this.#tempDir);
     for (const entry of await listQuietly(tempDir)) {

@@ -219,8 +219,7 @@ export async function runDelivery(
           `(${assembled.size} bytes), source has ${fresh} (${file.size} bytes); sending again`,
       );
     }
-    const hash = expected;
-    if (!(await store.grouped(() => store.markPublishing(delivery.id, file.version, hash)))) {
+    if (!(await store.grouped(() => store.markPublishing(delivery.id, file.version, expected)))) {
       await transport.remove(assembled.tempPath);
       return "changed";
     }

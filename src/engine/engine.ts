@@ -307,9 +307,11 @@ export class Engine {
   }
 
   #finalize(file: FileRecord): void {
-    const directory = this.#directories.get(file.directory);
-    if (!directory) this.#unmovable.add(file.id);
-    if (!directory || this.#finalizing.has(file.id)) return;
+    if (!this.#directories.has(file.directory)) {
+      this.#unmovable.add(file.id);
+      return;
+    }
+    if (this.#finalizing.has(file.id)) return;
     this.#finalizing.add(file.id);
     this.#toFinalize.push(file);
     this.#startFinalizations();

@@ -343,8 +343,14 @@ export async function writeAndReadBack(
   try {
     await connection.writeAll(handle, data);
     const stored = await readHandle(connection, handle, path, data.byteLength);
-    if (options.mode !== undefined) await changeModeOf(connection, handle, options.mode);
+    // The mode leaves with the fsync (the server handles them in order), and is answered before
+    // the close: a failed one must not leave the handle closed for the cleanup to close again.
+    const moded = options.mode === undefined
+      ? undefined
+      : changeModeOf(connection, handle, options.mode);
+    moded?.catch(() => {}); // awaited below, after the fsync
     if (options.sync) await fsyncHandle(connection, handle);
+    await moded;
     await closeHandle(connection, handle);
     return stored;
   } catch (error) {
