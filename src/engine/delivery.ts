@@ -128,7 +128,7 @@ export async function runDelivery(
   const count = partCount(file.size, context.chunkSize);
 
   const sourceChanged = async (): Promise<DeliveryOutcome> => {
-    const now = await statSource(directory.location, file.relpath);
+    const now = statSource(directory.location, file.relpath);
     if (now === undefined) {
       await transport.removeParts(key);
       await transport.remove(tempPathFor(key, destination));
@@ -139,7 +139,7 @@ export async function runDelivery(
     return "changed";
   };
 
-  const sourceStat = await statSource(directory.location, file.relpath);
+  const sourceStat = statSource(directory.location, file.relpath);
   if (!sameVersion(sourceStat, file)) return await sourceChanged();
   // A one-part file is hashed from the bytes read to send it (checked to be the queued version
   // before and after): reading it again only to hash it doubled the shore's work per small file.
@@ -195,7 +195,7 @@ export async function runDelivery(
     }
     const expected = await expectedHash!;
     if (assembled.sha256 !== expected || assembled.size !== file.size) {
-      const now = await statSource(directory.location, file.relpath);
+      const now = statSource(directory.location, file.relpath);
       if (!now || !sameVersion(now, file)) {
         await transport.remove(assembled.tempPath);
         return await sourceChanged();
@@ -291,9 +291,9 @@ async function uploadParts(
 
   const bytesAfter = (index: number, bytes: number) =>
     Math.max(0, file.size - index * context.chunkSize - bytes);
-  const checkUnchanged = async () => {
+  const checkUnchanged = () => {
     // Changed while it was sent: stop sending parts of a version that cannot be published.
-    const now = await statSource(location, file.relpath);
+    const now = statSource(location, file.relpath);
     if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
   };
   const sourceFailure = (data: SourcePart, error: unknown) =>
@@ -326,7 +326,7 @@ async function uploadParts(
       try {
         endGame?.started(index, performance.now());
         // Read as it is sent: a part in flight holds its write requests, not all of itself.
-        using data = await openPart(source, index, context.chunkSize, file);
+        using data = openPart(source, index, context.chunkSize, file);
         await context.pace?.(data.byteLength, context.signal);
         context.progress?.sending(index);
         await context.transport.putPart(
@@ -336,7 +336,7 @@ async function uploadParts(
           bytesAfter(index, data.byteLength),
           () => ticket && context.window?.partEnding(ticket),
         ).catch((error) => Promise.reject(sourceFailure(data, error)));
-        await checkUnchanged();
+        checkUnchanged();
         outcome = "whole";
         bytes = data.byteLength;
       } catch (error) {
@@ -360,7 +360,7 @@ async function uploadParts(
     spares.push((async () => {
       let sent = false;
       try {
-        using data = await openPart(source, index, context.chunkSize, file);
+        using data = openPart(source, index, context.chunkSize, file);
         const copy = context.transport.putSparePart!(
           key,
           index,
@@ -372,7 +372,7 @@ async function uploadParts(
         if (!copy) return endGame!.unspared(index);
         context.progress?.spareSent?.(index);
         await copy.catch((error) => Promise.reject(sourceFailure(data, error)));
-        await checkUnchanged();
+        checkUnchanged();
         arrived(index, data.byteLength, true);
       } catch {
         // The first copy's own outcome decides.
@@ -454,7 +454,7 @@ async function putWhole(
   let outcome: PartOutcome = "failed";
   try {
     const data = await readPart(source, 0, context.chunkSize, file);
-    const now = await statSource(location, file.relpath);
+    const now = statSource(location, file.relpath);
     if (!sameVersion(now, file)) throw new SourceChangedError(source, now);
     await context.pace?.(data.length, context.signal);
     failpoint("before-assemble");

@@ -26,7 +26,7 @@ export async function finalizeFile(
   file: FileRecord,
 ): Promise<FinalizeOutcome> {
   const location = directory.location.replace(/\/+$/, "");
-  const now = await statSource(location, file.relpath);
+  const now = statSource(location, file.relpath);
   if (now === undefined) {
     // Gone already: moved by an earlier run that died before forgetting it, or by someone else.
     store.removeFile(file.id);

@@ -60,14 +60,14 @@ export function toSourceStat(info: Deno.FileInfo): SourceStat {
  * real directory, not a symbolic link; throws {@linkcode UnsafeSourceError}.
  * False when one of them is gone.
  */
-export async function checkSourceDirs(location: string, relpath: string): Promise<boolean> {
+export function checkSourceDirs(location: string, relpath: string): boolean {
   const names = relpath.split("/");
   let dir = location.replace(/\/+$/, "");
   for (const name of names.slice(0, -1)) {
     dir = `${dir}/${name}`;
     let info: Deno.FileInfo;
     try {
-      info = await Deno.lstat(dir);
+      info = Deno.lstatSync(dir);
     } catch (error) {
       if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
         return false;
@@ -90,13 +90,10 @@ export async function checkSourceDirs(location: string, relpath: string): Promis
  * if it is gone. Throws {@linkcode UnsafeSourceError} if a directory on the
  * way is a symbolic link.
  */
-export async function statSource(
-  location: string,
-  relpath: string,
-): Promise<SourceStat | undefined> {
-  if (!(await checkSourceDirs(location, relpath))) return undefined;
+export function statSource(location: string, relpath: string): SourceStat | undefined {
+  if (!checkSourceDirs(location, relpath)) return undefined;
   try {
-    const info = await Deno.lstat(`${location}/${relpath}`);
+    const info = Deno.lstatSync(`${location}/${relpath}`);
     if (!info.isFile) return undefined;
     return toSourceStat(info);
   } catch (error) {
@@ -161,16 +158,16 @@ export function partCount(size: number, chunkSize: number): number {
  * (same device, inode, size, mtime, ctime): a path swapped meanwhile throws
  * {@linkcode SourceChangedError} instead of reading another file.
  */
-async function openExpected(path: string, expected: SourceStat): Promise<Deno.FsFile> {
+function openExpected(path: string, expected: SourceStat): Deno.FsFile {
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(path);
+    file = Deno.openSync(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) throw new SourceChangedError(path, undefined);
     throw error;
   }
   try {
-    const opened = toSourceStat(await file.stat());
+    const opened = toSourceStat(file.statSync());
     if (!sameVersion(opened, expected)) throw new SourceChangedError(path, opened);
     return file;
   } catch (error) {
@@ -191,7 +188,7 @@ export async function readPart(
   chunkSize: number,
   expected: SourceStat,
 ): Promise<Uint8Array> {
-  using part = await openPart(path, index, chunkSize, expected);
+  using part = openPart(path, index, chunkSize, expected);
   return await part.read(0, new Uint8Array(part.byteLength));
 }
 
@@ -207,15 +204,15 @@ export interface SourcePart extends PartData, Disposable {
  * turn for each request, so only the bytes in flight are in memory. Close
  * it (`using`) once the part is put.
  */
-export async function openPart(
+export function openPart(
   path: string,
   index: number,
   chunkSize: number,
   expected: SourceStat,
-): Promise<SourcePart> {
+): SourcePart {
   const start = index * chunkSize;
   const byteLength = partLength(expected.size, chunkSize, index);
-  const file = await openExpected(path, expected);
+  const file = openExpected(path, expected);
   // One descriptor, one position: reads take turns, and seek only when not in order.
   let turn: Promise<unknown> = Promise.resolve();
   let failure: unknown;
@@ -267,12 +264,12 @@ export async function hashSource(path: string, expected: SourceStat): Promise<st
   // Sized for the file: a 1 MiB buffer per small file would be most of a small-file queue's garbage.
   const buffer = new Uint8Array(Math.min(1 << 20, Math.max(1 << 16, expected.size + 1)));
   let total = 0;
-  using file = await openExpected(path, expected);
+  using file = openExpected(path, expected);
   for (let read; (read = await file.read(buffer)) !== null;) {
     hash.update(buffer.subarray(0, read));
     total += read;
   }
-  const after = toSourceStat(await file.stat());
+  const after = toSourceStat(file.statSync());
   if (total !== expected.size || !sameVersion(after, expected)) {
     throw new SourceChangedError(path, after);
   }

@@ -24,7 +24,7 @@ async function withSettler(
   try {
     await fn(root, settler, reports);
   } finally {
-    await settler.close();
+    settler.close();
     await Deno.remove(root, { recursive: true });
   }
 }
@@ -157,10 +157,10 @@ Deno.test("Settler.dropTree() and verify() forget vanished files", async () => {
     assert.deepEqual(settler.known().sort(), ["b.txt", "d/a.txt"]);
     settler.dropTree("d");
     assert.deepEqual(settler.known(), ["b.txt"]);
-    await settler.verify("b.txt");
+    settler.verify("b.txt");
     assert.deepEqual(settler.known(), ["b.txt"]);
     await Deno.remove(`${root}/b.txt`);
-    await settler.verify("b.txt");
+    settler.verify("b.txt");
     assert.deepEqual(settler.known(), []);
   });
 });
@@ -169,7 +169,7 @@ Deno.test("Settler.close() cancels pending files", async () => {
   await withSettler({ settleMs: 50, quietMs: 60_000 }, async (root, settler, reports) => {
     await Deno.writeTextFile(`${root}/c.txt`, "c");
     settler.note("c.txt", "closed");
-    await settler.close();
+    settler.close();
     assert.equal(settler.pending, 0);
     settler.note("c.txt", "closed");
     await sleep(100);

@@ -195,7 +195,7 @@ class DirectoryWatch {
     this.#close();
     await this.#loop;
     while (this.#scans.size > 0) await Promise.allSettled([...this.#scans]);
-    await this.settler.close();
+    this.settler.close();
   }
 
   /** Creates the `Deno.FsWatcher`; on failure, falls back to scans and retries. */
@@ -280,16 +280,16 @@ class DirectoryWatch {
       } else if (event.kind === "modify") {
         this.settler.note(relpath, "written");
       } else {
-        await this.#inspect(relpath, event.kind === "rename" ? "closed" : "written");
+        this.#inspect(relpath, event.kind === "rename" ? "closed" : "written");
       }
     }
   }
 
   /** Looks at a path named by a create/rename/remove event. */
-  async #inspect(relpath: string, hint: Hint): Promise<void> {
+  #inspect(relpath: string, hint: Hint): void {
     let info: Deno.FileInfo | undefined;
     try {
-      info = await Deno.lstat(`${this.#location}/${relpath}`);
+      info = Deno.lstatSync(`${this.#location}/${relpath}`);
     } catch {
       info = undefined;
     }
