@@ -9,8 +9,14 @@ import type { DirectoryConfig } from "../config/types.ts";
 import { logger } from "../log/logger.ts";
 import type { FileRecord, Store } from "../store/store.ts";
 import { PROCESSED_DIR } from "../watch/scan.ts";
-import { inPinnedDirectory, lstatOrUndefined } from "./pinned_directory.ts";
-import { sameVersion, type SourceStat, statSource, UnsafeSourceError } from "./source.ts";
+import { inPinnedDirectory } from "./pinned_directory.ts";
+import {
+  lstatOrUndefined,
+  sameVersion,
+  type SourceStat,
+  statSource,
+  UnsafeSourceError,
+} from "./source.ts";
 
 /** What finalizing a file did. */
 export type FinalizeOutcome = "processed" | "vanished" | "changed";

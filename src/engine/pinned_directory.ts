@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { UnsafeSourceError } from "./source.ts";
+import { lstatOrUndefined, UnsafeSourceError } from "./source.ts";
 
 /**
  * Runs `work` with the working directory at `root/names…`, reached without
@@ -75,15 +75,5 @@ function restore(home: string): void {
     Deno.chdir(home);
   } catch {
     Deno.chdir("/");
-  }
-}
-
-/** `Deno.lstatSync`, or `undefined` when nothing is there. */
-export function lstatOrUndefined(path: string): Deno.FileInfo | undefined {
-  try {
-    return Deno.lstatSync(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
   }
 }

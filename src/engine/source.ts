@@ -65,15 +65,8 @@ export function checkSourceDirs(location: string, relpath: string): boolean {
   let dir = location.replace(/\/+$/, "");
   for (const name of names.slice(0, -1)) {
     dir = `${dir}/${name}`;
-    let info: Deno.FileInfo;
-    try {
-      info = Deno.lstatSync(dir);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
-        return false;
-      }
-      throw error;
-    }
+    const info = lstatOrUndefined(dir);
+    if (!info) return false;
     if (info.isSymlink) {
       throw new UnsafeSourceError(
         `Refusing "${location}/${relpath}": "${dir}" is a symbolic link inside the ` +
@@ -92,10 +85,14 @@ export function checkSourceDirs(location: string, relpath: string): boolean {
  */
 export function statSource(location: string, relpath: string): SourceStat | undefined {
   if (!checkSourceDirs(location, relpath)) return undefined;
+  const info = lstatOrUndefined(`${location}/${relpath}`);
+  return info?.isFile ? toSourceStat(info) : undefined;
+}
+
+/** `Deno.lstatSync`, or `undefined` when nothing is there (or a level is not a directory). */
+export function lstatOrUndefined(path: string): Deno.FileInfo | undefined {
   try {
-    const info = Deno.lstatSync(`${location}/${relpath}`);
-    if (!info.isFile) return undefined;
-    return toSourceStat(info);
+    return Deno.lstatSync(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
       return undefined;
