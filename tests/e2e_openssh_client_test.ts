@@ -4,7 +4,16 @@
  * killed, and `check` names the client it uses.
  */
 import assert from "node:assert/strict";
-import { CliProcess, randomBytes, runCli, waitFor, Workspace } from "./cli_harness.ts";
+import {
+  CliProcess,
+  fileSha256,
+  pathExists,
+  randomBytes,
+  runCli,
+  sha256,
+  waitFor,
+  Workspace,
+} from "./cli_harness.ts";
 import { serverUnavailable, skipNotice, startOpenSsh } from "./servers.ts";
 import { carrierUnavailable } from "./sftp_conformance.ts";
 import { vesselIni } from "./vessel_ini.ts";
@@ -89,6 +98,83 @@ ${vesselIni(server, "v", { SSHClient: "openssh" })}
       assert.match(result.stdout, /ssh client\s+ok\s+openssh \(\/\S*ssh; ssh_config: none\)/);
       assert.match(result.stdout, /auth\s+ok\s+root with key/);
       assert.match(result.stderr, /SSH client: openssh/);
+    } finally {
+      await server.stop();
+      await ws.cleanup();
+    }
+  },
+});
+
+/** The private ssh directories (in `tmp`) of the ContentMonster process `pid`. */
+async function privateDirectoriesOf(tmp: string, pid: number): Promise<string[]> {
+  const found: string[] = [];
+  for await (const entry of Deno.readDir(tmp)) {
+    if (entry.name.startsWith(`contentmonster-ssh-${pid}-`)) found.push(`${tmp}/${entry.name}`);
+  }
+  return found;
+}
+
+Deno.test({
+  name: "check keeps a running daemon's ssh directory however old, and removes a killed one's",
+  ignore: unavailable !== undefined,
+  sanitizeResources: false,
+  fn: async () => {
+    const ws = await Workspace.create();
+    const server = await startOpenSsh();
+    const tmp = ws.path("tmp");
+    await Deno.mkdir(tmp, { mode: 0o700 });
+    const env = { TMPDIR: tmp };
+    try {
+      await ws.mkdir("outbox");
+      const config = await ws.config(`[MONSTER]
+Database = state/cm.db
+ChunkSize = 1048576
+[Directory outbox]
+Location = outbox
+Destination = ${ws.path("dest")}
+${vesselIni(server, "v", { SSHClient: "openssh" })}
+`);
+      const daemon = new CliProcess(["run", "--config", config], env);
+      try {
+        let live: string | undefined;
+        await waitFor(
+          async () => {
+            [live] = await privateDirectoriesOf(tmp, daemon.pid);
+            return live !== undefined && await pathExists(`${live}/c0`);
+          },
+          20_000,
+          () => `the daemon's private directory with its control socket; log:\n${daemon.log}`,
+        );
+        // What `kill -9` leaves: a directory of a process that no longer runs.
+        const gone = new Deno.Command("true").spawn();
+        const { success } = await gone.status;
+        assert.ok(success);
+        const leftover = `${tmp}/contentmonster-ssh-${gone.pid}-left`;
+        await Deno.mkdir(leftover, { mode: 0o700 });
+        await Deno.writeTextFile(`${leftover}/login1.password`, "secret", { mode: 0o600 });
+        // Both look idle for 20 minutes: a daemon whose connections stay up makes no new socket.
+        const old = new Date(Date.now() - 20 * 60_000);
+        for (const dir of [live!, leftover]) await Deno.utime(dir, old, old);
+
+        const check = await runCli(["check", "--config", config], { env });
+        assert.equal(check.code, 0, check.stdout + check.stderr);
+        assert.ok(await pathExists(`${live}/c0`), "check removed the running daemon's sockets");
+        assert.equal(await pathExists(leftover), false, "check left a killed process's secrets");
+
+        // The daemon's connection still runs its commands (the parts' cat, the hash).
+        const data = randomBytes(3 << 20, 41);
+        await ws.write("outbox/after.bin", data);
+        await waitFor(
+          () => pathExists(ws.path("outbox/processed/after.bin")),
+          30_000,
+          () => `after.bin in processed/; log:\n${daemon.log}`,
+        );
+        assert.equal(await fileSha256(ws.path("dest/after.bin")), sha256(data));
+        assert.doesNotMatch(daemon.log, /retrying in/, "a delivery failed after check");
+      } finally {
+        daemon.kill("SIGTERM");
+        await daemon.exited();
+      }
     } finally {
       await server.stop();
       await ws.cleanup();

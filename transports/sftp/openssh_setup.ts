@@ -12,6 +12,7 @@
  */
 import type { AuthEnvironment } from "./auth.ts";
 import type { SftpVessel } from "./options.ts";
+import { PrivateSshDirectory } from "./ssh_private_dir.ts";
 
 /** One login's secrets, readable by the `ssh_askpass` helper until `hide()`. */
 export interface SecretsExposed {
@@ -51,11 +52,6 @@ export interface OpenSshSetup {
 
 /** ssh_config's built-in cipher order; AES-GCM first when the CPU has AES-NI. */
 const AES_FIRST = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com";
-const DIR_PREFIX = "contentmonster-ssh-";
-/** How old a dead process's directory must be before it is removed. */
-const STALE_AFTER_MS = 10 * 60_000;
-/** Leftovers of dead processes are cleared once per process. */
-let staleRemoval: Promise<void> | undefined;
 
 /**
  * The `ssh` binary for `command` (an absolute path, or a name looked up on
@@ -163,10 +159,8 @@ export async function prepareOpenSsh(
     // ssh would create it world-readable (umask); the builtin client makes it 0600.
     await Deno.writeTextFile(vessel.knownHostsFile, "", { append: true, mode: 0o600 });
   }
-  staleRemoval ??= removeStaleDirectories();
-  await staleRemoval;
-  const dir = await Deno.makeTempDir({ prefix: `${DIR_PREFIX}${Deno.pid}-` });
-  await Deno.chmod(dir, 0o700);
+  const privateDir = await PrivateSshDirectory.create();
+  const dir = privateDir.path;
   const env: Record<string, string> = { ...Deno.env.toObject() };
   delete env.DISPLAY;
   if (environment) {
@@ -196,7 +190,7 @@ export async function prepareOpenSsh(
     async exposeSecrets() {
       // Made again if something emptied the temp directory meanwhile (ssh binds its control
       // socket here on every connection), and refused if someone else made it since.
-      await ensurePrivateDirectory(dir);
+      await privateDir.ensure();
       if (!secrets) return { env, hide: () => Promise.resolve() };
       // Written once per directory: replacing it could fail a login running it meanwhile.
       await Deno.writeTextFile(askpass, askpassText, { mode: 0o700, createNew: true }).catch(
@@ -227,50 +221,8 @@ export async function prepareOpenSsh(
             .then(() => {}),
       };
     },
-    async dispose() {
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
+    dispose: () => privateDir.dispose(),
   };
-}
-
-/**
- * Removes private directories left by ContentMonster processes that no longer
- * run (after a `kill -9`), since one may still hold a secret.
- */
-async function removeStaleDirectories(
-  tmp = Deno.env.get("TMPDIR") || "/tmp",
-): Promise<void> {
-  let entries: Deno.DirEntry[];
-  try {
-    entries = await Array.fromAsync(Deno.readDir(tmp));
-  } catch {
-    return;
-  }
-  for (const entry of entries) {
-    const pid = new RegExp(`^${DIR_PREFIX}(\\d+)-`).exec(entry.name)?.[1];
-    if (!entry.isDirectory || pid === undefined || Number(pid) === Deno.pid) continue;
-    if (await processRuns(Number(pid))) continue;
-    const path = `${tmp}/${entry.name}`;
-    try {
-      const info = await Deno.lstat(path);
-      // Only old ones: a young directory belongs to a process that may be starting.
-      if (info.uid !== Deno.uid() || Date.now() - (info.mtime?.getTime() ?? 0) < STALE_AFTER_MS) {
-        continue;
-      }
-      await Deno.remove(path, { recursive: true });
-    } catch {
-      // Gone already, or not ours.
-    }
-  }
-}
-
-async function processRuns(pid: number): Promise<boolean> {
-  try {
-    await Deno.stat(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -296,27 +248,6 @@ function askpassScript(): string {
     'exec cat -- "$CONTENTMONSTER_SECRETS.$name"',
     "",
   ].join("\n");
-}
-
-/**
- * Makes `dir` if it is missing, then checks that it is a directory of this
- * user that nobody else can enter: in a shared /tmp, a cleaner may remove
- * it while the daemon runs, and another user make one of the same name for
- * ssh to run that user's helper with our secrets.
- */
-async function ensurePrivateDirectory(dir: string): Promise<void> {
-  try {
-    await Deno.mkdir(dir, { mode: 0o700 });
-  } catch (error) {
-    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
-  }
-  const info = await Deno.lstat(dir);
-  if (info.isSymlink || !info.isDirectory || info.uid !== Deno.uid() || (info.mode! & 0o077)) {
-    throw new Error(
-      `The private directory ${JSON.stringify(dir)} is not a directory of this user that only ` +
-        `it can enter (someone else made it after it was removed); nothing is written there`,
-    );
-  }
 }
 
 /** Writes `text` to a new file `path` with `mode`, replacing what is there, never through a link. */

@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { PrivateSshDirectory, removeStaleDirectories } from "./ssh_private_dir.ts";
+
+const TWENTY_MINUTES_AGO = () => new Date(Date.now() - 20 * 60_000);
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether some open file holds the lock of `path` (flock: another descriptor conflicts). */
+async function locked(path: string): Promise<boolean> {
+  const file = await Deno.open(path, { read: true });
+  try {
+    return !await file.tryLock(true);
+  } finally {
+    file.close();
+  }
+}
+
+Deno.test("only old directories whose owner no longer holds its lock are removed", async () => {
+  const tmp = await Deno.makeTempDir();
+  const held = await Deno.open(`${tmp}/held.lock`, { write: true, create: true });
+  try {
+    const dir = (name: string) => `${tmp}/contentmonster-ssh-${name}`;
+    for (const name of ["1001-held", "1002-released", "1003-none", "1004-young"]) {
+      await Deno.mkdir(dir(name), { mode: 0o700 });
+    }
+    // A running process's lock; one a killed process left; none (before locks existed).
+    await Deno.link(`${tmp}/held.lock`, `${dir("1001-held")}/owner.lock`);
+    await held.lock(true);
+    await Deno.writeTextFile(`${dir("1002-released")}/owner.lock`, "");
+    await Deno.writeTextFile(`${dir("1002-released")}/login1.password`, "secret");
+    for (const name of ["1001-held", "1002-released", "1003-none"]) {
+      await Deno.utime(dir(name), TWENTY_MINUTES_AGO(), TWENTY_MINUTES_AGO());
+    }
+
+    await removeStaleDirectories(tmp);
+
+    assert.ok(await exists(dir("1001-held")), "removed a directory whose owner runs");
+    assert.equal(await exists(dir("1002-released")), false);
+    assert.equal(await exists(dir("1003-none")), false);
+    assert.ok(await exists(dir("1004-young")), "removed a directory made a moment ago");
+  } finally {
+    held.close();
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("a private directory emptied meanwhile is made again, 0700 and locked again", async () => {
+  const tmp = await Deno.makeTempDir();
+  try {
+    const directory = await PrivateSshDirectory.create(tmp);
+    assert.ok(await locked(`${directory.path}/owner.lock`));
+    await Deno.remove(directory.path, { recursive: true });
+
+    await directory.ensure();
+
+    assert.equal((await Deno.lstat(directory.path)).mode! & 0o777, 0o700);
+    assert.ok(await locked(`${directory.path}/owner.lock`), "the new owner file is not locked");
+    await directory.dispose();
+    assert.equal(await exists(directory.path), false);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
