@@ -98,7 +98,8 @@ export async function prepareOpenSsh(
     options.push("-o", `StrictHostKeyChecking=${vessel.strictHostKeyChecking}`);
   }
 
-  // Both questions at once: each `ssh -G` costs a process start before the first login.
+  // All questions at once: each costs a process start before the first login.
+  const aes = hasAesInstructions();
   const defaults = sshDashG(command, ["-F", "none"], host).catch(() => undefined);
   const resolved = await sshDashG(command, options, host);
   const policy = resolved.get("stricthostkeychecking") ?? "ask";
@@ -118,7 +119,7 @@ export async function prepareOpenSsh(
   if ((resolved.get("connecttimeout") ?? "none") === "none") {
     options.push("-o", `ConnectTimeout=${Math.max(1, Math.ceil(vessel.timeout))}`);
   }
-  if (usesDefaultCiphers(options, resolved, await defaults) && hasAesInstructions()) {
+  if (usesDefaultCiphers(options, resolved, await defaults) && await aes) {
     // Measured on this 2-core machine: scp with aes128-gcm 355 MiB/s, with the default
     // chacha20-poly1305 183 MiB/s. Only when ssh_config does not choose the ciphers.
     options.push("-o", `Ciphers=${AES_FIRST}`);
@@ -296,12 +297,26 @@ function usesDefaultCiphers(
     !options.some((option) => option.toLowerCase().startsWith("ciphers="));
 }
 
-function hasAesInstructions(): boolean {
-  try {
-    return /^flags\s*:.*\baes\b/m.test(Deno.readTextFileSync("/proc/cpuinfo"));
-  } catch {
-    return false;
-  }
+/** Asked once per process. */
+let aesInstructions: Promise<boolean> | undefined;
+
+/**
+ * Whether the CPU has AES instructions (x86's `aes` flag, Arm's `aes`
+ * feature). `cat` reads /proc/cpuinfo: Deno lets only `--allow-all` read
+ * /proc, and the daemon runs with narrower permissions.
+ */
+function hasAesInstructions(): Promise<boolean> {
+  return aesInstructions ??= new Deno.Command("cat", {
+    args: ["/proc/cpuinfo"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).output().then(
+    (output) =>
+      output.success &&
+      /^(flags|Features)\s*:(.* )?aes( |$)/m.test(new TextDecoder().decode(output.stdout)),
+    () => false,
+  );
 }
 
 /** A value for `ssh -o KEY=VALUE`, quoted when it holds spaces. */
