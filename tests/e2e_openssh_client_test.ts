@@ -14,7 +14,7 @@ import {
   waitFor,
   Workspace,
 } from "./cli_harness.ts";
-import { serverUnavailable, skipNotice, startOpenSsh } from "./servers.ts";
+import { serverUnavailable, skipNotice, startOpenSsh, type TestServer } from "./servers.ts";
 import { carrierUnavailable } from "./sftp_conformance.ts";
 import { vesselIni } from "./vessel_ini.ts";
 
@@ -39,6 +39,22 @@ async function sshChildrenOf(pid: number): Promise<number[]> {
   return found;
 }
 
+/** A daemon's settings.ini: `outbox` to one OpenSSH vessel, parts of 1 MiB. */
+function daemonConfig(
+  ws: Workspace,
+  server: TestServer,
+  extra: Record<string, string> = {},
+): Promise<string> {
+  return ws.config(`[MONSTER]
+Database = state/cm.db
+ChunkSize = 1048576
+[Directory outbox]
+Location = outbox
+Destination = ${ws.path("dest")}
+${vesselIni(server, "v", { SSHClient: "openssh", ...extra })}
+`);
+}
+
 for (const signal of ["SIGKILL", "SIGTERM"] as const) {
   Deno.test({
     name: `${signal} of the daemon mid-transfer leaves no ssh process behind`,
@@ -49,14 +65,7 @@ for (const signal of ["SIGKILL", "SIGTERM"] as const) {
       const server = await startOpenSsh();
       try {
         await ws.write("outbox/slow.bin", randomBytes(8 << 20, 31));
-        const config = await ws.config(`[MONSTER]
-Database = state/cm.db
-ChunkSize = 1048576
-[Directory outbox]
-Location = outbox
-Destination = ${ws.path("dest")}
-${vesselIni(server, "v", { SSHClient: "openssh", BandwidthLimit: "1048576" })}
-`);
+        const config = await daemonConfig(ws, server, { BandwidthLimit: "1048576" });
         const daemon = new CliProcess(["run", "--config", config]);
         // Both connections and at least one remote command are up mid-transfer.
         await waitFor(
@@ -135,14 +144,7 @@ Deno.test({
     const env = { TMPDIR: tmp };
     try {
       await ws.mkdir("outbox");
-      const config = await ws.config(`[MONSTER]
-Database = state/cm.db
-ChunkSize = 1048576
-[Directory outbox]
-Location = outbox
-Destination = ${ws.path("dest")}
-${vesselIni(server, "v", { SSHClient: "openssh" })}
-`);
+      const config = await daemonConfig(ws, server);
       const daemon = new CliProcess(["run", "--config", config], env);
       try {
         let live: string | undefined;

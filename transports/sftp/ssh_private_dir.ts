@@ -112,7 +112,8 @@ export async function removeStaleDirectories(tmp = temporaryDirectory()): Promis
     const path = `${tmp}/${entry.name}`;
     try {
       const info = await Deno.lstat(path);
-      if (!info.isDirectory || info.uid !== Deno.uid()) continue;
+      // Only this user's, closed to others: nobody else can have planted its owner file.
+      if (!info.isDirectory || info.uid !== Deno.uid() || (info.mode! & 0o077)) continue;
       if (Date.now() - (info.mtime?.getTime() ?? 0) < STALE_AFTER_MS) continue;
       if (await ownerRuns(path)) continue;
       await Deno.remove(path, { recursive: true });

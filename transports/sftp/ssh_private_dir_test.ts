@@ -1,16 +1,8 @@
 import assert from "node:assert/strict";
+import { pathExists } from "../../tests/cli_harness.ts";
 import { PrivateSshDirectory, removeStaleDirectories } from "./ssh_private_dir.ts";
 
 const TWENTY_MINUTES_AGO = () => new Date(Date.now() - 20 * 60_000);
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Whether some open file holds the lock of `path` (flock: another descriptor conflicts). */
 async function locked(path: string): Promise<boolean> {
@@ -27,24 +19,27 @@ Deno.test("only old directories whose owner no longer holds its lock are removed
   const held = await Deno.open(`${tmp}/held.lock`, { write: true, create: true });
   try {
     const dir = (name: string) => `${tmp}/contentmonster-ssh-${name}`;
-    for (const name of ["1001-held", "1002-released", "1003-none", "1004-young"]) {
+    for (const name of ["1001-held", "1002-released", "1003-none", "1004-young", "1005-open"]) {
       await Deno.mkdir(dir(name), { mode: 0o700 });
     }
+    // Open to others: its owner file may be anyone's (a FIFO would hang the check).
+    await Deno.chmod(dir("1005-open"), 0o777);
     // A running process's lock; one a killed process left; none (before locks existed).
     await Deno.link(`${tmp}/held.lock`, `${dir("1001-held")}/owner.lock`);
     await held.lock(true);
     await Deno.writeTextFile(`${dir("1002-released")}/owner.lock`, "");
     await Deno.writeTextFile(`${dir("1002-released")}/login1.password`, "secret");
-    for (const name of ["1001-held", "1002-released", "1003-none"]) {
+    for (const name of ["1001-held", "1002-released", "1003-none", "1005-open"]) {
       await Deno.utime(dir(name), TWENTY_MINUTES_AGO(), TWENTY_MINUTES_AGO());
     }
 
     await removeStaleDirectories(tmp);
 
-    assert.ok(await exists(dir("1001-held")), "removed a directory whose owner runs");
-    assert.equal(await exists(dir("1002-released")), false);
-    assert.equal(await exists(dir("1003-none")), false);
-    assert.ok(await exists(dir("1004-young")), "removed a directory made a moment ago");
+    assert.ok(await pathExists(dir("1001-held")), "removed a directory whose owner runs");
+    assert.equal(await pathExists(dir("1002-released")), false);
+    assert.equal(await pathExists(dir("1003-none")), false);
+    assert.ok(await pathExists(dir("1004-young")), "removed a directory made a moment ago");
+    assert.ok(await pathExists(dir("1005-open")), "removed a directory others could write in");
   } finally {
     held.close();
     await Deno.remove(tmp, { recursive: true });
@@ -63,7 +58,7 @@ Deno.test("a private directory emptied meanwhile is made again, 0700 and locked 
     assert.equal((await Deno.lstat(directory.path)).mode! & 0o777, 0o700);
     assert.ok(await locked(`${directory.path}/owner.lock`), "the new owner file is not locked");
     await directory.dispose();
-    assert.equal(await exists(directory.path), false);
+    assert.equal(await pathExists(directory.path), false);
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
