@@ -38,8 +38,8 @@ export class PrivateSshDirectory {
   static async create(tmp = temporaryDirectory()): Promise<PrivateSshDirectory> {
     staleRemoval ??= removeStaleDirectories(tmp);
     await staleRemoval;
+    // 0700 whatever the umask; ensure() checks that too.
     const path = await Deno.makeTempDir({ dir: tmp, prefix: `${DIR_PREFIX}${Deno.pid}-` });
-    await Deno.chmod(path, 0o700);
     const directory = new PrivateSshDirectory(path);
     await directory.ensure();
     return directory;
