@@ -3,18 +3,16 @@
  * directories, local vessels and a config file in one temp directory.
  */
 import { createHash } from "node:crypto";
+import denoJson from "../deno.json" with { type: "json" };
 
 /** The CLI's entry point, for `deno run`. */
 export const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
-/** What `deno task start` grants the CLI (see deno.json); `--allow-run` is for ssh. */
-export const PERMISSIONS = [
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-net",
-  "--allow-sys",
-  "--allow-run",
-];
+/**
+ * What `deno task start` grants the CLI, read from deno.json: the tests run
+ * the daemon as operators do (see "Permissions" in the README for why that
+ * is everything).
+ */
+export const PERMISSIONS = permissionFlags(denoJson.tasks.start);
 /** The V8 flag of `deno task start` and the compiled binary, for runs that measure memory. */
 export const V8_FLAGS = "--v8-flags=--max-semi-space-size=1";
 
@@ -258,4 +256,9 @@ export function pathExistsSync(path: string): boolean {
     if (error instanceof Deno.errors.NotFound) return false;
     throw error;
   }
+}
+
+/** The permission flags (`--allow-…`, `--deny-…`, `-A`) of a `deno run` or `deno compile` line. */
+export function permissionFlags(commandLine: string): string[] {
+  return commandLine.split(/\s+/).filter((word) => /^(--(allow|deny)-|-A$)/.test(word));
 }

@@ -1,7 +1,17 @@
 /** Data-safety guarantees of issue 9, end to end through the CLI with local vessels. */
 import assert from "node:assert/strict";
 import { Store } from "../src/store/store.ts";
-import { fileSha256, randomBytes, runCli, Workspace } from "./cli_harness.ts";
+import denoJson from "../deno.json" with { type: "json" };
+import {
+  CliProcess,
+  fileSha256,
+  permissionFlags,
+  PERMISSIONS,
+  randomBytes,
+  runCli,
+  Workspace,
+} from "./cli_harness.ts";
+import { whileSwapped } from "./helpers.ts";
 
 const CONFIG = `[MONSTER]
 ChunkSize = 65536
@@ -106,6 +116,43 @@ Deno.test("a processed/ planted as a symlink receives nothing; the refusal is lo
     assert.match(result.stderr, /processed" is a symbolic link; nothing is moved through it/);
     assert.deepEqual(await Array.fromAsync(Deno.readDir(ws.path("victim"))), []);
     assert.ok((await Deno.lstat(ws.path("outbox/authorized_keys"))).isFile);
+  } finally {
+    await ws.cleanup();
+  }
+});
+
+Deno.test("deno task start and the compiled binary grant every permission: a narrower grant makes Deno resolve the finalizer's relative paths against getcwd()", () => {
+  // The test below runs the CLI with PERMISSIONS (start's); CI cannot build the binary.
+  assert.deepEqual(PERMISSIONS, ["--allow-all"]);
+  assert.deepEqual(permissionFlags(denoJson.tasks.compile), PERMISSIONS);
+});
+
+Deno.test("a processed/ subdirectory swapped for a symlink while once moves files into it gets them, never the link's target", async () => {
+  const { ws, config } = await shore();
+  try {
+    await ws.mkdir("victim", "outbox/sub", "outbox/processed/sub");
+    const names = Array.from({ length: 2000 }, (_, i) => `evil${i}.sh`);
+    for (const name of names) await ws.write(`outbox/sub/${name}`, `echo owned ${name}\n`);
+    // Run as operators run it: with the permissions deno.json and the compiled binary grant.
+    const once = new CliProcess(["once", "--config", config, "--timeout", "20"]);
+    try {
+      await whileSwapped(ws.path("outbox/processed/sub"), ws.path("victim"), async () => {
+        await once.waitForLog(/everything delivered|delivered but not moved/, 60_000);
+      });
+    } finally {
+      // Its exit may wait for the watcher to go through every swap's events; the files tell.
+      once.kill("SIGKILL");
+      await once.exited();
+    }
+    const placed = await Array.fromAsync(Deno.readDir(ws.path("victim")), (entry) => entry.name);
+    assert.deepEqual(placed, [], "files moved into the link's target");
+    for (const name of names) {
+      // Delivered, then moved into processed/sub or left where it was (refused and logged).
+      const kept = await fileSha256(ws.path(`outbox/sub/${name}`)) ??
+        await fileSha256(ws.path(`outbox/processed/sub/${name}`));
+      assert.ok(kept, `${name} is gone from the shore`);
+      assert.equal(await fileSha256(ws.path(`vessel/srv/inbox/sub/${name}`)), kept, name);
+    }
   } finally {
     await ws.cleanup();
   }

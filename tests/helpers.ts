@@ -58,3 +58,52 @@ export async function until(condition: () => boolean, what: string): Promise<voi
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+/**
+ * A hostile local user in another process, exchanging `dir` with a symbolic
+ * link to `victim` (`renameat2(RENAME_EXCHANGE)`, so the path never goes
+ * missing) and back as fast as it can until `body` is done.
+ */
+export async function whileSwapped(
+  dir: string,
+  victim: string,
+  body: () => Promise<void>,
+): Promise<void> {
+  const link = `${dir}.link`;
+  const stop = `${dir}.stop`;
+  await Deno.symlink(victim, link);
+  const swapper = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `
+      const [dir, link, stop] = ${JSON.stringify([dir, link, stop])};
+      const libc = Deno.dlopen("libc.so.6", {
+        renameat2: { parameters: ["i32", "buffer", "i32", "buffer", "u32"], result: "i32" },
+      });
+      const AT_FDCWD = -100, RENAME_EXCHANGE = 2;
+      const path = (p) => new TextEncoder().encode(p + "\\0");
+      const [from, to] = [path(dir), path(link)];
+      const until = Date.now() + 30_000;
+      for (let turn = 0; Date.now() < until; turn++) {
+        if (turn % 256 === 0) { try { Deno.lstatSync(stop); break; } catch { /* go on */ } }
+        libc.symbols.renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_EXCHANGE);
+      }
+      // Leave the real directory in its place.
+      if (Deno.lstatSync(dir).isSymlink) libc.symbols.renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_EXCHANGE);`,
+    ],
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  try {
+    await body();
+  } finally {
+    await Deno.writeTextFile(stop, "");
+    const status = await Promise.race([swapper.status, delay(5_000).then(() => undefined)]);
+    if (!status) swapper.kill("SIGKILL");
+    await swapper.status;
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
