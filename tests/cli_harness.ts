@@ -14,7 +14,9 @@ export const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
  */
 export const PERMISSIONS = permissionFlags(denoJson.tasks.start);
 /** The V8 flag of `deno task start` and the compiled binary, for runs that measure memory. */
-export const V8_FLAGS = "--v8-flags=--max-semi-space-size=1";
+export const V8_FLAGS = denoJson.tasks.start.split(/\s+/).find((word) =>
+  word.startsWith("--v8-flags=")
+)!;
 
 /** The result of a finished CLI run. */
 export interface CliResult {

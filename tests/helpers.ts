@@ -1,4 +1,5 @@
 /** Small helpers shared by tests. */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { VesselConfig } from "../src/config/types.ts";
 import { type Transport, TransportError } from "../transports/transport.ts";
 
@@ -98,12 +99,8 @@ export async function whileSwapped(
     await body();
   } finally {
     await Deno.writeTextFile(stop, "");
-    const status = await Promise.race([swapper.status, delay(5_000).then(() => undefined)]);
+    const status = await Promise.race([swapper.status, sleep(5_000, undefined)]);
     if (!status) swapper.kill("SIGKILL");
     await swapper.status;
   }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
