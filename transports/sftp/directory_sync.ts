@@ -1,13 +1,17 @@
 /**
- * Shares the fsync of a destination directory between the files renamed
- * into it over one connection at about the same time. An SFTP server
- * handles one session's requests in order, so an fsync of the directory
- * covers every rename sent before it on the same connection: files
- * published together need one open, fsync and close of their directory
- * instead of one each (and one journal commit on the vessel). The first
- * publish's open goes out with its rename, and the close with the fsync, so
- * a lone file takes two round trips; one if its directory was opened ahead
- * (while the vessel assembled and hashed the file).
+ * Flushes destination directories after renames, sharing each fsync
+ * between the files renamed into one directory over one connection at
+ * about the same time. An SFTP server handles one session's requests in
+ * order, so an fsync of the directory covers every rename sent before it on
+ * the same connection.
+ *
+ * The directory's handle stays open while files keep arriving (closed
+ * {@linkcode KEEP_MS} after its last flush), so a flush is one fsync that
+ * leaves with its rename: one round trip, where an open, fsync and close
+ * per flush took two (on a 600 ms link, 0.6 s more at the end of every
+ * batch). One fsync per directory and connection is in flight at a time;
+ * renames made meanwhile share the next one, so a burst of files costs the
+ * vessel one journal commit per round trip, not one per file.
  *
  * @module
  */
@@ -19,43 +23,55 @@ export interface DirectoryFlush<C, H> {
   close(connection: C, handle: H): Promise<void>;
 }
 
-/** How long a directory opened ahead stays open for a publish that does not come. */
-const AHEAD_MS = 60_000;
+/** How long a directory's handle stays open after its last flush, for the next files. */
+export const KEEP_MS = 10_000;
+/**
+ * Directories kept open per connection beyond those being flushed: files
+ * spread over many directories must not run the SFTP server out of file
+ * descriptors (OpenSSH's sftp-server has as many as its process may open).
+ */
+export const MAX_KEPT = 16;
 
-/** A directory opened ahead of its publish. */
-interface Ahead<H> {
+/** One directory kept open on one connection. */
+interface Kept<H> {
   readonly handle: Promise<H>;
-  readonly timer: ReturnType<typeof setTimeout>;
+  /** The fsync waiting for the handle to open: renames made meanwhile join it. */
+  unsent?: Promise<void>;
+  /** The fsync sent and not answered yet. */
+  inFlight?: Promise<void>;
+  /** The fsync that renames made while one is in flight share, sent once that one is answered. */
+  next?: Promise<void>;
+  timer?: ReturnType<typeof setTimeout>;
 }
 
-/** Per connection and directory, the fsync that renames sent from now on still join. */
+/** How long idle handles stay open, and how many; see {@linkcode KEEP_MS} and {@linkcode MAX_KEPT}. */
+export interface KeepLimits {
+  readonly keepMs?: number;
+  readonly maxKept?: number;
+}
+
+/** Per connection and directory, the open handle and the fsync renames still join. */
 export class DirectorySyncs<C extends object, H> {
   readonly #flush: DirectoryFlush<C, H>;
-  readonly #joinable = new WeakMap<C, Map<string, Promise<void>>>();
-  readonly #ahead = new WeakMap<C, Map<string, Ahead<H>>>();
+  readonly #kept = new WeakMap<C, Map<string, Kept<H>>>();
+  readonly #keepMs: number;
+  readonly #maxKept: number;
 
-  constructor(flush: DirectoryFlush<C, H>) {
+  constructor(flush: DirectoryFlush<C, H>, limits: KeepLimits = {}) {
     this.#flush = flush;
+    this.#keepMs = limits.keepMs ?? KEEP_MS;
+    this.#maxKept = limits.maxKept ?? MAX_KEPT;
   }
 
   /**
-   * Opens `dir` on `connection` now, for the next {@linkcode sync} of it
-   * there, whose fsync then leaves with the rename: a handle opened before
-   * the rename covers it, since an fsync flushes the directory as it is when
-   * the server runs it. Closed if no sync takes it within a minute.
+   * Opens `dir` on `connection` now, unless it is open there: the fsync of
+   * the next {@linkcode sync} then leaves with its rename. A handle opened
+   * before the rename covers it, since an fsync flushes the directory as it
+   * is when the server runs it.
    */
   openAhead(connection: C, dir: string): void {
-    let byDir = this.#ahead.get(connection);
-    if (!byDir) this.#ahead.set(connection, byDir = new Map());
-    if (byDir.has(dir)) return;
-    const handle = this.#flush.open(connection, dir);
-    const timer = setTimeout(() => {
-      byDir.delete(dir);
-      handle.then((opened) => this.#flush.close(connection, opened)).catch(() => {});
-    }, AHEAD_MS);
-    Deno.unrefTimer(Number(timer)); // Nothing should wait for it to exit.
-    byDir.set(dir, { handle, timer });
-    handle.catch(() => {}); // A failed open ahead: the sync that takes it opens again.
+    const kept = this.#keep(connection, dir);
+    if (!kept.unsent && !kept.inFlight && !kept.next) this.#closeWhenIdle(connection, dir, kept);
   }
 
   /**
@@ -65,37 +81,80 @@ export class DirectorySyncs<C extends object, H> {
    * succeeded.
    */
   sync(connection: C, dir: string): Promise<void> {
-    let byDir = this.#joinable.get(connection);
-    if (!byDir) this.#joinable.set(connection, byDir = new Map());
-    const joinable = byDir.get(dir);
-    if (joinable) return joinable;
-    const flushed = this.#flushNow(connection, dir, byDir);
-    byDir.set(dir, flushed);
+    const kept = this.#keep(connection, dir);
+    clearTimeout(kept.timer);
+    if (kept.unsent) return kept.unsent;
+    if (kept.next) return kept.next;
+    if (kept.inFlight) {
+      const next = kept.inFlight.catch(() => {}).then(() => {
+        kept.next = undefined;
+        // The entry of a failed fsync is gone: this one opens the directory again.
+        return this.#send(connection, dir, this.#keep(connection, dir));
+      });
+      kept.next = next;
+      return next;
+    }
+    return this.#send(connection, dir, kept);
+  }
+
+  /** Sends an fsync of `kept` once its handle is open; the syncs until then join it. */
+  #send(connection: C, dir: string, kept: Kept<H>): Promise<void> {
+    clearTimeout(kept.timer);
+    const flushed = kept.handle.then((handle) => {
+      kept.unsent = undefined;
+      const sent = this.#flush.fsync(connection, handle);
+      kept.inFlight = sent;
+      return sent;
+    });
+    kept.unsent = flushed;
+    flushed.then(
+      () => {
+        kept.inFlight = undefined;
+        if (!kept.next) this.#closeWhenIdle(connection, dir, kept);
+      },
+      () => {
+        kept.unsent = kept.inFlight = undefined;
+        this.#close(connection, dir, kept);
+      },
+    );
     return flushed;
   }
 
-  async #flushNow(connection: C, dir: string, byDir: Map<string, Promise<void>>): Promise<void> {
-    let handle: H;
-    try {
-      handle = await (this.#takeAhead(connection, dir) ?? this.#flush.open(connection, dir));
-    } finally {
-      byDir.delete(dir);
+  /** The directory's entry on `connection`, opened if it has none. */
+  #keep(connection: C, dir: string): Kept<H> {
+    let byDir = this.#kept.get(connection);
+    if (!byDir) this.#kept.set(connection, byDir = new Map());
+    let kept = byDir.get(dir);
+    if (!kept) {
+      kept = { handle: this.#flush.open(connection, dir) };
+      const opened = kept;
+      byDir.set(dir, opened);
+      // A failed open is not kept: the next sync opens again.
+      opened.handle.catch(() => this.#forget(connection, dir, opened));
     }
-    // No await since the entry went: every rename that joined was sent before this fsync.
-    const synced = this.#flush.fsync(connection, handle);
-    // The close leaves with the fsync (the server handles them in order) and nothing waits for
-    // its answer: a round trip less per publish.
-    this.#flush.close(connection, handle).catch(() => {});
-    await synced;
+    return kept;
   }
 
-  /** The handle opened ahead for `dir` on `connection`, if any; opened again if that failed. */
-  #takeAhead(connection: C, dir: string): Promise<H> | undefined {
-    const byDir = this.#ahead.get(connection);
-    const ahead = byDir?.get(dir);
-    if (!ahead) return undefined;
-    byDir!.delete(dir);
-    clearTimeout(ahead.timer);
-    return ahead.handle.catch(() => this.#flush.open(connection, dir));
+  #closeWhenIdle(connection: C, dir: string, kept: Kept<H>): void {
+    clearTimeout(kept.timer);
+    if ((this.#kept.get(connection)?.size ?? 0) > this.#maxKept) {
+      return this.#close(connection, dir, kept);
+    }
+    kept.timer = setTimeout(() => {
+      if (!kept.unsent && !kept.inFlight && !kept.next) this.#close(connection, dir, kept);
+    }, this.#keepMs);
+    Deno.unrefTimer(Number(kept.timer)); // Nothing should wait for it to exit.
+  }
+
+  /** Forgets the entry and closes its handle; nothing waits for the answer. */
+  #close(connection: C, dir: string, kept: Kept<H>): void {
+    this.#forget(connection, dir, kept);
+    kept.handle.then((handle) => this.#flush.close(connection, handle)).catch(() => {});
+  }
+
+  #forget(connection: C, dir: string, kept: Kept<H>): void {
+    clearTimeout(kept.timer);
+    const byDir = this.#kept.get(connection);
+    if (byDir?.get(dir) === kept) byDir.delete(dir);
   }
 }

@@ -139,6 +139,39 @@ for (const sshClient of ["openssh", "builtin"] as const) {
 for (const sshClient of ["openssh", "builtin"] as const) {
   Deno.test({
     name:
+      `${sshClient}: a file published into the directory of the one before is published in one round trip: the directory stayed open`,
+    ignore: unavailable !== undefined,
+    fn: () =>
+      behindProxy(async (proxied) => {
+        const { transport, server } = proxied;
+        // Both read back on a short link, so neither opens its directory ahead.
+        const files = ["first", "second"].map((name, i) => ({
+          destination: `${server.dir}/inbox/${name}.bin`,
+          data: bytes(60_000, 20 + i),
+        }));
+        const assembled = [];
+        for (const [i, { destination, data }] of files.entries()) {
+          assembled.push(await transport.putWhole(`kept${i}`, destination, data, 0o640));
+        }
+        await transport.publish(assembled[0].tempPath, files[0].destination);
+        const roundTrip = await lengthen(proxied);
+        // Opening the directory again, and closing it after every fsync, cost a round trip more.
+        await publishInOneRoundTrip(
+          proxied,
+          assembled[1].tempPath,
+          files[1].destination,
+          roundTrip,
+        );
+        for (const { destination, data } of files) {
+          assert.deepEqual(await Deno.readFile(destination), data);
+        }
+      }, { vessel: { sshClient } }),
+  });
+}
+
+for (const sshClient of ["openssh", "builtin"] as const) {
+  Deno.test({
+    name:
       `${sshClient}: a file assembled from parts is published in one round trip: its directory was opened ahead`,
     ignore: unavailable !== undefined,
     fn: () =>
