@@ -12,26 +12,9 @@
  */
 import { Buffer } from "node:buffer";
 import type { Readable, Writable } from "node:stream";
+// @ts-types="./_sftp_class.d.ts"
+import sftpModule from "ssh2/lib/protocol/SFTP.js";
 import type { SFTPWrapper } from "./_ssh2.ts";
-
-/** The one internal module of ssh2 1.17.0 this module uses. */
-interface SftpModule {
-  SFTP: new (client: unknown, channelInfo: unknown, config: unknown) => unknown;
-}
-
-let sftpModule: Promise<SftpModule> | undefined;
-
-/**
- * ssh2's SFTP class, loaded with the first session rather than with the
- * transport: its module graph takes 40 ms to load here, which the first
- * login (ssh spawned just before) now overlaps instead of waiting for.
- */
-function loadSftpModule(): Promise<SftpModule> {
-  sftpModule ??= import("ssh2/lib/protocol/SFTP.js").then((loaded) =>
-    (loaded.default ?? loaded) as SftpModule
-  );
-  return sftpModule;
-}
 
 /**
  * Bytes queued for the pipe before ssh2 is asked to hold further requests.
@@ -64,16 +47,12 @@ interface SftpInternals {
  * `close` when `output` has ended and `ended` resolved (the carrier's exit, so
  * that its reason is known first).
  */
-export async function sftpOverPipes(
+export function sftpOverPipes(
   input: Writable,
   output: Readable,
   close: () => void,
   ended: Promise<void> = Promise.resolve(),
 ): Promise<SFTPWrapper> {
-  // Before the wait: an 'error' without a listener would end the process. The server's
-  // replies wait in `output` until read.
-  input.on("error", () => close());
-  const { SFTP } = await loadSftpModule();
   const open = Number.MAX_SAFE_INTEGER;
   const outgoing = {
     id: 0,
@@ -116,7 +95,7 @@ export async function sftpOverPipes(
       close();
     },
   };
-  const sftp = new SFTP({ _protocol: protocol }, {
+  const sftp = new sftpModule.SFTP({ _protocol: protocol }, {
     type: "sftp",
     incoming: { id: 0, window: Number.MAX_SAFE_INTEGER, packetSize: 1 << 20, state: "open" },
     outgoing,
@@ -139,6 +118,7 @@ export async function sftpOverPipes(
   output.on("end", end);
   output.on("close", end);
   output.on("error", end);
+  input.on("error", () => close());
   input.on("drain", () => {
     outgoing.window = open;
     if (sftp._waitWindow) {
@@ -163,11 +143,10 @@ export async function sftpOverPipes(
 }
 
 /** Whether the SFTP internals this module needs are where it expects them. */
-export async function sftpInternalsPresent(): Promise<string[]> {
-  const { SFTP } = await loadSftpModule();
+export function sftpInternalsPresent(): string[] {
   const missing: string[] = [];
-  const proto = SFTP?.prototype as Record<string, unknown> | undefined;
-  if (typeof SFTP !== "function") missing.push("SFTP class");
+  const proto = sftpModule.SFTP?.prototype as Record<string, unknown> | undefined;
+  if (typeof sftpModule.SFTP !== "function") missing.push("SFTP class");
   for (const method of ["_init", "push", "open", "write", "ext_openssh_rename"]) {
     if (typeof proto?.[method] !== "function") missing.push(`SFTP.prototype.${method}`);
   }
