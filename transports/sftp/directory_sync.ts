@@ -35,10 +35,10 @@ export const MAX_KEPT = 16;
 /** One directory kept open on one connection. */
 interface Kept<H> {
   readonly handle: Promise<H>;
-  /** The fsync waiting for the handle to open: renames made meanwhile join it. */
-  unsent?: Promise<void>;
-  /** The fsync sent and not answered yet. */
-  inFlight?: Promise<void>;
+  /** The last flush, until its fsync is answered. */
+  flushing?: Promise<void>;
+  /** Whether that fsync still waits for the handle to open: renames made meanwhile join it. */
+  joinable?: boolean;
   /** The fsync that renames made while one is in flight share, sent once that one is answered. */
   next?: Promise<void>;
   timer?: ReturnType<typeof setTimeout>;
@@ -71,7 +71,7 @@ export class DirectorySyncs<C extends object, H> {
    */
   openAhead(connection: C, dir: string): void {
     const kept = this.#keep(connection, dir);
-    if (!kept.unsent && !kept.inFlight && !kept.next) this.#closeWhenIdle(connection, dir, kept);
+    if (!busy(kept)) this.#closeWhenIdle(connection, dir, kept);
   }
 
   /**
@@ -83,10 +83,10 @@ export class DirectorySyncs<C extends object, H> {
   sync(connection: C, dir: string): Promise<void> {
     const kept = this.#keep(connection, dir);
     clearTimeout(kept.timer);
-    if (kept.unsent) return kept.unsent;
+    if (kept.flushing && kept.joinable) return kept.flushing;
     if (kept.next) return kept.next;
-    if (kept.inFlight) {
-      const next = kept.inFlight.catch(() => {}).then(() => {
+    if (kept.flushing) {
+      const next = kept.flushing.catch(() => {}).then(() => {
         kept.next = undefined;
         // The entry of a failed fsync is gone: this one opens the directory again.
         return this.#send(connection, dir, this.#keep(connection, dir));
@@ -101,19 +101,19 @@ export class DirectorySyncs<C extends object, H> {
   #send(connection: C, dir: string, kept: Kept<H>): Promise<void> {
     clearTimeout(kept.timer);
     const flushed = kept.handle.then((handle) => {
-      kept.unsent = undefined;
-      const sent = this.#flush.fsync(connection, handle);
-      kept.inFlight = sent;
-      return sent;
+      kept.joinable = false;
+      return this.#flush.fsync(connection, handle);
     });
-    kept.unsent = flushed;
+    kept.flushing = flushed;
+    kept.joinable = true;
     flushed.then(
       () => {
-        kept.inFlight = undefined;
+        if (kept.flushing !== flushed) return;
+        kept.flushing = undefined;
         if (!kept.next) this.#closeWhenIdle(connection, dir, kept);
       },
       () => {
-        kept.unsent = kept.inFlight = undefined;
+        if (kept.flushing === flushed) kept.flushing = undefined;
         this.#close(connection, dir, kept);
       },
     );
@@ -141,7 +141,7 @@ export class DirectorySyncs<C extends object, H> {
       return this.#close(connection, dir, kept);
     }
     kept.timer = setTimeout(() => {
-      if (!kept.unsent && !kept.inFlight && !kept.next) this.#close(connection, dir, kept);
+      if (!busy(kept)) this.#close(connection, dir, kept);
     }, this.#keepMs);
     Deno.unrefTimer(Number(kept.timer)); // Nothing should wait for it to exit.
   }
@@ -157,4 +157,9 @@ export class DirectorySyncs<C extends object, H> {
     const byDir = this.#kept.get(connection);
     if (byDir?.get(dir) === kept) byDir.delete(dir);
   }
+}
+
+/** Whether a flush of `kept` is under way or waiting: its handle is not idle. */
+function busy(kept: Kept<unknown>): boolean {
+  return kept.flushing !== undefined || kept.next !== undefined;
 }
