@@ -11,7 +11,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { CliProcess, listFiles, sha256, waitFor, Workspace } from "./cli_harness.ts";
+import { CliProcess, listFiles, randomBytes, sha256, waitFor, Workspace } from "./cli_harness.ts";
 import { FaultProxy } from "./fault_proxy.ts";
 import {
   serverUnavailable,
@@ -474,6 +474,15 @@ export function partsSent(log: string): number[] {
 export function partBytesSent(log: string): number {
   return [...log.matchAll(/: part \d+ sent \((\d+) bytes\)/g)]
     .reduce((sum, match) => sum + Number(match[1]), 0);
+}
+
+/** `count` files of `size` random bytes under `batch/`, the seed of each following `seed`. */
+export function filesOf(count: number, size: number, seed: number): Map<string, Uint8Array> {
+  const files = new Map<string, Uint8Array>();
+  for (let i = 0; i < count; i++) {
+    files.set(`batch/file-${i}.bin`, randomBytes(size, seed + i));
+  }
+  return files;
 }
 
 /** Sleeps `ms`. */

@@ -1,0 +1,84 @@
+/**
+ * `deno task test`: every suite, in two lanes at once. Most of the time of
+ * the suites that mostly wait (a vessel down for a minute, a link throttled
+ * to 128 KiB/s) is spent asleep, so they run beside the others instead of
+ * after them; the run took 9 to 10 minutes with them in line, close to the
+ * 10 allowed. The other suites stay in one line: many of them time what a
+ * real server does, and two of those at once on two cores would time each
+ * other.
+ *
+ * The main lane writes as it goes; the waiting lane's output follows when
+ * both are done. Arguments go to every `deno test` (`--filter NAME`).
+ *
+ * @module
+ */
+
+/** The suites that mostly wait, run beside the others. */
+const WAITING = ["tests/faults_refusal_test.ts", "tests/faults_slow_link_test.ts"];
+/** The SFTP suites run a second time, over the builtin client. */
+const BUILTIN = [
+  "transports/sftp/sftp_transport_test.ts",
+  "tests/e2e_sftp_test.ts",
+  "tests/e2e_recovery_test.ts",
+];
+
+interface Run {
+  readonly args: readonly string[];
+  readonly env?: Record<string, string>;
+}
+
+const extra = Deno.args;
+const children = new Set<Deno.ChildProcess>();
+
+function start(run: Run, output: "inherit" | "piped"): Deno.ChildProcess {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["test", "--allow-all", ...run.args, ...extra],
+    env: run.env,
+    stdin: "null",
+    stdout: output,
+    stderr: output,
+  }).spawn();
+  children.add(child);
+  child.status.finally(() => children.delete(child));
+  return child;
+}
+
+/** Runs `runs` one after the other, writing as they go; resolves to the first failure's code. */
+async function mainLane(runs: readonly Run[]): Promise<number> {
+  let failed = 0;
+  for (const run of runs) {
+    const { code } = await start(run, "inherit").status;
+    failed ||= code;
+  }
+  return failed;
+}
+
+/** Runs `run` with its output kept, to be written after the main lane's. */
+async function keptLane(run: Run): Promise<{ code: number; text: Uint8Array }> {
+  const { code, stdout, stderr } = await start(run, "piped").output();
+  const text = new Uint8Array(stdout.length + stderr.length);
+  text.set(stdout);
+  text.set(stderr, stdout.length);
+  return { code, text };
+}
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(signal, () => {
+    for (const child of children) child.kill(signal);
+  });
+}
+
+// Type-checked once, by the main lane's first run.
+const waiting = keptLane({ args: ["--no-check", ...WAITING] });
+const mainCode = await mainLane([
+  { args: [`--ignore=${WAITING.join(",")}`] },
+  { args: ["--no-check", ...BUILTIN], env: { CONTENTMONSTER_TEST_SSH_CLIENT: "builtin" } },
+]);
+const beside = await waiting;
+writeOut(new TextEncoder().encode(`\n--- beside the others: ${WAITING.join(", ")}\n`));
+writeOut(beside.text);
+Deno.exit(mainCode || beside.code);
+
+function writeOut(bytes: Uint8Array): void {
+  for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
+}
