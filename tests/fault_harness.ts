@@ -142,6 +142,23 @@ export class Rig {
     }
   }
 
+  /**
+   * Waits until every file sits in processed/, checks that `poller` saw no wrong bytes and the
+   * vessel holds every file, and returns the seconds since `since` (a `performance.now()`).
+   */
+  async secondsToDelivery(
+    files: ReadonlyMap<string, Uint8Array>,
+    daemon: CliProcess,
+    poller: DestinationPoller,
+    since: number,
+  ): Promise<number> {
+    await this.waitProcessed(files, 60_000, daemon);
+    const seconds = (performance.now() - since) / 1000;
+    await poller.assertClean();
+    await this.assertFinal(files);
+    return seconds;
+  }
+
   /** Waits until every file sits in processed/ with its expected content. */
   async waitProcessed(
     files: ReadonlyMap<string, Uint8Array>,

@@ -63,10 +63,7 @@ faultTest(
 
       rig.proxy.refuse(false);
       const back = performance.now();
-      await rig.waitProcessed(files, 60_000, daemon);
-      const delay = (performance.now() - back) / 1000;
-      await poller.assertClean();
-      await rig.assertFinal(files);
+      const delay = await rig.secondsToDelivery(files, daemon, poller, back);
       report(
         "refused",
         `delivered ${delay.toFixed(1)} s after the vessel returned (down ${DOWN_MS / 1000} s, ` +

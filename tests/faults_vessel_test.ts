@@ -111,10 +111,7 @@ faultTest(
 
       await Deno.remove(filler);
       const freed = performance.now();
-      await rig.waitProcessed(files, 60_000, daemon);
-      const delay = (performance.now() - freed) / 1000;
-      await poller.assertClean();
-      await rig.assertFinal(files);
+      const delay = await rig.secondsToDelivery(files, daemon, poller, freed);
       report(
         "disk full",
         `delivered ${delay.toFixed(1)} s after space was freed; error: ${error.slice(25, 200)}`,
@@ -149,10 +146,7 @@ faultTest(
 
       await Deno.remove(filler);
       const freed = performance.now();
-      await rig.waitProcessed(files, 60_000, daemon);
-      const delay = (performance.now() - freed) / 1000;
-      await poller.assertClean();
-      await rig.assertFinal(files);
+      const delay = await rig.secondsToDelivery(files, daemon, poller, freed);
       report(
         "disk filled during upload",
         `filler took ${mib(filled)}; delivered ${delay.toFixed(1)} s after space was freed; ` +
