@@ -53,30 +53,22 @@ async function mainLane(runs: readonly Run[]): Promise<number> {
   return failed;
 }
 
-/** Runs `run` with its output kept, to be written after the main lane's. */
-async function keptLane(run: Run): Promise<{ code: number; text: Uint8Array }> {
-  const { code, stdout, stderr } = await start(run, "piped").output();
-  const text = new Uint8Array(stdout.length + stderr.length);
-  text.set(stdout);
-  text.set(stderr, stdout.length);
-  return { code, text };
-}
-
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(signal, () => {
     for (const child of children) child.kill(signal);
   });
 }
 
-// Type-checked once, by the main lane's first run.
-const waiting = keptLane({ args: ["--no-check", ...WAITING] });
+// Type-checked once, by the main lane's first run. The waiting lane's output is kept for the end.
+const waiting = start({ args: ["--no-check", ...WAITING] }, "piped").output();
 const mainCode = await mainLane([
   { args: [`--ignore=${WAITING.join(",")}`] },
   { args: ["--no-check", ...BUILTIN], env: { CONTENTMONSTER_TEST_SSH_CLIENT: "builtin" } },
 ]);
 const beside = await waiting;
 writeOut(new TextEncoder().encode(`\n--- beside the others: ${WAITING.join(", ")}\n`));
-writeOut(beside.text);
+writeOut(beside.stdout);
+writeOut(beside.stderr);
 Deno.exit(mainCode || beside.code);
 
 function writeOut(bytes: Uint8Array): void {
