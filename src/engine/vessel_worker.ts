@@ -96,6 +96,8 @@ export class VesselWorker {
   readonly #governor?: ConnectionGovernor;
   #lastReading?: ConnectionGovernor["lastReading"];
   #wake: () => void = () => {};
+  /** Whether the last look at the queue left a due delivery for want of a free slot. */
+  #heldBack = false;
   #blockedUntil = 0;
   #vesselFailures = 0;
 
@@ -218,9 +220,13 @@ export class VesselWorker {
       this.#busy.keys(),
       this.#context.retryFailed,
     );
+    this.#heldBack = false;
     for (const delivery of due) {
       // In file order: a large file waiting for a slot holds back the files after it.
-      if (!this.#slots.fits(delivery.file.size)) break;
+      if (!this.#slots.fits(delivery.file.size)) {
+        this.#heldBack = true;
+        break;
+      }
       this.#slots.start(delivery.id, delivery.file.size);
       const running = this.#attempt(delivery, signal).finally(() => {
         this.#slots.end(delivery.id);
@@ -255,10 +261,14 @@ export class VesselWorker {
   #sleepMs(): number {
     const now = Date.now();
     if (now < this.#blockedUntil) return this.#blockedUntil - now;
-    const due = this.#context.store.nextDueAt(this.vessel, this.#context.retryFailed);
-    if (due === undefined || this.#slots.free <= 0) {
-      return MAX_IDLE_MS;
-    }
+    // A delivery that ends wakes the worker: what waits for a slot needs no timer.
+    if (this.#heldBack || this.#slots.free <= 0) return MAX_IDLE_MS;
+    const due = this.#context.store.nextDueAt(
+      this.vessel,
+      this.#context.retryFailed,
+      this.#busy.keys(),
+    );
+    if (due === undefined) return MAX_IDLE_MS;
     return Math.min(MAX_IDLE_MS, Math.max(0, due - now));
   }
 

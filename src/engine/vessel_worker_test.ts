@@ -156,3 +156,40 @@ Deno.test("VesselWorker: many small files are in flight at once, large ones only
     }
   });
 });
+
+/** Counts the calls of the store's queue queries the worker's loop makes. */
+function countQueueQueries(store: Store): () => number {
+  let calls = 0;
+  const nextDeliveries = store.nextDeliveries.bind(store);
+  const nextDueAt = store.nextDueAt.bind(store);
+  store.nextDeliveries = (...args) => (calls++, nextDeliveries(...args));
+  store.nextDueAt = (...args) => (calls++, nextDueAt(...args));
+  return () => calls;
+}
+
+Deno.test("VesselWorker: while its deliveries run, the worker waits for them instead of polling the queue", async () => {
+  await withWorker(async ({ store, transport, queue, runUntil, outcomes }) => {
+    // A 1 GiB file over loopback (one delivery for 15 s) made the loop ask the queue 3371
+    // times: the running delivery itself looked due, so the worker slept 0 ms and asked again.
+    const hold = holdPublishes(transport, 2);
+    await queue("big.bin", 3000); // parts
+    await queue("whole.bin", 500); // one part
+    const queries = countQueueQueries(store);
+    setTimeout(() => hold.release(), 500);
+    await runUntil(() => outcomes.length === 2);
+    assert.deepEqual(outcomes.map(([relpath]) => relpath).sort(), ["big.bin", "whole.bin"]);
+    assert.ok(queries() <= 12, `the queue was asked ${queries()} times in 0.5 s`);
+  });
+});
+
+Deno.test("VesselWorker: a file held back until a slot is free waits for one, without polling", async () => {
+  await withWorker(async ({ store, transport, queue, runUntil, outcomes }) => {
+    // Two large files fill the transport's two deliveries; the third is due but must wait.
+    const hold = holdPublishes(transport, 3);
+    for (const name of ["a.bin", "b.bin", "c.bin"]) await queue(name, 3000);
+    const queries = countQueueQueries(store);
+    setTimeout(() => hold.release(), 500);
+    await runUntil(() => outcomes.length === 3);
+    assert.ok(queries() <= 12, `the queue was asked ${queries()} times in 0.5 s`);
+  });
+});

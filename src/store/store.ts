@@ -387,15 +387,22 @@ export class Store {
     ).all(vessel, now, JSON.stringify([...busy]), limit).map(toDelivery);
   }
 
-  /** When the next delivery to `vessel` that waits for its back-off is due. */
-  nextDueAt(vessel: string, includeFailed: boolean): number | undefined {
+  /**
+   * When the next delivery to `vessel` is due, `busy` aside (those running
+   * are due too, since they are unfinished, and would wake a worker at once).
+   */
+  nextDueAt(
+    vessel: string,
+    includeFailed: boolean,
+    busy: Iterable<number> = [],
+  ): number | undefined {
     const states = includeFailed
       ? "('pending', 'publishing', 'failed')"
       : "('pending', 'publishing')";
     const row = this.#sql(
       `SELECT MIN(next_attempt_at) AS due FROM deliveries
-       WHERE vessel = ? AND state IN ${states}`,
-    ).get(vessel);
+       WHERE vessel = ? AND state IN ${states} AND id NOT IN (SELECT value FROM json_each(?))`,
+    ).get(vessel, JSON.stringify([...busy]));
     return row?.due === null || row?.due === undefined ? undefined : Number(row.due);
   }
 

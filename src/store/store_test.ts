@@ -261,6 +261,7 @@ Deno.test("Store.nextDeliveries() respects the back-off time", async () => {
     assert.equal(due[0].attempts, 1);
     assert.equal(due[0].lastError, "timeout");
     assert.equal(store.nextDueAt("a", false), now + 5000);
+    assert.equal(store.nextDueAt("a", false, [id]), undefined, "a running delivery is not due");
     assert.equal(store.nextDueAt("nobody", true), undefined);
   });
 });
