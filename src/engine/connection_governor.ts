@@ -95,12 +95,17 @@ const FULL_LINK_STREAM_BYTES = 64 * 1024;
 const WINDOW_BOUND_STREAM_BYTES = 1024 * 1024;
 /**
  * A round trip below which TCP does not hold a stream back (its window
- * refills, and a loss heals, within a millisecond): what more connections
- * add there is CPU, every connection's SSH encrypting on a core of its own.
- * On loopback here (2 cores) 8 connections carried 131 MiB/s where 4
- * carried 148, and held 15 MiB more memory while tried.
+ * refills, and a loss heals, within a few milliseconds; an SSH window of
+ * 2 MiB per 5 ms is 400 MiB/s, more than a core encrypts): what more
+ * connections add there is CPU, every connection's SSH encrypting on a core
+ * of its own. On loopback here (2 cores) 8 connections carried 131 MiB/s
+ * where 4 carried 148, and held 15 MiB more memory while tried. The round
+ * trip is the quickest SFTP reply, which passes ssh, sshd and sftp-server
+ * each way: on 2 busy cores that took 1.1-2.0 ms on loopback, and with a
+ * limit of 1 ms the governor tried 8, then 16 connections there (1 GiB in
+ * 14.9 s, against 11.1 s with 2).
  */
-const LAN_ROUND_TRIP_MS = 1;
+const LAN_ROUND_TRIP_MS = 5;
 
 /** Decides, reading after reading, how many connections a vessel uses. */
 export class ConnectionGovernor {
@@ -178,7 +183,8 @@ export class ConnectionGovernor {
 
   /**
    * Starts with one connection per {@linkcode ROUND_TRIP_PER_CONNECTION_MS}
-   * of round trip, once it is known. A first figure may be a slow login's
+   * of round trip, once it is known, and on a LAN with no more than the
+   * shore's cores. A first figure may be a slow login's
    * estimate (a slow CPU looks like a long link): while nothing has been
    * read or tried, a round trip found less than half of it sets the start
    * again.
@@ -189,7 +195,10 @@ export class ConnectionGovernor {
     if (this.#trial) return;
     this.#startRoundTripMs = roundTripMs;
     const byRoundTrip = Math.min(this.#max, Math.round(roundTripMs / ROUND_TRIP_PER_CONNECTION_MS));
-    this.#target = Math.max(started === undefined ? this.#target : this.#start, byRoundTrip);
+    const start = Math.max(started === undefined ? this.#target : this.#start, byRoundTrip);
+    // A LAN's limit is the shore's cores from the start (loopback, 2 cores, 1 GiB: 4
+    // connections carried 87 MiB/s for the first reading, then 2 carried 133-150).
+    this.#target = roundTripMs < LAN_ROUND_TRIP_MS ? Math.min(start, this.#cores) : start;
   }
 
   /** A trial whose connections never opened (the vessel refuses more) ends where it is. */
