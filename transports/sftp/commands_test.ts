@@ -220,9 +220,11 @@ async function shWithInput(
   command: string,
   input: string,
   shell = "/bin/sh",
+  env?: Record<string, string>,
 ): Promise<ShellResult> {
   const child = new Deno.Command(shell, {
     args: ["-c", command],
+    env,
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
@@ -308,6 +310,34 @@ for (const shell of ["/bin/sh", "/bin/bash"]) {
       assert.match(run.stdout, /^size 70006$/m);
       const names = [...Deno.readDirSync(root)].map((entry) => entry.name);
       assert.deepEqual(names, [HOSTILE_DIR], "no file was created by a hostile name");
+    });
+  });
+
+  Deno.test(`streamAssemblyCommand() under ${shell} flushes each batch as it is appended`, async () => {
+    await withParts(STREAM_PARTS, async (partDir, tempPath, root) => {
+      // A `sync` first on PATH that notes each call, then flushes as the real one.
+      const bin = `${root}/bin`;
+      await Deno.mkdir(bin);
+      await Deno.writeTextFile(
+        `${bin}/sync`,
+        `#!/bin/sh\necho "$*" >> ${root}/syncs\nexec /bin/sync "$@"\n`,
+      );
+      await Deno.chmod(`${bin}/sync`, 0o755);
+      const path = `${bin}:${Deno.env.get("PATH")}`;
+      const run = await shWithInput(
+        streamAssemblyCommand(partDir, 3, tempPath, true),
+        "0\n1\n2\n",
+        shell,
+        { PATH: path },
+      );
+      assert.equal(run.code, 0, run.stderr);
+      const syncs = await Deno.readTextFile(`${root}/syncs`);
+      // One per batch while the parts come, and one after the last (the mode, the size).
+      assert.equal(syncs, `-- ${tempPath}\n`.repeat(4));
+      assert.equal(
+        parseSha256(run.stdout),
+        sha256(new Uint8Array([...STREAM_PARTS[0], ...STREAM_PARTS[2]])),
+      );
     });
   });
 
