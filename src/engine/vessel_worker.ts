@@ -96,8 +96,6 @@ export class VesselWorker {
   readonly #governor?: ConnectionGovernor;
   #lastReading?: ConnectionGovernor["lastReading"];
   #wake: () => void = () => {};
-  /** Whether the last look at the queue left a due delivery for want of a free slot. */
-  #heldBack = false;
   #blockedUntil = 0;
   #vesselFailures = 0;
 
@@ -160,9 +158,9 @@ export class VesselWorker {
     try {
       this.#recordHealth(this.#health.snapshot());
       while (!signal.aborted) {
-        this.#startDue(signal);
+        const heldBack = this.#startDue(signal);
         this.#heartbeat();
-        await this.#sleep(this.#sleepMs());
+        await this.#sleep(this.#sleepMs(heldBack));
       }
     } finally {
       clearInterval(tuner);
@@ -208,11 +206,12 @@ export class VesselWorker {
     pool.use(target);
   }
 
-  #startDue(signal: AbortSignal): void {
+  /** Starts the due deliveries that fit; true when one is left waiting for a free slot. */
+  #startDue(signal: AbortSignal): boolean {
     const now = Date.now();
-    if (now < this.#blockedUntil) return;
+    if (now < this.#blockedUntil) return false;
     const free = this.#slots.free;
-    if (free <= 0) return;
+    if (free <= 0) return false;
     const due = this.#context.store.nextDeliveries(
       this.vessel,
       now,
@@ -220,13 +219,9 @@ export class VesselWorker {
       this.#busy.keys(),
       this.#context.retryFailed,
     );
-    this.#heldBack = false;
     for (const delivery of due) {
       // In file order: a large file waiting for a slot holds back the files after it.
-      if (!this.#slots.fits(delivery.file.size)) {
-        this.#heldBack = true;
-        break;
-      }
+      if (!this.#slots.fits(delivery.file.size)) return true;
       this.#slots.start(delivery.id, delivery.file.size);
       const running = this.#attempt(delivery, signal).finally(() => {
         this.#slots.end(delivery.id);
@@ -235,6 +230,7 @@ export class VesselWorker {
       });
       this.#busy.set(delivery.id, running);
     }
+    return false;
   }
 
   /** Marks a quiet vessel idle and keeps the recorded throughput fresh for `status`. */
@@ -258,11 +254,12 @@ export class VesselWorker {
     }
   }
 
-  #sleepMs(): number {
+  /** `heldBack`: a due delivery waits for a free slot. */
+  #sleepMs(heldBack: boolean): number {
     const now = Date.now();
     if (now < this.#blockedUntil) return this.#blockedUntil - now;
     // A delivery that ends wakes the worker: what waits for a slot needs no timer.
-    if (this.#heldBack || this.#slots.free <= 0) return MAX_IDLE_MS;
+    if (heldBack || this.#slots.free <= 0) return MAX_IDLE_MS;
     const due = this.#context.store.nextDueAt(
       this.vessel,
       this.#context.retryFailed,

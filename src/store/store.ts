@@ -104,6 +104,11 @@ export interface OldestWaiting {
 
 type Row = Record<string, SQLInputValue>;
 
+/** The states of an unfinished delivery, as an SQL list; failed ones only with `includeFailed`. */
+function openStates(includeFailed: boolean): string {
+  return includeFailed ? "('pending', 'publishing', 'failed')" : "('pending', 'publishing')";
+}
+
 const FILE_COLUMNS =
   "f.id, f.directory, f.relpath, f.size, f.mtime_ms, f.version, f.sha256, f.dev, f.ino, f.ctime_ms";
 const DELIVERY_COLUMNS = `d.id AS d_id, d.vessel, d.state, d.parts_version, d.attempts,
@@ -372,9 +377,7 @@ export class Store {
     busy: Iterable<number>,
     includeFailed: boolean,
   ): DeliveryRecord[] {
-    const states = includeFailed
-      ? "('pending', 'publishing', 'failed')"
-      : "('pending', 'publishing')";
+    const states = openStates(includeFailed);
     // The first state test names the partial index deliveries_due (same expression), which
     // yields the vessel's open deliveries in file order: no sort of every due row.
     return this.#sql(
@@ -396,9 +399,7 @@ export class Store {
     includeFailed: boolean,
     busy: Iterable<number> = [],
   ): number | undefined {
-    const states = includeFailed
-      ? "('pending', 'publishing', 'failed')"
-      : "('pending', 'publishing')";
+    const states = openStates(includeFailed);
     const row = this.#sql(
       `SELECT MIN(next_attempt_at) AS due FROM deliveries
        WHERE vessel = ? AND state IN ${states} AND id NOT IN (SELECT value FROM json_each(?))`,
