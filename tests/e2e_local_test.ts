@@ -122,6 +122,36 @@ IgnoreDirs = photos
   }
 });
 
+Deno.test("a directory every vessel ignores moves its files straight to processed/", async () => {
+  const ws = await Workspace.create();
+  try {
+    await ws.mkdir("reports", "photos", "vessel-a");
+    const config = await ws.config(`[MONSTER]
+Database = state/cm.db
+[Directory reports]
+Location = reports
+[Directory photos]
+Location = photos
+[Vessel a]
+Transport = local
+Root = vessel-a
+IgnoreDirs = photos
+`);
+    await ws.write("reports/r.txt", "report");
+    await ws.write("photos/p.jpg", "photo");
+    const result = await runCli(["once", "--config", config, "--timeout", "60"]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(await listFiles(ws.path("photos")), ["processed/p.jpg"]);
+    assert.deepEqual(await listFiles(ws.path("reports")), ["processed/r.txt"]);
+    assert.deepEqual(
+      await listFiles(ws.path("vessel-a")).then((f) => f.filter((p) => p.includes("photos"))),
+      [],
+    );
+  } finally {
+    await ws.cleanup();
+  }
+});
+
 Deno.test("run picks up a new file within a second and stops cleanly on SIGTERM", async () => {
   const { ws, config } = await newShore();
   const daemon = new CliProcess(["run", "--config", config]);

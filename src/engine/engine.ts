@@ -215,9 +215,8 @@ export class Engine {
       this.#arrivalsFlush = setTimeout(() => this.#recordArrivals(), 0);
     }
     if (this.#abort.signal.aborted || arrivals.length === 0) return;
-    const results = this.#store.enqueueMany(
-      arrivals.map((file) => ({ ...file, vessels: this.vesselsFor(file.directory) })),
-    );
+    const ready = arrivals.map((file) => ({ ...file, vessels: this.vesselsFor(file.directory) }));
+    const results = this.#store.enqueueMany(ready);
     let queued = false;
     results.forEach(({ fileId, result }, i) => {
       const file = arrivals[i];
@@ -225,7 +224,9 @@ export class Engine {
         log.debug(`${result} "${file.directory}/${file.relpath}" (${file.size} bytes)`);
         queued = true;
       }
-      if (this.#store.isFileDone(fileId)) {
+      // A new file with a vessel to go to cannot be done yet: no query for each of a burst.
+      const mayBeDone = result !== "new" || ready[i].vessels.length === 0;
+      if (mayBeDone && this.#store.isFileDone(fileId)) {
         const record = this.#store.file(fileId);
         if (record) this.#finalize(record);
       }
