@@ -219,13 +219,13 @@ export class Engine {
     const results = this.#store.enqueueMany(ready);
     let queued = false;
     results.forEach(({ fileId, result }, i) => {
-      const file = arrivals[i];
+      const file = ready[i];
       if (result !== "unchanged") {
         log.debug(`${result} "${file.directory}/${file.relpath}" (${file.size} bytes)`);
         queued = true;
       }
       // A new file with a vessel to go to cannot be done yet: no query for each of a burst.
-      const mayBeDone = result !== "new" || ready[i].vessels.length === 0;
+      const mayBeDone = result !== "new" || file.vessels.length === 0;
       if (mayBeDone && this.#store.isFileDone(fileId)) {
         const record = this.#store.file(fileId);
         if (record) this.#finalize(record);
