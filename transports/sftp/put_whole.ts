@@ -20,6 +20,7 @@ import {
   fstatHandle,
   fsyncHandle,
   lstatPath,
+  makeDirectoryAhead,
   openHandle,
   openKept,
   readFile,
@@ -39,6 +40,12 @@ export interface PutWholeOptions {
    * so files arriving together in a new directory create it once.
    */
   readonly makeDirectory: (dir: string) => Promise<void>;
+  /**
+   * Whether to send a mkdir of the file's directory ahead of its create: a
+   * directory this connection has not written to may be new, and finding
+   * that out from the create costs two round trips.
+   */
+  readonly directoryMayBeNew?: boolean;
   /** Decides whether a file left by a try cut mid-way is completed (see resume.ts). */
   readonly resume?: ResumeCheck;
   /** Hashes small files on the vessel with others, when the link makes that pay. */
@@ -87,6 +94,7 @@ export async function putWholeFile(
   ]);
   // A small file is written (and read back) in one round trip: never worth resuming.
   const resume = small ? undefined : options.resume;
+  if (options.directoryMayBeNew) makeDirectoryAhead(connection, parentOf(path));
   const { handle, offset } = await openFresh(connection, path, data, options.makeDirectory, resume);
   // Never close twice: the server may already have given the handle's number to another file.
   let closing: Promise<void> | undefined;

@@ -116,6 +116,31 @@ for (const sshClient of ["openssh", "builtin"] as const) {
   });
 }
 
+Deno.test({
+  name:
+    "a small file into a directory not there yet takes the round trips of one into a directory that is",
+  ignore: unavailable !== undefined,
+  fn: () =>
+    behindProxy(async (proxied) => {
+      const { transport, server } = proxied;
+      await transport.putWhole("near", `${server.dir}/inbox/near.bin`, bytes(60_000, 14));
+      const roundTrip = await lengthen(proxied);
+      const data = bytes(60_000, 15);
+      const started = performance.now();
+      const assembled = await transport.putWhole("new", `${server.dir}/inbox/new/far.bin`, data);
+      const took = performance.now() - started;
+      // The mkdir and the open, the writes with the close, the hash: three. Learning from the
+      // create that the directory is missing, then making it, is two more.
+      assert.ok(
+        took < 3.6 * roundTrip,
+        `a small file took ${took.toFixed(0)} ms, ${(took / roundTrip).toFixed(1)} round trips`,
+      );
+      assert.equal(assembled.sha256, sha256(data));
+      assert.deepEqual(await Deno.readFile(assembled.tempPath), data);
+      assert.ok((await Deno.stat(`${server.dir}/inbox/new`)).isDirectory);
+    }, { batchHashFromMs: 0 }),
+});
+
 for (const sshClient of ["openssh", "builtin"] as const) {
   Deno.test({
     name:

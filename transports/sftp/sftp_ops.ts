@@ -199,6 +199,15 @@ export async function makeDirectories(connection: SshConnection, path: string): 
   throw made.reason;
 }
 
+/**
+ * Sends a mkdir of `path` whose answer does not matter: it only goes ahead
+ * of requests that need the directory on the same connection (the server
+ * handles them in order), which say themselves whether it is there.
+ */
+export function makeDirectoryAhead(connection: SshConnection, path: string): void {
+  connection.request<void>("mkdir", (sftp, done) => sftp.mkdir(path, done)).catch(() => {});
+}
+
 /** Creates one directory; no error if a directory is there already. */
 async function makeDirectory(connection: SshConnection, path: string): Promise<void> {
   try {

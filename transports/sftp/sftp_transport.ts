@@ -92,6 +92,8 @@ const BATCH_HASH_FROM_MS = 10;
  * parts may still use: one per file in flight, of which there are far fewer.
  */
 const MAX_ASSEMBLED_ON = 256;
+/** Directories a connection remembers having written to (see `#firstVisit`). */
+const MAX_DIRECTORIES_SEEN = 4096;
 /**
  * Tries a part or a one-part file gets when its connection breaks while
  * another is up: one more, since when the whole link is down every further
@@ -155,6 +157,8 @@ export class SftpTransport implements Transport {
   });
   /** Directories being created, so files arriving together in a new one create it once. */
   readonly #makingDirectories = new Map<string, Promise<void>>();
+  /** Per connection, the directories it has sent a file's create or a mkdir to. */
+  readonly #directoriesSeen = new WeakMap<SshConnection, Set<string>>();
 
   /** Connects lazily: nothing happens until the first call. */
   constructor(vessel: SftpVessel, options: SftpTransportOptions = {}) {
@@ -365,6 +369,7 @@ export class SftpTransport implements Transport {
               fsync: this.#config.fsync,
               deadline: (bytes) => this.#deadline(bytes),
               makeDirectory: (dir) => this.#makeDirectory(connection, dir),
+              directoryMayBeNew: this.#firstVisit(connection, parentOf(destination)),
               resume: this.#resumeCheck(connection),
               hashBatch: this.#hashBatching,
               mode,
@@ -566,6 +571,20 @@ export class SftpTransport implements Transport {
       this.#makingDirectories.set(dir, making);
     }
     return making;
+  }
+
+  /**
+   * Whether `dir` is new to `connection`, remembering it from now on. A
+   * directory removed later only costs the round trips of finding it missing.
+   */
+  #firstVisit(connection: SshConnection, dir: string): boolean {
+    let seen = this.#directoriesSeen.get(connection);
+    if (!seen) this.#directoriesSeen.set(connection, seen = new Set());
+    if (seen.has(dir)) return false;
+    // A daemon's life of directories is not kept: past this many, each is visited anew.
+    if (seen.size >= MAX_DIRECTORIES_SEEN) seen.clear();
+    seen.add(dir);
+    return true;
   }
 
   /** How long a command reading `bytes` may run before the connection is dropped. */
