@@ -1,9 +1,8 @@
 /**
  * Gathers the store writes of one turn of the event loop into one
- * transaction. Each commit of the state database waits for the disk
- * (`synchronous = FULL`: ~0.35 ms here, on the daemon's only thread), and a
- * small file used to cost three of them; files finishing together now share
- * one.
+ * transaction, and answers them once it is on disk. Files finishing together
+ * share one commit, and commits that end while the disk is flushing share
+ * the next flush.
  *
  * @module
  */
@@ -20,6 +19,8 @@ export interface GroupRunner {
   transaction(body: () => void): void;
   /** Runs one job so that its failure undoes only its own writes (a savepoint). */
   isolated<T>(work: () => T): T;
+  /** Resolves once every transaction committed before the call is on disk. */
+  durable(): Promise<void>;
 }
 
 /** Queues writes and commits them together at the next timer turn. */
@@ -34,7 +35,7 @@ export class CommitGroup {
 
   /**
    * Runs `work` with the other work queued before the next timer turn, and
-   * resolves with its result once their transaction is committed (durable).
+   * resolves with its result once their transaction is committed and on disk.
    * A `work` that throws rejects alone; a failed commit rejects every job.
    */
   add<T>(work: () => T): Promise<T> {
@@ -66,10 +67,14 @@ export class CommitGroup {
       for (const job of jobs) job.reject(error);
       return;
     }
-    jobs.forEach((job, i) => {
-      const outcome = outcomes[i];
-      if ("error" in outcome) job.reject(outcome.error);
-      else job.resolve(outcome.value);
+    const answer = () =>
+      jobs.forEach((job, i) => {
+        const outcome = outcomes[i];
+        if ("error" in outcome) job.reject(outcome.error);
+        else job.resolve(outcome.value);
+      });
+    this.#runner.durable().then(answer, (error) => {
+      for (const job of jobs) job.reject(error);
     });
   }
 }
