@@ -293,9 +293,16 @@ export class SshConnection {
 
   /** Whether the SFTP server announced `extension` (e.g. `posix-rename@openssh.com`). */
   async hasExtension(extension: string): Promise<boolean> {
-    const sftp = await this.sftp();
-    const extensions = (sftp as unknown as { _extensions?: Record<string, string> })._extensions;
-    return extensions !== undefined && extension in extensions;
+    return announced(await this.sftp(), extension);
+  }
+
+  /**
+   * {@linkcode hasExtension} without waiting, once the SFTP session is up
+   * (else `undefined`): a request that depends on it can leave in this turn,
+   * ahead of requests made after it.
+   */
+  extensionNow(extension: string): boolean | undefined {
+    return this.#sftpOpen && announced(this.#sftpOpen, extension);
   }
 
   /** The SFTP extensions the server announced. */
@@ -728,4 +735,9 @@ export function closedDuringLogin(where: string): TransportError {
     `Cannot connect to ${where}: the transport closed during the login`,
     "connection",
   );
+}
+
+function announced(sftp: SFTPWrapper, extension: string): boolean {
+  const extensions = (sftp as unknown as { _extensions?: Record<string, string> })._extensions;
+  return extensions !== undefined && extension in extensions;
 }

@@ -35,6 +35,8 @@ export const MAX_KEPT = 16;
 /** One directory kept open on one connection. */
 interface Kept<H> {
   readonly handle: Promise<H>;
+  /** The handle once open: an fsync then leaves at once, not a turn later behind other requests. */
+  opened?: H;
   /** The last flush, until its fsync is answered. */
   flushing?: Promise<void>;
   /** Whether that fsync still waits for the handle to open: renames made meanwhile join it. */
@@ -100,12 +102,15 @@ export class DirectorySyncs<C extends object, H> {
   /** Sends an fsync of `kept` once its handle is open; the syncs until then join it. */
   #send(connection: C, dir: string, kept: Kept<H>): Promise<void> {
     clearTimeout(kept.timer);
-    const flushed = kept.handle.then((handle) => {
-      kept.joinable = false;
-      return this.#flush.fsync(connection, handle);
-    });
+    const flushed = kept.opened !== undefined
+      ? this.#flush.fsync(connection, kept.opened)
+      : kept.handle.then((handle) => {
+        kept.joinable = false;
+        return this.#flush.fsync(connection, handle);
+      });
     kept.flushing = flushed;
-    kept.joinable = true;
+    // Renames sent from now on leave after an fsync already sent: they cannot join it.
+    kept.joinable = kept.opened === undefined;
     flushed.then(
       () => {
         if (kept.flushing !== flushed) return;
@@ -130,7 +135,10 @@ export class DirectorySyncs<C extends object, H> {
       const opened = kept;
       byDir.set(dir, opened);
       // A failed open is not kept: the next sync opens again.
-      opened.handle.catch(() => this.#forget(connection, dir, opened));
+      opened.handle.then(
+        (handle) => opened.opened = handle,
+        () => this.#forget(connection, dir, opened),
+      );
     }
     return kept;
   }

@@ -221,6 +221,45 @@ for (const sshClient of ["openssh", "builtin"] as const) {
   });
 }
 
+Deno.test({
+  name:
+    "a file of many parts is published in one round trip: its rename leaves ahead of the removal of its parts",
+  ignore: unavailable !== undefined,
+  fn: () =>
+    behindProxy(async (proxied) => {
+      const { transport, proxy, server, vessel } = proxied;
+      const destination = `${server.dir}/inbox/many.bin`;
+      const parts = Array.from({ length: 64 }, (_, index) => bytes(1024, 30 + index));
+      // Sent and assembled on a short link: only the publish is timed.
+      await transport.prepare("many", destination);
+      const assembly = transport.startAssembly("many", parts.length, destination);
+      for (const [index, part] of parts.entries()) {
+        await transport.putPart("many", index, part);
+        assembly.partReady(index);
+      }
+      const assembled = await assembly.finish();
+      const roundTrip = await lengthen(proxied);
+      // A slow link: the 193 removals (each part under three names, and the directory) take
+      // seconds to cross it, and a rename sent behind them waits as long.
+      proxy.throttle(8 * 1024);
+      const started = performance.now();
+      const published = transport.publish(assembled.tempPath, destination)
+        .then(() => performance.now() - started);
+      // As the engine does: the parts go beside the publish.
+      const [took] = await Promise.all([published, transport.removeParts("many", parts.length)]);
+      proxy.throttle(undefined);
+      assert.ok(
+        took < 1.5 * roundTrip,
+        `publishing took ${took.toFixed(0)} ms, ${(took / roundTrip).toFixed(1)} round trips`,
+      );
+      assert.deepEqual(
+        await Deno.readFile(destination),
+        new Uint8Array(parts.flatMap((p) => [...p])),
+      );
+      await assert.rejects(Deno.lstat(`${vessel.tempDir}/many`), Deno.errors.NotFound);
+    }),
+});
+
 for (const sshClient of ["openssh", "builtin"] as const) {
   Deno.test({
     name:

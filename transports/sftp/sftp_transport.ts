@@ -409,10 +409,13 @@ export class SftpTransport implements Transport {
     const action = `Cannot publish ${quote(tempPath)} as ${quote(destination)} on vessel ` +
       `"${this.vessel}"`;
     return await this.connections.run(action, async (connection) => {
-      const [posixRename, syncDirectory] = await Promise.all([
-        connection.hasExtension("posix-rename@openssh.com"),
-        this.#config.fsync && connection.hasExtension("fsync@openssh.com"),
-      ]);
+      // Known without waiting on a connection that is up: the rename then leaves ahead of the
+      // part removals made beside it, not behind a hundred of them.
+      const posixRename = connection.extensionNow("posix-rename@openssh.com") ??
+        await connection.hasExtension("posix-rename@openssh.com");
+      const syncDirectory = this.#config.fsync &&
+        (connection.extensionNow("fsync@openssh.com") ??
+          await connection.hasExtension("fsync@openssh.com"));
       if (!posixRename) {
         throw new TransportError(
           "its SFTP server lacks posix-rename@openssh.com, so an existing file cannot be " +
