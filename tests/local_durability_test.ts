@@ -3,13 +3,11 @@
  * after the rename, seen by tracing a process that publishes.
  */
 import assert from "node:assert/strict";
-
-const STRACE = "/usr/bin/strace";
-const missing = await Deno.stat(STRACE).then(() => undefined, () => `${STRACE} is missing`);
+import { straceMissing, traceScript } from "./strace.ts";
 
 Deno.test({
   name: "LocalTransport.publish() with Fsync fsyncs the destination directory after the rename",
-  ignore: missing !== undefined,
+  ignore: straceMissing !== undefined,
   fn: async () => {
     const root = await Deno.makeTempDir({ prefix: "cm-local-fsync-" });
     try {
@@ -21,21 +19,14 @@ Deno.test({
         const t = new LocalTransport(localVessel("v", ${JSON.stringify(root)}, { fsync: true }));
         const a = await t.putWhole("0123456789ab-1", "/srv/in/durable.bin", new Uint8Array(10));
         await t.publish(a.tempPath, "/srv/in/durable.bin", 0o644);`;
-      const output = await new Deno.Command(STRACE, {
-        args: [
-          "-f",
-          "-qq",
-          "-e",
-          "trace=openat,rename,renameat,renameat2,fsync",
-          Deno.execPath(),
-          "eval",
-          script,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const lines = new TextDecoder().decode(output.stderr).split("\n");
-      assert.equal(output.code, 0, lines.slice(-20).join("\n"));
+      const { code, lines } = await traceScript(script, [
+        "openat",
+        "rename",
+        "renameat",
+        "renameat2",
+        "fsync",
+      ]);
+      assert.equal(code, 0, lines.slice(-20).join("\n"));
       const rename = lines.findIndex((line) => /rename.*durable\.bin/.test(line));
       assert.ok(rename >= 0, "no rename traced");
       const open = lines.findIndex((line, i) =>

@@ -6,11 +6,10 @@
 import assert from "node:assert/strict";
 import { SftpTransport } from "../transports/sftp/sftp_transport.ts";
 import { serverUnavailable, skipNotice, startOpenSsh } from "./servers.ts";
+import { STRACE, straceMissing } from "./strace.ts";
 
-const STRACE = "/usr/bin/strace";
 const SFTP_SERVER = "/usr/lib/openssh/sftp-server";
-const unavailable = serverUnavailable("openssh") ??
-  (await Deno.stat(STRACE).then(() => undefined, () => `${STRACE} is missing`));
+const unavailable = serverUnavailable("openssh") ?? straceMissing;
 if (unavailable) skipNotice("directory fsync over SFTP", unavailable);
 
 Deno.test({

@@ -4,15 +4,13 @@
  * that answer, and must not outrun the record that the file was delivered.
  */
 import assert from "node:assert/strict";
-
-const STRACE = "/usr/bin/strace";
-const missing = await Deno.stat(STRACE).then(() => undefined, () => `${STRACE} is missing`);
+import { straceMissing, traceScript } from "../../tests/strace.ts";
 
 const ANSWERED = "GROUPED-COMMIT-ANSWERED";
 
 Deno.test({
   name: "Store.grouped() answers after the WAL's flush, which began after the commit's write",
-  ignore: missing !== undefined,
+  ignore: straceMissing !== undefined,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "cm-wal-sync-" });
     try {
@@ -25,22 +23,12 @@ Deno.test({
         await store.grouped(() => store.markDelivered(delivery, 1));
         Deno.stderr.writeSync(new TextEncoder().encode(${JSON.stringify(`${ANSWERED}\n`)}));
         store.close();`;
-      const output = await new Deno.Command(STRACE, {
-        args: [
-          "-f",
-          "-qq",
-          "-y",
-          "-e",
-          "trace=pwrite64,write,fsync,fdatasync",
-          Deno.execPath(),
-          "eval",
-          script,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const lines = new TextDecoder().decode(output.stderr).split("\n");
-      assert.equal(output.code, 0, lines.slice(-20).join("\n"));
+      const { code, lines } = await traceScript(
+        script,
+        ["pwrite64", "write", "fsync", "fdatasync"],
+        ["-y"], // names the file of each descriptor
+      );
+      assert.equal(code, 0, lines.slice(-20).join("\n"));
       // The traced write, not the text itself, which shares strace's stream.
       const answered = lines.findIndex((line) => /write\(2</.test(line) && line.includes(ANSWERED));
       assert.ok(answered > 0, "the answer was not traced");
