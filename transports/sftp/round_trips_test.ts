@@ -12,6 +12,7 @@ import {
   startOpenSsh,
   type TestServer,
 } from "../../tests/servers.ts";
+import type { Assembled } from "../transport.ts";
 import { SftpTransport } from "./sftp_transport.ts";
 
 const ONE_WAY_MS = 200;
@@ -85,6 +86,22 @@ async function publishInOneRoundTrip(
     `publishing took ${took.toFixed(0)} ms, ${(took / roundTrip).toFixed(1)} round trips`,
   );
   assert.equal((await Deno.stat(destination)).mode! & 0o777, 0o640);
+}
+
+/** Sends `parts` one after the other, each announced to the assembly as it is whole. */
+async function assembleParts(
+  transport: SftpTransport,
+  key: string,
+  destination: string,
+  parts: readonly Uint8Array[],
+  mode?: number,
+): Promise<Assembled> {
+  const assembly = transport.startAssembly(key, parts.length, destination, mode);
+  for (const [index, part] of parts.entries()) {
+    await transport.putPart(key, index, part);
+    assembly.partReady(index);
+  }
+  return await assembly.finish();
 }
 
 Deno.test({
@@ -207,12 +224,7 @@ for (const sshClient of ["openssh", "builtin"] as const) {
         await transport.prepare("whole", destination); // logs in on a short link
         const roundTrip = await lengthen(proxied);
         const parts = [bytes(64 * 1024, 10), bytes(64 * 1024, 11)];
-        const assembly = transport.startAssembly("whole", parts.length, destination, 0o640);
-        for (const [index, part] of parts.entries()) {
-          await transport.putPart("whole", index, part);
-          assembly.partReady(index);
-        }
-        const assembled = await assembly.finish();
+        const assembled = await assembleParts(transport, "whole", destination, parts, 0o640);
         await publishInOneRoundTrip(proxied, assembled.tempPath, destination, roundTrip);
         const whole = new Uint8Array([...parts[0], ...parts[1]]);
         assert.equal(assembled.sha256, sha256(whole));
@@ -232,12 +244,7 @@ Deno.test({
       const parts = Array.from({ length: 64 }, (_, index) => bytes(1024, 30 + index));
       // Sent and assembled on a short link: only the publish is timed.
       await transport.prepare("many", destination);
-      const assembly = transport.startAssembly("many", parts.length, destination);
-      for (const [index, part] of parts.entries()) {
-        await transport.putPart("many", index, part);
-        assembly.partReady(index);
-      }
-      const assembled = await assembly.finish();
+      const assembled = await assembleParts(transport, "many", destination, parts);
       const roundTrip = await lengthen(proxied);
       // A slow link: the 193 removals (each part under three names, and the directory) take
       // seconds to cross it, and a rename sent behind them waits as long.
