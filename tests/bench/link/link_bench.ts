@@ -8,7 +8,7 @@
  *   deno task bench:link --link wan|lossy|sat|flaky|all [--cc cubic|bbr|cubic,bbr]
  *     [--client openssh|builtin|openssh,builtin] [--workload large|small|both]
  *     [--timeout 300] [--seed 1] [--runs 1] [--ours-only] [--warm] [--verbose]
- *     [--set KEY=VALUE ...]
+ *     [--set KEY=VALUE ...] [--shore-sysctl KEY=VALUE ...]
  *
  * `--runs N` runs every tool N times, in turn (scp, rsync, ContentMonster,
  * scp, ...), and reports each tool's median and range, and ratios of
@@ -16,6 +16,9 @@
  * `--ours-only` skips scp and rsync (for tuning; no ratios then); `--verbose`
  * prints ContentMonster's debug log (the connection count's changes among it);
  * `--set Connections=4` gives ContentMonster's vessel a key of settings.ini.
+ * `--shore-sysctl net.ipv4.tcp_slow_start_after_idle=0` sets a network sysctl
+ * in the shore's namespace only, for every tool (the sender's TCP is the
+ * shore's): the tuning the README suggests for long links, measured.
  * `--warm` also times a running daemon that is already connected (see
  * `contentMonsterWarm`): what an operator sees for a file that arrives while
  * it runs, where scp and rsync (and `once`) log in first.
@@ -40,6 +43,7 @@ import {
   createNamespaces,
   type LinkNamespaces,
   removeNamespaces,
+  setSysctl,
 } from "./namespaces.ts";
 import {
   contentMonster,
@@ -67,6 +71,7 @@ const { values } = parseArgs({
     warm: { type: "boolean", default: false },
     verbose: { type: "boolean", default: false },
     set: { type: "string", multiple: true, default: [] },
+    "shore-sysctl": { type: "string", multiple: true, default: [] },
   },
 });
 
@@ -79,7 +84,7 @@ function usage(why: string): never {
     `${why}\nusage: deno task bench:link --link ${Object.keys(PROFILES).join("|")}|all ` +
       "[--cc cubic|bbr|cubic,bbr] [--client openssh|builtin|openssh,builtin] " +
       "[--workload large|small|both] [--timeout SECONDS] [--seed N] [--runs N] " +
-      "[--ours-only] [--warm] [--verbose] [--set KEY=VALUE ...]",
+      "[--ours-only] [--warm] [--verbose] [--set KEY=VALUE ...] [--shore-sysctl KEY=VALUE ...]",
   );
   Deno.exit(2);
 }
@@ -102,6 +107,12 @@ for (const setting of values.set) {
   const [key, ...value] = setting.split("=");
   if (!key || value.length === 0) usage(`--set needs KEY=VALUE, not "${setting}"`);
   vesselKeys[key] = value.join("=");
+}
+const shoreSysctls: [string, string][] = [];
+for (const setting of values["shore-sysctl"]) {
+  const [key, ...value] = setting.split("=");
+  if (!key || value.length === 0) usage(`--shore-sysctl needs KEY=VALUE, not "${setting}"`);
+  shoreSysctls.push([key, value.join("=")]);
 }
 const timeoutSeconds = Number(values.timeout);
 const seed = Number(values.seed);
@@ -187,6 +198,9 @@ async function benchLink(
     `namespaces ${link.shore} (${link.shoreAddress}) and ${link.vessel} (${link.vesselAddress}), ` +
       `forwarder PID ${emulator.pid}, TCP congestion control: ${link.congestionControl}`,
   );
+  for (const [key, value] of shoreSysctls) {
+    say(`  shore sysctl ${key} = ${await setSysctl(link.shore, key, value)}`);
+  }
   const validation = await validate(link, profile);
   for (const line of validation.lines) say(`  ${line}`);
   if (validation.failure) {

@@ -118,3 +118,31 @@ async function congestionControlOf(ns: string, peer: string): Promise<string> {
   }).output();
   return `${new TextDecoder().decode(output.stdout).trim() || "unknown"} (namespace default)`;
 }
+
+/**
+ * Sets the network sysctl `key` (`net.ipv4.tcp_slow_start_after_idle`) to
+ * `value` inside `ns` only, and returns what the kernel then reports: an
+ * operator's tuning of the shore, tried without touching this machine's own.
+ */
+export async function setSysctl(ns: string, key: string, value: string): Promise<string> {
+  if (!/^net(\.[a-z0-9_]+)+$/.test(key)) {
+    throw new Error(`Cannot set sysctl "${key}": only network keys (net.*) live in a namespace`);
+  }
+  const path = `/proc/sys/${key.replaceAll(".", "/")}`;
+  const write = await new Deno.Command("ip", {
+    args: ["netns", "exec", ns, "sh", "-c", 'printf "%s\\n" "$1" > "$2"', "sh", value, path],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!write.success) {
+    const said = new TextDecoder().decode(write.stderr).trim();
+    throw new Error(`Cannot set sysctl ${key} = ${value} in ${ns}: ${said}`);
+  }
+  const read = await new Deno.Command("ip", {
+    args: ["netns", "exec", ns, "cat", path],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return new TextDecoder().decode(read.stdout).trim();
+}
