@@ -1,11 +1,12 @@
 /**
  * Smoke test of the WAN bench's link emulator (tests/bench/link): two
  * namespaces joined by the C forwarder carry ping at the profile's round
- * trip, and removing them leaves no namespace behind.
+ * trip, and removing them leaves no namespace behind; a sysctl set for the
+ * shore stays inside its namespace.
  */
 import assert from "node:assert/strict";
 import { buildForwarder, ping, startEmulator } from "./bench/link/emulator.ts";
-import { createNamespaces, ip, removeNamespaces } from "./bench/link/namespaces.ts";
+import { createNamespaces, ip, removeNamespaces, setSysctl } from "./bench/link/namespaces.ts";
 
 function unavailable(): string | undefined {
   if (Deno.uid?.() !== 0) return "needs root (network namespaces, TUN devices)";
@@ -58,6 +59,26 @@ Deno.test({
       assert.ok(!left.includes(link.shore) && !left.includes(link.vessel), left);
     } finally {
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "link emulator: --shore-sysctl changes the shore's namespace only, and network keys only",
+  ignore: reason !== undefined,
+  fn: async () => {
+    const key = "net.ipv4.tcp_slow_start_after_idle";
+    const path = "/proc/sys/net/ipv4/tcp_slow_start_after_idle";
+    const machine = (await Deno.readTextFile(path)).trim();
+    const link = await createNamespaces("cubic");
+    try {
+      const wanted = machine === "0" ? "1" : "0";
+      assert.equal(await setSysctl(link.shore, key, wanted), wanted);
+      assert.equal((await Deno.readTextFile(path)).trim(), machine, "the machine's own changed");
+      await assert.rejects(setSysctl(link.shore, "kernel.hostname", "x"), /only network keys/);
+      await assert.rejects(setSysctl(link.shore, "net.ipv4.no_such_key", "1"), /Cannot set/);
+    } finally {
+      await removeNamespaces(link);
     }
   },
 });
