@@ -78,6 +78,11 @@ export async function probeVessel(
 
   if (!sftp) return items;
   try {
+    add("link", true, await probeLink(connection, vessel.tempDir));
+  } catch (error) {
+    add("link", false, errorMessage(error));
+  }
+  try {
     const uid = await loginUid(
       (command, deadlineMs) => connection.exec(command, deadlineMs),
       vessel.timeout * 3000,
@@ -113,6 +118,37 @@ export async function probeVessel(
     add("free space", false, errorMessage(error));
   }
   return items;
+}
+
+/**
+ * A round trip from which a pause between files costs seconds: Linux
+ * restarts a connection's slow start once it idled longer than its
+ * retransmission timeout, and on a 600 ms link a 256 KiB part then takes
+ * 5 round trips.
+ */
+export const LONG_ROUND_TRIP_MS = 100;
+const SLOW_START_AFTER_IDLE = "/proc/sys/net/ipv4/tcp_slow_start_after_idle";
+
+/**
+ * The round trip of one SFTP request, and on a long link whether the shore
+ * keeps TCP's window across pauses (see the README's "Connections on slow,
+ * long and lossy links").
+ */
+async function probeLink(connection: SshConnection, path: string): Promise<string> {
+  const started = performance.now();
+  await statPath(connection, path);
+  const roundTripMs = Math.round(performance.now() - started);
+  const detail = `round trip ${roundTripMs} ms`;
+  if (roundTripMs < LONG_ROUND_TRIP_MS) return detail;
+  const restarts = await Deno.readTextFile(SLOW_START_AFTER_IDLE).then(
+    (text) => text.trim() === "1",
+    () => false, // Not Linux, or not readable: nothing to advise.
+  );
+  return restarts
+    ? `${detail}; this shore restarts TCP's slow start after every pause ` +
+      "(net.ipv4.tcp_slow_start_after_idle = 1), so each file after one starts slowly: " +
+      "set it to 0 (README: Connections on slow, long and lossy links)"
+    : detail;
 }
 
 /** Writes and removes a probe file in `destination` or its nearest existing ancestor. */

@@ -14,6 +14,7 @@ import {
 } from "../../tests/servers.ts";
 import type { Assembled } from "../transport.ts";
 import { SftpTransport } from "./sftp_transport.ts";
+import { LONG_ROUND_TRIP_MS } from "./probe.ts";
 
 const ONE_WAY_MS = 200;
 const unavailable = serverUnavailable("openssh");
@@ -404,4 +405,29 @@ Deno.test({
         `estimated ${firstKnown.roundTrip.toFixed(0)} ms for a 300 ms round trip`,
       );
     }, { vessel: { sshClient: "openssh" } }),
+});
+
+Deno.test({
+  name:
+    "check reports the link's round trip, and on a long one whether the shore restarts TCP's slow start after a pause",
+  ignore: unavailable !== undefined,
+  fn: () =>
+    behindProxy(async (proxied) => {
+      const { transport } = proxied;
+      const linkItem = async () => {
+        const items = await transport.probe([]);
+        const item = items.find((item) => item.check === "link");
+        assert.ok(item?.ok, JSON.stringify(items));
+        return item.detail;
+      };
+      const short = await linkItem();
+      assert.match(short, /^round trip \d+ ms$/);
+      assert.ok(Number(/\d+/.exec(short)![0]) < LONG_ROUND_TRIP_MS, short);
+      await lengthen(proxied);
+      const long = await linkItem();
+      assert.ok(Number(/\d+/.exec(long)![0]) >= 2 * ONE_WAY_MS, long);
+      const restarts = (await Deno.readTextFile("/proc/sys/net/ipv4/tcp_slow_start_after_idle"))
+        .trim() === "1";
+      assert.equal(/tcp_slow_start_after_idle = 1\), .*set it to 0/.test(long), restarts, long);
+    }),
 });
