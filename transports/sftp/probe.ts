@@ -11,6 +11,7 @@ import { EMPTY_SHA256, parseSha256, PROBE_COMMAND } from "./commands.ts";
 import type { SshConnection } from "./connection.ts";
 import { freeBytes, removeFile, statPath, writeFile } from "./sftp_ops.ts";
 import { ensurePrivateDirectory, loginUid } from "./private_temp_dir.ts";
+import { LONG_ROUND_TRIP_MS, shoreRestartsSlowStart, slowStartAdvice } from "./slow_start.ts";
 
 /** Probes `vessel` through a connection from `connect`. */
 export async function probeVessel(
@@ -121,34 +122,15 @@ export async function probeVessel(
 }
 
 /**
- * A round trip from which a pause between files costs seconds: Linux
- * restarts a connection's slow start once it idled longer than its
- * retransmission timeout, and on a 600 ms link a 256 KiB part then takes
- * 5 round trips.
- */
-export const LONG_ROUND_TRIP_MS = 100;
-const SLOW_START_AFTER_IDLE = "/proc/sys/net/ipv4/tcp_slow_start_after_idle";
-
-/**
  * The round trip of one SFTP request, and on a long link whether the shore
- * keeps TCP's window across pauses (see the README's "Connections on slow,
- * long and lossy links").
+ * keeps TCP's window across pauses (see slow_start.ts).
  */
 async function probeLink(connection: SshConnection, path: string): Promise<string> {
   const started = performance.now();
   await statPath(connection, path);
-  const roundTripMs = Math.round(performance.now() - started);
-  const detail = `round trip ${roundTripMs} ms`;
-  if (roundTripMs < LONG_ROUND_TRIP_MS) return detail;
-  const restarts = await Deno.readTextFile(SLOW_START_AFTER_IDLE).then(
-    (text) => text.trim() === "1",
-    () => false, // Not Linux, or not readable: nothing to advise.
-  );
-  return restarts
-    ? `${detail}; this shore restarts TCP's slow start after every pause ` +
-      "(net.ipv4.tcp_slow_start_after_idle = 1), so each file after one starts slowly: " +
-      "set it to 0 (README: Connections on slow, long and lossy links)"
-    : detail;
+  const roundTripMs = performance.now() - started;
+  const long = roundTripMs >= LONG_ROUND_TRIP_MS && await shoreRestartsSlowStart();
+  return long ? slowStartAdvice(roundTripMs) : `round trip ${Math.round(roundTripMs)} ms`;
 }
 
 /** Writes and removes a probe file in `destination` or its nearest existing ancestor. */

@@ -14,7 +14,7 @@ import {
 } from "../../tests/servers.ts";
 import type { Assembled } from "../transport.ts";
 import { SftpTransport } from "./sftp_transport.ts";
-import { LONG_ROUND_TRIP_MS } from "./probe.ts";
+import { LONG_ROUND_TRIP_MS } from "./slow_start.ts";
 
 const ONE_WAY_MS = 200;
 const unavailable = serverUnavailable("openssh");
@@ -428,6 +428,39 @@ Deno.test({
       assert.ok(Number(/\d+/.exec(long)![0]) >= 2 * ONE_WAY_MS, long);
       const restarts = (await Deno.readTextFile("/proc/sys/net/ipv4/tcp_slow_start_after_idle"))
         .trim() === "1";
+      assert.equal(/^the round trip is \d+ ms/.test(long), restarts, long);
       assert.equal(/tcp_slow_start_after_idle = 1\), .*set it to 0/.test(long), restarts, long);
     }),
+});
+
+Deno.test({
+  name:
+    "the daemon's log says once, on a long link, that the shore restarts TCP's slow start after a pause",
+  ignore: unavailable !== undefined,
+  fn: async () => {
+    const restarts = (await Deno.readTextFile("/proc/sys/net/ipv4/tcp_slow_start_after_idle"))
+      .trim() === "1";
+    const advised = (lines: string[]) =>
+      lines.filter((line) => line.includes("tcp_slow_start_after_idle"));
+    // Only answered requests tell the round trip: each put has several.
+    const putTwice = async ({ transport, server }: Proxied) => {
+      for (const name of ["a", "b"]) {
+        await transport.putWhole(name, `${server.dir}/inbox/${name}.bin`, bytes(1000, 1));
+      }
+    };
+    await behindProxy(async (proxied) => {
+      const { lines } = proxied;
+      await putTwice(proxied);
+      await new Promise((resolve) => setTimeout(resolve, 50)); // the sysctl is read meanwhile
+      assert.deepEqual(advised(lines), [], "a short link got the advice");
+    });
+    await behindProxy(async (proxied) => {
+      const { proxy, lines } = proxied;
+      proxy.latency(ONE_WAY_MS); // long from the first packet on
+      await putTwice(proxied);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(advised(lines).length, restarts ? 1 : 0, lines.join("\n"));
+      if (restarts) assert.match(advised(lines)[0], /^the round trip is \d+ ms .*set it to 0/);
+    });
+  },
 });

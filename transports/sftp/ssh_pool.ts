@@ -20,6 +20,7 @@ import { findSsh, type OpenSshSetup, prepareOpenSsh } from "./openssh_setup.ts";
 import type { AuthEnvironment, Credentials } from "./auth.ts";
 import { hasStatus, type RunCommand, SFTP_STATUS, SshConnection } from "./connection.ts";
 import { AnswerRate, placePart } from "./part_placement.ts";
+import { LONG_ROUND_TRIP_MS, shoreRestartsSlowStart, slowStartAdvice } from "./slow_start.ts";
 
 /**
  * The most connections `Connections = auto` opens: enough for a link with
@@ -167,6 +168,8 @@ export class SshPool implements ConnectionPool {
    * {@linkcode LONG_LOGIN_ROUND_TRIP_MS}), until an SFTP reply tells it.
    */
   #loginRoundTripMs?: number;
+  /** Whether the first SFTP reply's round trip was looked at (see slow_start.ts). */
+  #linkJudged = false;
   #closed = false;
   /** Ends the logins still under way when the pool closes: nothing waits for them. */
   readonly #closing = new AbortController();
@@ -377,6 +380,10 @@ export class SshPool implements ConnectionPool {
       }
       const on = slot;
       const connection = used.connection;
+      if (!this.#linkJudged && connection.roundTripMs !== undefined) {
+        this.#linkJudged = true;
+        this.#adviseOnLongLink(connection.roundTripMs);
+      }
       if (options.part) {
         part = true;
         if (options.part.id) this.#partsOn.set(options.part.id, on);
@@ -759,6 +766,14 @@ export class SshPool implements ConnectionPool {
     this.#longLink = true;
     this.#loginRoundTripMs ??= ms;
     this.#openAhead();
+  }
+
+  /** Logs, once, what would make files after a pause faster on a long link. */
+  #adviseOnLongLink(roundTripMs: number): void {
+    if (roundTripMs < LONG_ROUND_TRIP_MS) return;
+    void shoreRestartsSlowStart().then((restarts) => {
+      if (restarts) this.#log.info(slowStartAdvice(roundTripMs));
+    });
   }
 
   /** What a call gets once the pool is closed: a lost connection, as the engine expects. */
