@@ -442,22 +442,22 @@ Deno.test({
       .trim() === "1";
     const advised = (lines: string[]) =>
       lines.filter((line) => line.includes("tcp_slow_start_after_idle"));
-    // Only answered requests tell the round trip: each put has several.
-    const putTwice = async ({ transport, server }: Proxied) => {
-      for (const name of ["a", "b"]) {
+    // Only answered requests tell the round trip; the pool judges the link at its third call.
+    const putThree = async ({ transport, server }: Proxied) => {
+      for (const name of ["a", "b", "c"]) {
         await transport.putWhole(name, `${server.dir}/inbox/${name}.bin`, bytes(1000, 1));
       }
     };
     await behindProxy(async (proxied) => {
       const { lines } = proxied;
-      await putTwice(proxied);
+      await putThree(proxied);
       await new Promise((resolve) => setTimeout(resolve, 50)); // the sysctl is read meanwhile
       assert.deepEqual(advised(lines), [], "a short link got the advice");
     });
     await behindProxy(async (proxied) => {
       const { proxy, lines } = proxied;
       proxy.latency(ONE_WAY_MS); // long from the first packet on
-      await putTwice(proxied);
+      await putThree(proxied);
       await new Promise((resolve) => setTimeout(resolve, 50));
       assert.equal(advised(lines).length, restarts ? 1 : 0, lines.join("\n"));
       if (restarts) assert.match(advised(lines)[0], /^the round trip is \d+ ms .*set it to 0/);

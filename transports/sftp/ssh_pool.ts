@@ -168,8 +168,12 @@ export class SshPool implements ConnectionPool {
    * {@linkcode LONG_LOGIN_ROUND_TRIP_MS}), until an SFTP reply tells it.
    */
   #loginRoundTripMs?: number;
-  /** Whether the first SFTP reply's round trip was looked at (see slow_start.ts). */
-  #linkJudged = false;
+  /**
+   * Calls, once SFTP replies tell the round trip, before the link is judged
+   * long or not (see slow_start.ts): the quickest of several replies, since
+   * the first ones can wait behind a busy shore's logins.
+   */
+  #linkJudgedIn = 3;
   #closed = false;
   /** Ends the logins still under way when the pool closes: nothing waits for them. */
   readonly #closing = new AbortController();
@@ -380,9 +384,8 @@ export class SshPool implements ConnectionPool {
       }
       const on = slot;
       const connection = used.connection;
-      if (!this.#linkJudged && connection.roundTripMs !== undefined) {
-        this.#linkJudged = true;
-        this.#adviseOnLongLink(connection.roundTripMs);
+      if (this.#linkJudgedIn > 0 && connection.roundTripMs !== undefined) {
+        if (--this.#linkJudgedIn === 0) this.#adviseOnLongLink(this.roundTripMs!);
       }
       if (options.part) {
         part = true;
