@@ -11,7 +11,7 @@ import { EMPTY_SHA256, parseSha256, PROBE_COMMAND } from "./commands.ts";
 import type { SshConnection } from "./connection.ts";
 import { freeBytes, removeFile, statPath, writeFile } from "./sftp_ops.ts";
 import { ensurePrivateDirectory, loginUid } from "./private_temp_dir.ts";
-import { LONG_ROUND_TRIP_MS, shoreRestartsSlowStart, slowStartAdvice } from "./slow_start.ts";
+import { slowStartAdvice } from "./slow_start.ts";
 
 /** Probes `vessel` through a connection from `connect`. */
 export async function probeVessel(
@@ -129,8 +129,7 @@ async function probeLink(connection: SshConnection, path: string): Promise<strin
   const started = performance.now();
   await statPath(connection, path);
   const roundTripMs = performance.now() - started;
-  const long = roundTripMs >= LONG_ROUND_TRIP_MS && await shoreRestartsSlowStart();
-  return long ? slowStartAdvice(roundTripMs) : `round trip ${Math.round(roundTripMs)} ms`;
+  return await slowStartAdvice(roundTripMs) ?? `round trip ${Math.round(roundTripMs)} ms`;
 }
 
 /** Writes and removes a probe file in `destination` or its nearest existing ancestor. */

@@ -15,17 +15,19 @@ export const LONG_ROUND_TRIP_MS = 100;
 
 const SLOW_START_AFTER_IDLE = "/proc/sys/net/ipv4/tcp_slow_start_after_idle";
 
-/** What the operator may change, and why, on a link of `roundTripMs`. */
-export function slowStartAdvice(roundTripMs: number): string {
+/**
+ * What the operator may change, and why, on a link of `roundTripMs`:
+ * undefined on a short link, or where the shore keeps its window (or the
+ * setting cannot be read: not Linux).
+ */
+export async function slowStartAdvice(roundTripMs: number): Promise<string | undefined> {
+  if (roundTripMs < LONG_ROUND_TRIP_MS) return undefined;
+  const restarts = await Deno.readTextFile(SLOW_START_AFTER_IDLE).then(
+    (text) => text.trim() === "1",
+    () => false,
+  );
+  if (!restarts) return undefined;
   return `the round trip is ${Math.round(roundTripMs)} ms and this shore restarts TCP's slow ` +
     "start after every pause (net.ipv4.tcp_slow_start_after_idle = 1), so each file after " +
     "one starts slowly: set it to 0 (README: Connections on slow, long and lossy links)";
-}
-
-/** Whether the shore restarts slow start after idle; false where that cannot be read. */
-export function shoreRestartsSlowStart(): Promise<boolean> {
-  return Deno.readTextFile(SLOW_START_AFTER_IDLE).then(
-    (text) => text.trim() === "1",
-    () => false, // Not Linux, or not readable: nothing to advise.
-  );
 }

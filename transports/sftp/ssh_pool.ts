@@ -20,7 +20,7 @@ import { findSsh, type OpenSshSetup, prepareOpenSsh } from "./openssh_setup.ts";
 import type { AuthEnvironment, Credentials } from "./auth.ts";
 import { hasStatus, type RunCommand, SFTP_STATUS, SshConnection } from "./connection.ts";
 import { AnswerRate, placePart } from "./part_placement.ts";
-import { LONG_ROUND_TRIP_MS, shoreRestartsSlowStart, slowStartAdvice } from "./slow_start.ts";
+import { slowStartAdvice } from "./slow_start.ts";
 
 /**
  * The most connections `Connections = auto` opens: enough for a link with
@@ -773,9 +773,8 @@ export class SshPool implements ConnectionPool {
 
   /** Logs, once, what would make files after a pause faster on a long link. */
   #adviseOnLongLink(roundTripMs: number): void {
-    if (roundTripMs < LONG_ROUND_TRIP_MS) return;
-    void shoreRestartsSlowStart().then((restarts) => {
-      if (restarts) this.#log.info(slowStartAdvice(roundTripMs));
+    void slowStartAdvice(roundTripMs).then((advice) => {
+      if (advice) this.#log.info(advice);
     });
   }
 

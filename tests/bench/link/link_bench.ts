@@ -102,18 +102,16 @@ if (clients.some((client) => client !== "openssh" && client !== "builtin")) {
 }
 const workloads = values.workload === "both" ? ["large", "small"] : [values.workload];
 if (workloads.some((w) => w !== "large" && w !== "small")) usage(`unknown --workload`);
-const vesselKeys: Record<string, string> = {};
-for (const setting of values.set) {
-  const [key, ...value] = setting.split("=");
-  if (!key || value.length === 0) usage(`--set needs KEY=VALUE, not "${setting}"`);
-  vesselKeys[key] = value.join("=");
+/** `--flag KEY=VALUE` settings, in order. */
+function keyValues(flag: string, settings: readonly string[]): [string, string][] {
+  return settings.map((setting) => {
+    const [key, ...value] = setting.split("=");
+    if (!key || value.length === 0) usage(`--${flag} needs KEY=VALUE, not "${setting}"`);
+    return [key, value.join("=")];
+  });
 }
-const shoreSysctls: [string, string][] = [];
-for (const setting of values["shore-sysctl"]) {
-  const [key, ...value] = setting.split("=");
-  if (!key || value.length === 0) usage(`--shore-sysctl needs KEY=VALUE, not "${setting}"`);
-  shoreSysctls.push([key, value.join("=")]);
-}
+const vesselKeys = Object.fromEntries(keyValues("set", values.set));
+const shoreSysctls = keyValues("shore-sysctl", values["shore-sysctl"]);
 const timeoutSeconds = Number(values.timeout);
 const seed = Number(values.seed);
 const runCount = Number(values.runs);

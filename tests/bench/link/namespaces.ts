@@ -111,12 +111,18 @@ async function congestionControlOf(ns: string, peer: string): Promise<string> {
   const route = await ip(["-n", ns, "route", "get", peer]);
   const congctl = /congctl (\S+)/.exec(route)?.[1];
   if (congctl) return `${congctl} (route)`;
+  const algorithm = await readInNamespace(ns, "/proc/sys/net/ipv4/tcp_congestion_control");
+  return `${algorithm || "unknown"} (namespace default)`;
+}
+
+/** The trimmed text of `path` as a process inside `ns` reads it ("" if it cannot). */
+async function readInNamespace(ns: string, path: string): Promise<string> {
   const output = await new Deno.Command("ip", {
-    args: ["netns", "exec", ns, "cat", "/proc/sys/net/ipv4/tcp_congestion_control"],
+    args: ["netns", "exec", ns, "cat", path],
     stdout: "piped",
     stderr: "null",
   }).output();
-  return `${new TextDecoder().decode(output.stdout).trim() || "unknown"} (namespace default)`;
+  return new TextDecoder().decode(output.stdout).trim();
 }
 
 /**
@@ -139,10 +145,5 @@ export async function setSysctl(ns: string, key: string, value: string): Promise
     const said = new TextDecoder().decode(write.stderr).trim();
     throw new Error(`Cannot set sysctl ${key} = ${value} in ${ns}: ${said}`);
   }
-  const read = await new Deno.Command("ip", {
-    args: ["netns", "exec", ns, "cat", path],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  return new TextDecoder().decode(read.stdout).trim();
+  return await readInNamespace(ns, path);
 }
