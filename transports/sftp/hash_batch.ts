@@ -11,6 +11,7 @@
 import { parentOf, TransportError } from "../transport.ts";
 import type { HashGroup } from "./commands.ts";
 import type { BatchHashes } from "./resident_hasher.ts";
+import type { SshConnection } from "./connection.ts";
 
 /** Batches running at once: a new one need not wait for a slow one. */
 const RUNNING_BATCHES = 4;
@@ -26,12 +27,21 @@ const PATH_BYTES_PER_BATCH = 16 << 10;
 interface Waiting {
   readonly path: string;
   readonly bytes: number;
+  readonly wroteOn?: SshConnection;
   resolve(sha256: string): void;
   reject(error: unknown): void;
 }
 
-/** Hashes the files of `groups` on the vessel, given the bytes they hold (for its deadline). */
-export type HashGroups = (groups: readonly HashGroup[], bytes: number) => Promise<BatchHashes>;
+/**
+ * Hashes the files of `groups` on the vessel, given the bytes they hold (for
+ * its deadline), on the connection `on` where it can (its hasher was started
+ * beside the writes of the batch's first file).
+ */
+export type HashGroups = (
+  groups: readonly HashGroup[],
+  bytes: number,
+  on?: SshConnection,
+) => Promise<BatchHashes>;
 
 /** Hashes vessel files in batches of those asked for together. */
 export class HashBatcher {
@@ -46,12 +56,12 @@ export class HashBatcher {
 
   /**
    * The sha256 of the vessel file `path` (`bytes` long), whose name is one
-   * of our temp names. Rejects with a {@linkcode TransportError} if the
-   * vessel could not hash it.
+   * of our temp names, written on `wroteOn`. Rejects with a
+   * {@linkcode TransportError} if the vessel could not hash it.
    */
-  hash(path: string, bytes: number): Promise<string> {
+  hash(path: string, bytes: number, wroteOn?: SshConnection): Promise<string> {
     return new Promise((resolve, reject) => {
-      this.#waiting.push({ path, bytes, resolve, reject });
+      this.#waiting.push({ path, bytes, wroteOn, resolve, reject });
       this.#schedule();
     });
   }
@@ -95,7 +105,7 @@ export class HashBatcher {
     let hashed: BatchHashes;
     try {
       const bytes = batch.reduce((sum, file) => sum + file.bytes, 0);
-      hashed = await this.#hashGroups(groups, bytes);
+      hashed = await this.#hashGroups(groups, bytes, batch[0].wroteOn);
     } catch (error) {
       for (const file of batch) file.reject(error);
       return;

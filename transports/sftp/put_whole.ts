@@ -60,12 +60,14 @@ export interface PutWholeOptions {
 export interface BatchHashing {
   /** Whether it pays now (asked once the file is open, when the link has answered). */
   pays(): boolean;
+  /** A file on `connection` will be hashed once written: its hasher starts beside the writes. */
+  prepare(connection: SshConnection): void;
   /**
-   * The sha256 of the vessel file `path`, `bytes` long, or `undefined` when
-   * the vessel could not hash it (the file is then read back instead).
-   * Rejects if the link failed.
+   * The sha256 of the vessel file `path`, `bytes` long, written on
+   * `connection`, or `undefined` when the vessel could not hash it (the file
+   * is then read back instead). Rejects if the link failed.
    */
-  hash(path: string, bytes: number): Promise<string | undefined>;
+  hash(path: string, bytes: number, connection: SshConnection): Promise<string | undefined>;
 }
 
 /**
@@ -95,6 +97,9 @@ export async function putWholeFile(
   // A small file is written (and read back) in one round trip: never worth resuming.
   const resume = small ? undefined : options.resume;
   if (options.directoryMayBeNew) makeDirectoryAhead(connection, parentOf(path));
+  // The vessel's hasher session takes three round trips to answer (sshd opens its window
+  // only once the command runs): started beside the create, it is ready for the hash.
+  if (small && options.hashBatch?.pays()) options.hashBatch.prepare(connection);
   const { handle, offset } = await openFresh(connection, path, data, options.makeDirectory, resume);
   // Never close twice: the server may already have given the handle's number to another file.
   let closing: Promise<void> | undefined;
@@ -106,6 +111,7 @@ export async function putWholeFile(
     ]).then(() => {});
   try {
     if (small && options.hashBatch?.pays()) {
+      options.hashBatch.prepare(connection); // if the create was the link's first answer
       const size = await writeClosing(connection, handle, data, {
         writeLength,
         fsync: fsyncOverSftp,
@@ -113,7 +119,7 @@ export async function putWholeFile(
       });
       checkSize(size, data.byteLength);
       options.written?.();
-      const sha256 = await options.hashBatch.hash(path, size) ??
+      const sha256 = await options.hashBatch.hash(path, size, connection) ??
         sha256Of(await readFile(connection, path, size));
       return { sha256, size };
     }

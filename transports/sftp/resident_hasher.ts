@@ -3,8 +3,9 @@
  * per connection: a batch then costs one round trip. A command per batch
  * costs a session's opening too, two or three round trips more (wan, 40 ms:
  * 93-141 ms a command over OpenSSH's ControlMaster, against 41 ms for an
- * SFTP request). The hasher ends after {@linkcode IDLE_MS} without work, so
- * an idle connection keeps no session open and sends its keepalives.
+ * SFTP request). The hasher ends after a few seconds without work, so an
+ * idle connection keeps no session open and sends its keepalives. It starts
+ * beside the create of a file it will hash (see {@linkcode startHasher}).
  *
  * @module
  */
@@ -22,6 +23,12 @@ import { OutputLines } from "./output_lines.ts";
 
 /** How long a hasher with nothing to do stays. */
 const IDLE_MS = 2_000;
+/**
+ * Round trips a hasher with nothing to do stays, when that is longer: one
+ * started beside a file's create waits for the file's writes, which on a
+ * busy long link queue behind megabytes.
+ */
+const IDLE_ROUND_TRIPS = 8;
 
 /** What a batch's hasher printed, keyed by `INDEX/NAME` (`INDEX`: the group's place). */
 export interface BatchHashes {
@@ -43,15 +50,34 @@ export async function hashGroups(
   groups: readonly HashGroup[],
   deadlineMs: number,
 ): Promise<BatchHashes> {
-  let hasher = hashers.get(connection);
-  if (!hasher) hashers.set(connection, hasher = new ResidentHasher(connection));
-  const hashed = await hasher.hash(groups, deadlineMs);
+  const hashed = await hasherOf(connection).hash(groups, deadlineMs);
   if (hashed) return hashed;
   const result = await connection.exec(batchHashCommand(groups), deadlineMs);
   return { hashes: parseBatchHashes(result.stdout), detail: exitDetail(result) };
 }
 
-/** One connection's hasher, started when first asked and again after it ended. */
+/**
+ * Starts `connection`'s hasher if it is not running, so that a batch asked
+ * for a round trip or two later finds it ready: its session takes two or
+ * three round trips to open, more than the writes of a small file.
+ */
+export function startHasher(connection: SshConnection, deadlineMs: number): void {
+  hasherOf(connection).start(deadlineMs).then(
+    // Running already: it must not end for lack of work before the file's hash is asked.
+    (session) => session.expectWork(),
+    () => {
+      // The batch that needs it starts it again, and reports why it cannot.
+    },
+  );
+}
+
+function hasherOf(connection: SshConnection): ResidentHasher {
+  let hasher = hashers.get(connection);
+  if (!hasher) hashers.set(connection, hasher = new ResidentHasher(connection));
+  return hasher;
+}
+
+/** One connection's hasher, started when first needed and again after it ended. */
 class ResidentHasher {
   readonly #connection: SshConnection;
   #session?: Promise<Session>;
@@ -68,8 +94,8 @@ class ResidentHasher {
       return { tag, text: residentHashRequest(tag, group) };
     });
     if (requests.some((request) => request.text === undefined)) return undefined;
-    let session = await this.#start(deadlineMs);
-    if (!session.open) session = await this.#start(deadlineMs);
+    let session = await this.start(deadlineMs);
+    if (!session.open) session = await this.start(deadlineMs);
     const answers = await Promise.all(
       requests.map((request) => session.ask(request.tag, request.text!, deadlineMs)),
     );
@@ -80,7 +106,8 @@ class ResidentHasher {
     return { hashes, detail: "the vessel's hasher could not read it" };
   }
 
-  #start(deadlineMs: number): Promise<Session> {
+  /** The running session, started if there is none. */
+  start(deadlineMs: number): Promise<Session> {
     if (this.#session) return this.#session;
     const session = Session.start(this.#connection, deadlineMs, () => {
       if (this.#session === session) this.#session = undefined;
@@ -108,8 +135,10 @@ class Session {
   #deadline?: number;
   #idle?: ReturnType<typeof setTimeout>;
   #failure?: unknown;
+  readonly #connection: SshConnection;
 
-  private constructor(ended: () => void) {
+  private constructor(connection: SshConnection, ended: () => void) {
+    this.#connection = connection;
     this.#ended = ended;
   }
 
@@ -124,7 +153,7 @@ class Session {
     deadlineMs: number,
     ended: () => void,
   ): Promise<Session> {
-    const session = new Session(ended);
+    const session = new Session(connection, ended);
     session.#command = await connection.spawn(RESIDENT_HASHER_COMMAND, {
       deadlineMs,
       onStdout: (data) => session.#lines.push(data),
@@ -175,15 +204,21 @@ class Session {
     }
   }
 
-  /** Ends the hasher once it had nothing to do for {@linkcode IDLE_MS}. */
+  /** Work is on its way: the hasher waits for it as long as for the first. */
+  expectWork(): void {
+    if (this.#asked.size === 0 && this.#failure === undefined) this.#idleSoon();
+  }
+
+  /** Ends the hasher once it had nothing to do for a while (see {@linkcode IDLE_ROUND_TRIPS}). */
   #idleSoon(): void {
     clearTimeout(this.#idle);
+    const idleMs = Math.max(IDLE_MS, IDLE_ROUND_TRIPS * (this.#connection.roundTripMs ?? 0));
     this.#idle = setTimeout(() => {
       if (this.#asked.size > 0 || this.#failure !== undefined) return;
       this.#failure = new TransportError("the vessel's hasher was ended while idle", "connection");
       this.#ended();
       this.#command.end();
-    }, IDLE_MS);
+    }, idleMs);
   }
 
   #end(result: ExecResult | undefined, error?: unknown): void {

@@ -145,6 +145,36 @@ for (const sshClient of ["openssh", "builtin"] as const) {
   });
 }
 
+for (const sshClient of ["openssh", "builtin"] as const) {
+  Deno.test({
+    name:
+      `${sshClient}: a small file on a long link takes three round trips with no hasher running yet: ` +
+      "its connection's hasher starts beside the writes, and hashes it",
+    ignore: unavailable !== undefined,
+    fn: () =>
+      behindProxy(async (proxied) => {
+        const { transport, server } = proxied;
+        // Two connections up on the short link, neither running a hasher (a daemon's, after
+        // a pause of a few seconds): the one that is not writing would start its own.
+        await transport.prepare("near", `${server.dir}/inbox/near.bin`);
+        await waitFor(() => transport.connections.upCount() === 2, 10_000, "the second login");
+        // Two calls at once, one on each: the builtin carrier starts SFTP on its first call.
+        await Promise.all(["a", "b"].map((key) => transport.listParts(key)));
+        const roundTrip = await lengthen(proxied);
+        // The first connection is busy while the file is created on the second, and idle
+        // when the file is hashed: the hash must go where the hasher was started.
+        let release!: () => void;
+        const held = transport.connections.run(
+          "hold the first connection",
+          () => new Promise<void>((resolve) => release = resolve),
+        );
+        setTimeout(() => release(), roundTrip / 2);
+        await putSmallInThreeRoundTrips(proxied, `${server.dir}/inbox/far.bin`, roundTrip);
+        await held;
+      }, { vessel: { sshClient }, connections: 2, batchHashFromMs: 0 }),
+  });
+}
+
 Deno.test({
   name:
     "a small file into a directory not there yet takes the round trips of one into a directory that is",

@@ -43,7 +43,7 @@ import { probeVessel } from "./probe.ts";
 import { DirectorySyncs } from "./directory_sync.ts";
 import { type BatchHashing, putWholeFile } from "./put_whole.ts";
 import { HashBatcher } from "./hash_batch.ts";
-import { hashGroups } from "./resident_hasher.ts";
+import { hashGroups, startHasher } from "./resident_hasher.ts";
 import { SmallFileGate } from "./small_file_gate.ts";
 import { type ResumeCheck, resumeCheck } from "./resume.ts";
 import { SftpAssembly } from "./stream_assembly.ts";
@@ -128,8 +128,9 @@ export class SftpTransport implements Transport {
   readonly #hashBatching: BatchHashing = {
     pays: () =>
       !this.#batchHashFailed && (this.connections.roundTripMs ?? 0) >= this.#batchHashFromMs,
-    hash: (path, bytes) =>
-      this.#hashBatcher.hash(path, bytes).catch((error) => {
+    prepare: (connection) => startHasher(connection, this.#deadline(0)),
+    hash: (path, bytes, connection) =>
+      this.#hashBatcher.hash(path, bytes, connection).catch((error) => {
         if (error instanceof TransportError && error.code === "connection") throw error;
         if (!this.#batchHashFailed) {
           this.#log.warn(
@@ -141,10 +142,11 @@ export class SftpTransport implements Transport {
         return undefined;
       }),
   };
-  readonly #hashBatcher = new HashBatcher((groups, bytes) =>
+  readonly #hashBatcher = new HashBatcher((groups, bytes, on) =>
     this.connections.run(
       `Cannot hash a batch of small files on vessel "${this.vessel}"`,
       (connection) => hashGroups(connection, groups, this.#deadline(bytes)),
+      { on },
     )
   );
   /** Flushes destination directories, one fsync for the files renamed into one together. */
