@@ -34,8 +34,8 @@ interface Waiting {
 
 /**
  * Hashes the files of `groups` on the vessel, given the bytes they hold (for
- * its deadline), on the connection `on` where it can (its hasher was started
- * beside the writes of the batch's first file).
+ * its deadline), on the connection `on` where it can: the one that wrote
+ * them all, whose hasher was started beside their writes.
  */
 export type HashGroups = (
   groups: readonly HashGroup[],
@@ -105,7 +105,12 @@ export class HashBatcher {
     let hashed: BatchHashes;
     try {
       const bytes = batch.reduce((sum, file) => sum + file.bytes, 0);
-      hashed = await this.#hashGroups(groups, bytes, batch[0].wroteOn);
+      // Files written on several connections go to the least busy one: a request pinned to a
+      // busy stream waits behind its queued writes.
+      const wroteOn = batch.every((file) => file.wroteOn === batch[0].wroteOn)
+        ? batch[0].wroteOn
+        : undefined;
+      hashed = await this.#hashGroups(groups, bytes, wroteOn);
     } catch (error) {
       for (const file of batch) file.reject(error);
       return;

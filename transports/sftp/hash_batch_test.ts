@@ -3,6 +3,7 @@ import { Buffer } from "node:buffer";
 import { HashBatcher } from "./hash_batch.ts";
 import { batchHashCommand, type HashGroup, parseBatchHashes } from "./commands.ts";
 import { runShell } from "../../tests/cli_harness.ts";
+import type { SshConnection } from "./connection.ts";
 
 /** Hashes each batch with one command run by the shell, as the vessel would, and records it. */
 function shellRunner(commands: string[]) {
@@ -52,6 +53,27 @@ Deno.test("HashBatcher keeps each command far below the kernel's limit on one ar
     assert.equal(new Set(hashes).size, 1, "every file hashed");
     assert.ok(commands.length >= 2, `${commands.length} command(s)`);
     for (const command of commands) assert.ok(command.length < 64 << 10, `${command.length}`);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("HashBatcher hashes a batch on the connection that wrote it all, and one from several anywhere", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const asked: (string | undefined)[] = [];
+    const run = shellRunner([]);
+    const batcher = new HashBatcher((groups, _bytes, on) => {
+      asked.push(on === undefined ? undefined : String(on));
+      return run(groups);
+    });
+    // Stand-ins: the batcher only compares and hands on the connection a file was written on.
+    const [first, second] = ["first", "second"].map((name) => name as unknown as SshConnection);
+    const paths = [1, 2, 3].map((index) => `${root}/.contentmonster-c-${index}.tmp`);
+    for (const path of paths) await Deno.writeTextFile(path, path);
+    await Promise.all(paths.slice(0, 2).map((path) => batcher.hash(path, 1, first)));
+    await Promise.all(paths.map((path, index) => batcher.hash(path, 1, index ? second : first)));
+    assert.deepEqual(asked, ["first", undefined]);
   } finally {
     await Deno.remove(root, { recursive: true });
   }
