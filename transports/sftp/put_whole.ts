@@ -58,7 +58,10 @@ export interface PutWholeOptions {
 
 /** Small files hashed on the vessel in batches instead of read back (see hash_batch.ts). */
 export interface BatchHashing {
-  /** Whether it pays now (asked once the file is open, when the link has answered). */
+  /**
+   * Whether it pays now: asked before the create (when earlier answers gave
+   * the round trip) and again once the create is answered.
+   */
   pays(): boolean;
   /** A file on `connection` will be hashed once written: its hasher starts beside the writes. */
   prepare(connection: SshConnection): void;
