@@ -9,9 +9,13 @@
  * {@linkcode KEEP_MS} after its last flush), so a flush is one fsync that
  * leaves with its rename: one round trip, where an open, fsync and close
  * per flush took two (on a 600 ms link, 0.6 s more at the end of every
- * batch). One fsync per directory and connection is in flight at a time;
- * renames made meanwhile share the next one, so a burst of files costs the
- * vessel one journal commit per round trip, not one per file.
+ * batch). On a short link one fsync per directory and connection is in
+ * flight at a time; renames made meanwhile share the next one, so a burst of
+ * files costs the vessel one journal commit per round trip, not one per
+ * file. On a long link, where a round trip costs more than a journal
+ * commit, the renames made in one turn share an fsync sent in the next,
+ * behind the one in flight: the last files of a burst then wait one round
+ * trip less (see {@linkcode SyncOptions.pipelined}).
  *
  * @module
  */
@@ -46,10 +50,20 @@ interface Kept<H> {
   timer?: ReturnType<typeof setTimeout>;
 }
 
-/** How long idle handles stay open, and how many; see {@linkcode KEEP_MS} and {@linkcode MAX_KEPT}. */
-export interface KeepLimits {
+/**
+ * How long idle handles stay open, and how many (see {@linkcode KEEP_MS} and
+ * {@linkcode MAX_KEPT}), and when fsyncs need not wait for each other.
+ */
+export interface SyncOptions {
   readonly keepMs?: number;
   readonly maxKept?: number;
+  /**
+   * Whether an fsync is sent while another of the same directory is in
+   * flight (asked as each is needed): true on a long link, where waiting
+   * for the answer costs a round trip and the vessel's journal commit far
+   * less.
+   */
+  readonly pipelined?: () => boolean;
 }
 
 /** Per connection and directory, the open handle and the fsync renames still join. */
@@ -58,11 +72,13 @@ export class DirectorySyncs<C extends object, H> {
   readonly #kept = new WeakMap<C, Map<string, Kept<H>>>();
   readonly #keepMs: number;
   readonly #maxKept: number;
+  readonly #pipelined: () => boolean;
 
-  constructor(flush: DirectoryFlush<C, H>, limits: KeepLimits = {}) {
+  constructor(flush: DirectoryFlush<C, H>, options: SyncOptions = {}) {
     this.#flush = flush;
-    this.#keepMs = limits.keepMs ?? KEEP_MS;
-    this.#maxKept = limits.maxKept ?? MAX_KEPT;
+    this.#keepMs = options.keepMs ?? KEEP_MS;
+    this.#maxKept = options.maxKept ?? MAX_KEPT;
+    this.#pipelined = options.pipelined ?? (() => false);
   }
 
   /**
@@ -88,7 +104,9 @@ export class DirectorySyncs<C extends object, H> {
     if (kept.flushing && kept.joinable) return kept.flushing;
     if (kept.next) return kept.next;
     if (kept.flushing) {
-      const next = kept.flushing.catch(() => {}).then(() => {
+      // The next turn: the renames made in this one share the fsync.
+      const ready = this.#pipelined() ? nextTurn() : kept.flushing.catch(() => {});
+      const next = ready.then(() => {
         kept.next = undefined;
         // The entry of a failed fsync is gone: this one opens the directory again.
         return this.#send(connection, dir, this.#keep(connection, dir));
@@ -165,6 +183,10 @@ export class DirectorySyncs<C extends object, H> {
     const byDir = this.#kept.get(connection);
     if (byDir?.get(dir) === kept) byDir.delete(dir);
   }
+}
+
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /** Whether a flush of `kept` is under way or waiting: its handle is not idle. */

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
-import { DirectorySyncs, type KeepLimits } from "./directory_sync.ts";
+import { DirectorySyncs, type SyncOptions } from "./directory_sync.ts";
 
 interface Connection {
   readonly name: string;
 }
 
 /** Records each request as "connection request dir" and answers only when told. */
-function recorder(limits?: KeepLimits) {
+function recorder(limits?: SyncOptions) {
   const requests: string[] = [];
   const answers: ((error?: Error) => void)[] = [];
   const request = <T>(line: string, value: T) =>
@@ -62,6 +62,29 @@ Deno.test("DirectorySyncs.sync() flushes a directory once for the renames sent b
   await Promise.all([first, ...joined, otherConnection, otherDir, ...late]);
   assert.equal(requests.filter((line) => line === "a fsync /in").length, 2, "two flushes of /in");
   assert.equal(requests.filter((line) => line.includes("fsync")).length, 4);
+  assert.equal(requests.filter((line) => line.includes("close")).length, 0, "kept open");
+});
+
+Deno.test("DirectorySyncs.sync() on a long link sends the next fsync behind the one in flight", async () => {
+  const { requests, syncs, answer, answerAll } = recorder({ pipelined: () => true });
+  const first = syncs.sync(a, "/in");
+  await answer(0);
+  assert.deepEqual(requests, ["a open /in", "a fsync /in"]);
+  // Renames of one turn made while that fsync is out: one more fsync, without its answer.
+  const late = [syncs.sync(a, "/in"), syncs.sync(a, "/in")];
+  await turn();
+  assert.deepEqual(requests.slice(2), ["a fsync /in"], "sent before the first is answered");
+  const later = syncs.sync(a, "/in");
+  await turn();
+  assert.deepEqual(requests.slice(3), ["a fsync /in"], "a later turn's rename gets its own");
+  assert.equal(requests.length, 4);
+  // Each call waits for an fsync sent after its rename, not for the first one's answer.
+  await answer(2);
+  const lateFlushed = Promise.all(late).then(() => "flushed");
+  const waiting = new Promise((resolve) => setTimeout(() => resolve("still waiting"), 50));
+  assert.equal(await Promise.race([lateFlushed, waiting]), "flushed");
+  await answerAll();
+  await Promise.all([first, later]);
   assert.equal(requests.filter((line) => line.includes("close")).length, 0, "kept open");
 });
 

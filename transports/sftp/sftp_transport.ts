@@ -88,6 +88,13 @@ const KEY_PATTERN = /^[A-Za-z0-9_-]+$/;
  */
 const BATCH_HASH_FROM_MS = 10;
 /**
+ * The round trip from which a directory's fsync does not wait for the one in
+ * flight (see directory_sync.ts): a journal commit on the vessel takes a few
+ * milliseconds, and waiting took the last files of a burst one round trip
+ * more.
+ */
+const PIPELINED_FSYNC_FROM_MS = 10;
+/**
  * Files assembled whose connection their publish and the removal of their
  * parts may still use: one per file in flight, of which there are far fewer.
  */
@@ -156,7 +163,7 @@ export class SftpTransport implements Transport {
     open: (connection, dir) => openHandle(connection, dir, "r"),
     fsync: fsyncHandle,
     close: closeHandle,
-  });
+  }, { pipelined: () => (this.connections.roundTripMs ?? 0) >= PIPELINED_FSYNC_FROM_MS });
   /** Directories being created, so files arriving together in a new one create it once. */
   readonly #makingDirectories = new Map<string, Promise<void>>();
   /** Per connection, the directories it has sent a file's create or a mkdir to. */
