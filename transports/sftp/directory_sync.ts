@@ -104,7 +104,7 @@ export class DirectorySyncs<C extends object, H> {
     if (kept.flushing && kept.joinable) return kept.flushing;
     if (kept.next) return kept.next;
     if (kept.flushing) {
-      // The next turn: the renames made in this one share the fsync.
+      // On a long link it leaves next turn, shared by this turn's renames; else once answered.
       const ready = this.#pipelined() ? nextTurn() : kept.flushing.catch(() => {});
       const next = ready.then(() => {
         kept.next = undefined;
