@@ -10,6 +10,8 @@ import { describeError, log, print, setLogLevel } from "./log/logger.ts";
 import { parseInvocation } from "./cli/args.ts";
 import { COMMAND_HELP, MAIN_HELP } from "./cli/help.ts";
 import { UsageError } from "./cli/usage_error.ts";
+import type { Config } from "./config/types.ts";
+import type { Transport } from "../transports/mod.ts";
 
 /** Runs the CLI with `args`; resolves to the exit status. */
 export async function main(args: readonly string[]): Promise<number> {
@@ -32,12 +34,14 @@ export async function main(args: readonly string[]): Promise<number> {
   try {
     switch (invocation.command) {
       case "run": {
+        const transports = await openTransportsAhead(config);
         const { runDaemon } = await import("./cli/run.ts");
-        return await runDaemon(config, stop.signal);
+        return await runDaemon(config, stop.signal, transports);
       }
       case "once": {
+        const transports = await openTransportsAhead(config);
         const { runOnce } = await import("./cli/once.ts");
-        return await runOnce(config, stop.signal, invocation.timeoutSeconds);
+        return await runOnce(config, stop.signal, transports, invocation.timeoutSeconds);
       }
       case "check": {
         const { checkVessels } = await import("./cli/check.ts");
@@ -53,6 +57,14 @@ export async function main(args: readonly string[]): Promise<number> {
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
   }
+}
+
+/**
+ * Opens the vessels' transports before the command's modules load, so that
+ * their logins overlap that (see transports_ahead.ts).
+ */
+async function openTransportsAhead(config: Config): Promise<Transport[]> {
+  return (await import("./cli/transports_ahead.ts")).openTransportsAhead(config);
 }
 
 /** The exit status for an error that escaped a command. */

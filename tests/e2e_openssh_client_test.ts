@@ -17,6 +17,10 @@ import {
 import { serverUnavailable, skipNotice, startOpenSsh, type TestServer } from "./servers.ts";
 import { carrierUnavailable } from "./sftp_conformance.ts";
 import { vesselIni } from "./vessel_ini.ts";
+import { loadConfig } from "../src/config/config.ts";
+import { openTransportsAhead } from "../src/cli/transports_ahead.ts";
+import { startReplicator } from "../src/cli/replicator.ts";
+import { DatabaseLockedError, InstanceLock } from "../src/store/instance_lock.ts";
 
 const unavailable = serverUnavailable("openssh") ?? carrierUnavailable("openssh");
 if (unavailable) skipNotice("e2e_openssh_client_test.ts", unavailable);
@@ -88,6 +92,37 @@ for (const signal of ["SIGKILL", "SIGTERM"] as const) {
     },
   });
 }
+
+Deno.test({
+  name: "a start that cannot take the state database ends the logins it began ahead",
+  ignore: unavailable !== undefined,
+  fn: async () => {
+    const ws = await Workspace.create();
+    const server = await startOpenSsh();
+    let lock: InstanceLock | undefined;
+    try {
+      await ws.write("outbox/a.bin", randomBytes(4096, 7));
+      const config = await loadConfig(await daemonConfig(ws, server));
+      await ws.mkdir("state");
+      lock = await InstanceLock.acquire(ws.path("state/cm.db"));
+      const transports = await openTransportsAhead(config);
+      await waitFor(
+        async () => (await sshChildrenOf(Deno.pid)).length > 0,
+        10_000,
+        "the login begun before the state database opens",
+      );
+      await assert.rejects(
+        startReplicator(config, { once: true, transports }),
+        DatabaseLockedError,
+      );
+      assert.deepEqual(await sshChildrenOf(Deno.pid), [], "an ssh left by the failed start");
+    } finally {
+      lock?.release();
+      await server.stop();
+      await ws.cleanup();
+    }
+  },
+});
 
 Deno.test({
   name: "check names the OpenSSH client and the ssh_config it reads",

@@ -232,7 +232,7 @@ export interface Transport {
 
   /**
    * Starts connecting, if nothing is connected or connecting, for work that
-   * is about to come: the login then overlaps the files' settling. Never
+   * is about to come: the login then overlaps the daemon's start. Never
    * throws: calls that follow wait for a login still under way, and the
    * next call reports one that failed rather than log in again.
    */

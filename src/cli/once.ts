@@ -3,6 +3,7 @@ import type { Config } from "../config/types.ts";
 import { logger } from "../log/logger.ts";
 import { startReplicator } from "./replicator.ts";
 import { plural } from "../log/units.ts";
+import type { Transport } from "../../transports/mod.ts";
 
 /** How often `once` asks whether it is done: it exits at most this long after the last file. */
 const POLL_MS = 10;
@@ -11,10 +12,11 @@ const POLL_MS = 10;
 export async function runOnce(
   config: Config,
   signal: AbortSignal,
+  transports: Transport[],
   timeoutSeconds?: number,
 ): Promise<number> {
   const log = logger("");
-  const replicator = await startReplicator(config, { once: true });
+  const replicator = await startReplicator(config, { once: true, transports });
   const deadline = timeoutSeconds === undefined ? Infinity : Date.now() + timeoutSeconds * 1000;
   try {
     while (!signal.aborted) {

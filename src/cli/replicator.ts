@@ -13,7 +13,7 @@ import { engineMetrics } from "../metrics/engine_metrics.ts";
 import { type MetricsServer, serveMetrics } from "../metrics/server.ts";
 import { Store } from "../store/store.ts";
 import { Watcher } from "../watch/watcher.ts";
-import { openTransport } from "../../transports/mod.ts";
+import type { Transport } from "../../transports/mod.ts";
 
 /** A running replicator. */
 export interface Replicator {
@@ -23,11 +23,23 @@ export interface Replicator {
   stop(): Promise<void>;
 }
 
-/** Starts replicating `config`'s directories to its vessels. */
+/**
+ * Starts replicating `config`'s directories to its vessels, over
+ * `transports` (see transports_ahead.ts), which it closes if the start fails.
+ */
 export async function startReplicator(
   config: Config,
-  options: { once: boolean },
+  options: { once: boolean; transports: Transport[] },
 ): Promise<Replicator> {
+  try {
+    return await start(config, options.once, options.transports);
+  } catch (error) {
+    await Promise.allSettled(options.transports.map((transport) => transport.close()));
+    throw error;
+  }
+}
+
+async function start(config: Config, once: boolean, transports: Transport[]): Promise<Replicator> {
   const log = logger("");
   const observers: EngineObserver[] = [engineLog()];
   // The engine comes later; until then a scrape shows no vessel activity.
@@ -67,9 +79,6 @@ export async function startReplicator(
       : metricsServer.hostname;
     log.info(`metrics at http://${host}:${metricsServer.port}/metrics`);
   }
-  const transports = await Promise.all(
-    config.vessels.map((vessel) => openTransport(vessel, logger(`vessel ${vessel.name}`))),
-  );
   // `once` too: the operator may have fixed the cause since (within one `once`, a delivery
   // that fails for good stays failed, so that it ends).
   const retried = store.retryFailed();
@@ -77,19 +86,17 @@ export async function startReplicator(
     log.info(`retrying ${plural(retried, "delivery", "deliveries")} that had failed`);
   }
   const engine = new Engine(config, store, transports, {
-    retryFailed: !options.once,
+    retryFailed: !once,
     onProcessed: (directory, relpath) => watcher.forget(directory, relpath),
     observer: fanOut(...observers),
   });
   activity = () => engine.activity();
   const watcher = new Watcher(config.directories, (file) => engine.enqueue(file), {
-    trustExisting: options.once,
+    trustExisting: once,
     onUnaddressable: (directory, relpaths) => store.setUnaddressable(directory, relpaths),
   });
   await engine.start();
   await watcher.start();
-  // Files found at start settle a moment before they are queued: the logins overlap that.
-  if (watcher.pending() > 0) engine.connectAhead();
   log.info(
     `replicating ${plural(config.directories.length, "directory", "directories")} to ${
       plural(config.vessels.length, "vessel")

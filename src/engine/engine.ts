@@ -125,11 +125,6 @@ export class Engine {
       .map((vessel) => vessel.name);
   }
 
-  /** Has every vessel start connecting for files about to be ready (see Transport.connectAhead). */
-  connectAhead(): void {
-    for (const transport of this.#transports) transport.connectAhead?.();
-  }
-
   /** Aligns the queue with the config, finalizes what is done, starts the workers. */
   async start(): Promise<void> {
     for (const directory of this.#config.directories) {

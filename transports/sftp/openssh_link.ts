@@ -16,7 +16,6 @@ import { EventEmitter } from "node:events";
 import type { Buffer } from "node:buffer";
 import { TransportError } from "../transport.ts";
 import type { ClientChannel, SFTPWrapper } from "./_ssh2.ts";
-import { sftpOverPipes } from "./_sftp_pipe.ts";
 import { CommandChannel } from "./openssh_command.ts";
 import {
   closedDuringLogin,
@@ -119,7 +118,10 @@ async function start(
   });
   // The session's end is reported once ssh has exited, so its own words are known by then.
   const started = withSftp
-    ? sftpOverPipes(master.stdin!, master.stdout!, () => master.stdin?.end(), linkReported)
+    // Loaded while ssh logs in: ssh2's modules take longer to load than the rest of the daemon.
+    ? import("./_sftp_pipe.ts").then(({ sftpOverPipes }) =>
+      sftpOverPipes(master.stdin!, master.stdout!, () => master.stdin?.end(), linkReported)
+    )
     : authenticated.then(() => controlSocketReady(options.controlPath, exited)).then(() =>
       undefined
     );
