@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { LocalTransport, type LocalVessel } from "./local.ts";
+import type { LocalVessel } from "./local.ts";
 import type { SftpVessel } from "./sftp/options.ts";
 import { silentLogger, type Transport, type TransportLogger } from "./transport.ts";
 
@@ -23,9 +23,13 @@ export async function openTransport(
   log: TransportLogger = silentLogger,
 ): Promise<Transport> {
   switch (vessel.transport) {
-    case "local":
+    case "local": {
+      const { LocalTransport } = await import("./local.ts");
       return new LocalTransport(vessel);
+    }
     case "sftp": {
+      // ssh_config is read while the SFTP modules load (a few ms to load this one).
+      (await import("./sftp/openssh_setup.ts")).askSshConfigAhead(vessel);
       // Loaded on demand so the local transport never pays for ssh2.
       const { SftpTransport } = await import("./sftp/sftp_transport.ts");
       return new SftpTransport(vessel, { log });

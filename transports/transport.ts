@@ -232,11 +232,12 @@ export interface Transport {
 
   /**
    * Starts connecting, if nothing is connected or connecting, for work that
-   * is about to come: the login then overlaps the daemon's start. Never
-   * throws: calls that follow wait for a login still under way, and the
-   * next call reports one that failed rather than log in again.
+   * is about to come: the login then overlaps the daemon's start. Resolves
+   * once the login is under way (an `ssh` it runs has started) or over, and
+   * never rejects: calls that follow wait for a login still under way, and
+   * the next call reports one that failed rather than log in again.
    */
-  connectAhead?(): void;
+  connectAhead?(): Promise<void>;
 
   /** Closes connections. Pending calls reject. Safe to call twice. */
   close(): Promise<void>;

@@ -19,6 +19,8 @@ import { pathExistsSync, waitFor } from "../../tests/cli_harness.ts";
 import type { FaultProxy } from "../../tests/fault_proxy.ts";
 import { proxyTo } from "../../tests/proxied_transport.ts";
 import { SftpTransport, type SftpTransportOptions } from "./sftp_transport.ts";
+import { findSsh } from "./openssh_setup.ts";
+import { openTransport } from "../mod.ts";
 
 const unavailable = serverUnavailable("openssh");
 if (unavailable) skipNotice("SFTP connection pool", unavailable);
@@ -595,6 +597,47 @@ Deno.test({
       assert.equal(transport.connections.open, 0, "no login was accepted yet");
       assert.deepEqual(await listed, new Set());
       await waitFor(() => transport.connections.open === 6, 20_000, "six connections open");
+    } finally {
+      await transport.close();
+      await proxy.close();
+      await server.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a transport's first login asks ssh_config once, and connecting ahead waits for ssh to run, not for the login",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const { proxy, knownHostsFile } = await proxyTo(server);
+    const dir = await Deno.makeTempDir({ prefix: "cm-ssh-runs-" });
+    const runs = `${dir}/runs`;
+    const ssh = `${dir}/ssh`;
+    // Notes every run of ssh, a line each, before it runs.
+    await Deno.writeTextFile(
+      ssh,
+      `#!/bin/sh\necho "$*" >> '${runs}'\nexec '${findSsh()}' "$@"\n`,
+      { mode: 0o755 },
+    );
+    const transport = await openTransport({
+      ...server.vesselConfig({ port: proxy.port, knownHostsFile, sshCommand: ssh }),
+      sshClient: "openssh",
+    });
+    try {
+      proxy.latency(250); // Every round trip of the login takes 0.5 s.
+      await transport.connectAhead!();
+      const started = (await Deno.readTextFile(runs)).trim().split("\n");
+      assert.ok(started.some((run) => run.includes("ControlMaster=yes")), "ssh was not started");
+      assert.equal(transport.connections!.open, 0, "the login itself was waited for");
+      await waitFor(() => transport.connections!.open === 1, 20_000, "the login ahead done");
+      const asked = (await Deno.readTextFile(runs)).split("\n").filter((run) =>
+        run.includes(" -G -- ")
+      );
+      // Once with settings.ini's options and once with OpenSSH's defaults, as it opened.
+      assert.equal(asked.length, 2, `ssh -G runs:\n${asked.join("\n")}`);
     } finally {
       await transport.close();
       await proxy.close();

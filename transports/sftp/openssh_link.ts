@@ -40,6 +40,8 @@ export interface OpenSshOptions extends ConnectionOptions {
   readonly setup: OpenSshSetup;
   /** This connection's control socket, inside `setup.dir`. */
   readonly controlPath: string;
+  /** Hears that `ssh` runs. */
+  readonly onStarted?: () => void;
   /** Hears that ssh's own TCP connection to the vessel is up (never through a ProxyCommand). */
   readonly onConnected?: () => void;
   /** Hears that the vessel accepted the login, before the session starts. */
@@ -90,6 +92,7 @@ async function start(
     `ControlPath=${options.controlPath}`,
     ...(withSftp ? ["-s", "--", setup.host, "sftp"] : ["-N", "--", setup.host]),
   ], { stdio: ["pipe", "pipe", "pipe"], detached: true, env: secrets.env });
+  options.onStarted?.();
   const diagnostics = new Diagnostics(master);
   diagnostics.onConnected = options.onConnected;
   const authenticated = new Promise<void>((resolve) => diagnostics.onAuthenticated = resolve);

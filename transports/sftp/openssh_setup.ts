@@ -74,17 +74,35 @@ export function findSsh(command = "ssh"): string | undefined {
   return undefined;
 }
 
+/** What `ssh -G` resolves for a vessel, with its settings.ini options and without. */
+interface SshConfigAnswers {
+  /** The options from settings.ini that the answers were asked with. */
+  readonly options: readonly string[];
+  readonly resolved: Promise<Map<string, string>>;
+  /** OpenSSH's own defaults (`-F none`), undefined if they could not be read. */
+  readonly defaults: Promise<Map<string, string> | undefined>;
+}
+
+/** Answers asked by {@linkcode askSshConfigAhead}, each for the vessel's first setup. */
+const askedAhead = new WeakMap<SftpVessel, { command: string; answers: SshConfigAnswers }>();
+
 /**
- * Resolves the options of `ssh` for `vessel` with `ssh -G`, so keys absent
- * from settings.ini come from ssh_config as they would for `ssh` itself.
+ * Asks `ssh -G` about `vessel` now, if its carrier will be OpenSSH: its
+ * first login need not then wait for these process starts after the login
+ * modules load, but overlaps them (loopback: 30-40 ms of a start).
  */
-export async function prepareOpenSsh(
-  vessel: SftpVessel,
-  command: string,
-  environment?: AuthEnvironment,
-): Promise<OpenSshSetup> {
-  if (!vessel.address) throw new TypeError(`Vessel "${vessel.name}" has no Address`);
-  const host = vessel.address;
+export function askSshConfigAhead(vessel: SftpVessel): void {
+  if (vessel.sshClient === "builtin" || !vessel.address) return;
+  const command = findSsh(vessel.sshCommand);
+  if (!command) return;
+  const answers = askSshConfig(vessel, command);
+  answers.resolved.catch(() => {}); // The setup that takes them reports a failure.
+  askedAhead.set(vessel, { command, answers });
+}
+
+/** All questions at once: each costs a process start before the first login. */
+function askSshConfig(vessel: SftpVessel, command: string): SshConfigAnswers {
+  const host = vessel.address!;
   const defaulted = new Set(vessel.defaulted ?? []);
   const options: string[] = [];
   if (vessel.sshConfigFile !== undefined) options.push("-F", vessel.sshConfigFile);
@@ -97,11 +115,32 @@ export async function prepareOpenSsh(
   if (!defaulted.has("strictHostKeyChecking")) {
     options.push("-o", `StrictHostKeyChecking=${vessel.strictHostKeyChecking}`);
   }
+  void hasAesInstructions();
+  return {
+    options,
+    resolved: sshDashG(command, options, host),
+    defaults: sshDashG(command, ["-F", "none"], host).catch(() => undefined),
+  };
+}
 
-  // All questions at once: each costs a process start before the first login.
+/**
+ * Resolves the options of `ssh` for `vessel` with `ssh -G`, so keys absent
+ * from settings.ini come from ssh_config as they would for `ssh` itself.
+ */
+export async function prepareOpenSsh(
+  vessel: SftpVessel,
+  command: string,
+  environment?: AuthEnvironment,
+): Promise<OpenSshSetup> {
+  if (!vessel.address) throw new TypeError(`Vessel "${vessel.name}" has no Address`);
+  const host = vessel.address;
+  const ahead = askedAhead.get(vessel);
+  askedAhead.delete(vessel); // A setup tried again asks again: ssh_config may have been fixed.
+  const answers = ahead?.command === command ? ahead.answers : askSshConfig(vessel, command);
+  const options = [...answers.options];
   const aes = hasAesInstructions();
-  const defaults = sshDashG(command, ["-F", "none"], host).catch(() => undefined);
-  const resolved = await sshDashG(command, options, host);
+  const defaults = answers.defaults;
+  const resolved = await answers.resolved;
   const policy = resolved.get("stricthostkeychecking") ?? "ask";
   const hostKeyPolicy = policy === "false" ? "no" : policy === "accept-new" ? policy : "yes";
   if (policy === "ask") options.push("-o", "StrictHostKeyChecking=yes");
@@ -153,7 +192,7 @@ export async function prepareOpenSsh(
     secrets ? "NumberOfPasswordPrompts=1" : "BatchMode=yes",
   );
 
-  if (!defaulted.has("knownHostsFile") && hostKeyPolicy !== "yes") {
+  if (!vessel.defaulted?.includes("knownHostsFile") && hostKeyPolicy !== "yes") {
     // ssh records new keys only in a directory that exists; the builtin client creates it too.
     const parent = vessel.knownHostsFile.slice(0, vessel.knownHostsFile.lastIndexOf("/"));
     if (parent) await Deno.mkdir(parent, { recursive: true, mode: 0o700 });

@@ -556,8 +556,8 @@ export class SftpTransport implements Transport {
     return [client, ...items, ...loggedIn ? [await this.connections.probeConnections()] : []];
   }
 
-  connectAhead(): void {
-    this.connections.connectAhead();
+  connectAhead(): Promise<void> {
+    return this.connections.connectAhead();
   }
 
   async close(): Promise<void> {

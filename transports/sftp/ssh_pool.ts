@@ -201,6 +201,8 @@ export class SshPool implements ConnectionPool {
    * not once ahead and once more by the call (fail2ban counts both).
    */
   #failedAhead?: unknown;
+  /** Resolved when an `ssh` of this pool first runs. */
+  readonly #sshStarted = Promise.withResolvers<void>();
   /** The last login that failed while no other was up or under way (LOGIN_FAILURE_HOLD_MS). */
   #loginFailure?: { readonly error: unknown; readonly at: number };
 
@@ -293,9 +295,19 @@ export class SshPool implements ConnectionPool {
   }
 
   /** Starts the first login before any call needs it (see {@linkcode Transport.connectAhead}). */
-  connectAhead(): void {
-    if (this.#closed || this.#slots.some((slot) => live(slot) || slot.opening)) return;
-    this.#startOpening(this.#slots[0]).catch((error) => this.#failedAhead = error);
+  connectAhead(): Promise<void> {
+    if (this.#closed || this.#slots.some((slot) => live(slot) || slot.opening)) {
+      return Promise.resolve();
+    }
+    const opening = this.#startOpening(this.#slots[0]).then(
+      () => {},
+      (error) => {
+        this.#failedAhead = error;
+      },
+    );
+    // ssh2's login runs in this process, on modules it loads first: nothing to wait for.
+    if (this.carrier !== "openssh") return Promise.resolve();
+    return Promise.race([this.#sshStarted.promise, opening]);
   }
 
   /** The connection that is up, carries no call and has shown the highest rate, if any. */
@@ -746,6 +758,7 @@ export class SshPool implements ConnectionPool {
       // The uid TempDir's check needs, asked beside the SFTP session's start: on wan (40 ms)
       // each takes about 4 round trips after the login (traced), so neither waits long.
       onCommandsReady: this.#options.commandsReady,
+      onStarted: () => this.#sshStarted.resolve(),
       onConnected: () => this.#connectedAfter(performance.now() - started),
       onAuthenticated: () => {
         const roundTrip = (performance.now() - started) / ROUND_TRIPS_TO_AUTHENTICATE;
