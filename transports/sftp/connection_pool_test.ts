@@ -629,8 +629,17 @@ Deno.test({
     try {
       proxy.latency(250); // Every round trip of the login takes 0.5 s.
       await transport.connectAhead!();
-      const started = (await Deno.readTextFile(runs)).trim().split("\n");
-      assert.ok(started.some((run) => run.includes("ControlMaster=yes")), "ssh was not started");
+      const running = await Promise.all(
+        (await descendantsOf(Deno.pid)).map((pid) =>
+          Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "")
+        ),
+      );
+      assert.ok(
+        running.some((args) =>
+          args.includes("ControlMaster=yes") && args.includes(`\0${proxy.port}\0`)
+        ),
+        "connecting ahead was over before ssh ran",
+      );
       assert.equal(transport.connections!.open, 0, "the login itself was waited for");
       await waitFor(() => transport.connections!.open === 1, 20_000, "the login ahead done");
       const asked = (await Deno.readTextFile(runs)).split("\n").filter((run) =>
