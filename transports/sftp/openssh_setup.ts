@@ -11,7 +11,7 @@
  * @module
  */
 import type { AuthEnvironment } from "./auth.ts";
-import type { SftpVessel } from "./options.ts";
+import type { SftpVessel, SshClientKind } from "./options.ts";
 import { PrivateSshDirectory } from "./ssh_private_dir.ts";
 
 /** One login's secrets, readable by the `ssh_askpass` helper until `hide()`. */
@@ -74,6 +74,15 @@ export function findSsh(command = "ssh"): string | undefined {
   return undefined;
 }
 
+/**
+ * The SSH client a vessel's connections use (`SSHClient`, else OpenSSH when
+ * there is an `ssh` binary), and that binary if there is one.
+ */
+export function chooseCarrier(vessel: SftpVessel): { carrier: SshClientKind; ssh?: string } {
+  const ssh = findSsh(vessel.sshCommand);
+  return { carrier: vessel.sshClient ?? (ssh ? "openssh" : "builtin"), ssh };
+}
+
 /** What `ssh -G` resolves for a vessel, with its settings.ini options and without. */
 interface SshConfigAnswers {
   /** The options from settings.ini that the answers were asked with. */
@@ -92,12 +101,11 @@ const askedAhead = new WeakMap<SftpVessel, { command: string; answers: SshConfig
  * modules load, but overlaps them (loopback: 30-40 ms of a start).
  */
 export function askSshConfigAhead(vessel: SftpVessel): void {
-  if (vessel.sshClient === "builtin" || !vessel.address) return;
-  const command = findSsh(vessel.sshCommand);
-  if (!command) return;
-  const answers = askSshConfig(vessel, command);
+  const { carrier, ssh } = chooseCarrier(vessel);
+  if (carrier !== "openssh" || !ssh || !vessel.address) return;
+  const answers = askSshConfig(vessel, ssh);
   answers.resolved.catch(() => {}); // The setup that takes them reports a failure.
-  askedAhead.set(vessel, { command, answers });
+  askedAhead.set(vessel, { command: ssh, answers });
 }
 
 /** All questions at once: each costs a process start before the first login. */

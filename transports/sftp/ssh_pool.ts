@@ -16,7 +16,7 @@ import {
 } from "../transport.ts";
 import type { SftpVessel, SshClientKind } from "./options.ts";
 import { openOpenSsh } from "./openssh_link.ts";
-import { findSsh, type OpenSshSetup, prepareOpenSsh } from "./openssh_setup.ts";
+import { chooseCarrier, type OpenSshSetup, prepareOpenSsh } from "./openssh_setup.ts";
 import type { AuthEnvironment, Credentials } from "./auth.ts";
 import { hasStatus, type RunCommand, SFTP_STATUS, SshConnection } from "./connection.ts";
 import { AnswerRate, placePart } from "./part_placement.ts";
@@ -224,8 +224,9 @@ export class SshPool implements ConnectionPool {
     }));
     this.#inUse = this.adaptive ? Math.min(IN_USE_UNTOLD, this.max) : this.max;
     this.#ceiling = this.max;
-    this.#sshCommand = findSsh(vessel.sshCommand);
-    this.carrier = vessel.sshClient ?? (this.#sshCommand ? "openssh" : "builtin");
+    const { carrier, ssh } = chooseCarrier(vessel);
+    this.carrier = carrier;
+    this.#sshCommand = ssh;
     this.#log.info(`SSH client: ${this.describeCarrier()}`);
     if (this.carrier === "openssh" && this.#sshCommand) {
       // While the daemon starts: the first login then need not wait for `ssh -G`. A

@@ -28,7 +28,7 @@ const STALE_AFTER_MS = 10 * 60_000;
  * holds its process's PID and a random part), and reading a /tmp of 730
  * entries held that login back 21-28 ms.
  */
-let staleRemoval: Promise<void> | undefined;
+let staleRemovalStarted = false;
 
 /** A 0700 directory of this process for one vessel's `ssh` runs. */
 export class PrivateSshDirectory {
@@ -41,7 +41,10 @@ export class PrivateSshDirectory {
 
   /** Makes a new directory, and starts clearing what dead processes left (once per process). */
   static async create(tmp = temporaryDirectory()): Promise<PrivateSshDirectory> {
-    staleRemoval ??= removeStaleDirectories(tmp);
+    if (!staleRemovalStarted) {
+      staleRemovalStarted = true;
+      void removeStaleDirectories(tmp);
+    }
     // 0700 whatever the umask; ensure() checks that too.
     const path = await Deno.makeTempDir({ dir: tmp, prefix: `${DIR_PREFIX}${Deno.pid}-` });
     const directory = new PrivateSshDirectory(path);
