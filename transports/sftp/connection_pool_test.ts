@@ -565,95 +565,105 @@ Deno.test({
   },
 });
 
+/**
+ * Runs `body` with a new sshd behind the fault proxy and an `ssh` wrapper
+ * that runs the shell lines `before` and then the real ssh.
+ */
+async function withWrappedSsh(
+  before: (dir: string) => string,
+  body: (rig: {
+    server: TestServer;
+    proxy: FaultProxy;
+    knownHostsFile: string;
+    ssh: string;
+    dir: string;
+  }) => Promise<void>,
+): Promise<void> {
+  const server = await startOpenSsh();
+  const { proxy, knownHostsFile } = await proxyTo(server);
+  const dir = await Deno.makeTempDir({ prefix: "cm-wrapped-ssh-" });
+  try {
+    const ssh = `${dir}/ssh`;
+    await Deno.writeTextFile(ssh, `#!/bin/sh\n${before(dir)}\nexec '${findSsh()}' "$@"\n`, {
+      mode: 0o755,
+    });
+    await body({ server, proxy, knownHostsFile, ssh, dir });
+  } finally {
+    await proxy.close();
+    await server.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test({
   name: "on a link whose TCP handshake is long, logins start ahead before the first is accepted",
   ignore,
-  fn: async () => {
-    const server = await startOpenSsh();
-    const { proxy, knownHostsFile } = await proxyTo(server);
-    const dir = await Deno.makeTempDir({ prefix: "cm-long-handshake-" });
+  fn: () =>
     // ssh says its TCP connection is up 0.4 s after it starts, as across a long link; the proxy
     // makes every round trip of the login that follows take 0.5 s, as there.
-    const ssh = `${dir}/ssh`;
-    await Deno.writeTextFile(ssh, `#!/bin/sh\nsleep 0.4\nexec /usr/bin/ssh "$@"\n`, {
-      mode: 0o755,
-    });
-    const transport = new SftpTransport(
-      server.vesselConfig({
-        port: proxy.port,
-        knownHostsFile,
-        sshClient: "openssh",
-        sshCommand: ssh,
-      }),
-    );
-    try {
-      transport.connections.use(6);
-      proxy.latency(250);
-      const listed = transport.listParts("ahead");
-      listed.catch(() => {}); // Judged below; a failed wait closes the transport under it.
-      // One call, one login; the other five start once its handshake was seen, not seconds
-      // later when the vessel accepts it.
-      await waitFor(() => proxy.connections() === 6, 3_000, "six logins under way");
-      assert.equal(transport.connections.open, 0, "no login was accepted yet");
-      assert.deepEqual(await listed, new Set());
-      await waitFor(() => transport.connections.open === 6, 20_000, "six connections open");
-    } finally {
-      await transport.close();
-      await proxy.close();
-      await server.stop();
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    withWrappedSsh(() => "sleep 0.4", async ({ server, proxy, knownHostsFile, ssh }) => {
+      const transport = new SftpTransport(
+        server.vesselConfig({
+          port: proxy.port,
+          knownHostsFile,
+          sshClient: "openssh",
+          sshCommand: ssh,
+        }),
+      );
+      try {
+        transport.connections.use(6);
+        proxy.latency(250);
+        const listed = transport.listParts("ahead");
+        listed.catch(() => {}); // Judged below; a failed wait closes the transport under it.
+        // One call, one login; the other five start once its handshake was seen, not seconds
+        // later when the vessel accepts it.
+        await waitFor(() => proxy.connections() === 6, 3_000, "six logins under way");
+        assert.equal(transport.connections.open, 0, "no login was accepted yet");
+        assert.deepEqual(await listed, new Set());
+        await waitFor(() => transport.connections.open === 6, 20_000, "six connections open");
+      } finally {
+        await transport.close();
+      }
+    }),
 });
 
 Deno.test({
   name:
     "a transport's first login asks ssh_config once, and connecting ahead waits for ssh to run, not for the login",
   ignore,
-  fn: async () => {
-    const server = await startOpenSsh();
-    const { proxy, knownHostsFile } = await proxyTo(server);
-    const dir = await Deno.makeTempDir({ prefix: "cm-ssh-runs-" });
-    const runs = `${dir}/runs`;
-    const ssh = `${dir}/ssh`;
+  fn: () =>
     // Notes every run of ssh, a line each, before it runs.
-    await Deno.writeTextFile(
-      ssh,
-      `#!/bin/sh\necho "$*" >> '${runs}'\nexec '${findSsh()}' "$@"\n`,
-      { mode: 0o755 },
-    );
-    const transport = await openTransport({
-      ...server.vesselConfig({ port: proxy.port, knownHostsFile, sshCommand: ssh }),
-      sshClient: "openssh",
-    });
-    try {
-      proxy.latency(250); // Every round trip of the login takes 0.5 s.
-      await transport.connectAhead!();
-      const running = await Promise.all(
-        (await descendantsOf(Deno.pid)).map((pid) =>
-          Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "")
-        ),
-      );
-      assert.ok(
-        running.some((args) =>
-          args.includes("ControlMaster=yes") && args.includes(`\0${proxy.port}\0`)
-        ),
-        "connecting ahead was over before ssh ran",
-      );
-      assert.equal(transport.connections!.open, 0, "the login itself was waited for");
-      await waitFor(() => transport.connections!.open === 1, 20_000, "the login ahead done");
-      const asked = (await Deno.readTextFile(runs)).split("\n").filter((run) =>
-        run.includes(" -G -- ")
-      );
-      // Once with settings.ini's options and once with OpenSSH's defaults, as it opened.
-      assert.equal(asked.length, 2, `ssh -G runs:\n${asked.join("\n")}`);
-    } finally {
-      await transport.close();
-      await proxy.close();
-      await server.stop();
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    withWrappedSsh((dir) => `echo "$*" >> '${dir}/runs'`, async (rig) => {
+      const { server, proxy, knownHostsFile, ssh, dir } = rig;
+      const transport = await openTransport({
+        ...server.vesselConfig({ port: proxy.port, knownHostsFile, sshCommand: ssh }),
+        sshClient: "openssh",
+      });
+      try {
+        proxy.latency(250); // Every round trip of the login takes 0.5 s.
+        await transport.connectAhead!();
+        const running = await Promise.all(
+          (await descendantsOf(Deno.pid)).map((pid) =>
+            Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "")
+          ),
+        );
+        assert.ok(
+          running.some((args) =>
+            args.includes("ControlMaster=yes") && args.includes(`\0${proxy.port}\0`)
+          ),
+          "connecting ahead was over before ssh ran",
+        );
+        assert.equal(transport.connections!.open, 0, "the login itself was waited for");
+        await waitFor(() => transport.connections!.open === 1, 20_000, "the login ahead done");
+        const asked = (await Deno.readTextFile(`${dir}/runs`)).split("\n").filter((run) =>
+          run.includes(" -G -- ")
+        );
+        // Once with settings.ini's options and once with OpenSSH's defaults, as it opened.
+        assert.equal(asked.length, 2, `ssh -G runs:\n${asked.join("\n")}`);
+      } finally {
+        await transport.close();
+      }
+    }),
 });
 
 /**
