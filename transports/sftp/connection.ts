@@ -5,9 +5,12 @@
  * with code `"connection"` when the connection closes ('close' is the only
  * event that always fires). Exec output is always drained.
  *
- * Liveness is judged by progress: while calls are in flight, their replies
- * (or deadlines) are the judge, so a slow link that keeps answering is never
- * taken for dead. A keepalive's reply waits behind every byte queued before
+ * Liveness is judged by progress: while SFTP calls are in flight, a reply
+ * or bytes the link moved (see {@linkcode SshLink.bytesMoved}) within
+ * `Timeout` keep the connection alive, so a slow link that keeps taking
+ * data is never taken for dead, even when one write's reply takes longer
+ * than `Timeout` (a 255 KiB request over a share of 48 KiB/s). Commands
+ * have deadlines. A keepalive's reply waits behind every byte queued before
  * it (megabytes on a slow link), so keepalives go out, and are judged, only
  * while nothing is in flight.
  *
@@ -122,6 +125,19 @@ export interface SshLink {
   ): unknown;
   end(): unknown;
   destroy(): unknown;
+  /**
+   * A count that grows while the link moves data: bytes the vessel sent
+   * (replies, and the window adjusts it sends as it takes our writes) or
+   * the carrier took as the vessel made room. Nothing else may move it
+   * while SFTP calls are in flight (no keepalives then). Absent, only
+   * replies count.
+   */
+  bytesMoved?(): number;
+  /**
+   * Sends a keepalive, and says whether it could; `answered` hears its
+   * reply. Absent, an idle link is not probed.
+   */
+  ping?(answered: () => void): boolean;
 }
 
 /** What a connection needs besides its link. */
@@ -162,13 +178,19 @@ export class SshConnection {
   #roundTripMs?: number;
   readonly #pending = new Set<Pending>();
   readonly #watchdog: ReturnType<typeof setInterval>;
+  readonly #watchEveryMs: number;
   #sftp?: Promise<SFTPWrapper>;
   #sftpOpen?: SFTPWrapper;
   #closed?: TransportError;
   #socketClosed = false;
   #lastError?: Error;
   #sftpInFlight = 0;
+  /** When an SFTP call in flight last saw a reply (or when the first was made). */
   #lastReply = Date.now();
+  /** When the link last moved bytes while replies were late. */
+  #lastMoved = 0;
+  /** The link's count of moved bytes at the last check while replies were late. */
+  #movedSeen?: number;
   /** When the connection last became idle (no call in flight). */
   #idleSince = Date.now();
   /** The keepalive awaiting its reply, if any. */
@@ -198,10 +220,8 @@ export class SshConnection {
         }),
       );
     });
-    this.#watchdog = setInterval(
-      () => this.#watch(),
-      Math.max(100, Math.min(1000, this.#timeoutMs / 4)),
-    );
+    this.#watchEveryMs = Math.max(100, Math.min(1000, this.#timeoutMs / 4));
+    this.#watchdog = setInterval(() => this.#watch(), this.#watchEveryMs);
   }
 
   /** `vessel "web1" (root@host:port)`, for messages. */
@@ -606,10 +626,23 @@ export class SshConnection {
   #watch(): void {
     const now = Date.now();
     if (this.#pending.size === 0) this.#keepAlive(now);
-    if (this.#sftpInFlight > 0 && now - this.#lastReply > this.#timeoutMs) {
-      const seconds = Math.round((now - this.#lastReply) / 1000);
-      this.#log.warn(`no SFTP reply from ${this.where} for ${seconds} s; dropping the connection`);
-      this.destroy(new Error(`no SFTP reply for ${seconds} s (Timeout ${this.#vessel.timeout})`));
+    // Read only while replies are late: a carrier's count may cost a few file reads.
+    if (this.#sftpInFlight > 0 && now - this.#lastReply > this.#watchEveryMs) {
+      const moved = this.#client.bytesMoved?.();
+      if (moved !== undefined && this.#movedSeen !== undefined && moved !== this.#movedSeen) {
+        this.#lastMoved = now;
+      }
+      this.#movedSeen = moved;
+    } else this.#movedSeen = undefined;
+    const progress = Math.max(this.#lastReply, this.#lastMoved);
+    if (this.#sftpInFlight > 0 && now - progress > this.#timeoutMs) {
+      const seconds = Math.round((now - progress) / 1000);
+      this.#log.warn(
+        `no SFTP reply or progress from ${this.where} for ${seconds} s; dropping the connection`,
+      );
+      this.destroy(
+        new Error(`no SFTP reply or progress for ${seconds} s (Timeout ${this.#vessel.timeout})`),
+      );
       return;
     }
     for (const pending of this.#pending) {
@@ -643,20 +676,12 @@ export class SshConnection {
     if (now - Math.max(this.#idleSince, ping?.sentAt ?? 0) < Math.max(1000, this.#timeoutMs / 3)) {
       return;
     }
-    // ssh2 keeps no public ping: its global requests answer in order through
-    // `_callbacks`, so the callback goes there before the request is sent.
-    const internals = this.#client as unknown as {
-      _callbacks?: ((failed: boolean) => void)[];
-      _protocol?: { ping(): void };
-    };
-    if (!internals._callbacks || !internals._protocol) return;
     const sent = { sentAt: now };
-    this.#ping = sent;
-    internals._callbacks.push(() => {
-      if (this.#ping === sent) this.#ping = undefined;
-    });
     try {
-      internals._protocol.ping();
+      const sending = this.#client.ping?.(() => {
+        if (this.#ping === sent) this.#ping = undefined;
+      });
+      if (sending) this.#ping = sent;
     } catch (error) {
       this.destroy(error instanceof Error ? error : new Error(String(error)));
     }

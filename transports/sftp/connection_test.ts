@@ -1,64 +1,106 @@
 /**
- * SshConnection's liveness rules against a real sshd behind the fault proxy:
- * an idle connection whose link goes silent is dropped by its own keepalive.
- * (A slow link with data in flight is covered end to end by
- * tests/faults_network_test.ts.)
+ * SshConnection's liveness rules against a real sshd: an idle connection
+ * whose link goes silent is dropped by its own keepalive; one whose SFTP
+ * server stops answering is dropped though the link still answers
+ * keepalives. (A slow link with data in flight, which must not be dropped,
+ * is covered end to end by tests/faults_slow_link_test.ts, and a stalled
+ * one by tests/faults_network_test.ts.)
  */
 import assert from "node:assert/strict";
-import { logger } from "../../src/log/logger.ts";
 import { FaultProxy } from "../../tests/fault_proxy.ts";
-import { serverUnavailable, skipNotice, startOpenSsh } from "../../tests/servers.ts";
+import {
+  serverUnavailable,
+  skipNotice,
+  startOpenSsh,
+  type TestServer,
+} from "../../tests/servers.ts";
 import { loadCredentials } from "./auth.ts";
 import { SshConnection } from "./connection.ts";
 import { knownKeyTypesOf } from "./host_key.ts";
+import { openOpenSsh } from "./openssh_link.ts";
+import { findSsh, prepareOpenSsh } from "./openssh_setup.ts";
+import { silentLogger } from "../transport.ts";
+import type { SftpVessel } from "./options.ts";
 
 const unavailable = serverUnavailable("openssh");
 if (unavailable) skipNotice("SshConnection", unavailable);
 
-Deno.test({
-  name: "SshConnection drops an idle connection whose keepalive gets no reply within Timeout",
-  ignore: unavailable !== undefined,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const server = await startOpenSsh();
-    const proxy = await FaultProxy.start({ target: { hostname: "127.0.0.1", port: server.port } });
-    try {
-      const timeout = 2;
-      const vessel = server.vesselConfig({
-        port: proxy.port,
-        timeout,
-        strictHostKeyChecking: "no",
-      });
-      const connection = await SshConnection.open({
-        vessel,
-        credentials: await loadCredentials(vessel, {}),
-        knownKeyTypes: await knownKeyTypesOf(vessel),
-        log: logger("test"),
+/** One connection to `vessel` over `carrier`, and how to close it. */
+async function connect(
+  vessel: SftpVessel,
+): Promise<{ connection: SshConnection; close: () => Promise<void> }> {
+  if (vessel.sshClient === "openssh") {
+    const setup = await prepareOpenSsh(vessel, findSsh()!);
+    const connection = await openOpenSsh({
+      vessel,
+      log: silentLogger,
+      setup,
+      controlPath: `${setup.dir}/c0`,
+    });
+    return {
+      connection,
+      close: async () => {
+        await connection.close();
+        await Deno.remove(setup.dir, { recursive: true });
+      },
+    };
+  }
+  const connection = await SshConnection.open({
+    vessel,
+    credentials: await loadCredentials(vessel, {}),
+    knownKeyTypes: await knownKeyTypesOf(vessel),
+    log: silentLogger,
+  });
+  return { connection, close: () => Promise.resolve(connection.destroy()) };
+}
+
+const CARRIERS = ["openssh", "builtin"] as const;
+
+for (const carrier of CARRIERS) {
+  Deno.test({
+    name: `SshConnection (${carrier}) drops an idle connection whose keepalive gets no reply ` +
+      "within Timeout",
+    ignore: unavailable !== undefined || (carrier === "openssh" && !findSsh()),
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const server = await startOpenSsh();
+      const proxy = await FaultProxy.start({
+        target: { hostname: "127.0.0.1", port: server.port },
       });
       try {
-        await connection.request<string>(".", (sftp, done) => sftp.realpath(".", done));
-        // Idle and healthy: keepalives are answered, the connection stays.
-        await new Promise((resolve) => setTimeout(resolve, 3 * timeout * 1000));
-        assert.equal(connection.closed, false, "a healthy idle connection was dropped");
-        proxy.stall();
-        const stalled = performance.now();
-        while (!connection.closed && performance.now() - stalled < 6 * timeout * 1000) {
-          await new Promise((resolve) => setTimeout(resolve, 50));
+        const timeout = 2;
+        const vessel = server.vesselConfig({
+          port: proxy.port,
+          timeout,
+          strictHostKeyChecking: "no",
+          sshClient: carrier,
+        });
+        const { connection, close } = await connect(vessel);
+        try {
+          await connection.request<string>(".", (sftp, done) => sftp.realpath(".", done));
+          // Idle and healthy: keepalives are answered, the connection stays.
+          await new Promise((resolve) => setTimeout(resolve, 3 * timeout * 1000));
+          assert.equal(connection.closed, false, "a healthy idle connection was dropped");
+          proxy.stall();
+          const stalled = performance.now();
+          while (!connection.closed && performance.now() - stalled < 6 * timeout * 1000) {
+            await new Promise((resolve) => setTimeout(resolve, 50));
+          }
+          const detected = (performance.now() - stalled) / 1000;
+          assert.ok(connection.closed, "a silent idle connection was kept");
+          // A keepalive goes out after Timeout/3 idle and is judged after Timeout.
+          assert.ok(detected <= 2 * timeout, `detected after ${detected.toFixed(2)} s`);
+        } finally {
+          await close();
         }
-        const detected = (performance.now() - stalled) / 1000;
-        assert.ok(connection.closed, "a silent idle connection was kept");
-        // A keepalive goes out after Timeout/3 idle and is judged after Timeout.
-        assert.ok(detected <= 2 * timeout, `detected after ${detected.toFixed(2)} s`);
       } finally {
-        connection.destroy();
+        await proxy.close();
+        await server.stop();
       }
-    } finally {
-      await proxy.close();
-      await server.stop();
-    }
-  },
-});
+    },
+  });
+}
 
 Deno.test({
   name:
@@ -73,7 +115,7 @@ Deno.test({
           vessel,
           credentials: await loadCredentials(vessel, {}),
           knownKeyTypes: await knownKeyTypesOf(vessel),
-          log: logger("test"),
+          log: silentLogger,
         });
       const refused = await open();
       try {
@@ -97,3 +139,57 @@ Deno.test({
     }
   },
 });
+
+/** The server's processes whose command line names its SFTP server. */
+async function sftpServerPids(server: TestServer): Promise<number[]> {
+  const pids: number[] = [];
+  for (const pid of await server.pids()) {
+    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
+    if (cmdline.includes("sftp-server")) pids.push(pid);
+  }
+  return pids;
+}
+
+for (const carrier of CARRIERS) {
+  Deno.test({
+    name: `SshConnection (${carrier}) drops a connection whose SFTP server stopped answering, ` +
+      "though the link still answers keepalives",
+    ignore: unavailable !== undefined || (carrier === "openssh" && !findSsh()),
+    fn: async () => {
+      const server = await startOpenSsh();
+      const timeout = 2;
+      const { connection, close } = await connect(
+        server.vesselConfig({ timeout, sshClient: carrier }),
+      );
+      let stopped: number[] = [];
+      try {
+        await connection.request<string>(".", (sftp, done) => sftp.realpath(".", done));
+        stopped = await sftpServerPids(server);
+        assert.equal(stopped.length, 1, "one SFTP server runs for the connection");
+        for (const pid of stopped) Deno.kill(pid, "SIGSTOP");
+        const asked = performance.now();
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          assert.rejects(
+            connection.request<string>(".", (sftp, done) => sftp.realpath(".", done)),
+            /no SFTP reply or progress/,
+          ),
+          new Promise((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error("a connection whose SFTP server stopped was kept")),
+              6 * timeout * 1000,
+            );
+          }),
+        ]).finally(() => clearTimeout(timer));
+        const detected = (performance.now() - asked) / 1000;
+        assert.ok(connection.closed);
+        // ssh's keepalives (every Timeout/3) went on and were answered meanwhile.
+        assert.ok(detected <= 2 * timeout, `detected after ${detected.toFixed(2)} s`);
+      } finally {
+        for (const pid of stopped) Deno.kill(pid, "SIGCONT");
+        await close();
+        await server.stop();
+      }
+    },
+  });
+}

@@ -18,7 +18,8 @@ import { TransportError, type TransportLogger as Logger } from "../transport.ts"
 import type { Credentials } from "./auth.ts";
 import { verifyHostKey } from "./host_key.ts";
 import { coalescingSocket } from "./_coalesce.ts";
-import { closedDuringLogin } from "./connection.ts";
+import { closedDuringLogin, type SshLink } from "./connection.ts";
+import type { Socket } from "node:net";
 
 /** What was learned while connecting, for `check` and logs. */
 export interface ConnectionInfo {
@@ -30,6 +31,9 @@ export interface ConnectionInfo {
   /** The authentication method that succeeded. */
   readonly auth: string;
 }
+
+/** ssh2's client with what a connection judges liveness by (see {@linkcode SshLink}). */
+export type MeteredClient = Client & Required<Pick<SshLink, "bytesMoved" | "ping">>;
 
 /** How to reach a vessel; built once per transport. */
 export interface ConnectOptions {
@@ -78,12 +82,14 @@ const HOST_KEY_ALGORITHMS: ServerHostKeyAlgorithm[] = [
  */
 export function handshake<T>(
   options: ConnectOptions,
-  connected: (client: Client, info: ConnectionInfo) => T,
+  connected: (client: MeteredClient, info: ConnectionInfo) => T,
 ): Promise<T> {
   const { vessel, credentials, log } = options;
   const where = `vessel "${vessel.name}" (${vessel.username}@${vessel.address}:${vessel.port})`;
   const timeoutMs = vessel.timeout * 1000;
   const client = new Client();
+  // Our own socket: connected below, Nagle off, writes coalesced.
+  const sock = coalescingSocket();
   let hostKeyError: TransportError | undefined;
   let hostKey = "";
   /** The key differs from KnownHostsFile (accepted with StrictHostKeyChecking = no). */
@@ -136,7 +142,7 @@ export function handshake<T>(
       log.debug(
         `connected to ${vessel.address}:${vessel.port} (${info.server}, ${cipher}, ${auth})`,
       );
-      resolve(connected(client, info));
+      resolve(connected(linkOf(client, sock), info));
     });
     client.on("close", () => {
       options.signal?.removeEventListener("abort", abort);
@@ -200,9 +206,7 @@ export function handshake<T>(
     };
     if (options.signal?.aborted) return abort();
     try {
-      // Our own socket: connected here, Nagle off, writes coalesced. ssh2 waits
-      // for its 'connect' and times the handshake from now on.
-      const sock = coalescingSocket();
+      // ssh2 waits for the socket's 'connect' and times the handshake from now on.
       sock.connect({ host: vessel.address, port: vessel.port });
       client.connect({ ...config, sock } as Parameters<Client["connect"]>[0]);
     } catch (error) {
@@ -213,6 +217,26 @@ export function handshake<T>(
         }),
       );
     }
+  });
+}
+
+function linkOf(client: Client, sock: Socket): MeteredClient {
+  // ssh2 keeps no public ping: its global requests answer in order through
+  // `_callbacks`, so the callback goes there before the request is sent.
+  const internals = client as unknown as {
+    _callbacks?: ((failed: boolean) => void)[];
+    _protocol?: { ping(): void };
+  };
+  return Object.assign(client, {
+    // What the vessel sends includes the window adjusts for the data it took: progress
+    // while a write's reply is still far off.
+    bytesMoved: () => sock.bytesRead,
+    ping: (answered: () => void) => {
+      if (!internals._callbacks || !internals._protocol) return false;
+      internals._callbacks.push(answered);
+      internals._protocol.ping();
+      return true;
+    },
   });
 }
 

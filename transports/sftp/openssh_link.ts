@@ -73,6 +73,23 @@ export async function openOpenSsh(options: OpenSshOptions): Promise<SshConnectio
   return commandsOnly;
 }
 
+/**
+ * ssh's own keepalives. None on an SFTP session: the connection judges its
+ * liveness, from replies and from every byte ssh moves while a reply is
+ * late, and pings it while idle; the answer to a keepalive of ssh's would
+ * pass for progress of an SFTP server that hangs. A connection for commands
+ * only has them, to find a dead link while idle (ssh sends them only when
+ * the vessel was silent for the interval, so a slow but busy link lives).
+ */
+function keepaliveOptions(withSftp: boolean, timeout: number): string[] {
+  return withSftp ? ["-o", "ServerAliveInterval=0"] : [
+    "-o",
+    `ServerAliveInterval=${Math.max(1, Math.ceil(timeout / 3))}`,
+    "-o",
+    "ServerAliveCountMax=3",
+  ];
+}
+
 async function start(
   options: OpenSshOptions,
   withSftp: boolean,
@@ -83,6 +100,7 @@ async function start(
   const hideSecrets = secrets.hide;
   const master = spawn(setup.command, [
     ...setup.options,
+    ...keepaliveOptions(withSftp, vessel.timeout),
     "-v",
     "-o",
     "ControlMaster=yes",
@@ -335,6 +353,30 @@ class OpenSshLink extends EventEmitter implements SshLink {
     this.emit("close");
     this.#reported();
     this.destroy();
+  }
+
+  /**
+   * Bytes ssh read and wrote (`/proc/PID/io`): its socket, with the window
+   * adjusts the vessel sends as its SFTP server takes our writes, and its
+   * pipes. ssh takes a small file whole into its buffers at once, so our
+   * pipes alone would not move while a slow link carries it. 0 where /proc
+   * cannot tell (the SFTP replies alone then judge).
+   */
+  bytesMoved(): number {
+    try {
+      const io = Deno.readTextFileSync(`/proc/${this.#master.pid}/io`);
+      return Number(/^rchar: (\d+)/m.exec(io)?.[1] ?? 0) +
+        Number(/^wchar: (\d+)/m.exec(io)?.[1] ?? 0);
+    } catch {
+      return 0; // It exited, or this is not Linux.
+    }
+  }
+
+  /** Pings over the SFTP session (ssh sends no keepalives of its own on it). */
+  ping(answered: () => void): boolean {
+    if (!this.#sftp) return false;
+    this.#sftp.realpath(".", () => answered());
+    return true;
   }
 
   sftp(callback: (error: Error | undefined, sftp: SFTPWrapper) => void): void {

@@ -177,12 +177,6 @@ export async function prepareOpenSsh(
     options.push("-o", "KbdInteractiveAuthentication=no", "-o", "PasswordAuthentication=no");
   }
   options.push(
-    // The link is judged alive while data arrives (ssh sends these only when the
-    // server was silent for the interval), so a slow but busy link never times out.
-    "-o",
-    `ServerAliveInterval=${Math.max(1, Math.ceil(vessel.timeout / 3))}`,
-    "-o",
-    "ServerAliveCountMax=3",
     // Nothing of the operator's interactive set-up may follow us to a vessel.
     "-o",
     "ForwardAgent=no",
