@@ -127,8 +127,8 @@ export interface SshLink {
   destroy(): unknown;
   /**
    * A count that grows while the link moves data: bytes the vessel sent
-   * (replies, and the window adjusts it sends as it takes our writes) or
-   * the carrier took as the vessel made room. Nothing else may move it
+   * (replies, and the window adjusts it sends as it takes our writes), or
+   * every byte the carrier process read or wrote. Nothing else may move it
    * while SFTP calls are in flight (no keepalives then). Absent, only
    * replies count.
    */

@@ -1,8 +1,8 @@
 /**
- * SshConnection's liveness rules against a real sshd: an idle connection
- * whose link goes silent is dropped by its own keepalive; one whose SFTP
- * server stops answering is dropped though the link still answers
- * keepalives. (A slow link with data in flight, which must not be dropped,
+ * SshConnection's liveness rules against a real sshd, over both clients:
+ * an idle connection whose link goes silent is dropped by its own
+ * keepalive; one whose SFTP server stops answering is dropped though the
+ * link lives. (A slow link with data in flight, which must not be dropped,
  * is covered end to end by tests/faults_slow_link_test.ts, and a stalled
  * one by tests/faults_network_test.ts.)
  */
@@ -25,7 +25,7 @@ import type { SftpVessel } from "./options.ts";
 const unavailable = serverUnavailable("openssh");
 if (unavailable) skipNotice("SshConnection", unavailable);
 
-/** One connection to `vessel` over `carrier`, and how to close it. */
+/** One connection to `vessel` over its `SSHClient`, and how to close it. */
 async function connect(
   vessel: SftpVessel,
 ): Promise<{ connection: SshConnection; close: () => Promise<void> }> {
@@ -183,7 +183,8 @@ for (const carrier of CARRIERS) {
         ]).finally(() => clearTimeout(timer));
         const detected = (performance.now() - asked) / 1000;
         assert.ok(connection.closed);
-        // ssh's keepalives (every Timeout/3) went on and were answered meanwhile.
+        // Nothing but the stopped server's replies could have kept it: no keepalive goes out
+        // while a call is in flight.
         assert.ok(detected <= 2 * timeout, `detected after ${detected.toFixed(2)} s`);
       } finally {
         for (const pid of stopped) Deno.kill(pid, "SIGCONT");
