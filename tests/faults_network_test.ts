@@ -69,7 +69,13 @@ faultTest(
       rig.proxy.throttle(6 * MiB);
       const poller = DestinationPoller.forFiles(rig.destinationLocal, files);
       const daemon = rig.startDaemon();
-      await waitFor(() => partsSent(daemon.log).length >= 3, 30_000, "3 parts sent");
+      // Both logged in: a login under way when the stall comes fails at the login's own
+      // deadline, and the pool waits for it before it opens another.
+      await waitFor(
+        () => partsSent(daemon.log).length >= 3 && loginsOf(daemon.log) >= 2,
+        30_000,
+        "3 parts sent over 2 connections",
+      );
       const before = rig.proxy.connections();
       const partsBefore = partsSent(daemon.log).length;
       rig.proxy.stall();
@@ -103,3 +109,8 @@ faultTest(
     }
   },
 );
+
+/** How many logins the daemon's log tells of. */
+function loginsOf(log: string): number {
+  return log.match(/ connected to /g)?.length ?? 0;
+}
