@@ -7,9 +7,11 @@
  *
  * Liveness is judged by progress: while SFTP calls are in flight, a reply
  * or bytes the link moved (see {@linkcode SshLink.bytesMoved}) within
- * `Timeout` keep the connection alive, so a slow link that keeps taking
- * data is never taken for dead, even when one write's reply takes longer
- * than `Timeout` (a 255 KiB request over a share of 48 KiB/s). Commands
+ * `Timeout`, on this connection or another over the same link, keep the
+ * connection alive, so a slow link that keeps taking data is never taken
+ * for dead, even when one write's reply takes longer than `Timeout` (a
+ * 255 KiB request over a share of 48 KiB/s). A connection with no progress
+ * of its own for {@linkcode ALONE_TIMEOUTS} `Timeout`s goes all the same. Commands
  * have deadlines. A keepalive's reply waits behind every byte queued before
  * it (megabytes on a slow link), so keepalives go out, and are judged, only
  * while nothing is in flight.
@@ -71,6 +73,15 @@ export function hasStatus(error: unknown, status: number): boolean {
  * on four connections, with 1 MiB at 128 MiB, at the same speed.
  */
 const WRITE_WINDOW = 1 << 20;
+/** The write request a connection starts with, and the smallest its rate sizes. */
+const MIN_WRITE = 32 << 10;
+/** Bytes of writes answered before a connection's own rate sizes its writes. */
+const WRITE_RATE_MEASURED = 64 << 10;
+/**
+ * Replies a connection's writes get per `Timeout` at least, at the rate its
+ * writes were answered: each reply shows the link alive (see #watch).
+ */
+const WRITE_REPLIES_PER_TIMEOUT = 4;
 /**
  * How long after a refused command or subsystem request it is asked again,
  * once: Dropbear under load refuses one now and then (CHANNEL_FAILURE: 3 to
@@ -148,6 +159,8 @@ export interface ConnectionOptions {
   readonly target?: string;
   /** Counts the bytes of every write the vessel acknowledges (shared by a transport's connections). */
   readonly acknowledged?: ByteCounter;
+  /** Shared by a transport's connections: see {@linkcode LinkProgress}. */
+  readonly linkProgress?: LinkProgress;
   /** Ends the login if it is still under way (the transport closes). */
   readonly signal?: AbortSignal;
 }
@@ -156,6 +169,22 @@ export interface ConnectionOptions {
 export interface ByteCounter {
   bytes: number;
 }
+
+/**
+ * When any connection over one link (a transport's, to one vessel) last saw
+ * progress: its connections share the link's rate, and sixteen of them on a
+ * 128 KiB/s link each see a reply or a window adjust only every 12 s or so.
+ */
+export interface LinkProgress {
+  at: number;
+}
+
+/**
+ * How many `Timeout`s a connection may go without progress of its own while
+ * others over its link progress: a stream that crawls, or stuck in TCP's
+ * backoff, is then dropped all the same.
+ */
+const ALONE_TIMEOUTS = 4;
 
 interface Pending {
   fail(error: TransportError): void;
@@ -173,6 +202,7 @@ export class SshConnection {
   readonly #log: Logger;
   readonly #timeoutMs: number;
   readonly #acknowledged: ByteCounter;
+  readonly #linkProgress: LinkProgress;
   /** Buffers that source bytes pass through on their way into write requests. */
   readonly #scratch = new ScratchBuffers();
   #roundTripMs?: number;
@@ -196,6 +226,11 @@ export class SshConnection {
   /** The keepalive awaiting its reply, if any. */
   #ping?: { readonly sentAt: number };
   #execs = 0;
+  /** Bytes of writes answered, and the time writes were in flight, for {@linkcode writeLength}. */
+  #writesAnswered = 0;
+  #writesBusyMs = 0;
+  #writesInFlight = 0;
+  #writesSince = 0;
   readonly #execWaiters: (() => void)[] = [];
 
   /** Wraps a link that is connected and authenticated; {@linkcode open} makes one with ssh2. */
@@ -207,6 +242,7 @@ export class SshConnection {
     this.#log = options.log;
     this.#timeoutMs = options.vessel.timeout * 1000;
     this.#acknowledged = options.acknowledged ?? { bytes: 0 };
+    this.#linkProgress = options.linkProgress ?? { at: 0 };
     this.info = info;
     client.on("error", (error: Error) => {
       this.#lastError = error;
@@ -304,6 +340,54 @@ export class SshConnection {
     return typeof length === "number" && length > 0 ? length : 32 * 1024;
   }
 
+  /**
+   * Bytes per write request: as many as the server takes, fewer while this
+   * connection's writes are answered slowly, so that a reply comes at least
+   * {@linkcode WRITE_REPLIES_PER_TIMEOUT} times per `Timeout`. Sixteen
+   * connections sharing 128 KiB/s answer a 255 KiB write only every 32 s,
+   * and the vessel's window adjusts come every 96 KiB: the link would look
+   * dead. {@linkcode MIN_WRITE} until the rate is known.
+   */
+  async writeLength(): Promise<number> {
+    const max = await this.maxWriteLength();
+    const busyMs = this.#writesBusyMs +
+      (this.#writesInFlight > 0 ? performance.now() - this.#writesSince : 0);
+    if (this.#writesAnswered < WRITE_RATE_MEASURED || busyMs <= 0) return Math.min(max, MIN_WRITE);
+    const fits = this.#writesAnswered / busyMs * this.#timeoutMs / WRITE_REPLIES_PER_TIMEOUT;
+    return Math.min(max, Math.max(MIN_WRITE, Math.floor(fits / MIN_WRITE) * MIN_WRITE));
+  }
+
+  /**
+   * Writes `length` bytes of `source` from `sourceOffset` at `offset` of
+   * the open `handle`, in one request (at most {@linkcode maxWriteLength}).
+   * `copied` hears that ssh2 copied the bytes into its request: `source`
+   * may be used again.
+   */
+  write(
+    handle: Buffer,
+    source: Buffer,
+    sourceOffset: number,
+    length: number,
+    offset: number,
+    copied?: () => void,
+  ): Promise<void> {
+    if (this.#writesInFlight++ === 0) this.#writesSince = performance.now();
+    const ended = (answered: number) => {
+      this.#writesAnswered += answered;
+      if (--this.#writesInFlight === 0) this.#writesBusyMs += performance.now() - this.#writesSince;
+    };
+    return this.request<void>("write", (sftp, done) => {
+      try {
+        sftp.write(handle, source, sourceOffset, length, offset, (error) => done(error));
+      } finally {
+        copied?.();
+      }
+    }).then(() => ended(length), (error) => {
+      ended(0);
+      throw error;
+    });
+  }
+
   /** The largest read the SFTP server answers in one request. */
   async maxReadLength(): Promise<number> {
     const sftp = await this.sftp();
@@ -384,7 +468,7 @@ export class SshConnection {
       options.ending?.();
       return options.allSent?.();
     }
-    const chunk = await this.maxWriteLength();
+    const chunk = await this.writeLength();
     const window = Math.max(2, Math.ceil(WRITE_WINDOW / chunk));
     let ending = options.ending;
     let next = from;
@@ -415,13 +499,7 @@ export class SshConnection {
         }
         if (failed) return giveBack();
         const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-        const reply = this.request<void>("write", (sftp, done) => {
-          try {
-            sftp.write(handle, buffer, 0, length, offset, (error) => done(error));
-          } finally {
-            giveBack(); // ssh2 copied the bytes into its request.
-          }
-        });
+        const reply = this.write(handle, buffer, 0, length, offset, giveBack);
         if (ending && end - next <= window * chunk) {
           ending();
           ending = undefined;
@@ -586,7 +664,7 @@ export class SshConnection {
         if (this.#pending.size === 0) this.#idleSince = Date.now();
         if (isSftp) {
           this.#sftpInFlight--;
-          this.#lastReply = Date.now();
+          this.#lastReply = this.#linkProgress.at = Date.now();
         }
         return true;
       };
@@ -630,15 +708,21 @@ export class SshConnection {
     if (this.#sftpInFlight > 0 && now - this.#lastReply > this.#watchEveryMs) {
       const moved = this.#client.bytesMoved?.();
       if (moved !== undefined && this.#movedSeen !== undefined && moved !== this.#movedSeen) {
-        this.#lastMoved = now;
+        this.#lastMoved = this.#linkProgress.at = now;
       }
       this.#movedSeen = moved;
     } else this.#movedSeen = undefined;
     const progress = Math.max(this.#lastReply, this.#lastMoved);
-    if (this.#sftpInFlight > 0 && now - progress > this.#timeoutMs) {
+    const linkProgress = Math.max(progress, this.#linkProgress.at);
+    if (
+      this.#sftpInFlight > 0 &&
+      (now - linkProgress > this.#timeoutMs || now - progress > ALONE_TIMEOUTS * this.#timeoutMs)
+    ) {
       const seconds = Math.round((now - progress) / 1000);
       this.#log.warn(
-        `no SFTP reply or progress from ${this.where} for ${seconds} s; dropping the connection`,
+        `no SFTP reply or progress from ${this.where} for ${seconds} s` +
+          (now - linkProgress > this.#timeoutMs ? "" : " (others over its link progressed)") +
+          "; dropping the connection",
       );
       this.destroy(
         new Error(`no SFTP reply or progress for ${seconds} s (Timeout ${this.#vessel.timeout})`),

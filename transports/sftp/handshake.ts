@@ -44,6 +44,8 @@ export interface ConnectOptions {
   readonly log: Logger;
   /** Counts the bytes of every write the vessel acknowledges. */
   readonly acknowledged?: { bytes: number };
+  /** Shared by a transport's connections (see connection.ts). */
+  readonly linkProgress?: { at: number };
   /** Ends the handshake if it is still under way (the transport closes). */
   readonly signal?: AbortSignal;
 }

@@ -94,7 +94,7 @@ export async function putWholeFile(
   const fsyncOverSftp = options.fsync && await connection.hasExtension("fsync@openssh.com");
   const small = data.byteLength <= SMALL_FILE && (fsyncOverSftp || !options.fsync);
   const [writeLength, readLength] = await Promise.all([
-    connection.maxWriteLength(),
+    connection.writeLength(),
     connection.maxReadLength(),
   ]);
   // A small file is written (and read back) in one round trip: never worth resuming.
@@ -263,10 +263,7 @@ function sendWrites(
   const writes: Promise<void>[] = [];
   for (let offset = 0; offset < source.length; offset += writeLength) {
     const length = Math.min(writeLength, source.length - offset);
-    writes.push(connection.request<void>(
-      "write",
-      (sftp, done) => sftp.write(handle, source, offset, length, offset, (error) => done(error)),
-    ));
+    writes.push(connection.write(handle, source, offset, length, offset));
   }
   return writes;
 }

@@ -159,6 +159,8 @@ export class SshPool implements ConnectionPool {
   #ceiling: number;
   #ceilingUntil = 0;
   readonly #acknowledged = { bytes: 0 };
+  /** When any connection's link last progressed (see connection.ts). */
+  readonly #linkProgress = { at: 0 };
   #credentials?: Promise<Credentials>;
   readonly #sshCommand?: string;
   #openSsh?: Promise<OpenSshSetup>;
@@ -708,6 +710,7 @@ export class SshPool implements ConnectionPool {
         knownKeyTypes: await (await import("./host_key.ts")).knownKeyTypesOf(this.#config),
         log: this.#log,
         acknowledged: this.#acknowledged,
+        linkProgress: this.#linkProgress,
         signal: this.#closing.signal,
       });
     } catch (error) {
@@ -755,6 +758,7 @@ export class SshPool implements ConnectionPool {
       setup,
       controlPath: `${setup.dir}/c${this.#connectionsOpened++}`,
       acknowledged: this.#acknowledged,
+      linkProgress: this.#linkProgress,
       signal: this.#closing.signal,
       // The uid TempDir's check needs, asked beside the SFTP session's start: on wan (40 ms)
       // each takes about 4 round trips after the login (traced), so neither waits long.
