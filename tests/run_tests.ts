@@ -13,8 +13,16 @@
  * @module
  */
 
-/** The suites that mostly wait, run beside the others. */
-const WAITING = ["tests/faults_refusal_test.ts", "tests/faults_slow_link_test.ts"];
+/**
+ * The suites that mostly wait, run beside the others: on a vessel down for a
+ * minute, a throttled link, 400 ms round trips, or a Timeout running out.
+ */
+const WAITING = [
+  "tests/faults_refusal_test.ts",
+  "tests/faults_slow_link_test.ts",
+  "transports/sftp/round_trips_test.ts",
+  "transports/sftp/connection_test.ts",
+];
 /** The SFTP suites run a second time, over the builtin client. */
 const BUILTIN = [
   "transports/sftp/sftp_transport_test.ts",
