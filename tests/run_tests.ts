@@ -15,11 +15,13 @@
 
 /**
  * The suites that mostly wait, run beside the others: on a vessel down for a
- * minute, a throttled link, 400 ms round trips, or a Timeout running out.
+ * minute, a throttled link, back-off between cut tries, 400 ms round trips,
+ * or a Timeout running out.
  */
 const WAITING = [
   "tests/faults_refusal_test.ts",
   "tests/faults_slow_link_test.ts",
+  "tests/faults_short_cuts_test.ts",
   "transports/sftp/round_trips_test.ts",
   "transports/sftp/connection_test.ts",
 ];

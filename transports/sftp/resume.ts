@@ -18,13 +18,15 @@ import { parseSha256, prefixHashCommand } from "./commands.ts";
 import type { SshConnection } from "./connection.ts";
 import { partChunks, type PartData } from "../transport.ts";
 
-/** The unit kept: the start of the file is checked in whole blocks. */
-const BLOCK = 64 * 1024;
 /**
- * Below this, sending again costs less than checking: the check is a
- * command round trip (and a small file's write and read-back make one).
+ * The unit kept: the start of the file is checked in whole blocks, and one
+ * block is enough to be kept. A file left behind means a try was cut, and
+ * the check costs one command round trip; on a link cut every few hundred
+ * KiB, sending again from byte 0 what a check would keep never ends (with
+ * 512 KiB as the least kept, a 1 MiB part over connections cut every
+ * 250-400 KiB never arrived).
  */
-export const MIN_RESUME = 512 * 1024;
+const BLOCK = 64 * 1024;
 
 /** Decides, for a regular file found at `path`, from which byte to write `data`. */
 export type ResumeCheck = (
@@ -37,8 +39,7 @@ export type ResumeCheck = (
  * A {@linkcode ResumeCheck} that keeps the longest start of the file, in
  * whole blocks and at most `data`'s length, whose sha256 on the vessel
  * equals that of the same bytes of `data`; 0 (write everything) when that
- * is under {@linkcode MIN_RESUME}, the file is longer than `data`, or the
- * bytes differ. `deadline` gives the milliseconds a command reading that
+ * is not one block, the file is longer than `data`, or the bytes differ. `deadline` gives the milliseconds a command reading that
  * many bytes may run.
  */
 export function resumeCheck(
@@ -50,7 +51,7 @@ export function resumeCheck(
     if (size > data.byteLength) return 0;
     const blocks = Math.floor(size / BLOCK);
     const offset = blocks * BLOCK;
-    if (offset < MIN_RESUME) return 0;
+    if (offset === 0) return 0;
     const result = await connection.exec(prefixHashCommand(path, blocks, BLOCK), deadline(offset));
     const remote = result.code === 0 ? parseSha256(result.stdout) : undefined;
     const local = await prefixSha256(data, offset);
