@@ -143,16 +143,18 @@ export class Rig {
   }
 
   /**
-   * Waits until every file sits in processed/, checks that `poller` saw no wrong bytes and the
-   * vessel holds every file, and returns the seconds since `since` (a `performance.now()`).
+   * Waits (up to `timeoutMs`) until every file sits in processed/, checks that `poller` saw no
+   * wrong bytes and the vessel holds every file, and returns the seconds since `since` (a
+   * `performance.now()`).
    */
   async secondsToDelivery(
     files: ReadonlyMap<string, Uint8Array>,
     daemon: CliProcess,
     poller: DestinationPoller,
     since: number,
+    timeoutMs = 60_000,
   ): Promise<number> {
-    await this.waitProcessed(files, 60_000, daemon);
+    await this.waitProcessed(files, timeoutMs, daemon);
     const seconds = (performance.now() - since) / 1000;
     await poller.assertClean();
     await this.assertFinal(files);
