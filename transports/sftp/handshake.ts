@@ -13,12 +13,11 @@ import {
   type ServerHostKeyAlgorithm,
 } from "./_ssh2.ts";
 import { Buffer } from "node:buffer";
-import type { SftpVessel } from "./options.ts";
-import { TransportError, type TransportLogger as Logger } from "../transport.ts";
+import { TransportError } from "../transport.ts";
 import type { Credentials } from "./auth.ts";
 import { verifyHostKey } from "./host_key.ts";
 import { coalescingSocket } from "./_coalesce.ts";
-import { closedDuringLogin, type SshLink } from "./connection.ts";
+import { closedDuringLogin, type ConnectionOptions, type SshLink } from "./connection.ts";
 import type { Socket } from "node:net";
 
 /** What was learned while connecting, for `check` and logs. */
@@ -35,19 +34,11 @@ export interface ConnectionInfo {
 /** ssh2's client with what a connection judges liveness by (see {@linkcode SshLink}). */
 export type MeteredClient = Client & Required<Pick<SshLink, "bytesMoved" | "ping">>;
 
-/** How to reach a vessel; built once per transport. */
-export interface ConnectOptions {
-  readonly vessel: SftpVessel;
+/** How to reach a vessel with the builtin client; built once per transport. */
+export interface ConnectOptions extends ConnectionOptions {
   readonly credentials: Credentials;
   /** Key types known_hosts lists for the vessel, preferred in negotiation. */
   readonly knownKeyTypes: readonly string[];
-  readonly log: Logger;
-  /** Counts the bytes of every write the vessel acknowledges. */
-  readonly acknowledged?: { bytes: number };
-  /** Shared by a transport's connections (see connection.ts). */
-  readonly linkProgress?: { at: number };
-  /** Ends the handshake if it is still under way (the transport closes). */
-  readonly signal?: AbortSignal;
 }
 
 const CIPHERS: CipherAlgorithm[] = [

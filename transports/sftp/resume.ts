@@ -39,8 +39,9 @@ export type ResumeCheck = (
  * A {@linkcode ResumeCheck} that keeps the longest start of the file, in
  * whole blocks and at most `data`'s length, whose sha256 on the vessel
  * equals that of the same bytes of `data`; 0 (write everything) when that
- * is not one block, the file is longer than `data`, or the bytes differ. `deadline` gives the milliseconds a command reading that
- * many bytes may run.
+ * is not one block, the file is longer than `data`, or the bytes differ.
+ * `deadline` gives the milliseconds a command reading that many bytes may
+ * run.
  */
 export function resumeCheck(
   connection: SshConnection,
