@@ -15,7 +15,7 @@ import {
   type TestServer,
 } from "../../tests/servers.ts";
 import { loadCredentials } from "./auth.ts";
-import { SshConnection } from "./connection.ts";
+import { type LinkProgress, SshConnection } from "./connection.ts";
 import { knownKeyTypesOf } from "./host_key.ts";
 import { openOpenSsh } from "./openssh_link.ts";
 import { findSsh, prepareOpenSsh } from "./openssh_setup.ts";
@@ -28,6 +28,7 @@ if (unavailable) skipNotice("SshConnection", unavailable);
 /** One connection to `vessel` over its `SSHClient`, and how to close it. */
 async function connect(
   vessel: SftpVessel,
+  linkProgress?: LinkProgress,
 ): Promise<{ connection: SshConnection; close: () => Promise<void> }> {
   if (vessel.sshClient === "openssh") {
     const setup = await prepareOpenSsh(vessel, findSsh()!);
@@ -36,6 +37,7 @@ async function connect(
       log: silentLogger,
       setup,
       controlPath: `${setup.dir}/c0`,
+      linkProgress,
     });
     return {
       connection,
@@ -50,6 +52,7 @@ async function connect(
     credentials: await loadCredentials(vessel, {}),
     knownKeyTypes: await knownKeyTypesOf(vessel),
     log: silentLogger,
+    linkProgress,
   });
   return { connection, close: () => Promise.resolve(connection.destroy()) };
 }
@@ -187,6 +190,56 @@ for (const carrier of CARRIERS) {
         // while a call is in flight.
         assert.ok(detected <= 2 * timeout, `detected after ${detected.toFixed(2)} s`);
       } finally {
+        for (const pid of stopped) Deno.kill(pid, "SIGCONT");
+        await close();
+        await server.stop();
+      }
+    },
+  });
+}
+
+for (const carrier of CARRIERS) {
+  Deno.test({
+    name: `SshConnection (${carrier}) whose SFTP server stopped is dropped after 4 Timeouts ` +
+      "while other connections over its link progress",
+    ignore: unavailable !== undefined || (carrier === "openssh" && !findSsh()),
+    fn: async () => {
+      const server = await startOpenSsh();
+      const timeout = 1;
+      // The link's other connections, progressing all along.
+      const linkProgress: LinkProgress = { at: Date.now() };
+      const othersProgress = setInterval(() => linkProgress.at = Date.now(), 100);
+      const { connection, close } = await connect(
+        server.vesselConfig({ timeout, sshClient: carrier }),
+        linkProgress,
+      );
+      let stopped: number[] = [];
+      try {
+        await connection.request<string>(".", (sftp, done) => sftp.realpath(".", done));
+        stopped = await sftpServerPids(server);
+        for (const pid of stopped) Deno.kill(pid, "SIGSTOP");
+        const asked = performance.now();
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          assert.rejects(
+            connection.request<string>(".", (sftp, done) => sftp.realpath(".", done)),
+            /no SFTP reply or progress/,
+          ),
+          new Promise((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error("a connection whose SFTP server stopped was kept")),
+              8 * timeout * 1000,
+            );
+          }),
+        ]).finally(() => clearTimeout(timer));
+        const detected = (performance.now() - asked) / 1000;
+        assert.ok(connection.closed);
+        assert.ok(
+          detected > 3 * timeout && detected <= 6 * timeout,
+          `detected after ${detected.toFixed(2)} s`,
+        );
+      } finally {
+        clearInterval(othersProgress);
         for (const pid of stopped) Deno.kill(pid, "SIGCONT");
         await close();
         await server.stop();
