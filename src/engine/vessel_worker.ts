@@ -98,6 +98,8 @@ export class VesselWorker {
   #wake: () => void = () => {};
   #blockedUntil = 0;
   #vesselFailures = 0;
+  /** The pool's acknowledged bytes at the last vessel-wide failure. */
+  #acknowledgedAtFailure = 0;
 
   constructor(transport: Transport, context: WorkerContext) {
     this.vessel = transport.vessel;
@@ -362,6 +364,12 @@ export class VesselWorker {
     if (code !== undefined && VESSEL_WIDE.has(code)) {
       // Deliveries that fail together (one dropped connection) count as one failure.
       if (now >= this.#blockedUntil) {
+        // A try the vessel acknowledged bytes of made progress (a resumed
+        // part keeps them), so on a link that breaks often but carries data
+        // the next try comes after the first back-off step, not a longer one.
+        const acknowledged = this.#transport.connections?.acknowledgedBytes ?? 0;
+        if (acknowledged > this.#acknowledgedAtFailure) this.#vesselFailures = 0;
+        this.#acknowledgedAtFailure = acknowledged;
         this.#vesselFailures++;
         this.#blockedUntil = now + backoffDelay(this.#vesselFailures, policy);
       }

@@ -4,6 +4,7 @@ import { Store } from "../store/store.ts";
 import { FakeTransport } from "../../tests/fake_transport.ts";
 import { TransportError } from "../../transports/transport.ts";
 import type { DeliveryOutcome } from "./delivery.ts";
+import type { DeliveryFailure } from "./observer.ts";
 import { hashSource, toSourceStat } from "./source.ts";
 import { VesselWorker } from "./vessel_worker.ts";
 import { SMALL_IN_FLIGHT } from "./delivery_slots.ts";
@@ -16,14 +17,18 @@ async function withWorker(
     queue: (relpath: string, size: number) => Promise<number>;
     runUntil: (done: () => boolean) => Promise<void>;
     outcomes: [string, DeliveryOutcome][];
+    failures: (DeliveryFailure & { at: number })[];
   }) => Promise<void>,
+  setup: (transport: FakeTransport) => void = () => {},
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "cm-worker-" });
   const store = await Store.open(`${dir}/state.db`);
   const transport = new FakeTransport("v");
+  setup(transport);
   const directory = { name: "out", location: `${dir}/out`, destination: "/srv/in" };
   await Deno.mkdir(directory.location);
   const outcomes: [string, DeliveryOutcome][] = [];
+  const failures: (DeliveryFailure & { at: number })[] = [];
   const worker = new VesselWorker(transport, {
     store,
     chunkSize: 1024,
@@ -34,7 +39,7 @@ async function withWorker(
         ? Promise.resolve(file.sha256)
         : hashSource(path, file),
     onOutcome: (delivery, outcome) => outcomes.push([delivery.file.relpath, outcome]),
-    observer: {},
+    observer: { failed: (failure) => failures.push({ ...failure, at: Date.now() }) },
   });
   try {
     await body({
@@ -42,6 +47,7 @@ async function withWorker(
       transport,
       worker,
       outcomes,
+      failures,
       async queue(relpath, size) {
         const path = `${directory.location}/${relpath}`;
         await Deno.writeFile(path, new Uint8Array(size).fill(7));
@@ -192,4 +198,30 @@ Deno.test("VesselWorker: a file held back until a slot is free waits for one, wi
     await runUntil(() => outcomes.length === 3);
     assert.ok(queries() <= 12, `the queue was asked ${queries()} times in 0.5 s`);
   });
+});
+
+Deno.test("VesselWorker: a link that breaks after carrying data backs off from the first step", async () => {
+  const pool = {
+    max: 1,
+    adaptive: false,
+    open: 1,
+    acknowledgedBytes: 0,
+    roundTripMs: undefined,
+    use() {},
+  };
+  await withWorker(async ({ transport, queue, runUntil, outcomes, failures }) => {
+    const cut = (carried: number) => () => {
+      pool.acknowledgedBytes += carried;
+      throw new TransportError("Connection to vessel v closed", "connection");
+    };
+    // Three tries that each moved 64 KiB (kept by resume), then one that moved nothing.
+    for (const carried of [65536, 65536, 65536, 0]) transport.script("prepare", cut(carried));
+    await queue("a.bin", 5000);
+    await runUntil(() => outcomes.length === 1);
+    const waits = failures.map(({ retryAt, at }) => (retryAt - at) / 1000);
+    assert.equal(waits.length, 4, `waits ${waits.join(", ")} s`);
+    // The back-off is 1 s, doubling, +-20 %: 0.8-1.2 s is its first step.
+    for (const wait of waits.slice(0, 3)) assert.ok(wait <= 1.25, `waits ${waits.join(", ")} s`);
+    assert.ok(waits[3] >= 1.55, `a try without progress doubles the wait: ${waits.join(", ")} s`);
+  }, (transport) => Object.assign(transport, { connections: pool }));
 });
