@@ -21,6 +21,7 @@
 const WAITING = [
   "tests/faults_refusal_test.ts",
   "tests/faults_slow_link_test.ts",
+  "tests/faults_narrowband_test.ts",
   "tests/faults_short_cuts_test.ts",
   "transports/sftp/round_trips_test.ts",
   "transports/sftp/connection_test.ts",

@@ -73,8 +73,28 @@ export function hasStatus(error: unknown, status: number): boolean {
  * on four connections, with 1 MiB at 128 MiB, at the same speed.
  */
 const WRITE_WINDOW = 1 << 20;
-/** The write request a connection starts with, and the smallest its rate sizes. */
-const MIN_WRITE = 32 << 10;
+/**
+ * The write request a connection starts with: at 2 KiB/s (a narrowband
+ * satellite or radio link) two of them cross in 8 s, within `Timeout`; 4 KiB
+ * ones cost a fast link about 5 % more time for many small files.
+ */
+const FIRST_WRITE = 8 << 10;
+/** The smallest write request a slow connection's rate sizes. */
+const MIN_WRITE = 4 << 10;
+/**
+ * Bytes of writes a new connection leaves unanswered: about TCP's first
+ * window (10 segments), so a fast link loses no round trip to it, while a
+ * 2 KiB/s one answers the first within `Timeout`. The vessel decodes
+ * nothing of an SSH packet until all of it has arrived, and `ssh` packs
+ * what waits in its pipe into packets of up to 32 KiB: with a file's
+ * writes all queued at once, the first reply over 2 KiB/s came after 16 s,
+ * and the connection was taken for dead before it.
+ */
+const FIRST_UNANSWERED = 16 << 10;
+/** The fewest bytes of writes a slow connection leaves unanswered: two requests. */
+const MIN_UNANSWERED = 2 * MIN_WRITE;
+/** The most: more than writes in flight ever reach (two parts' windows). */
+const MAX_UNANSWERED = 4 * WRITE_WINDOW;
 /** Bytes of writes answered before a connection's own rate sizes its writes. */
 const WRITE_RATE_MEASURED = 64 << 10;
 /**
@@ -231,6 +251,17 @@ export class SshConnection {
   #writesBusyMs = 0;
   #writesInFlight = 0;
   #writesSince = 0;
+  /**
+   * Bytes of write requests sent and not answered, and how many may be:
+   * it grows by twice each answer that came within a quarter of `Timeout`
+   * (ahead of TCP's slow start, which doubles per round trip), and shrinks to what was answered in that time when
+   * answers come later, so that on a link slow in bytes per second the
+   * writes queued before a request (another write, a command) take no
+   * longer than that to cross.
+   */
+  #unanswered = 0;
+  #unansweredLimit = FIRST_UNANSWERED;
+  readonly #roomWaiters: (() => void)[] = [];
   readonly #execWaiters: (() => void)[] = [];
 
   /** Wraps a link that is connected and authenticated; {@linkcode open} makes one with ssh2. */
@@ -346,13 +377,15 @@ export class SshConnection {
    * {@linkcode WRITE_REPLIES_PER_TIMEOUT} times per `Timeout`. Sixteen
    * connections sharing 128 KiB/s answer a 255 KiB write only every 32 s,
    * and the vessel's window adjusts come every 96 KiB: the link would look
-   * dead. {@linkcode MIN_WRITE} until the rate is known.
+   * dead. {@linkcode FIRST_WRITE} until the rate is known.
    */
   async writeLength(): Promise<number> {
     const max = await this.maxWriteLength();
     const busyMs = this.#writesBusyMs +
       (this.#writesInFlight > 0 ? performance.now() - this.#writesSince : 0);
-    if (this.#writesAnswered < WRITE_RATE_MEASURED || busyMs <= 0) return Math.min(max, MIN_WRITE);
+    if (this.#writesAnswered < WRITE_RATE_MEASURED || busyMs <= 0) {
+      return Math.min(max, FIRST_WRITE);
+    }
     const fits = this.#writesAnswered / busyMs * this.#timeoutMs / WRITE_REPLIES_PER_TIMEOUT;
     return Math.min(max, Math.max(MIN_WRITE, Math.floor(fits / MIN_WRITE) * MIN_WRITE));
   }
@@ -371,10 +404,16 @@ export class SshConnection {
     offset: number,
     copied?: () => void,
   ): Promise<void> {
-    if (this.#writesInFlight++ === 0) this.#writesSince = performance.now();
+    const sentAt = performance.now();
+    this.#unanswered += length;
+    if (this.#writesInFlight++ === 0) this.#writesSince = sentAt;
     const ended = (answered: number) => {
       this.#writesAnswered += answered;
-      if (--this.#writesInFlight === 0) this.#writesBusyMs += performance.now() - this.#writesSince;
+      const now = performance.now();
+      if (--this.#writesInFlight === 0) this.#writesBusyMs += now - this.#writesSince;
+      this.#unanswered -= length;
+      if (answered > 0) this.#sizeUnanswered(length, now - sentAt);
+      for (const wake of this.#roomWaiters.splice(0)) wake();
     };
     return this.request<void>("write", (sftp, done) => {
       try {
@@ -386,6 +425,36 @@ export class SshConnection {
       ended(0);
       throw error;
     });
+  }
+
+  /** Whether writes of `length` bytes in all fit beside those unanswered now. */
+  hasWriteRoom(length: number): boolean {
+    return this.#unanswered + length <= this.#unansweredLimit;
+  }
+
+  /**
+   * `undefined` when a write of `length` bytes may be sent now; otherwise a
+   * promise that resolves when an answer made room (ask again: others may
+   * have taken it) or the connection closed. Writers ask before each
+   * {@linkcode write}, which sends at once, so requests keep their order.
+   */
+  writeRoom(length: number): Promise<void> | undefined {
+    if (this.#unanswered === 0 || this.#unanswered + length <= this.#unansweredLimit) {
+      return undefined;
+    }
+    if (this.#closed) return undefined; // the write fails on its own
+    return new Promise((resolve) => this.#roomWaiters.push(resolve));
+  }
+
+  /** Sizes {@linkcode #unansweredLimit} by a write of `length` answered after `waitedMs`. */
+  #sizeUnanswered(length: number, waitedMs: number): void {
+    const quarter = this.#timeoutMs / WRITE_REPLIES_PER_TIMEOUT;
+    // The time it waited behind other bytes: a long round trip alone is no reason to send less.
+    const queuedMs = waitedMs - (this.#roundTripMs ?? 0);
+    const limit = queuedMs <= quarter
+      ? this.#unansweredLimit + 2 * length
+      : this.#unansweredLimit * quarter / queuedMs;
+    this.#unansweredLimit = Math.min(MAX_UNANSWERED, Math.max(MIN_UNANSWERED, Math.floor(limit)));
   }
 
   /** The largest read the SFTP server answers in one request. */
@@ -477,6 +546,11 @@ export class SshConnection {
     let failed = false;
     const writer = async () => {
       while (next < end && !failed) {
+        const room = this.writeRoom(Math.min(chunk, end - next));
+        if (room) {
+          await room;
+          continue;
+        }
         const offset = next;
         const length = Math.min(chunk, end - offset);
         next += length;
@@ -643,6 +717,7 @@ export class SshConnection {
     for (const pending of [...this.#pending]) pending.fail(error);
     this.#pending.clear();
     for (const wake of this.#execWaiters.splice(0)) wake();
+    for (const wake of this.#roomWaiters.splice(0)) wake();
   }
 
   /**

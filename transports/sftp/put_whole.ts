@@ -208,7 +208,8 @@ async function writeReadBack(
 ): Promise<Uint8Array | undefined> {
   const size = data.byteLength;
   const stored = Buffer.alloc(size);
-  const writes = sendWrites(connection, handle, data, sizes.writeLength);
+  const sent = sendWrites(connection, handle, data, sizes.writeLength);
+  const writes = Array.isArray(sent) ? sent : await sent;
   let short = false;
   const reads: Promise<unknown>[] = [];
   for (let offset = 0; offset < size; offset += sizes.readLength) {
@@ -242,7 +243,8 @@ async function writeClosing(
   data: Uint8Array,
   options: { writeLength: number; fsync: boolean; close: () => Promise<void> },
 ): Promise<number> {
-  const writes = sendWrites(connection, handle, data, options.writeLength);
+  const sent = sendWrites(connection, handle, data, options.writeLength);
+  const writes = Array.isArray(sent) ? sent : await sent;
   const [stats] = await settleAll([
     fstatHandle(connection, handle),
     options.fsync ? fsyncHandle(connection, handle) : undefined,
@@ -252,20 +254,41 @@ async function writeClosing(
   return stats.size;
 }
 
-/** Sends all of `data` to a new file at offset 0, in writes of `writeLength`, without waiting. */
+/**
+ * Sends all of `data` to a new file at offset 0, in writes of `writeLength`,
+ * without waiting for their answers; at once when the connection has room
+ * for all of them (see {@linkcode SshConnection.writeRoom}), else each as
+ * room comes, resolving once the last has left. Sent at once, the requests
+ * the caller makes next leave in the same turn, beside the writes.
+ */
 function sendWrites(
   connection: SshConnection,
   handle: Buffer,
   data: Uint8Array,
   writeLength: number,
-): Promise<void>[] {
+): Promise<void>[] | Promise<Promise<void>[]> {
   const source = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  const writes: Promise<void>[] = [];
-  for (let offset = 0; offset < source.length; offset += writeLength) {
-    const length = Math.min(writeLength, source.length - offset);
-    writes.push(connection.write(handle, source, offset, length, offset));
-  }
-  return writes;
+  const send = (offset: number) =>
+    connection.write(handle, source, offset, Math.min(writeLength, source.length - offset), offset);
+  const offsets: number[] = [];
+  for (let offset = 0; offset < source.length; offset += writeLength) offsets.push(offset);
+  const atOnce = offsets.length === 1
+    ? connection.writeRoom(source.length) === undefined
+    : connection.hasWriteRoom(source.length);
+  if (atOnce) return offsets.map(send);
+  return (async () => {
+    const writes: Promise<void>[] = [];
+    for (const offset of offsets) {
+      const length = Math.min(writeLength, source.length - offset);
+      for (let room = connection.writeRoom(length); room; room = connection.writeRoom(length)) {
+        await room;
+      }
+      const write = send(offset);
+      write.catch(() => {}); // settled by the caller; one failing while a later one waits
+      writes.push(write);
+    }
+    return writes;
+  })();
 }
 
 /** Awaits every promise (so none is left unobserved), then throws the first failure. */

@@ -14,6 +14,7 @@ import {
 } from "../../tests/servers.ts";
 import type { Assembled } from "../transport.ts";
 import { SftpTransport } from "./sftp_transport.ts";
+import { writeFile } from "./sftp_ops.ts";
 import { LONG_ROUND_TRIP_MS } from "./slow_start.ts";
 
 const ONE_WAY_MS = 200;
@@ -45,6 +46,30 @@ async function lengthen(proxied: Proxied): Promise<number> {
   const roundTrip = performance.now() - started;
   assert.ok(roundTrip >= 2 * ONE_WAY_MS, `a round trip took ${roundTrip} ms`);
   return roundTrip;
+}
+
+/**
+ * Writes 256 KiB on each of `connections` connections while the link is short: a new
+ * connection leaves 16 KiB of writes unanswered until answers show the link carries more,
+ * as TCP's first window would on a real long link (which this proxy's latency has not), so
+ * a first file there would take round trips that are not the protocol's.
+ */
+async function warmUp({ transport, server }: Proxied, connections: number): Promise<void> {
+  // Each call holds its connection until all have one, so no two share one.
+  let started = 0;
+  let allStarted!: () => void;
+  const all = new Promise<void>((resolve) => allStarted = resolve);
+  await Promise.all(
+    Array.from(
+      { length: connections },
+      (_, i) =>
+        transport.connections.run("warm up", async (connection) => {
+          if (++started === connections) allStarted();
+          await all;
+          await writeFile(connection, `${server.dir}/warm-${i}.bin`, bytes(256 * 1024, 5));
+        }),
+    ),
+  );
 }
 
 /**
@@ -112,6 +137,7 @@ Deno.test({
     behindProxy(async (proxied) => {
       const { transport, vessel, server } = proxied;
       await transport.prepare("far", `${server.dir}/inbox/far.bin`); // logs in on a short link
+      await warmUp(proxied, 1);
       const roundTrip = await lengthen(proxied);
       const part = bytes(64 * 1024, 7);
       const started = performance.now();
@@ -159,7 +185,7 @@ for (const sshClient of ["openssh", "builtin"] as const) {
         await transport.prepare("near", `${server.dir}/inbox/near.bin`);
         await waitFor(() => transport.connections.upCount() === 2, 10_000, "the second login");
         // Two calls at once, one on each: the builtin carrier starts SFTP on its first call.
-        await Promise.all(["a", "b"].map((key) => transport.listParts(key)));
+        await warmUp(proxied, 2);
         const roundTrip = await lengthen(proxied);
         // The first connection is busy while the file is created on the second, and idle
         // when the file is hashed: the hash must go where the hasher was started.
