@@ -93,7 +93,7 @@ const MIN_WRITE = 4 << 10;
 const FIRST_UNANSWERED = 16 << 10;
 /** The fewest bytes of writes a slow connection leaves unanswered: two requests. */
 const MIN_UNANSWERED = 2 * MIN_WRITE;
-/** The most: more than writes in flight ever reach (two parts' windows). */
+/** The most: above what a connection's two parts and its small files keep in flight. */
 const MAX_UNANSWERED = 4 * WRITE_WINDOW;
 /** Bytes of writes answered before a connection's own rate sizes its writes. */
 const WRITE_RATE_MEASURED = 64 << 10;
@@ -253,11 +253,11 @@ export class SshConnection {
   #writesSince = 0;
   /**
    * Bytes of write requests sent and not answered, and how many may be:
-   * it grows by twice each answer that came within a quarter of `Timeout`
-   * (ahead of TCP's slow start, which doubles per round trip), and shrinks to what was answered in that time when
-   * answers come later, so that on a link slow in bytes per second the
-   * writes queued before a request (another write, a command) take no
-   * longer than that to cross.
+   * the limit grows by twice each answer that waited at most a quarter of
+   * `Timeout` beyond the round trip (ahead of TCP's slow start, which
+   * doubles per round trip), and shrinks to what was answered in that time
+   * when answers wait longer, so that on a link slow in bytes per second
+   * what is queued before a request (a write, a command) crosses in that.
    */
   #unanswered = 0;
   #unansweredLimit = FIRST_UNANSWERED;
