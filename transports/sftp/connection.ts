@@ -439,9 +439,7 @@ export class SshConnection {
    * {@linkcode write}, which sends at once, so requests keep their order.
    */
   writeRoom(length: number): Promise<void> | undefined {
-    if (this.#unanswered === 0 || this.#unanswered + length <= this.#unansweredLimit) {
-      return undefined;
-    }
+    if (this.#unanswered === 0 || this.hasWriteRoom(length)) return undefined;
     if (this.#closed) return undefined; // the write fails on its own
     return new Promise((resolve) => this.#roomWaiters.push(resolve));
   }

@@ -153,6 +153,40 @@ async function sftpServerPids(server: TestServer): Promise<number[]> {
   return pids;
 }
 
+/**
+ * Stops `connection`'s SFTP server (SIGSTOP), asks it once more, and returns how many
+ * servers were stopped and the seconds until the connection dropped, failing after
+ * `limitSeconds`; the servers run again before it returns.
+ */
+async function secondsUntilDroppedWhenStopped(
+  connection: SshConnection,
+  server: TestServer,
+  limitSeconds: number,
+): Promise<{ servers: number; seconds: number }> {
+  await connection.request<string>(".", (sftp, done) => sftp.realpath(".", done));
+  const stopped = await sftpServerPids(server);
+  try {
+    for (const pid of stopped) Deno.kill(pid, "SIGSTOP");
+    const asked = performance.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      assert.rejects(
+        connection.request<string>(".", (sftp, done) => sftp.realpath(".", done)),
+        /no SFTP reply or progress/,
+      ),
+      new Promise((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error("a connection whose SFTP server stopped was kept")),
+          limitSeconds * 1000,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+    return { servers: stopped.length, seconds: (performance.now() - asked) / 1000 };
+  } finally {
+    for (const pid of stopped) Deno.kill(pid, "SIGCONT");
+  }
+}
+
 for (const carrier of CARRIERS) {
   Deno.test({
     name: `SshConnection (${carrier}) drops a connection whose SFTP server stopped answering, ` +
@@ -164,33 +198,18 @@ for (const carrier of CARRIERS) {
       const { connection, close } = await connect(
         server.vesselConfig({ timeout, sshClient: carrier }),
       );
-      let stopped: number[] = [];
       try {
-        await connection.request<string>(".", (sftp, done) => sftp.realpath(".", done));
-        stopped = await sftpServerPids(server);
-        assert.equal(stopped.length, 1, "one SFTP server runs for the connection");
-        for (const pid of stopped) Deno.kill(pid, "SIGSTOP");
-        const asked = performance.now();
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          assert.rejects(
-            connection.request<string>(".", (sftp, done) => sftp.realpath(".", done)),
-            /no SFTP reply or progress/,
-          ),
-          new Promise((_, reject) => {
-            timer = setTimeout(
-              () => reject(new Error("a connection whose SFTP server stopped was kept")),
-              6 * timeout * 1000,
-            );
-          }),
-        ]).finally(() => clearTimeout(timer));
-        const detected = (performance.now() - asked) / 1000;
+        const { servers, seconds: detected } = await secondsUntilDroppedWhenStopped(
+          connection,
+          server,
+          6 * timeout,
+        );
+        assert.equal(servers, 1, "one SFTP server runs for the connection");
         assert.ok(connection.closed);
         // Nothing but the stopped server's replies could have kept it: no keepalive goes out
         // while a call is in flight.
         assert.ok(detected <= 2 * timeout, `detected after ${detected.toFixed(2)} s`);
       } finally {
-        for (const pid of stopped) Deno.kill(pid, "SIGCONT");
         await close();
         await server.stop();
       }
@@ -213,26 +232,12 @@ for (const carrier of CARRIERS) {
         server.vesselConfig({ timeout, sshClient: carrier }),
         linkProgress,
       );
-      let stopped: number[] = [];
       try {
-        await connection.request<string>(".", (sftp, done) => sftp.realpath(".", done));
-        stopped = await sftpServerPids(server);
-        for (const pid of stopped) Deno.kill(pid, "SIGSTOP");
-        const asked = performance.now();
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          assert.rejects(
-            connection.request<string>(".", (sftp, done) => sftp.realpath(".", done)),
-            /no SFTP reply or progress/,
-          ),
-          new Promise((_, reject) => {
-            timer = setTimeout(
-              () => reject(new Error("a connection whose SFTP server stopped was kept")),
-              8 * timeout * 1000,
-            );
-          }),
-        ]).finally(() => clearTimeout(timer));
-        const detected = (performance.now() - asked) / 1000;
+        const { seconds: detected } = await secondsUntilDroppedWhenStopped(
+          connection,
+          server,
+          8 * timeout,
+        );
         assert.ok(connection.closed);
         assert.ok(
           detected > 3 * timeout && detected <= 6 * timeout,
@@ -240,7 +245,6 @@ for (const carrier of CARRIERS) {
         );
       } finally {
         clearInterval(othersProgress);
-        for (const pid of stopped) Deno.kill(pid, "SIGCONT");
         await close();
         await server.stop();
       }

@@ -268,8 +268,9 @@ function sendWrites(
   writeLength: number,
 ): Promise<void>[] | Promise<Promise<void>[]> {
   const source = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const lengthAt = (offset: number) => Math.min(writeLength, source.length - offset);
   const send = (offset: number) =>
-    connection.write(handle, source, offset, Math.min(writeLength, source.length - offset), offset);
+    connection.write(handle, source, offset, lengthAt(offset), offset);
   const offsets: number[] = [];
   for (let offset = 0; offset < source.length; offset += writeLength) offsets.push(offset);
   const atOnce = offsets.length === 1
@@ -279,7 +280,7 @@ function sendWrites(
   return (async () => {
     const writes: Promise<void>[] = [];
     for (const offset of offsets) {
-      const length = Math.min(writeLength, source.length - offset);
+      const length = lengthAt(offset);
       for (let room = connection.writeRoom(length); room; room = connection.writeRoom(length)) {
         await room;
       }
