@@ -232,12 +232,15 @@ export interface Transport {
 
   /**
    * Starts connecting, if nothing is connected or connecting, for work that
-   * is about to come: the login then overlaps the daemon's start. Resolves
-   * once the login is under way (an `ssh` it runs has started) or over, and
-   * never rejects: calls that follow wait for a login still under way, and
-   * the next call reports one that failed rather than log in again.
+   * is about to come: the login then overlaps the daemon's start. Opens
+   * `connections` at once (1 if not given; at most as many as the transport
+   * may use), for an engine that will use that many from its start.
+   * Resolves once the first login is under way (an `ssh` it runs has
+   * started) or over, and never rejects: calls that follow wait for a login
+   * still under way, and the next call reports one that failed rather than
+   * log in again.
    */
-  connectAhead?(): Promise<void>;
+  connectAhead?(connections?: number): Promise<void>;
 
   /** Closes connections. Pending calls reject. Safe to call twice. */
   close(): Promise<void>;

@@ -7,6 +7,7 @@
  * a login of 250-300 ms; on a long link a login is many round trips).
  */
 import type { Config } from "../config/types.ts";
+import { FIRST_CONNECTIONS } from "../engine/connection_governor.ts";
 import { logger } from "../log/logger.ts";
 import { openTransport, type Transport } from "../../transports/mod.ts";
 
@@ -26,7 +27,7 @@ export async function openTransportsAhead(config: Config): Promise<Transport[]> 
   );
   let timer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([
-    Promise.all(transports.map((transport) => transport.connectAhead?.())),
+    Promise.all(transports.map((transport) => transport.connectAhead?.(FIRST_CONNECTIONS))),
     new Promise((resolve) => timer = setTimeout(resolve, LOGIN_START_WAIT_MS)),
   ]);
   clearTimeout(timer);

@@ -8,7 +8,7 @@ import { describeError, logger } from "../log/logger.ts";
 import type { DeliveryRecord, FileRecord, Store, VesselHealthRecord } from "../store/store.ts";
 import { type Transport, TransportError } from "../../transports/transport.ts";
 import { backoffDelay, type BackoffPolicy, DEFAULT_BACKOFF } from "./backoff.ts";
-import { ConnectionGovernor } from "./connection_governor.ts";
+import { ConnectionGovernor, FIRST_CONNECTIONS } from "./connection_governor.ts";
 import { type DeliveryOutcome, runDelivery } from "./delivery.ts";
 import { DeliverySlots, SMALL_FILE_BYTES } from "./delivery_slots.ts";
 import type { EngineObserver } from "./observer.ts";
@@ -61,12 +61,6 @@ const HEALTH_RECORD_MS = 10_000;
 const SUCCESS_RECORD_MS = 1_000;
 /** How often the connection count, and the part window with it, is reconsidered. */
 const TUNE_MS = 250;
-/**
- * Connections an adaptive vessel starts with: on a clean link the extra ones
- * cost a few logins; on a lossy one every stream carries little, and the
- * first reading comes sooner with more of them.
- */
-const FIRST_CONNECTIONS = 4;
 /**
  * Part bytes in flight per open connection: two small parts each, but one
  * part of ChunkSize's default 10 MiB, and the next one from when its last

@@ -567,7 +567,8 @@ Deno.test({
 
 /**
  * Runs `body` with a new sshd behind the fault proxy and an `ssh` wrapper
- * that runs the shell lines `before` and then the real ssh.
+ * (bash) that runs the shell lines `before` and then the real ssh, or the
+ * line `runSsh` makes of the real ssh's path.
  */
 async function withWrappedSsh(
   before: (dir: string) => string,
@@ -578,13 +579,15 @@ async function withWrappedSsh(
     ssh: string;
     dir: string;
   }) => Promise<void>,
+  runSsh?: (ssh: string) => string,
 ): Promise<void> {
   const server = await startOpenSsh();
   const { proxy, knownHostsFile } = await proxyTo(server);
   const dir = await Deno.makeTempDir({ prefix: "cm-wrapped-ssh-" });
   try {
     const ssh = `${dir}/ssh`;
-    await Deno.writeTextFile(ssh, `#!/bin/sh\n${before(dir)}\nexec '${findSsh()}' "$@"\n`, {
+    const run = runSsh?.(findSsh()!) ?? `exec '${findSsh()}' "$@"`;
+    await Deno.writeTextFile(ssh, `#!/bin/bash\n${before(dir)}\n${run}\n`, {
       mode: 0o755,
     });
     await body({ server, proxy, knownHostsFile, ssh, dir });
@@ -595,13 +598,20 @@ async function withWrappedSsh(
   }
 }
 
+/** Runs the real ssh with its "Connection established." said 0.4 s late, as across a long link. */
+const LONG_HANDSHAKE = (ssh: string) =>
+  `exec '${ssh}' "$@" 2> >(while IFS= read -r line; do
+    [ "\${line%$'\\r'}" = "debug1: Connection established." ] && sleep 0.4
+    printf '%s\\n' "$line"
+  done >&2)`;
+
 Deno.test({
   name: "on a link whose TCP handshake is long, logins start ahead before the first is accepted",
   ignore,
   fn: () =>
-    // ssh says its TCP connection is up 0.4 s after it starts, as across a long link; the proxy
-    // makes every round trip of the login that follows take 0.5 s, as there.
-    withWrappedSsh(() => "sleep 0.4", async ({ server, proxy, knownHostsFile, ssh }) => {
+    // ssh's TCP handshake takes 0.4 s, as across a long link; the proxy makes every round trip
+    // of the login that follows take 0.5 s, as there.
+    withWrappedSsh(() => "", async ({ server, proxy, knownHostsFile, ssh }) => {
       const transport = new SftpTransport(
         server.vesselConfig({
           port: proxy.port,
@@ -621,6 +631,63 @@ Deno.test({
         assert.equal(transport.connections.open, 0, "no login was accepted yet");
         assert.deepEqual(await listed, new Set());
         await waitFor(() => transport.connections.open === 6, 20_000, "six connections open");
+      } finally {
+        await transport.close();
+      }
+    }, LONG_HANDSHAKE),
+});
+
+Deno.test({
+  name: "connecting ahead with the engine's first count logs them all in at once, before any call",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const { proxy, knownHostsFile } = await proxyTo(server);
+    const transport = new SftpTransport(
+      server.vesselConfig({ port: proxy.port, knownHostsFile, sshClient: "openssh" }),
+    );
+    try {
+      assert.ok(transport.connections.adaptive, "Connections = auto");
+      proxy.latency(250); // A login of about 4 s: all start long before the first is accepted.
+      await transport.connectAhead(3);
+      await waitFor(() => proxy.connections() === 3, 3_000, "three logins under way");
+      assert.equal(transport.connections.open, 0, "no login was accepted yet");
+      await waitFor(() => transport.connections.open === 3, 20_000, "three connections open");
+      assert.equal(proxy.connections(), 3, "no login more");
+    } finally {
+      await transport.close();
+      await proxy.close();
+      await server.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "an ssh slow to start on a short link is not taken for a long link",
+  ignore,
+  fn: () =>
+    // ssh starts 0.4 s late, as when the shore's cores are busy (four logins at once on two
+    // cores took over 200 ms); its TCP handshake is as quick as loopback's.
+    withWrappedSsh(() => "sleep 0.4", async ({ server, proxy, knownHostsFile, ssh }) => {
+      const transport = new SftpTransport(
+        server.vesselConfig({
+          port: proxy.port,
+          knownHostsFile,
+          sshClient: "openssh",
+          sshCommand: ssh,
+        }),
+      );
+      try {
+        transport.connections.use(6);
+        proxy.latency(250); // A login of about 4 s: time to see what its handshake started.
+        const listed = transport.listParts("short");
+        listed.catch(() => {}); // Judged below; a failed wait closes the transport under it.
+        await waitFor(() => proxy.connections() === 1, 3_000, "the first login under way");
+        await new Promise((resolve) => setTimeout(resolve, 1_500));
+        assert.equal(transport.connections.open, 0, "no login was accepted yet");
+        assert.equal(transport.connections.roundTripMs, undefined, "no round trip was guessed");
+        assert.equal(proxy.connections(), 1, "the other logins wait for the first to be accepted");
+        assert.deepEqual(await listed, new Set());
       } finally {
         await transport.close();
       }

@@ -42,8 +42,11 @@ export interface OpenSshOptions extends ConnectionOptions {
   readonly controlPath: string;
   /** Hears that `ssh` runs. */
   readonly onStarted?: () => void;
-  /** Hears that ssh's own TCP connection to the vessel is up (never through a ProxyCommand). */
-  readonly onConnected?: () => void;
+  /**
+   * Hears that ssh's own TCP connection to the vessel is up (never through a
+   * ProxyCommand), and how long its handshake took (see {@linkcode Diagnostics}).
+   */
+  readonly onConnected?: (handshakeMs: number) => void;
   /** Hears that the vessel accepted the login, before the session starts. */
   readonly onAuthenticated?: () => void;
   /**
@@ -454,7 +457,13 @@ class Diagnostics {
   #partial = "";
   authenticated = false;
   onAuthenticated?: () => void;
-  onConnected?: () => void;
+  onConnected?: (handshakeMs: number) => void;
+  /**
+   * When ssh said it connects: the time from its start includes its own
+   * start-up, which on a busy shore took over 200 ms on loopback (four
+   * logins at once on 2 cores) and passed for a long link.
+   */
+  #connectingAt = performance.now();
 
   constructor(child: ChildProcess) {
     child.stderr!.on("data", (data: Buffer) => {
@@ -467,7 +476,10 @@ class Diagnostics {
 
   #add(line: string): void {
     if (this.#head.length < 400) this.#head.push(line);
-    if (line === "debug1: Connection established.") this.onConnected?.();
+    if (line.startsWith("debug1: Connecting to ")) this.#connectingAt = performance.now();
+    if (line === "debug1: Connection established.") {
+      this.onConnected?.(performance.now() - this.#connectingAt);
+    }
     if (/^(debug1: )?Authenticated to/.test(line)) {
       this.authenticated = true;
       this.onAuthenticated?.();

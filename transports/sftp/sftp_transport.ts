@@ -556,8 +556,8 @@ export class SftpTransport implements Transport {
     return [client, ...items, ...loggedIn ? [await this.connections.probeConnections()] : []];
   }
 
-  connectAhead(): Promise<void> {
-    return this.connections.connectAhead();
+  connectAhead(connections?: number): Promise<void> {
+    return this.connections.connectAhead(connections);
   }
 
   async close(): Promise<void> {

@@ -297,10 +297,17 @@ export class SshPool implements ConnectionPool {
     return `openssh (${this.#sshCommand}; ${config})`;
   }
 
-  /** Starts the first login before any call needs it (see {@linkcode Transport.connectAhead}). */
-  connectAhead(): Promise<void> {
+  /**
+   * Starts the first `connections` logins (as many as the pool may use)
+   * before any call needs them (see {@linkcode Transport.connectAhead}).
+   */
+  connectAhead(connections = 1): Promise<void> {
     if (this.#closed || this.#slots.some((slot) => live(slot) || slot.opening)) {
       return Promise.resolve();
+    }
+    if (this.adaptive) this.#inUse = Math.max(this.#inUse, Math.min(this.max, connections));
+    for (const slot of this.#usable().slice(1, connections)) {
+      this.#startOpening(slot).catch((error) => this.#refusedAhead(error));
     }
     const opening = this.#startOpening(this.#slots[0]).then(
       () => {},
@@ -764,7 +771,7 @@ export class SshPool implements ConnectionPool {
       // each takes about 4 round trips after the login (traced), so neither waits long.
       onCommandsReady: this.#options.commandsReady,
       onStarted: () => this.#sshStarted.resolve(),
-      onConnected: () => this.#connectedAfter(performance.now() - started),
+      onConnected: (handshakeMs) => this.#connectedAfter(handshakeMs),
       onAuthenticated: () => {
         const roundTrip = (performance.now() - started) / ROUND_TRIPS_TO_AUTHENTICATE;
         if (roundTrip >= LONG_LOGIN_ROUND_TRIP_MS) this.#loginRoundTripMs ??= roundTrip;
@@ -777,8 +784,8 @@ export class SshPool implements ConnectionPool {
   }
 
   /**
-   * Hears how long ssh took to get its TCP connection up: one round trip,
-   * and ssh's start and name lookup. On a long link the other logins then
+   * Hears how long ssh's TCP handshake took: one round trip (not ssh's own
+   * start, which a busy shore stretches). On a long link the other logins then
    * start at once, seconds before the vessel accepts the first (on `sat`,
    * 600 ms, a login takes 8.6 s, 5.8 s of it before authentication).
    */
