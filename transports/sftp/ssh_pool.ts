@@ -305,16 +305,16 @@ export class SshPool implements ConnectionPool {
     if (this.#closed || this.#slots.some((slot) => live(slot) || slot.opening)) {
       return Promise.resolve();
     }
-    if (this.adaptive) this.#inUse = Math.max(this.#inUse, Math.min(this.max, connections));
-    for (const slot of this.#usable().slice(1, connections)) {
-      this.#startOpening(slot).catch((error) => this.#refusedAhead(error));
-    }
     const opening = this.#startOpening(this.#slots[0]).then(
       () => {},
       (error) => {
         this.#failedAhead = error;
       },
     );
+    if (this.adaptive) this.#inUse = Math.max(this.#inUse, Math.min(this.max, connections));
+    for (const slot of this.#usable().slice(1, connections)) {
+      this.#startOpening(slot).catch((error) => this.#refusedAhead(error));
+    }
     // ssh2's login runs in this process, on modules it loads first: nothing to wait for.
     if (this.carrier !== "openssh") return Promise.resolve();
     return Promise.race([this.#sshStarted.promise, opening]);
