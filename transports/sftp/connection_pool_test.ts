@@ -598,6 +598,35 @@ async function withWrappedSsh(
   }
 }
 
+/**
+ * Runs `body` while one call's login is under way on a transport that may use
+ * six connections, through the rig's ssh and proxy; every round trip of the
+ * login takes 0.5 s (about 4 s in all).
+ */
+async function whileFirstLoginRuns(
+  rig: { server: TestServer; proxy: FaultProxy; knownHostsFile: string; ssh: string },
+  body: (transport: SftpTransport, listed: ReturnType<SftpTransport["listParts"]>) => Promise<void>,
+): Promise<void> {
+  const { server, proxy, knownHostsFile, ssh } = rig;
+  const transport = new SftpTransport(
+    server.vesselConfig({
+      port: proxy.port,
+      knownHostsFile,
+      sshClient: "openssh",
+      sshCommand: ssh,
+    }),
+  );
+  try {
+    transport.connections.use(6);
+    proxy.latency(250);
+    const listed = transport.listParts("first");
+    listed.catch(() => {}); // Judged by `body`; a failed wait closes the transport under it.
+    await body(transport, listed);
+  } finally {
+    await transport.close();
+  }
+}
+
 /** Runs the real ssh with its "Connection established." said 0.4 s late, as across a long link. */
 const LONG_HANDSHAKE = (ssh: string) =>
   `exec '${ssh}' "$@" 2> >(while IFS= read -r line; do
@@ -611,30 +640,15 @@ Deno.test({
   fn: () =>
     // ssh's TCP handshake takes 0.4 s, as across a long link; the proxy makes every round trip
     // of the login that follows take 0.5 s, as there.
-    withWrappedSsh(() => "", async ({ server, proxy, knownHostsFile, ssh }) => {
-      const transport = new SftpTransport(
-        server.vesselConfig({
-          port: proxy.port,
-          knownHostsFile,
-          sshClient: "openssh",
-          sshCommand: ssh,
-        }),
-      );
-      try {
-        transport.connections.use(6);
-        proxy.latency(250);
-        const listed = transport.listParts("ahead");
-        listed.catch(() => {}); // Judged below; a failed wait closes the transport under it.
+    withWrappedSsh(() => "", (rig) =>
+      whileFirstLoginRuns(rig, async (transport, listed) => {
         // One call, one login; the other five start once its handshake was seen, not seconds
         // later when the vessel accepts it.
-        await waitFor(() => proxy.connections() === 6, 3_000, "six logins under way");
+        await waitFor(() => rig.proxy.connections() === 6, 3_000, "six logins under way");
         assert.equal(transport.connections.open, 0, "no login was accepted yet");
         assert.deepEqual(await listed, new Set());
         await waitFor(() => transport.connections.open === 6, 20_000, "six connections open");
-      } finally {
-        await transport.close();
-      }
-    }, LONG_HANDSHAKE),
+      }), LONG_HANDSHAKE),
 });
 
 Deno.test({
@@ -668,30 +682,15 @@ Deno.test({
   fn: () =>
     // ssh starts 0.4 s late, as when the shore's cores are busy (four logins at once on two
     // cores took over 200 ms); its TCP handshake is as quick as loopback's.
-    withWrappedSsh(() => "sleep 0.4", async ({ server, proxy, knownHostsFile, ssh }) => {
-      const transport = new SftpTransport(
-        server.vesselConfig({
-          port: proxy.port,
-          knownHostsFile,
-          sshClient: "openssh",
-          sshCommand: ssh,
-        }),
-      );
-      try {
-        transport.connections.use(6);
-        proxy.latency(250); // A login of about 4 s: time to see what its handshake started.
-        const listed = transport.listParts("short");
-        listed.catch(() => {}); // Judged below; a failed wait closes the transport under it.
-        await waitFor(() => proxy.connections() === 1, 3_000, "the first login under way");
+    withWrappedSsh(() => "sleep 0.4", (rig) =>
+      whileFirstLoginRuns(rig, async (transport, listed) => {
+        await waitFor(() => rig.proxy.connections() === 1, 3_000, "the first login under way");
         await new Promise((resolve) => setTimeout(resolve, 1_500));
         assert.equal(transport.connections.open, 0, "no login was accepted yet");
         assert.equal(transport.connections.roundTripMs, undefined, "no round trip was guessed");
-        assert.equal(proxy.connections(), 1, "the other logins wait for the first to be accepted");
+        assert.equal(rig.proxy.connections(), 1, "the others wait for the first to be accepted");
         assert.deepEqual(await listed, new Set());
-      } finally {
-        await transport.close();
-      }
-    }),
+      })),
 });
 
 Deno.test({
