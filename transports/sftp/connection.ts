@@ -544,13 +544,13 @@ export class SshConnection {
     let failed = false;
     const writer = async () => {
       while (next < end && !failed) {
-        const room = this.writeRoom(Math.min(chunk, end - next));
+        const length = Math.min(chunk, end - next);
+        const room = this.writeRoom(length);
         if (room) {
           await room;
           continue;
         }
         const offset = next;
-        const length = Math.min(chunk, end - offset);
         next += length;
         reading++;
         let scratch: Buffer | undefined;

@@ -57,15 +57,14 @@ async function lengthen(proxied: Proxied): Promise<number> {
 async function warmUp({ transport, server }: Proxied, connections: number): Promise<void> {
   // Each call holds its connection until all have one, so no two share one.
   let started = 0;
-  let allStarted!: () => void;
-  const all = new Promise<void>((resolve) => allStarted = resolve);
+  const all = Promise.withResolvers<void>();
   await Promise.all(
     Array.from(
       { length: connections },
       (_, i) =>
         transport.connections.run("warm up", async (connection) => {
-          if (++started === connections) allStarted();
-          await all;
+          if (++started === connections) all.resolve();
+          await all.promise;
           await writeFile(connection, `${server.dir}/warm-${i}.bin`, bytes(256 * 1024, 5));
         }),
     ),
