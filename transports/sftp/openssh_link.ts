@@ -43,8 +43,10 @@ export interface OpenSshOptions extends ConnectionOptions {
   /** Hears that `ssh` runs. */
   readonly onStarted?: () => void;
   /**
-   * Hears that ssh's own TCP connection to the vessel is up (never through a
-   * ProxyCommand), and how long its handshake took (see {@linkcode Diagnostics}).
+   * Hears that ssh's TCP connection is up, and how long its handshake took
+   * (see {@linkcode Diagnostics}). Through ProxyJump that is the jump host's
+   * (its `ssh -W` writes to the same stderr): a floor of the vessel's round
+   * trip, which is all a long link is judged by.
    */
   readonly onConnected?: (handshakeMs: number) => void;
   /** Hears that the vessel accepted the login, before the session starts. */
