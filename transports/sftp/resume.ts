@@ -5,10 +5,11 @@
  * byte 0 (on a slow link that breaks every few minutes, starting over can
  * mean never finishing).
  *
- * What is kept is checked, not trusted: the vessel hashes the start of the
- * file and it must equal the sha256 of the same bytes here (the file may
- * hold another version of the source, or writes of a dead connection). The
- * final sha256 of the whole file is verified as always.
+ * What is kept is checked, not trusted: it must be a file only we could
+ * have written, the login user's and private (0600), and the vessel hashes
+ * its start, which must equal the sha256 of the same bytes here (the file
+ * may hold another version of the source, or writes of a dead connection).
+ * The final sha256 of the whole file is verified as always.
  *
  * @module
  */
@@ -17,6 +18,7 @@ import type { Stats } from "./_ssh2.ts";
 import { parseSha256, prefixHashCommand } from "./commands.ts";
 import type { SshConnection } from "./connection.ts";
 import { partChunks, type PartData } from "../transport.ts";
+import { PRIVATE_FILE_MODE } from "../private_dir.ts";
 
 /**
  * The unit kept: the start of the file is checked in whole blocks, and one
@@ -39,25 +41,44 @@ export type ResumeCheck = (
  * A {@linkcode ResumeCheck} that keeps the longest start of the file, in
  * whole blocks and at most `data`'s length, whose sha256 on the vessel
  * equals that of the same bytes of `data`; 0 (write everything) when that
- * is not one block, the file is longer than `data`, or the bytes differ.
- * `deadline` gives the milliseconds a command reading that many bytes may
- * run.
+ * is not one block, the file is longer than `data`, the bytes differ, or
+ * the file is not one we left (see {@linkcode leftByUs}). `deadline` gives
+ * the milliseconds a command reading that many bytes may run; `loginUid`
+ * the uid our files get on the vessel.
  */
 export function resumeCheck(
   connection: SshConnection,
   deadline: (bytes: number) => number,
+  loginUid: () => Promise<number>,
 ): ResumeCheck {
   return async (path, stats, data) => {
     const size = Number(stats.size ?? 0);
     if (size > data.byteLength) return 0;
     const blocks = Math.floor(size / BLOCK);
     const offset = blocks * BLOCK;
-    if (offset === 0) return 0;
+    if (offset === 0 || !leftByUs(stats, await loginUid())) return 0;
     const result = await connection.exec(prefixHashCommand(path, blocks, BLOCK), deadline(offset));
     const remote = result.code === 0 ? parseSha256(result.stdout) : undefined;
     const local = await prefixSha256(data, offset);
     return remote === local ? offset : 0;
   };
+}
+
+/**
+ * Whether `stats` describe a file a try of ours left: the login user's and
+ * 0600, as every part and temp file is until it is whole. A one-part file's
+ * temp name is beside its destination, where a user who can write the
+ * directory can guess it (the instance id shows in other temp names, the
+ * delivery ids count up) and plant a file of theirs there that anyone may
+ * write, holding a start they know (a common header): resumed, it received
+ * the rest of the file, readable through the link they kept to it, and
+ * would have been published as theirs. A file of ours that someone renamed
+ * there may be open for reading by others unless it is 0600. What is
+ * refused is written again from byte 0 as a new file; at worst a try cut
+ * right after its mode was set sends the file again.
+ */
+function leftByUs(stats: Stats, uid: number): boolean {
+  return stats.uid === uid && (stats.mode & 0o7777) === PRIVATE_FILE_MODE;
 }
 
 /** The sha256 of the first `length` bytes of `data`, read a MiB at a time. */

@@ -20,6 +20,8 @@ import { putWholeFile } from "./put_whole.ts";
 import { SftpTransport } from "./sftp_transport.ts";
 
 const MiB = 1 << 20;
+/** The uid and gid of `nobody`, another user than the vessel's login user (root). */
+const NOBODY = 65534;
 const unavailable = serverUnavailable("openssh");
 if (unavailable) skipNotice("SFTP resume", unavailable);
 
@@ -180,6 +182,45 @@ Deno.test({
       assert.equal(await Deno.readTextFile(precious), "precious!!", "written through the link");
       assert.equal(stored.sha256, sha256(data));
       assert.ok((await Deno.lstat(temp)).isFile, "written from byte 0 as a new file");
+      assert.equal(sha256(await Deno.readFile(temp)), sha256(data));
+    } finally {
+      await transport.close();
+      await server.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a file another user planted at a one-part file's temp name is not resumed: none of the file's bytes reach it",
+  ignore: unavailable !== undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const transport = new SftpTransport(server.vesselConfig({ sshClient: "builtin" }));
+    try {
+      const destination = `${server.dir}/inbox/disk.img`;
+      const temp = tempPathFor("planted", destination);
+      const data = bytes(MiB, 12);
+      await Deno.mkdir(`${server.dir}/inbox`, { recursive: true, mode: 0o1777 });
+      // A user who can write the directory guesses the next temp name (the instance id shows
+      // in earlier ones, delivery ids count up) and the file's start (a known header), plants
+      // a file of theirs there that all may write, and keeps a link to it.
+      const prefix = data.subarray(0, 128 * 1024);
+      await Deno.writeFile(temp, prefix);
+      await Deno.chmod(temp, 0o666);
+      await Deno.chown(temp, NOBODY, NOBODY);
+      const theirs = `${server.dir}/theirs`;
+      await Deno.link(temp, theirs);
+
+      const stored = await transport.putWhole("planted", destination, data);
+
+      assert.equal(stored.sha256, sha256(data));
+      assert.equal(sha256(await Deno.readFile(theirs)), sha256(prefix), "their file got our bytes");
+      const info = await Deno.lstat(temp);
+      assert.equal(info.uid, 0, "the temp file is the login user's");
+      assert.equal(info.mode! & 0o7777, 0o600, "the temp file is private");
       assert.equal(sha256(await Deno.readFile(temp)), sha256(data));
     } finally {
       await transport.close();

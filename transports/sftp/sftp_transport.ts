@@ -606,7 +606,11 @@ export class SftpTransport implements Transport {
 
   /** Resumes files cut mid-way (resume.ts), saying so in the log. */
   #resumeCheck(connection: SshConnection): ResumeCheck {
-    const check = resumeCheck(connection, (bytes) => this.#deadline(bytes));
+    const check = resumeCheck(
+      connection,
+      (bytes) => this.#deadline(bytes),
+      () => this.#loginUid((command, deadlineMs) => connection.exec(command, deadlineMs)),
+    );
     return async (path, stats, data) => {
       const offset = await check(path, stats, data);
       if (offset > 0) {
