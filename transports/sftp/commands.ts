@@ -308,17 +308,35 @@ export function parseResidentHasherLine(line: string): ResidentHasherLine | unde
 }
 
 /**
- * Prints the sha256 of the first `blocks` blocks of `blockSize` bytes of the
- * file at `path` (fewer if the file is shorter; `dd` is in POSIX, `head -c`
- * is not).
+ * Copies the first `blocks` blocks of `blockSize` bytes of the file at
+ * `path` (fewer if the file is shorter; `dd` is in POSIX, `head -c` is not)
+ * into `copyPath`, a new file created exclusively, 0600, and prints the
+ * copy's sha256; on failure the copy is removed. A resume completes the
+ * copy, not the file left: the try that wrote that file may still hold it
+ * open on a connection the shore gave up on, and its writes stuck on the
+ * way (of another version of the source, by then) would land in a file
+ * already verified.
  */
-export function prefixHashCommand(path: string, blocks: number, blockSize: number): string {
+export function prefixCopyCommand(
+  path: string,
+  copyPath: string,
+  blocks: number,
+  blockSize: number,
+): string {
   assertAbsolute(path);
+  assertAbsolute(copyPath);
   if (!Number.isSafeInteger(blocks) || blocks < 0 || !Number.isSafeInteger(blockSize)) {
-    throw new RangeError(`Cannot hash ${blocks} blocks of ${blockSize} bytes of "${path}"`);
+    throw new RangeError(`Cannot copy ${blocks} blocks of ${blockSize} bytes of "${path}"`);
   }
+  const copy = shellQuote(copyPath);
   const dd = shellCommand(["dd", `if=${path}`, `bs=${blockSize}`, `count=${blocks}`]);
-  return `${dd} 2>/dev/null | { ${HASH_STDIN}; }`;
+  const steps = [
+    PRIVATE_CREATE,
+    shellCommand(["rm", "-f", "--", copyPath]),
+    `{ ${regularFileCheck(1)} && ${dd} 2>/dev/null; } > ${copy}`,
+    `{ ${HASH_STDIN}; } < ${copy}`,
+  ];
+  return `${steps.join(" && ")} || { s=$?; rm -f -- ${copy}; exit $s; }`;
 }
 
 /**

@@ -10,7 +10,7 @@ import {
   parseBatchHashes,
   parseResidentHasherLine,
   parseSha256,
-  prefixHashCommand,
+  prefixCopyCommand,
   PROBE_COMMAND,
   RESIDENT_HASHER_COMMAND,
   residentHashRequest,
@@ -174,17 +174,28 @@ Deno.test("batchHashCommand() hashes files of several hostile directories with o
   }
 });
 
-Deno.test("prefixHashCommand() hashes the first blocks of a file with a hostile name", async () => {
+Deno.test("prefixCopyCommand() copies the first blocks of a file with a hostile name into a new private file", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const path = `${dir}/${HOSTILE_FILE}`;
+    const copy = `${path}.kept.tmp`;
     const data = crypto.getRandomValues(new Uint8Array(10_000));
     await Deno.writeFile(path, data);
-    const three = await sh(prefixHashCommand(path, 3, 1024));
+    // A link planted at the copy's name goes; what it points to is not written.
+    const target = `${dir}/target`;
+    await Deno.writeTextFile(target, "untouched");
+    await Deno.symlink(target, copy);
+    const three = await sh(prefixCopyCommand(path, copy, 3, 1024));
     assert.equal(parseSha256(three.stdout), sha256(data.subarray(0, 3072)), three.stderr);
-    const all = await sh(prefixHashCommand(path, 20, 1024)); // past the end: the whole file
+    assert.equal(sha256(await Deno.readFile(copy)), sha256(data.subarray(0, 3072)));
+    assert.equal((await Deno.lstat(copy)).mode! & 0o7777, 0o600);
+    assert.equal(await Deno.readTextFile(target), "untouched");
+    const all = await sh(prefixCopyCommand(path, copy, 20, 1024)); // past the end: the whole file
     assert.equal(parseSha256(all.stdout), sha256(data));
-    assert.throws(() => prefixHashCommand(path, -1, 1024), RangeError);
+    const missing = await sh(prefixCopyCommand(`${dir}/missing`, copy, 3, 1024));
+    assert.notEqual(missing.code, 0);
+    assert.equal(await Deno.lstat(copy).catch(() => undefined), undefined, "copy left behind");
+    assert.throws(() => prefixCopyCommand(path, copy, -1, 1024), RangeError);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -188,7 +188,9 @@ async function openFresh(
       removed = true; // SFTP v3 reports "exists" as a generic failure.
       const stats = resume ? await lstatPath(connection, path) : undefined;
       const offset = stats?.isFile() ? await resume!(path, stats, data) : 0;
-      const handle = offset > 0 ? await openKept(connection, path, stats!) : undefined;
+      const handle = offset > 0
+        ? await openKept(connection, path, { uid: stats!.uid, size: offset })
+        : undefined;
       if (handle) return { handle, offset };
     } else throw unlinked.status === "rejected" ? unlinked.reason : error;
   }

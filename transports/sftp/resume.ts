@@ -9,14 +9,18 @@
  * have written, the login user's and private (0600), and the vessel hashes
  * its start, which must equal the sha256 of the same bytes here (the file
  * may hold another version of the source, or writes of a dead connection).
- * The final sha256 of the whole file is verified as always.
+ * The start is kept as a copy in a new file that takes the name (see
+ * {@linkcode prefixCopyCommand}), never by writing on in the file left, which
+ * the try that left it may still reach. The final sha256 of the whole file
+ * is verified as always.
  *
  * @module
  */
 import { createHash } from "node:crypto";
 import type { Stats } from "./_ssh2.ts";
-import { parseSha256, prefixHashCommand } from "./commands.ts";
+import { parseSha256, prefixCopyCommand } from "./commands.ts";
 import type { SshConnection } from "./connection.ts";
+import { removeQuietly, renameReplacing } from "./sftp_ops.ts";
 import { partChunks, type PartData } from "../transport.ts";
 import { PRIVATE_FILE_MODE } from "../private_dir.ts";
 
@@ -30,7 +34,18 @@ import { PRIVATE_FILE_MODE } from "../private_dir.ts";
  */
 const BLOCK = 64 * 1024;
 
-/** Decides, for a regular file found at `path`, from which byte to write `data`. */
+/**
+ * Added to the name of the file left for the copy of its start: still one
+ * of our temp names (`.contentmonster-*.tmp`, `N.part…`), which leftover
+ * cleanup removes if a try dies before the copy takes the name.
+ */
+const COPY_SUFFIX = ".kept.tmp";
+
+/**
+ * Decides, for a regular file found at `path`, from which byte to write
+ * `data`; when not 0, a new file of the login user holding that many bytes
+ * (0600) has taken the name.
+ */
 export type ResumeCheck = (
   path: string,
   stats: Stats,
@@ -38,9 +53,10 @@ export type ResumeCheck = (
 ) => Promise<number>;
 
 /**
- * A {@linkcode ResumeCheck} that keeps the longest start of the file, in
- * whole blocks and at most `data`'s length, whose sha256 on the vessel
- * equals that of the same bytes of `data`; 0 (write everything) when that
+ * A {@linkcode ResumeCheck} that keeps, copied into a new file that then
+ * takes its name, the longest start of the file, in whole blocks and at
+ * most `data`'s length, whose sha256 on the vessel equals that of the same
+ * bytes of `data`; 0 (write everything) when that
  * is not one block, the file is longer than `data`, the bytes differ, or
  * the file is not one we left (see {@linkcode leftByUs}). `deadline` gives
  * the milliseconds a command reading that many bytes may run; `loginUid`
@@ -57,10 +73,18 @@ export function resumeCheck(
     const blocks = Math.floor(size / BLOCK);
     const offset = blocks * BLOCK;
     if (offset === 0 || !leftByUs(stats, await loginUid())) return 0;
-    const result = await connection.exec(prefixHashCommand(path, blocks, BLOCK), deadline(offset));
+    const copy = `${path}${COPY_SUFFIX}`;
+    // Read and written once each: the deadline of twice the bytes.
+    const command = prefixCopyCommand(path, copy, blocks, BLOCK);
+    const result = await connection.exec(command, deadline(2 * offset));
     const remote = result.code === 0 ? parseSha256(result.stdout) : undefined;
     const local = await prefixSha256(data, offset);
-    return remote === local ? offset : 0;
+    if (remote !== local) {
+      await removeQuietly(connection, copy);
+      return 0;
+    }
+    await renameReplacing(connection, copy, path, true);
+    return offset;
   };
 }
 

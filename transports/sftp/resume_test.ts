@@ -4,6 +4,7 @@
  * try show what was sent again.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { randomBytes as bytes, sha256 } from "../../tests/cli_harness.ts";
 import type { FaultProxy } from "../../tests/fault_proxy.ts";
 import { proxiedTransport } from "../../tests/proxied_transport.ts";
@@ -17,6 +18,7 @@ import { assembleAll, tempPathFor, type TransportError } from "../transport.ts";
 import type { SshConnection } from "./connection.ts";
 import { findSsh } from "./openssh_setup.ts";
 import { putWholeFile } from "./put_whole.ts";
+import { closeHandle, openHandle } from "./sftp_ops.ts";
 import { SftpTransport } from "./sftp_transport.ts";
 
 const MiB = 1 << 20;
@@ -223,6 +225,64 @@ Deno.test({
       assert.equal(info.mode! & 0o7777, 0o600, "the temp file is private");
       assert.equal(sha256(await Deno.readFile(temp)), sha256(data));
     } finally {
+      await transport.close();
+      await server.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a one-part file resumed over an older version's temp file is published whole although that try's late writes land after it",
+  ignore: unavailable !== undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const server = await startOpenSsh();
+    const vessel = server.vesselConfig({ sshClient: "builtin" });
+    // The earlier try's connection: the shore gave up on it (a stalled link), but the
+    // vessel's SFTP server still holds its handle, and writes that were stuck on the way
+    // reach it later.
+    const earlier = new SftpTransport(vessel, { connections: 1 });
+    const lines: string[] = [];
+    const log = {
+      error: () => {},
+      warn: () => {},
+      debug: () => {},
+      info: (line: string) => lines.push(line),
+    };
+    const transport = new SftpTransport(vessel, { connections: 1, log });
+    try {
+      const destination = `${server.dir}/inbox/table.db`;
+      const temp = tempPathFor("versions", destination);
+      const KiB = 1024;
+      // Version A, then B, changed in place between 256 and 320 KiB.
+      const older = bytes(512 * KiB, 13);
+      const newer = older.slice();
+      newer.set(bytes(64 * KiB, 14), 256 * KiB);
+      await Deno.mkdir(`${server.dir}/inbox`, { recursive: true });
+      await earlier.connections.run("play the earlier try", async (connection) => {
+        const handle = await openHandle(connection, temp, "wx");
+        await connection.writeAll(handle, older.subarray(0, 192 * KiB));
+
+        // The next try sends version B: the vessel holds a start common to both.
+        const stored = await transport.putWhole("versions", destination, newer);
+        assert.equal(stored.sha256, sha256(newer), "verified before it is published");
+        await transport.publish(stored.tempPath, destination);
+
+        // The earlier try's stuck write of version A lands.
+        const late = Buffer.from(older.buffer, older.byteOffset, older.byteLength);
+        await connection.write(handle, late, 256 * KiB, 64 * KiB, 256 * KiB);
+        await closeHandle(connection, handle);
+      });
+      assert.equal(resumedAt(lines, "versions.tmp"), 192 * KiB, "the start both versions share");
+      assert.equal(
+        sha256(await Deno.readFile(destination)),
+        sha256(newer),
+        "the published file mixes versions",
+      );
+    } finally {
+      await earlier.close();
       await transport.close();
       await server.stop();
     }

@@ -46,23 +46,23 @@ export async function lstatPath(
 }
 
 /**
- * Opens the file left at `path` that `kept` (its lstat) describes, to write
- * on after its end ("r+": neither created nor truncated), or `undefined` when
- * what opened is not that file. An open follows a link, and a user who can
- * write the directory can swap one in after the file was checked (in a
- * destination directory shared with others): the opened file must then
- * match the lstat taken before, in type, owner, mode, size and mtime.
+ * Opens the file a {@linkcode ResumeCheck} kept at `path`, to write on after
+ * its end ("r+": neither created nor truncated), or `undefined` when what
+ * opened is not that file. An open follows a link, and a user who can write
+ * the directory can swap one in after the check (in a destination directory
+ * shared with others): the opened file must be a regular file of `kept.uid`,
+ * 0600 and `kept.size` bytes long, as the check left it.
  */
 export async function openKept(
   connection: SshConnection,
   path: string,
-  kept: Stats,
+  kept: { readonly uid: number; readonly size: number },
 ): Promise<Buffer | undefined> {
   const handle = await openHandle(connection, path, "r+");
   const opened = await fstatHandle(connection, handle).catch(() => undefined);
   if (
-    opened?.isFile() && opened.uid === kept.uid && opened.mode === kept.mode &&
-    opened.size === kept.size && opened.mtime === kept.mtime
+    opened?.isFile() && opened.uid === kept.uid &&
+    (opened.mode & 0o7777) === PRIVATE_FILE_MODE && opened.size === kept.size
   ) {
     return handle;
   }
@@ -130,7 +130,9 @@ export async function openPrivateFile(
       );
     }
     const offset = resume && data ? await resume(path, stats, data) : 0;
-    const handle = offset > 0 ? await openKept(connection, path, stats) : undefined;
+    const handle = offset > 0
+      ? await openKept(connection, path, { uid: stats.uid, size: offset })
+      : undefined;
     if (handle) return { handle, offset };
   }
   await removeFile(connection, path);

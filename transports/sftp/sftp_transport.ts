@@ -301,8 +301,9 @@ export class SftpTransport implements Transport {
    * while another is up: one of many streams dropped (on a lossy link, one
    * stuck in TCP's backoff for `Timeout`) must not fail the file, and back
    * off the whole vessel, while the others carry on. The next try resumes
-   * from what the vessel holds (see resume.ts), and a broken connection's
-   * late writes land the same bytes. The broken connection may not be
+   * from a copy of what the vessel holds (see resume.ts), so a broken
+   * connection's late writes land in the file it left, not in the one
+   * completed and verified. The broken connection may not be
    * marked closed yet when its failure arrives: it never counts as the
    * other one up.
    */
