@@ -40,6 +40,20 @@ function resumedAt(lines: string[], name: string): number {
   return offset;
 }
 
+/** Runs `body` with a builtin-client transport to a new OpenSSH vessel, then stops both. */
+async function withTransport(
+  body: (server: TestServer, transport: SftpTransport) => Promise<void>,
+): Promise<void> {
+  const server = await startOpenSsh();
+  const transport = new SftpTransport(server.vesselConfig({ sshClient: "builtin" }));
+  try {
+    await body(server, transport);
+  } finally {
+    await transport.close();
+    await server.stop();
+  }
+}
+
 /**
  * What a retry may send beyond the rest of the file: a new connection's
  * handshake, the check of the start, SFTP headers.
@@ -155,10 +169,8 @@ Deno.test({
   ignore: unavailable !== undefined,
   sanitizeResources: false,
   sanitizeOps: false,
-  fn: async () => {
-    const server = await startOpenSsh();
-    const transport = new SftpTransport(server.vesselConfig({ sshClient: "builtin" }));
-    try {
+  fn: () =>
+    withTransport(async (server, transport) => {
       const destination = `${server.dir}/inbox/shared.bin`;
       const temp = tempPathFor("swapped", destination);
       const data = bytes(MiB, 11);
@@ -185,11 +197,7 @@ Deno.test({
       assert.equal(stored.sha256, sha256(data));
       assert.ok((await Deno.lstat(temp)).isFile, "written from byte 0 as a new file");
       assert.equal(sha256(await Deno.readFile(temp)), sha256(data));
-    } finally {
-      await transport.close();
-      await server.stop();
-    }
-  },
+    }),
 });
 
 Deno.test({
@@ -198,10 +206,8 @@ Deno.test({
   ignore: unavailable !== undefined,
   sanitizeResources: false,
   sanitizeOps: false,
-  fn: async () => {
-    const server = await startOpenSsh();
-    const transport = new SftpTransport(server.vesselConfig({ sshClient: "builtin" }));
-    try {
+  fn: () =>
+    withTransport(async (server, transport) => {
       const destination = `${server.dir}/inbox/disk.img`;
       const temp = tempPathFor("planted", destination);
       const data = bytes(MiB, 12);
@@ -224,11 +230,7 @@ Deno.test({
       assert.equal(info.uid, 0, "the temp file is the login user's");
       assert.equal(info.mode! & 0o7777, 0o600, "the temp file is private");
       assert.equal(sha256(await Deno.readFile(temp)), sha256(data));
-    } finally {
-      await transport.close();
-      await server.stop();
-    }
-  },
+    }),
 });
 
 Deno.test({
