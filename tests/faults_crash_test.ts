@@ -55,7 +55,15 @@ async function hiddenTemps(rig: Rig): Promise<string[]> {
   );
 }
 
-for (const point of ["after-part", "before-assemble", "after-assemble", "after-publish"]) {
+for (
+  const point of [
+    "after-part",
+    "before-assemble",
+    "after-assemble",
+    "before-publish",
+    "after-publish",
+  ]
+) {
   faultTest(
     `kill -9 at failpoint ${point}: the restart delivers exactly once, sending only what was missing`,
     async () => {
@@ -83,7 +91,7 @@ for (const point of ["after-part", "before-assemble", "after-assemble", "after-p
           assert.ok(whole.length >= 1 && whole.length < parts, `${whole}`);
         }
         if (point === "before-assemble") assert.equal(whole.length, parts);
-        if (point === "after-assemble") {
+        if (point === "after-assemble" || point === "before-publish") {
           assert.equal(whole.length, parts);
           assert.equal(temps.length, 1, "the assembled temp file");
         }

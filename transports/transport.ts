@@ -331,11 +331,14 @@ export function leftoverAgeMs(name: string, options: LeftoverOptions): number {
   return ours ? options.olderThanMs : Math.max(options.olderThanMs, others.olderThanMs);
 }
 
-/** The shape of a delivery key: a shore's 12-hex instance id, a dash, a delivery id. */
-export const LEFTOVER_KEY = /^[0-9a-f]{12}-[0-9]+$/;
+/**
+ * The shape of a delivery key: a shore's 12-hex instance id, a dash, a
+ * delivery id, and after its first publish a dash and the count of them.
+ */
+export const LEFTOVER_KEY = /^[0-9a-f]{12}-[0-9]+(-[0-9]+)?$/;
 
 /** The shape of a temp name {@linkcode tempPathFor} makes. */
-export const LEFTOVER_TEMP = /^\.contentmonster-[0-9a-f]{12}-[0-9]+\.tmp$/;
+export const LEFTOVER_TEMP = /^\.contentmonster-[0-9a-f]{12}-[0-9]+(-[0-9]+)?\.tmp$/;
 
 /** Why a transport call failed, so the engine can decide what to do. */
 export type TransportErrorCode =

@@ -100,10 +100,14 @@ export function deliveryPaths(
 /**
  * The name of a delivery's part directory on its vessel, and of its temp
  * file: unique for the instance's life, since the store never gives a
- * delivery id again.
+ * delivery id again, and new after each publish begun. A publish's rename
+ * sent on a connection the shore then gave up on may still land, late (an
+ * orphaned socket retransmits what it held): had the next try written the
+ * same temp name, that rename would have published its half-written file.
  */
-export function deliveryKey(store: Store, deliveryId: number): string {
-  return `${store.instanceId}-${deliveryId}`;
+export function deliveryKey(store: Store, deliveryId: number, publishes: number): string {
+  const key = `${store.instanceId}-${deliveryId}`;
+  return publishes === 0 ? key : `${key}-${publishes}`;
 }
 
 /** Runs one attempt of a delivery. Throws on failure; the caller backs off. */
@@ -124,7 +128,7 @@ export async function runDelivery(
     ),
   };
   const { source, destination } = deliveryPaths(directory, file.relpath);
-  const key = deliveryKey(store, delivery.id);
+  const key = deliveryKey(store, delivery.id, delivery.publishes);
   const count = partCount(file.size, context.chunkSize);
 
   const sourceChanged = async (): Promise<DeliveryOutcome> => {
@@ -149,9 +153,24 @@ export async function runDelivery(
 
   try {
     if (delivery.state === "publishing") {
-      // A crash between the rename and the store's commit: the vessel may hold it already.
-      const [remote, expected] = await Promise.all([transport.hash(destination), expectedHash!]);
+      // A crash, or a connection dropped, between the store's commit and the rename's answer:
+      // the vessel may hold the file already, or still hold the copy that rename named. That
+      // copy is published again; a new one goes under a new name (see deliveryKey).
+      const earlierKey = deliveryKey(store, delivery.id, delivery.publishes - 1);
+      const earlier = tempPathFor(earlierKey, destination);
+      const [remote, copy, expected] = await Promise.all([
+        transport.hash(destination),
+        transport.hash(earlier),
+        expectedHash!,
+      ]);
       if (remote === expected) return finish();
+      if (copy === expected) {
+        await Promise.all([
+          transport.publish(earlier, destination),
+          count > 1 ? transport.removeParts(earlierKey, count) : undefined,
+        ]);
+        return await finish(true);
+      }
     }
 
     let assembled: Assembled;
@@ -223,6 +242,7 @@ export async function runDelivery(
       await transport.remove(assembled.tempPath);
       return "changed";
     }
+    failpoint("before-publish");
     // The verified copy needs its parts no more: they go while it is published, a round trip
     // less per file (a publish that fails then sends them again).
     await Promise.all([

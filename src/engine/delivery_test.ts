@@ -323,7 +323,10 @@ Deno.test("runDelivery() with a part gone from the vessel forgets its parts and 
     assert.equal(store.partsDone(delivery.id), 0, "every part is sent again");
     assert.equal(await attempt(fileId), "delivered");
     assert.ok(transport.files.has("/srv/in/f.bin"));
-    assert.equal(deliveryKey(store, delivery.id).startsWith(store.instanceId), true);
+    assert.equal(
+      deliveryKey(store, delivery.id, delivery.publishes).startsWith(store.instanceId),
+      true,
+    );
   });
 });
 
@@ -354,4 +357,67 @@ Deno.test("runDelivery() of a file larger than the vessel's free space fails tha
     });
     assert.equal(transport.count("putPart"), 0);
   });
+});
+
+Deno.test("runDelivery() after a publish that may not have happened publishes the copy it named, sending nothing again", async () => {
+  for (const size of [100, 3 * CHUNK]) {
+    await withShore(async ({ transport, queue, attempt }) => {
+      const data = bytes(size, 8);
+      const fileId = await queue("f.bin", data);
+      transport.script("publish", () => {
+        throw new TransportError("the connection dropped", "connection");
+      });
+      await assert.rejects(() => attempt(fileId), TransportError);
+      const sent = transport.count("putPart") + transport.count("putWhole");
+      const assembled = transport.count("assemble");
+
+      assert.equal(await attempt(fileId), "delivered");
+      assert.equal(sha256(transport.files.get("/srv/in/f.bin")!), sha256(data));
+      assert.equal(transport.count("putPart") + transport.count("putWhole"), sent, "sent again");
+      assert.equal(transport.count("assemble"), assembled, "assembled again");
+      assert.deepEqual([...transport.files.keys()], ["/srv/in/f.bin"], "a temp file left");
+    });
+  }
+});
+
+Deno.test("runDelivery() after a publish whose rename may still land never lets it publish the next try's partial copy", async () => {
+  for (const size of [100, 3 * CHUNK]) {
+    await withShore(async ({ transport, queue, attempt }) => {
+      const data = bytes(size, 9);
+      const fileId = await queue("f.bin", data);
+      const destination = "/srv/in/f.bin";
+      // The rename left on a connection that then dropped: it may still land, late.
+      let lateRename = () => {};
+      transport.script("publish", ([tempPath]) => {
+        lateRename = () => {
+          const copy = transport.files.get(tempPath as string);
+          if (!copy) return; // ENOENT: a late rename of a name that is gone does nothing
+          transport.files.set(destination, copy);
+          transport.files.delete(tempPath as string);
+        };
+        throw new TransportError("the connection dropped", "connection");
+      });
+      await assert.rejects(() => attempt(fileId), TransportError);
+      // The copy it named is gone (a cleaner, a person): the next try sends the file again.
+      for (const path of transport.files.keys()) {
+        if (path !== destination) transport.files.delete(path);
+      }
+
+      // The late rename lands while the next try has written half of its copy.
+      let publishedMeanwhile: Uint8Array | undefined;
+      transport.script(size > CHUNK ? "assemble" : "putWhole", ([key]) => {
+        transport.files.set(
+          `/srv/in/.contentmonster-${key}.tmp`,
+          data.slice(0, Math.floor(size / 2)),
+        );
+        lateRename();
+        publishedMeanwhile = transport.files.get(destination);
+      });
+      assert.equal(await attempt(fileId), "delivered");
+      if (publishedMeanwhile) {
+        assert.equal(sha256(publishedMeanwhile), sha256(data), "a partial copy was published");
+      }
+      assert.equal(sha256(transport.files.get(destination)!), sha256(data));
+    });
+  }
 });

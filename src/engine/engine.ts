@@ -164,7 +164,11 @@ export class Engine {
     transport: Transport,
     removeLeftovers: NonNullable<Transport["removeLeftovers"]>,
   ): Promise<void> {
-    const keep = new Set(this.#store.deliveryIds().map((id) => deliveryKey(this.#store, id)));
+    const keep = new Set(
+      this.#store.deliveryNames().map(({ id, publishes }) =>
+        deliveryKey(this.#store, id, publishes)
+      ),
+    );
     const vessel = this.#config.vessels.find((v) => v.name === transport.vessel);
     const destinations = this.#config.directories
       .filter((directory) => !vessel?.ignoreDirs.includes(directory.name))

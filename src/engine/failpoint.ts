@@ -7,7 +7,8 @@
  *
  * Points (in `delivery.ts`): `after-part` (a part is whole on the vessel and
  * recorded), `before-assemble`, `after-assemble` (the temp file is complete
- * on the vessel), `after-publish` (renamed into place, the store not yet told).
+ * on the vessel), `before-publish` (the store says a publish began, no
+ * rename was sent), `after-publish` (renamed into place, the store not yet told).
  *
  * @module
  */

@@ -97,4 +97,9 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX deliveries_due ON deliveries (vessel, file_id)
      WHERE state IN ('pending', 'publishing', 'failed');
    CREATE INDEX deliveries_by_state ON deliveries (state);`,
+  // 7: how many times a delivery's temp file was published. A publish's rename may still be
+  // on the way after its connection was given up on, so the next try writes under a name of
+  // its own (see deliveryKey), never the one that rename names.
+  `ALTER TABLE deliveries ADD COLUMN publishes INTEGER NOT NULL DEFAULT 0;
+   UPDATE deliveries SET publishes = 1 WHERE state = 'publishing';`,
 ];

@@ -40,6 +40,8 @@ export interface DeliveryRecord {
   readonly state: DeliveryState;
   /** The file version the parts on the vessel belong to. */
   readonly partsVersion: number | null;
+  /** Publishes of its temp file begun so far (see {@linkcode Store.markPublishing}). */
+  readonly publishes: number;
   readonly attempts: number;
   readonly lastError: string | null;
   readonly file: FileRecord;
@@ -112,7 +114,7 @@ function openStates(includeFailed: boolean): string {
 
 const FILE_COLUMNS =
   "f.id, f.directory, f.relpath, f.size, f.mtime_ms, f.version, f.sha256, f.dev, f.ino, f.ctime_ms";
-const DELIVERY_COLUMNS = `d.id AS d_id, d.vessel, d.state, d.parts_version, d.attempts,
+const DELIVERY_COLUMNS = `d.id AS d_id, d.vessel, d.state, d.parts_version, d.publishes, d.attempts,
   d.last_error, ${FILE_COLUMNS}`;
 
 /** The SQLite state database of one shore. */
@@ -449,7 +451,8 @@ export class Store {
    * this version was verified with another hash, so the source changed
    * between the two reads where its stat could not tell (a one-part file is
    * verified against the bytes each attempt read), and every vessel must
-   * get the same bytes again.
+   * get the same bytes again. Counts the publish, and forgets the parts
+   * (they are removed while the file is published).
    */
   markPublishing(deliveryId: number, version: number, sha256: string): boolean {
     return this.#transaction(() => {
@@ -462,7 +465,12 @@ export class Store {
         this.#newVersion(file.id, file);
         return false;
       }
-      this.#sql("UPDATE deliveries SET state = 'publishing' WHERE id = ?").run(deliveryId);
+      // The parts go while the file is published, and a later try names its files anew.
+      this.#sql(
+        `UPDATE deliveries SET state = 'publishing', publishes = publishes + 1,
+           parts_version = NULL WHERE id = ?`,
+      ).run(deliveryId);
+      this.#sql("DELETE FROM parts WHERE delivery_id = ?").run(deliveryId);
       this.#sql("UPDATE files SET sha256 = ? WHERE id = ?").run(sha256, Number(row.id));
       return true;
     });
@@ -506,6 +514,14 @@ export class Store {
   /** The ids of every delivery in the queue (their parts on vessels are not leftovers). */
   deliveryIds(): number[] {
     return this.#sql("SELECT id FROM deliveries").all().map((row) => Number(row.id));
+  }
+
+  /** Every delivery's id and its publishes so far, which name its files on the vessel. */
+  deliveryNames(): { id: number; publishes: number }[] {
+    return this.#sql("SELECT id, publishes FROM deliveries").all().map((row) => ({
+      id: Number(row.id),
+      publishes: Number(row.publishes),
+    }));
   }
 
   /** Whether every delivery of a file is done (true when it has none). */
@@ -758,6 +774,7 @@ function toDelivery(row: Row): DeliveryRecord {
     vessel: String(row.vessel),
     state: String(row.state) as DeliveryState,
     partsVersion: row.parts_version === null ? null : Number(row.parts_version),
+    publishes: Number(row.publishes),
     attempts: Number(row.attempts),
     lastError: row.last_error === null ? null : String(row.last_error),
     file: toFile(row),

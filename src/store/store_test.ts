@@ -156,6 +156,8 @@ Deno.test("Store.enqueue() of a changed file restarts its deliveries and forgets
       assert.equal(delivery?.lastError, null);
       assert.equal(store.partsDone(id), 0);
     }
+    // A late rename of the old version's copy must not name the new version's.
+    assert.equal(store.delivery(a.id)?.publishes, 1, "publishes are never forgotten");
     assert.deepEqual(
       store.nextDeliveries("b", Date.now(), 10, [], false).map((d) => d.id),
       [b.id],
@@ -340,9 +342,13 @@ Deno.test("Store.markPublishing() and markDelivered() refuse a version that move
     store.markPartDone(id, 0);
     store.markPartDone(id, 0);
     assert.equal(store.partsDone(id), 1, "a part is counted once");
+    assert.equal(store.delivery(id)?.publishes, 0, "a refused publish is not counted");
     assert.equal(store.markPublishing(id, 2, "cd".repeat(32)), true);
     const publishing = store.delivery(id);
     assert.equal(publishing?.state, "publishing");
+    assert.equal(publishing?.publishes, 1, "the next try names its files anew");
+    assert.equal(publishing?.partsVersion, null, "the parts go while the file is published");
+    assert.equal(store.partsDone(id), 0);
     assert.equal(
       store.nextDeliveries("a", Date.now(), 10, [], false)[0]?.id,
       id,
@@ -675,6 +681,34 @@ Deno.test("Store.open() upgrades a version 5 database: deliveries and their part
       assert.ok(deliveryOf(store, fileId, "a").id > 7);
       store.removeFile(3);
       assert.equal(store.partsDone(7), 0);
+    } finally {
+      store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Store.open() upgrades a version 6 database: a delivery publishing then names its next copy anew", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cm-store-" });
+  const path = `${dir}/cm.db`;
+  try {
+    const db = new DatabaseSync(path);
+    db.exec("PRAGMA foreign_keys = ON");
+    for (const migration of MIGRATIONS.slice(0, 6)) db.exec(migration);
+    db.exec("PRAGMA user_version = 6");
+    db.exec(
+      `INSERT INTO files (id, directory, relpath, size, mtime_ms, queued_at)
+         VALUES (3, 'out', 'a.bin', 10, 1000, 1), (4, 'out', 'b.bin', 10, 1000, 1);
+       INSERT INTO deliveries (id, file_id, vessel, state) VALUES (7, 3, 'a', 'publishing');
+       INSERT INTO deliveries (id, file_id, vessel, state) VALUES (8, 4, 'a', 'pending');`,
+    );
+    db.close();
+    const store = await Store.open(path);
+    try {
+      // Its rename may have left before the upgrade, naming the copy of publishes 0.
+      assert.equal(deliveryOf(store, 3, "a").publishes, 1);
+      assert.equal(deliveryOf(store, 4, "a").publishes, 0);
     } finally {
       store.close();
     }
