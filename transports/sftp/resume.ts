@@ -20,9 +20,8 @@ import { createHash } from "node:crypto";
 import type { Stats } from "./_ssh2.ts";
 import { parseSha256, prefixCopyCommand } from "./commands.ts";
 import type { SshConnection } from "./connection.ts";
-import { removeQuietly, renameReplacing } from "./sftp_ops.ts";
+import { isPrivateFileOf, removeQuietly, renameReplacing } from "./sftp_ops.ts";
 import { partChunks, type PartData } from "../transport.ts";
-import { PRIVATE_FILE_MODE } from "../private_dir.ts";
 
 /**
  * The unit kept: the start of the file is checked in whole blocks, and one
@@ -58,7 +57,7 @@ export type ResumeCheck = (
  * most `data`'s length, whose sha256 on the vessel equals that of the same
  * bytes of `data`; 0 (write everything) when that
  * is not one block, the file is longer than `data`, the bytes differ, or
- * the file is not one we left (see {@linkcode leftByUs}). `deadline` gives
+ * the file is not one we left. `deadline` gives
  * the milliseconds a command reading that many bytes may run; `loginUid`
  * the uid our files get on the vessel.
  */
@@ -72,7 +71,16 @@ export function resumeCheck(
     if (size > data.byteLength) return 0;
     const blocks = Math.floor(size / BLOCK);
     const offset = blocks * BLOCK;
-    if (offset === 0 || !leftByUs(stats, await loginUid())) return 0;
+    // Only a file a try of ours left, the login user's and 0600 as every part and temp file is
+    // until it is whole. A one-part file's temp name is beside its destination, where a user
+    // who can write the directory can guess it (the instance id shows in other temp names,
+    // the delivery ids count up) and plant a file of theirs that anyone may write, holding a
+    // start they know (a common header): resumed, it received the rest of the file, readable
+    // through the link they kept to it, and would have been published as theirs. A file of
+    // ours renamed there may be open for reading by others unless it is 0600. What is refused
+    // is written again from byte 0 as a new file; at worst a try cut right after its mode was
+    // set sends the file again.
+    if (offset === 0 || !isPrivateFileOf(stats, await loginUid())) return 0;
     const copy = `${path}${COPY_SUFFIX}`;
     // Read and written once each: the deadline of twice the bytes.
     const command = prefixCopyCommand(path, copy, blocks, BLOCK);
@@ -86,23 +94,6 @@ export function resumeCheck(
     await renameReplacing(connection, copy, path, true);
     return offset;
   };
-}
-
-/**
- * Whether `stats` describe a file a try of ours left: the login user's and
- * 0600, as every part and temp file is until it is whole. A one-part file's
- * temp name is beside its destination, where a user who can write the
- * directory can guess it (the instance id shows in other temp names, the
- * delivery ids count up) and plant a file of theirs there that anyone may
- * write, holding a start they know (a common header): resumed, it received
- * the rest of the file, readable through the link they kept to it, and
- * would have been published as theirs. A file of ours that someone renamed
- * there may be open for reading by others unless it is 0600. What is
- * refused is written again from byte 0 as a new file; at worst a try cut
- * right after its mode was set sends the file again.
- */
-function leftByUs(stats: Stats, uid: number): boolean {
-  return stats.uid === uid && (stats.mode & 0o7777) === PRIVATE_FILE_MODE;
 }
 
 /** The sha256 of the first `length` bytes of `data`, read a MiB at a time. */

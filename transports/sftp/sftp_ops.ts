@@ -45,6 +45,11 @@ export async function lstatPath(
   }
 }
 
+/** Whether `stats` describe a file of `uid` that only they may read or write (0600). */
+export function isPrivateFileOf(stats: Stats, uid: number): boolean {
+  return stats.uid === uid && (stats.mode & 0o7777) === PRIVATE_FILE_MODE;
+}
+
 /**
  * Opens the file a {@linkcode ResumeCheck} kept at `path`, to write on after
  * its end ("r+": neither created nor truncated), or `undefined` when what
@@ -60,10 +65,7 @@ export async function openKept(
 ): Promise<Buffer | undefined> {
   const handle = await openHandle(connection, path, "r+");
   const opened = await fstatHandle(connection, handle).catch(() => undefined);
-  if (
-    opened?.isFile() && opened.uid === kept.uid &&
-    (opened.mode & 0o7777) === PRIVATE_FILE_MODE && opened.size === kept.size
-  ) {
+  if (opened?.isFile() && isPrivateFileOf(opened, kept.uid) && opened.size === kept.size) {
     return handle;
   }
   await closeHandle(connection, handle).catch(() => {});
