@@ -511,12 +511,10 @@ export class Store {
     this.#sql("DELETE FROM deliveries WHERE id = ?").run(deliveryId);
   }
 
-  /** The ids of every delivery in the queue (their parts on vessels are not leftovers). */
-  deliveryIds(): number[] {
-    return this.#sql("SELECT id FROM deliveries").all().map((row) => Number(row.id));
-  }
-
-  /** Every delivery's id and its publishes so far, which name its files on the vessel. */
+  /**
+   * Every delivery in the queue, by id and publishes so far, which name its
+   * files on vessels (those are not leftovers).
+   */
   deliveryNames(): { id: number; publishes: number }[] {
     return this.#sql("SELECT id, publishes FROM deliveries").all().map((row) => ({
       id: Number(row.id),

@@ -630,47 +630,56 @@ Deno.test("Store commits survive kill -9 of the process that made them", async (
   }
 });
 
-Deno.test("Store.open() upgrades a version 1 database: vessel errors become idle health records", async () => {
+/**
+ * Runs `body` on a store opened on a database made at schema `version`
+ * holding `rows` (SQL), then removes the database.
+ */
+async function withUpgraded(
+  version: number,
+  rows: string,
+  body: (store: Store) => void,
+): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "cm-store-" });
   const path = `${dir}/cm.db`;
   try {
     const db = new DatabaseSync(path);
-    db.exec(MIGRATIONS[0]);
-    db.exec("PRAGMA user_version = 1");
-    db.prepare("INSERT INTO vessels (name, last_error, error_at) VALUES (?, ?, ?)")
-      .run("a", "connection refused", 1234);
+    db.exec("PRAGMA foreign_keys = ON");
+    for (const migration of MIGRATIONS.slice(0, version)) db.exec(migration);
+    db.exec(`PRAGMA user_version = ${version}`);
+    db.exec(rows);
     db.close();
     const store = await Store.open(path);
     try {
-      assert.deepEqual(store.vesselHealth(), [
-        health("a", { lastError: "connection refused", failingSince: 1234 }),
-      ]);
+      body(store);
     } finally {
       store.close();
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+Deno.test("Store.open() upgrades a version 1 database: vessel errors become idle health records", async () => {
+  await withUpgraded(
+    1,
+    "INSERT INTO vessels (name, last_error, error_at) VALUES ('a', 'connection refused', 1234);",
+    (store) => {
+      assert.deepEqual(store.vesselHealth(), [
+        health("a", { lastError: "connection refused", failingSince: 1234 }),
+      ]);
+    },
+  );
 });
 
 Deno.test("Store.open() upgrades a version 5 database: deliveries and their parts stay", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "cm-store-" });
-  const path = `${dir}/cm.db`;
-  try {
-    const db = new DatabaseSync(path);
-    db.exec("PRAGMA foreign_keys = ON");
-    for (const migration of MIGRATIONS.slice(0, 5)) db.exec(migration);
-    db.exec("PRAGMA user_version = 5");
-    db.exec(
-      `INSERT INTO files (id, directory, relpath, size, mtime_ms, queued_at)
-         VALUES (3, 'out', 'a.bin', 10, 1000, 1);
-       INSERT INTO deliveries (id, file_id, vessel, state, parts_version, attempts)
-         VALUES (7, 3, 'a', 'pending', 1, 2);
-       INSERT INTO parts (delivery_id, idx) VALUES (7, 0), (7, 4);`,
-    );
-    db.close();
-    const store = await Store.open(path);
-    try {
+  await withUpgraded(
+    5,
+    `INSERT INTO files (id, directory, relpath, size, mtime_ms, queued_at)
+       VALUES (3, 'out', 'a.bin', 10, 1000, 1);
+     INSERT INTO deliveries (id, file_id, vessel, state, parts_version, attempts)
+       VALUES (7, 3, 'a', 'pending', 1, 2);
+     INSERT INTO parts (delivery_id, idx) VALUES (7, 0), (7, 4);`,
+    (store) => {
       const delivery = deliveryOf(store, 3, "a");
       assert.equal(delivery.id, 7);
       assert.equal(delivery.partsVersion, 1);
@@ -681,40 +690,23 @@ Deno.test("Store.open() upgrades a version 5 database: deliveries and their part
       assert.ok(deliveryOf(store, fileId, "a").id > 7);
       store.removeFile(3);
       assert.equal(store.partsDone(7), 0);
-    } finally {
-      store.close();
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    },
+  );
 });
 
 Deno.test("Store.open() upgrades a version 6 database: a delivery publishing then names its next copy anew", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "cm-store-" });
-  const path = `${dir}/cm.db`;
-  try {
-    const db = new DatabaseSync(path);
-    db.exec("PRAGMA foreign_keys = ON");
-    for (const migration of MIGRATIONS.slice(0, 6)) db.exec(migration);
-    db.exec("PRAGMA user_version = 6");
-    db.exec(
-      `INSERT INTO files (id, directory, relpath, size, mtime_ms, queued_at)
-         VALUES (3, 'out', 'a.bin', 10, 1000, 1), (4, 'out', 'b.bin', 10, 1000, 1);
-       INSERT INTO deliveries (id, file_id, vessel, state) VALUES (7, 3, 'a', 'publishing');
-       INSERT INTO deliveries (id, file_id, vessel, state) VALUES (8, 4, 'a', 'pending');`,
-    );
-    db.close();
-    const store = await Store.open(path);
-    try {
+  await withUpgraded(
+    6,
+    `INSERT INTO files (id, directory, relpath, size, mtime_ms, queued_at)
+       VALUES (3, 'out', 'a.bin', 10, 1000, 1), (4, 'out', 'b.bin', 10, 1000, 1);
+     INSERT INTO deliveries (id, file_id, vessel, state) VALUES (7, 3, 'a', 'publishing');
+     INSERT INTO deliveries (id, file_id, vessel, state) VALUES (8, 4, 'a', 'pending');`,
+    (store) => {
       // Its rename may have left before the upgrade, naming the copy of publishes 0.
       assert.equal(deliveryOf(store, 3, "a").publishes, 1);
       assert.equal(deliveryOf(store, 4, "a").publishes, 0);
-    } finally {
-      store.close();
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    },
+  );
 });
 
 Deno.test("Store.grouped() commits the work of one turn in one transaction", async () => {

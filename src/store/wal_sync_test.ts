@@ -19,8 +19,8 @@ Deno.test({
         const { Store } = await import(${store});
         const store = await Store.open(${JSON.stringify(`${dir}/cm.db`)});
         store.enqueue("out", "f.bin", 1, 1, ["v"]);
-        const [delivery] = store.deliveryIds();
-        await store.grouped(() => store.markDelivered(delivery, 1));
+        const [delivery] = store.deliveryNames();
+        await store.grouped(() => store.markDelivered(delivery.id, 1));
         Deno.stderr.writeSync(new TextEncoder().encode(${JSON.stringify(`${ANSWERED}\n`)}));
         store.close();`;
       const { code, lines } = await traceScript(
