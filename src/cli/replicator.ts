@@ -93,6 +93,7 @@ async function start(config: Config, once: boolean, transports: Transport[]): Pr
   activity = () => engine.activity();
   const watcher = new Watcher(config.directories, (file) => engine.enqueue(file), {
     trustExisting: once,
+    watch: !once,
     onUnaddressable: (directory, relpaths) => store.setUnaddressable(directory, relpaths),
   });
   await engine.start();

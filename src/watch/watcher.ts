@@ -70,6 +70,12 @@ export interface WatcherOptions {
   /** Files found by the start-up scan need only the `settleMs` check (for `once`). */
   trustExisting?: boolean;
   /**
+   * Whether to watch with `Deno.watchFs` between scans (default true). `once`
+   * takes the files present at its start: each file it moved into processed/
+   * cost the watch's thread and this one an event to look at, for nothing.
+   */
+  watch?: boolean;
+  /**
    * After each full scan of a directory: the files it found that cannot be
    * replicated (names that are not valid UTF-8), each also warned about.
    */
@@ -93,6 +99,7 @@ export class Watcher {
       rescanMs,
       retryMs: options.retryMs ?? Math.min(rescanMs, 5_000),
       trustExisting: options.trustExisting ?? false,
+      watch: options.watch ?? true,
       onUnaddressable: options.onUnaddressable,
     };
     this.#watches = directories.map((config) => new DirectoryWatch(config, onReady, timings));
@@ -130,6 +137,7 @@ interface Timings {
   readonly rescanMs: number;
   readonly retryMs: number;
   readonly trustExisting: boolean;
+  readonly watch: boolean;
   readonly onUnaddressable?: (directory: string, relpaths: string[]) => void;
 }
 
@@ -178,7 +186,7 @@ class DirectoryWatch {
   }
 
   async start(): Promise<void> {
-    this.#open();
+    if (this.#timings.watch) this.#open();
     await this.#requestFullScan(this.#timings.trustExisting ? "trusted" : "scanned");
     this.#scheduleRescan();
   }

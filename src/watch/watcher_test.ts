@@ -261,6 +261,17 @@ Deno.test("Watcher with trustExisting reports a fresh file present at start quic
   }, fresh);
 });
 
+Deno.test("Watcher with watch off finds a file made after start only by its next scan", async () => {
+  await withWatcher({ watch: false, settleMs: 20, quietMs: 50, rescanMs: 600 }, async (h) => {
+    const start = Date.now();
+    await writeAndClose(`${h.root}/late.txt`, "late");
+    await sleep(300);
+    assert.equal(h.ready.length, 0, "a file was found between scans without a watch");
+    const found = await h.waitReady("late.txt", 1, 3000);
+    assert.ok(found - start >= 550, `found ${found - start} ms after start, before the rescan`);
+  });
+});
+
 Deno.test("Watcher keeps unicode, space and newline names intact", async () => {
   const names = ["with space.txt", "new\nline.txt", "日本語 ä.txt", "-dash", "$x`y'\"z"];
   await withWatcher({}, async (h) => {
