@@ -130,12 +130,30 @@ export async function runDelivery(
   const { source, destination } = deliveryPaths(directory, file.relpath);
   const key = deliveryKey(store, delivery.id, delivery.publishes);
   const count = partCount(file.size, context.chunkSize);
+  // The copy the last publish begun named: its rename may still land, late (see deliveryKey).
+  const earlierKey = deliveryKey(store, delivery.id, delivery.publishes - 1);
+  const earlier = delivery.publishes > 0 ? tempPathFor(earlierKey, destination) : undefined;
+  /**
+   * The earlier copy's removal, started beside the upload and awaited before this try's publish:
+   * its late rename could put an older version over the one published here. Once the removal is
+   * answered that rename fails; before, it publishes an older verified copy this one replaces.
+   */
+  let earlierRemoved: Promise<void> | undefined;
+  const removeEarlier = () => {
+    earlierRemoved = transport.remove(earlier!);
+    earlierRemoved.catch(() => {}); // awaited below; an early failure must not go unhandled
+  };
+  // A delivery of the file's next version keeps its publishes and cannot tell whether its last
+  // one was answered: an absent name's removal costs a request, not a round trip.
+  if (earlier !== undefined && delivery.state !== "publishing") removeEarlier();
 
   const sourceChanged = async (): Promise<DeliveryOutcome> => {
     const now = statSource(directory.location, file.relpath);
     if (now === undefined) {
       await transport.removeParts(key);
       await transport.remove(tempPathFor(key, destination));
+      // Else its late rename could put the vanished version over a file queued later here.
+      if (earlier !== undefined) await (earlierRemoved ?? transport.remove(earlier));
       store.dropDelivery(delivery.id);
       return "dropped";
     }
@@ -156,21 +174,20 @@ export async function runDelivery(
       // A crash, or a connection dropped, between the store's commit and the rename's answer:
       // the vessel may hold the file already, or still hold the copy that rename named. That
       // copy is published again; a new one goes under a new name (see deliveryKey).
-      const earlierKey = deliveryKey(store, delivery.id, delivery.publishes - 1);
-      const earlier = tempPathFor(earlierKey, destination);
       const [remote, copy, expected] = await Promise.all([
         transport.hash(destination),
-        transport.hash(earlier),
+        transport.hash(earlier!),
         expectedHash!,
       ]);
       if (remote === expected) return finish();
       if (copy === expected) {
         await Promise.all([
-          transport.publish(earlier, destination),
+          transport.publish(earlier!, destination),
           count > 1 ? transport.removeParts(earlierKey, count) : undefined,
         ]);
         return await finish(true);
       }
+      removeEarlier();
     }
 
     let assembled: Assembled;
@@ -238,6 +255,7 @@ export async function runDelivery(
           `(${assembled.size} bytes), source has ${fresh} (${file.size} bytes); sending again`,
       );
     }
+    await earlierRemoved;
     if (!(await store.grouped(() => store.markPublishing(delivery.id, file.version, expected)))) {
       await transport.remove(assembled.tempPath);
       return "changed";

@@ -8,16 +8,17 @@ import { Store } from "../store/store.ts";
 import { FakeTransport, sha256 } from "../../tests/fake_transport.ts";
 import { type DeliveryContext, deliveryKey, runDelivery } from "./delivery.ts";
 import { hashSource, toSourceStat, UnsafeSourceError } from "./source.ts";
-import { TransportError } from "../../transports/transport.ts";
+import { type Transport, TransportError } from "../../transports/transport.ts";
+import { LocalTransport } from "../../transports/local.ts";
 import { PartWindow } from "./part_window.ts";
 
 const CHUNK = 1024;
 
-interface Shore {
+interface Shore<T extends Transport = FakeTransport> {
   readonly dir: string;
   readonly store: Store;
   readonly directory: DirectoryConfig;
-  readonly transport: FakeTransport;
+  readonly transport: T;
   /** Writes a source file and queues it (with its identity) for vessels "fake" and "other". */
   queue(relpath: string, data: Uint8Array, identity?: boolean): Promise<number>;
   /** Runs one attempt of the delivery of `fileId` to "fake". */
@@ -26,13 +27,13 @@ interface Shore {
   readonly hashes: () => number;
 }
 
-async function withShore(
-  body: (shore: Shore) => Promise<void>,
-  options: { window?: PartWindow } = {},
+async function withShore<T extends Transport = FakeTransport>(
+  body: (shore: Shore<T>) => Promise<void>,
+  options: { window?: PartWindow; vessel?: (dir: string) => T } = {},
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "cm-delivery-" });
   const store = await Store.open(`${dir}/state.db`);
-  const transport = new FakeTransport();
+  const transport = options.vessel?.(dir) ?? new FakeTransport() as Transport as T;
   const directory = { name: "out", location: `${dir}/out`, destination: "/srv/in" };
   await Deno.mkdir(directory.location);
   let hashes = 0;
@@ -49,7 +50,7 @@ async function withShore(
         : hashSource(path, file);
     },
   };
-  const shore: Shore = {
+  const shore: Shore<T> = {
     dir,
     store,
     directory,
@@ -419,5 +420,106 @@ Deno.test("runDelivery() after a publish whose rename may still land never lets 
       }
       assert.equal(sha256(transport.files.get(destination)!), sha256(data));
     });
+  }
+});
+
+/** A local vessel at `<dir>/vessel` whose next publish is cut before its rename is answered. */
+class CutPublish extends LocalTransport {
+  readonly root: string;
+  /** The temp path of the publish cut, whose rename is still on the way. */
+  inFlight: string | undefined;
+  #cut = false;
+
+  constructor(dir: string) {
+    super({ name: "fake", root: `${dir}/vessel`, tempDir: "/tmp/cm", fsync: false });
+    this.root = `${dir}/vessel`;
+  }
+
+  cutNextPublish(): void {
+    this.#cut = true;
+  }
+
+  override publish(tempPath: string, destination: string): Promise<void> {
+    if (!this.#cut) return super.publish(tempPath, destination);
+    this.#cut = false;
+    this.inFlight = tempPath;
+    return Promise.reject(new TransportError("the connection dropped", "connection"));
+  }
+
+  /** The rename the cut publish sent lands now; `NotFound` if its copy is gone. */
+  async lateRename(destination: string): Promise<void> {
+    await Deno.rename(`${this.root}${this.inFlight}`, `${this.root}${destination}`);
+  }
+}
+
+Deno.test("runDelivery() of a new version after a publish whose rename may still land removes the copy it named before publishing", async () => {
+  for (const size of [100, 3 * CHUNK]) {
+    // The new version is seen by the attempt (the stat at its start), or by the watcher first.
+    for (const seenBy of ["attempt", "watcher"]) {
+      await withShore<CutPublish>(async ({ directory, store, transport, queue, attempt }) => {
+        const destination = "/srv/in/f.bin";
+        const fileId = await queue("f.bin", bytes(size, 1));
+        transport.cutNextPublish();
+        await assert.rejects(() => attempt(fileId), TransportError);
+        const cut = store.nextDeliveries("fake", Date.now() + 1e9, 10, [], true)[0];
+        assert.deepEqual([cut.state, cut.publishes], ["publishing", 1]);
+        const newer = bytes(size + 7, 2);
+        if (seenBy === "watcher") {
+          await queue("f.bin", newer);
+        } else {
+          await Deno.writeFile(`${directory.location}/f.bin`, newer);
+          assert.equal(await attempt(fileId), "changed");
+        }
+        assert.equal(await attempt(fileId), "delivered");
+        assert.equal(sha256(await Deno.readFile(`${transport.root}${destination}`)), sha256(newer));
+
+        const late = await transport.lateRename(destination).catch((error) => error);
+        assert.equal(
+          sha256(await Deno.readFile(`${transport.root}${destination}`)),
+          sha256(newer),
+          `${size} bytes, seen by the ${seenBy}: the older version was published over the newer`,
+        );
+        assert.ok(late instanceof Deno.errors.NotFound, `the late rename: ${late}`);
+      }, { vessel: (dir) => new CutPublish(dir) });
+    }
+  }
+});
+
+Deno.test("runDelivery() of a source vanished after a publish whose rename may still land removes the copy it named", async () => {
+  for (const size of [100, 3 * CHUNK]) {
+    await withShore<CutPublish>(async ({ directory, store, transport, queue, attempt }) => {
+      const fileId = await queue("f.bin", bytes(size, 1));
+      transport.cutNextPublish();
+      await assert.rejects(() => attempt(fileId), TransportError);
+      await Deno.remove(`${directory.location}/f.bin`);
+      assert.equal(await attempt(fileId), "dropped");
+      await assert.rejects(() => transport.lateRename("/srv/in/f.bin"), Deno.errors.NotFound);
+      assert.equal(store.nextDeliveries("fake", Date.now() + 1e9, 10, [], true).length, 0);
+    }, { vessel: (dir) => new CutPublish(dir) });
+  }
+});
+
+Deno.test("runDelivery() after a publish whose rename may still land, of a copy no longer whole, removes that copy before publishing", async () => {
+  for (const size of [100, 3 * CHUNK]) {
+    await withShore<CutPublish>(async ({ transport, queue, attempt }) => {
+      const destination = "/srv/in/f.bin";
+      const data = bytes(size, 1);
+      const fileId = await queue("f.bin", data);
+      transport.cutNextPublish();
+      await assert.rejects(() => attempt(fileId), TransportError);
+      // Written on after its verification: the next try sends the file again.
+      await Deno.writeFile(`${transport.root}${transport.inFlight}`, bytes(10, 3), {
+        append: true,
+      });
+      assert.equal(await attempt(fileId), "delivered");
+
+      const late = await transport.lateRename(destination).catch((error) => error);
+      assert.equal(
+        sha256(await Deno.readFile(`${transport.root}${destination}`)),
+        sha256(data),
+        `${size} bytes: the altered copy was published`,
+      );
+      assert.ok(late instanceof Deno.errors.NotFound, `the late rename: ${late}`);
+    }, { vessel: (dir) => new CutPublish(dir) });
   }
 });
