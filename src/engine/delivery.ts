@@ -179,7 +179,12 @@ export async function runDelivery(
         transport.hash(earlier!),
         expectedHash!,
       ]);
-      if (remote === expected) return finish();
+      if (remote === expected) {
+        // The vessel held these bytes before, say, and the rename is yet to land: once this
+        // file is finished, it would land over a later file of this name.
+        if (copy !== undefined) await transport.remove(earlier!);
+        return finish();
+      }
       if (copy === expected) {
         await Promise.all([
           transport.publish(earlier!, destination),

@@ -523,3 +523,31 @@ Deno.test("runDelivery() after a publish whose rename may still land, of a copy 
     }, { vessel: (dir) => new CutPublish(dir) });
   }
 });
+
+Deno.test("runDelivery() that finds its file at the destination after a publish whose rename may still land removes the copy it named", async () => {
+  for (const size of [100, 3 * CHUNK]) {
+    await withShore<CutPublish>(async ({ store, transport, queue, attempt }) => {
+      const destination = "/srv/in/f.bin";
+      const data = bytes(size, 1);
+      // The vessel holds these bytes already (the same file was sent before).
+      await Deno.mkdir(`${transport.root}/srv/in`, { recursive: true });
+      await Deno.writeFile(`${transport.root}${destination}`, data);
+      const fileId = await queue("f.bin", data);
+      transport.cutNextPublish();
+      await assert.rejects(() => attempt(fileId), TransportError);
+      assert.equal(await attempt(fileId), "delivered");
+      // Moved to processed/; a later file of that name is another delivery, named anew.
+      store.removeFile(fileId);
+      const newer = bytes(size + 7, 2);
+      assert.equal(await attempt(await queue("f.bin", newer)), "delivered");
+
+      const late = await transport.lateRename(destination).catch((error) => error);
+      assert.equal(
+        sha256(await Deno.readFile(`${transport.root}${destination}`)),
+        sha256(newer),
+        `${size} bytes: the older file was published over the newer`,
+      );
+      assert.ok(late instanceof Deno.errors.NotFound, `the late rename: ${late}`);
+    }, { vessel: (dir) => new CutPublish(dir) });
+  }
+});
