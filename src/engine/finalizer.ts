@@ -9,7 +9,7 @@ import type { DirectoryConfig } from "../config/types.ts";
 import { logger } from "../log/logger.ts";
 import type { FileRecord, Store } from "../store/store.ts";
 import { PROCESSED_DIR } from "../watch/scan.ts";
-import { inPinnedDirectory } from "./pinned_directory.ts";
+import { holdDirectory, inPinnedDirectory } from "./pinned_directory.ts";
 import {
   lstatOrUndefined,
   sameVersion,
@@ -67,9 +67,10 @@ export async function finalizeFile(
  * exists, and does not follow a link at the source), then the source is
  * unlinked. Where hard links are refused (a file system without them, or
  * `fs.protected_hardlinks` for another owner's file) the source is renamed
- * once its name is seen free, in the same synchronous step. Each step works
- * in a {@linkcode inPinnedDirectory}, so a directory swapped along either
- * path can neither receive the file nor lose another one.
+ * once its name is seen free, in the same synchronous step, from its
+ * directory held open ({@linkcode holdDirectory}). Each step works in a
+ * {@linkcode inPinnedDirectory}, so a directory swapped along either path can
+ * neither receive the file nor lose another one.
  */
 function moveWithoutReplacing(
   location: string,
@@ -78,12 +79,22 @@ function moveWithoutReplacing(
   identity: SourceStat,
 ): string {
   const source = [location, ...subdirs, name].join("/");
-  const { candidate, linked } = inPinnedDirectory(
-    location,
-    [PROCESSED_DIR, ...subdirs],
-    () => claimName(source, name, identity),
-    { create: true },
-  );
+  const claim = (held?: string) =>
+    inPinnedDirectory(
+      location,
+      [PROCESSED_DIR, ...subdirs],
+      () => claimName(source, name, identity, held),
+      { create: true },
+    );
+  let claimed = claim();
+  if (claimed === undefined) {
+    // A rename by the source's path took whatever a subdirectory swapped for a link meanwhile
+    // led to: a user who could write one (whose own file a daemon not run as root may not link)
+    // had a file of that name outside Location, the daemon's SSH key say, moved into processed/.
+    using held = holdDirectory(location, subdirs);
+    claimed = claim(held.path)!;
+  }
+  const { candidate, linked } = claimed;
   if (linked) {
     try {
       inPinnedDirectory(location, subdirs, () => {
@@ -118,16 +129,22 @@ function linkedEarlier(
   }
 }
 
-/** In the processed/ directory, the working one: links or renames `source` to a free name. */
+/**
+ * In the processed/ directory, the working one: links or renames `source` to a
+ * free name. Renames only from `held`, the path of its directory held open;
+ * without it, `undefined` when a link is refused.
+ */
 function claimName(
   source: string,
   name: string,
   identity: SourceStat,
-): { candidate: string; linked: boolean } {
+  held?: string,
+): { candidate: string; linked: boolean } | undefined {
+  const from = held === undefined ? source : `${held}/${name}`;
   for (let n = 0;; n++) {
     const candidate = n === 0 ? name : numberedName(name, n);
     try {
-      Deno.linkSync(source, candidate);
+      Deno.linkSync(from, candidate);
     } catch (error) {
       if (error instanceof Deno.errors.AlreadyExists) {
         // Linked by an earlier run that died before unlinking the source: finish that move.
@@ -135,9 +152,10 @@ function claimName(
         continue;
       }
       if (error instanceof Deno.errors.NotFound) throw error;
+      if (held === undefined) return undefined;
       if (lstatOrUndefined(candidate)) continue;
-      if (!sameInode(Deno.lstatSync(source), identity)) throw replaced(source);
-      Deno.renameSync(source, candidate);
+      if (!sameInode(Deno.lstatSync(from), identity)) throw replaced(source);
+      Deno.renameSync(from, candidate);
       if (!sameInode(Deno.lstatSync(candidate), identity)) {
         throw new UnsafeSourceError(
           `"${source}" was swapped while it was renamed into processed/: ` +

@@ -227,6 +227,73 @@ Deno.test("finalizeFile() without hard links renames, and files finalized togeth
   }
 });
 
+Deno.test("finalizeFile() without hard links moves no file outside Location when a subdirectory is swapped for a symlink just before the rename", async () => {
+  const { linkSync, renameSync } = Deno;
+  // protected_hardlinks refuses to link another owner's file: a user who can write sub makes
+  // sure of it with a file of theirs, and swaps sub/d for a link to victim at the worst moment.
+  Deno.linkSync = () => {
+    throw new Deno.errors.PermissionDenied("Operation not permitted (os error 1)");
+  };
+  try {
+    await withLocation(async (dir, location, finalize) => {
+      await Deno.mkdir(`${location}/sub/d`, { recursive: true });
+      await Deno.mkdir(`${dir}/victim`);
+      await Deno.writeTextFile(`${dir}/victim/passwd`, "root:x:0:0");
+      await Deno.writeTextFile(`${location}/sub/d/passwd`, "queued");
+      Deno.renameSync = (from, to) => {
+        Deno.renameSync = renameSync;
+        renameSync(`${location}/sub/d`, `${location}/sub/d.real`);
+        Deno.symlinkSync(`${dir}/victim`, `${location}/sub/d`);
+        renameSync(from, to);
+      };
+      const outcome = await finalize("sub/d/passwd").catch((error) => error);
+      assert.equal(
+        await Deno.readTextFile(`${dir}/victim/passwd`).catch(() => "gone"),
+        "root:x:0:0",
+        "a file outside Location was moved into processed/",
+      );
+      assert.equal(outcome, "processed");
+      assert.equal(await Deno.readTextFile(`${location}/processed/sub/d/passwd`), "queued");
+      await assert.rejects(() => Deno.lstat(`${location}/sub/d.real/passwd`), Deno.errors.NotFound);
+    });
+  } finally {
+    Object.assign(Deno, { linkSync, renameSync });
+  }
+});
+
+Deno.test("finalizeFile() without hard links moves no file outside Location while a subdirectory is swapped for a symlink", async () => {
+  const { linkSync } = Deno;
+  Deno.linkSync = () => {
+    throw new Deno.errors.PermissionDenied("Operation not permitted (os error 1)");
+  };
+  try {
+    await withLocation(async (dir, location, finalize) => {
+      await Deno.mkdir(`${location}/sub/d`, { recursive: true });
+      await Deno.mkdir(`${dir}/victim`);
+      let moved = 0;
+      await whileSwapped(`${location}/sub/d`, `${dir}/victim`, async () => {
+        const counts = await finalizeRepeatedly(2_000, async () => {
+          await Deno.writeTextFile(`${dir}/victim/passwd`, "root:x:0:0");
+          await Deno.writeTextFile(`${location}/sub/d/passwd`, "queued");
+          return "sub/d/passwd";
+        }, async (relpath) => {
+          try {
+            return await finalize(relpath);
+          } finally {
+            if ((await Deno.lstat(`${dir}/victim/passwd`).catch(() => undefined)) === undefined) {
+              moved++;
+            }
+          }
+        });
+        assert.ok(counts.processed > 0, `no file was processed (${counts.refused} refused)`);
+      });
+      assert.equal(moved, 0, `a file outside Location was moved ${moved} times`);
+    });
+  } finally {
+    Object.assign(Deno, { linkSync });
+  }
+});
+
 Deno.test("numberedName() keeps the extension", () => {
   assert.equal(numberedName("report.csv", 1), "report.1.csv");
   assert.equal(numberedName("archive.tar.gz", 2), "archive.2.tar.gz");

@@ -77,3 +77,52 @@ function restore(home: string): void {
     Deno.chdir("/");
   }
 }
+
+/** A directory held open, see {@linkcode holdDirectory}. */
+export interface HeldDirectory extends Disposable {
+  /** `/proc/self/fd/N`: a name below it resolves in the directory held, wherever that is now. */
+  readonly path: string;
+}
+
+/** How often a descriptor shared with another open of the same directory is opened again. */
+const HOLD_TRIES = 3;
+
+/**
+ * Holds `root/names…` (reached as {@linkcode inPinnedDirectory} does) open,
+ * for a call that needs two directories at once (a rename): one is the
+ * working directory, the other this. Deno tells no descriptor's number, so
+ * the descriptor is found under /proc/self/fd by the directory's device and
+ * inode, and taken only when it is the one open on that directory (a scan
+ * may have it open too for a moment: then it is opened again). Throws
+ * {@linkcode UnsafeSourceError} as {@linkcode inPinnedDirectory} does, or an
+ * error when the descriptor cannot be told apart.
+ */
+export function holdDirectory(root: string, names: readonly string[]): HeldDirectory {
+  return inPinnedDirectory(root, names, () => {
+    for (let tries = 0; tries < HOLD_TRIES; tries++) {
+      const dir = Deno.openSync(".");
+      const held = dir.statSync();
+      const matches = [];
+      for (const { name } of Deno.readDirSync("/proc/self/fd")) {
+        const info = statOrUndefined(`/proc/self/fd/${name}`);
+        if (info?.dev === held.dev && info.ino === held.ino) matches.push(name);
+      }
+      if (matches.length === 1) {
+        return { path: `/proc/self/fd/${matches[0]}`, [Symbol.dispose]: () => dir.close() };
+      }
+      dir.close();
+    }
+    throw new Error(
+      `cannot tell the descriptor of "${[root, ...names].join("/")}" apart under /proc/self/fd`,
+    );
+  });
+}
+
+/** `Deno.statSync`, or `undefined` for a descriptor closed meanwhile (or any other failure). */
+function statOrUndefined(path: string): Deno.FileInfo | undefined {
+  try {
+    return Deno.statSync(path);
+  } catch {
+    return undefined;
+  }
+}
