@@ -6,9 +6,10 @@
  * keeps its extension (`report.csv` -> `report.1.csv`).
  */
 import type { DirectoryConfig } from "../config/types.ts";
-import { logger } from "../log/logger.ts";
+import { errorMessage, logger } from "../log/logger.ts";
 import type { FileRecord, Store } from "../store/store.ts";
 import { PROCESSED_DIR } from "../watch/scan.ts";
+import { TEMP_PREFIX } from "../../transports/transport.ts";
 import { holdDirectory, inPinnedDirectory } from "./pinned_directory.ts";
 import {
   lstatOrUndefined,
@@ -97,15 +98,41 @@ function moveWithoutReplacing(
   const { candidate, linked } = claimed;
   if (linked) {
     try {
-      inPinnedDirectory(location, subdirs, () => {
-        const now = lstatOrUndefined(name);
-        if (now && sameInode(now, identity)) Deno.removeSync(name);
-      });
+      inPinnedDirectory(location, subdirs, () => removeIfSame(name, identity));
     } catch (error) {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
     }
   }
   return candidate;
+}
+
+/**
+ * Unlinks `name`, in the working directory, if it is still the file
+ * `identity`. An unlink after a check would delete a new version renamed onto
+ * the name between the two (a producer that writes a temp file and renames
+ * it in): the name is renamed aside, which takes whatever is there at once,
+ * and what is not `identity` is linked back (unless a newer one took the name
+ * meanwhile, as it would have replaced it anyway). A crash in between, or a
+ * link refused, leaves it aside under a dot name beside, never deleted.
+ */
+function removeIfSame(name: string, identity: SourceStat): void {
+  const now = lstatOrUndefined(name);
+  if (!now || !sameInode(now, identity)) return;
+  const aside = `${TEMP_PREFIX}gone-${crypto.randomUUID().slice(0, 8)}`;
+  Deno.renameSync(name, aside);
+  if (!sameInode(Deno.lstatSync(aside), identity)) {
+    try {
+      Deno.linkSync(aside, name);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AlreadyExists)) {
+        throw new Error(
+          `a new version of "${name}" arrived as the delivered one was moved to processed/; ` +
+            `it could not be put back (${errorMessage(error)}) and is kept as "${aside}" beside`,
+        );
+      }
+    }
+  }
+  Deno.removeSync(aside);
 }
 
 /** Whether processed/ holds `name`, or a numbered name for it, as a link to the source. */

@@ -294,6 +294,45 @@ Deno.test("finalizeFile() without hard links moves no file outside Location whil
   }
 });
 
+Deno.test("finalizeFile() keeps a new version renamed onto the source's name as the delivered one is removed", async () => {
+  await withLocation(async (_, location, finalize) => {
+    await Deno.mkdir(`${location}/sub`);
+    await Deno.writeTextFile(`${location}/sub/status.json`, "delivered");
+    await Deno.writeTextFile(`${location}/sub/.status.json.tmp`, "new version");
+    // A producer that writes a temp file and renames it in, just as the delivered file goes.
+    const { removeSync, renameSync } = Deno;
+    let produced = false;
+    const produceFirst = (path: string | URL) => {
+      if (produced || !String(path).endsWith("status.json")) return;
+      produced = true;
+      renameSync(`${location}/sub/.status.json.tmp`, `${location}/sub/status.json`);
+    };
+    Deno.removeSync = (path, options) => {
+      produceFirst(path);
+      removeSync(path, options);
+    };
+    Deno.renameSync = (from, to) => {
+      produceFirst(from);
+      renameSync(from, to);
+    };
+    try {
+      assert.equal(await finalize("sub/status.json"), "processed");
+    } finally {
+      Object.assign(Deno, { removeSync, renameSync });
+    }
+    assert.ok(produced, "the producer's rename never ran");
+    assert.equal(await Deno.readTextFile(`${location}/processed/sub/status.json`), "delivered");
+    assert.equal(
+      await Deno.readTextFile(`${location}/sub/status.json`).catch(() => "(gone)"),
+      "new version",
+      "the new version was deleted with the delivered one",
+    );
+    assert.deepEqual([...Deno.readDirSync(`${location}/sub`)].map((entry) => entry.name), [
+      "status.json",
+    ]);
+  });
+});
+
 Deno.test("numberedName() keeps the extension", () => {
   assert.equal(numberedName("report.csv", 1), "report.1.csv");
   assert.equal(numberedName("archive.tar.gz", 2), "archive.2.tar.gz");
