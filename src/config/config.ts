@@ -717,6 +717,15 @@ function referencedKeys(entries: readonly IniEntry[]): Set<string> {
 }
 
 function unknownKeyReason(name: string, known: readonly string[]): string {
+  // No known key has a space in it. Such a name is mostly a line whose "=" was left out while
+  // its value holds one: `Password s3cr=t` reads as the key "Password s3cr", and quoting it
+  // printed part of the password. Only its first word is shown.
+  const space = name.search(/\s/);
+  if (space >= 0) {
+    const word = name.slice(0, space);
+    return `unknown key "${word} ..." (the rest of the name is not shown: it may be a ` +
+      `value; is the "=" after "${word}" missing?)`;
+  }
   const suggestion = closest(name, known);
   return suggestion
     ? `unknown key "${name}", did you mean "${suggestion}"?`

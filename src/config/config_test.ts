@@ -605,3 +605,20 @@ Deno.test("parseConfig() refuses two directories whose Destinations overlap", ()
     `[Directory b]\nLocation = /tmp/b\nDestination = /srv/in2\n\n${base}`;
   assert.equal(parseConfig(fine, "/etc/cm/settings.ini", { env: {} }).directories.length, 2);
 });
+
+Deno.test("an unknown key that may hold a value (its = left out) is quoted by its first word only", () => {
+  // `Password s3cr=t` splits at its "=", and the key "Password s3cr" used to be quoted whole.
+  const secret = "hunter2-Zq9";
+  const hint = (word: string) =>
+    `unknown key "${word} ..." (the rest of the name is not shown: it may be a value; ` +
+    `is the "=" after "${word}" missing?)`;
+  const config = parse(
+    `[DEFAULT]\nPassword ${secret}=x\n[Directory d]\nLocation = /d\n` +
+      `[Vessel v]\nAddress = a\nPassword: ${secret}\nPassphrase ${secret}:x\n`,
+  );
+  assert.equal(config.vessels[0].password?.reveal(), secret);
+  assert.deepEqual(config.warnings, [
+    `/etc/cm/settings.ini:8: [Vessel v] ${hint("Passphrase")}`,
+    `/etc/cm/settings.ini:2: [DEFAULT] ${hint("Password")}`,
+  ]);
+});
