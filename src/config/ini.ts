@@ -268,6 +268,8 @@ function interpolate(
 ): string {
   if (!entry.raw.includes("%")) return entry.raw;
   const out: string[] = [];
+  // What a secret is built from is as secret: `Password = %(pw)s` quoted pw's broken reference.
+  const secret = secretKeys.has(entry.key);
   const walk = (owner: IniEntry, text: string, depth: number): void => {
     if (depth > MAX_DEPTH) {
       throw fail(`"%(name)s" references nest deeper than ${MAX_DEPTH} levels (a reference loop?)`);
@@ -291,7 +293,7 @@ function interpolate(
         const target = byKey.get(match[1].toLowerCase());
         if (!target) {
           throw fail(
-            secretKeys.has(owner.key)
+            secret || secretKeys.has(owner.key)
               ? "refers with %(name)s to a key that is not set in this section or [DEFAULT]"
               : `refers to "%(${match[1]})s", but no key "${
                 match[1]

@@ -182,6 +182,28 @@ Deno.test("parseIni() quotes nothing from a secret key's value in interpolation 
   assert.doesNotMatch(error.message, /hunter2/);
 });
 
+Deno.test("parseIni() quotes nothing from a key a secret's value refers to", () => {
+  // The key the password is built from is as secret as the password: its broken reference
+  // was quoted in the error about the Password.
+  const document = parseIni(
+    "[DEFAULT]\npw = x%(hunter2)s\n[s]\nPassword = %(pw)s\nPath = %(pw)s\n",
+    "test.ini",
+    { secretKeys: ["password"] },
+  );
+  const error = assertIniError(
+    () => section(document, "s").get("password"),
+    { line: 4, section: "s", key: "Password" },
+    /is set in this section or \[DEFAULT\]|not set/,
+  );
+  assert.doesNotMatch(error.message, /hunter2/);
+  // A key that is not secret still names what it refers to.
+  assertIniError(
+    () => section(document, "s").get("path"),
+    { line: 5, section: "s", key: "Path" },
+    /refers to "%\(hunter2\)s", but no key "hunter2" is set/,
+  );
+});
+
 Deno.test("parseIni() rejects duplicate sections and duplicate keys in any case", () => {
   assertIniError(
     () => parseIni("[a]\nx = 1\n\n[a]\n", "test.ini"),
