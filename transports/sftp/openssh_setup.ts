@@ -212,14 +212,23 @@ export async function prepareOpenSsh(
   }
   const askpass = `${dir}/askpass`;
   const askpassText = askpassScript();
-  if (secrets) {
-    env.SSH_ASKPASS = askpass;
-    env.SSH_ASKPASS_REQUIRE = "force";
-  }
-  let logins = 0;
   const user = resolved.get("user") ?? vessel.username;
   const hostname = resolved.get("hostname") ?? host;
   const port = resolved.get("port") ?? String(vessel.port);
+  if (secrets) {
+    env.SSH_ASKPASS = askpass;
+    env.SSH_ASKPASS_REQUIRE = "force";
+    // The login whose password prompts the helper answers, as ssh names it in them. A jump
+    // host's ssh (ProxyJump, or ssh in a ProxyCommand) inherits this environment and asked
+    // the helper too: it was handed the vessel's password.
+    env.CONTENTMONSTER_LOGIN = `${user}@${resolved.get("hostkeyalias") ?? hostname}`;
+    const proxied = ["proxyjump", "proxycommand"].some((key) =>
+      (resolved.get(key) ?? "none") !== "none"
+    );
+    if (proxied) env.CONTENTMONSTER_PROXIED = "1";
+    else delete env.CONTENTMONSTER_PROXIED;
+  }
+  let logins = 0;
   return {
     command,
     options,
@@ -276,6 +285,13 @@ export async function prepareOpenSsh(
  * 8.4 and later put "(user@host) " before such prompts, so only ssh's own
  * prompt starts with its words; older ones get no keyboard-interactive
  * login without a Password (see the options).
+ *
+ * Through a jump host the password goes only to a prompt that names the
+ * vessel's login (`CONTENTMONSTER_LOGIN`): ssh's `user@host's password: `,
+ * or `(user@host) ` before a keyboard-interactive one; the jump host's ssh
+ * runs this helper too, and it got the password. Without a jump host only
+ * ssh's own login asks, and older ssh's bare keyboard-interactive prompts
+ * still get it.
  */
 function askpassScript(): string {
   return [
@@ -284,7 +300,8 @@ function askpassScript(): string {
     'case "$1" in',
     `"Enter passphrase for key '"*) name=passphrase ;;`,
     "*[Pp]assphrase*) exit 1 ;;",
-    "*[Pp]assword*) name=password ;;",
+    `"$CONTENTMONSTER_LOGIN's password: "|"($CONTENTMONSTER_LOGIN) "*[Pp]assword*) name=password ;;`,
+    '*[Pp]assword*) [ -z "$CONTENTMONSTER_PROXIED" ] || exit 1; name=password ;;',
     "*) exit 1 ;;",
     "esac",
     'exec cat -- "$CONTENTMONSTER_SECRETS.$name"',

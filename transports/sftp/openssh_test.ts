@@ -273,10 +273,10 @@ Deno.test({
       });
       const setup = await prepareOpenSsh(vessel, findSsh()!);
       const exposed = await setup.exposeSecrets();
-      const ask = async (prompt: string) => {
+      const ask = async (prompt: string, env = exposed.env) => {
         const output = await new Deno.Command(`${setup.dir}/askpass`, {
           args: [prompt],
-          env: exposed.env,
+          env,
         }).output();
         return output.code === 0 ? new TextDecoder().decode(output.stdout) : undefined;
       };
@@ -291,11 +291,87 @@ Deno.test({
         assert.equal(await ask("(root@vessel) Enter passphrase: "), undefined);
         assert.equal(await ask("(root@vessel) Enter passphrase for key '/x': "), undefined);
         assert.equal(await ask("Are you sure you want to continue connecting?"), undefined);
+        // Through a jump host, only prompts that name the vessel's login get the password.
+        const login = exposed.env.CONTENTMONSTER_LOGIN;
+        assert.equal(login, `root@${server.host}`);
+        const proxied = { ...exposed.env, CONTENTMONSTER_PROXIED: "1" };
+        assert.equal(await ask(`${login}'s password: `, proxied), "the-password");
+        assert.equal(await ask(`(${login}) Password: `, proxied), "the-password");
+        assert.equal(await ask("root@jumphost's password: ", proxied), undefined);
+        assert.equal(await ask("(root@jumphost) Password: ", proxied), undefined);
+        assert.equal(await ask("Password: ", proxied), undefined);
+        assert.equal(await ask("Enter passphrase for key '/x': ", proxied), "the-passphrase");
       } finally {
         await exposed.hide();
         await setup.dispose();
       }
     }),
+});
+
+/**
+ * Runs `fn` with a vessel reached through a jump host (ssh_config `ProxyJump`), both real
+ * sshd: `jumpLines` say how ssh logs in to the jump host, which is `root@jumphost` to ssh.
+ */
+async function withJumpHost(
+  servers: { jump: Parameters<typeof startOpenSsh>[0]; vessel: Parameters<typeof startOpenSsh>[0] },
+  jumpLines: (jump: TestServer) => string[],
+  fn: (vessel: SftpVessel) => Promise<void>,
+): Promise<void> {
+  await withServer(servers.jump, (jump) =>
+    withServer(servers.vessel, async (server) => {
+      const knownHosts = `${server.dir}/jump_known_hosts`;
+      await Deno.writeTextFile(
+        knownHosts,
+        `jumphost ${jump.hostPublicKey}\n[127.0.0.1]:${server.port} ${server.hostPublicKey}\n`,
+      );
+      const config = await writeSshConfig(server, [
+        "Host jump",
+        "  HostName 127.0.0.1",
+        `  Port ${jump.port}`,
+        "  User root",
+        "  HostKeyAlias jumphost",
+        `  UserKnownHostsFile ${knownHosts}`,
+        ...jumpLines(jump).map((line) => `  ${line}`),
+        "Host vessel",
+        "  HostName 127.0.0.1",
+        "  ProxyJump jump",
+      ]);
+      await fn(
+        openssh(server, { address: "vessel", knownHostsFile: knownHosts, sshConfigFile: config }),
+      );
+    }));
+}
+
+Deno.test({
+  name: "OpenSSH carrier gives the vessel's password to no ProxyJump host",
+  ignore,
+  fn: () =>
+    // The jump host would take the vessel's password: it logs in only if it is given it.
+    withJumpHost(
+      { jump: { rootPassword: "jump-s3cret-58" }, vessel: {} },
+      () => ["PubkeyAuthentication no"],
+      async (vessel) => {
+        const withPassword = { ...vessel, password: secret("jump-s3cret-58") };
+        const setup = await prepareOpenSsh(withPassword, findSsh()!);
+        try {
+          const login = openOpenSsh({
+            vessel: withPassword,
+            log: silentLogger,
+            setup,
+            controlPath: `${setup.dir}/c0`,
+          });
+          const connection = await login.catch((error: Error) => error);
+          if (!(connection instanceof Error)) {
+            await connection.close();
+            assert.fail("logged in through the jump host: it was given the vessel's password");
+          }
+          // The vessel takes the key: only the jump host refuses, asked as root@jumphost.
+          assert.match(connection.message, /Permission denied/);
+        } finally {
+          await setup.dispose();
+        }
+      },
+    ),
 });
 
 Deno.test({
