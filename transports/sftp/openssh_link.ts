@@ -116,7 +116,7 @@ async function start(
     ...(withSftp ? ["-s", "--", setup.host, "sftp"] : ["-N", "--", setup.host]),
   ], { stdio: ["pipe", "pipe", "pipe"], detached: true, env: secrets.env });
   options.onStarted?.();
-  const diagnostics = new Diagnostics(master);
+  const diagnostics = new Diagnostics(master, setup.isVesselAuthenticated);
   diagnostics.onConnected = options.onConnected;
   const authenticated = new Promise<void>((resolve) => diagnostics.onAuthenticated = resolve);
   authenticated.then(hideSecrets);
@@ -457,8 +457,10 @@ class Diagnostics {
   readonly #lines: string[] = [];
   readonly #head: string[] = [];
   #partial = "";
-  authenticated = false;
+  /** ssh's line saying that the vessel accepted the login, once it came. */
+  authenticated?: string;
   onAuthenticated?: () => void;
+  readonly #isVesselAuthenticated: (line: string) => boolean;
   onConnected?: (handshakeMs: number) => void;
   /**
    * When ssh said it connects: the time from its start includes its own
@@ -467,7 +469,8 @@ class Diagnostics {
    */
   #connectingAt = performance.now();
 
-  constructor(child: ChildProcess) {
+  constructor(child: ChildProcess, isVesselAuthenticated: (line: string) => boolean) {
+    this.#isVesselAuthenticated = isVesselAuthenticated;
     child.stderr!.on("data", (data: Buffer) => {
       const text = this.#partial + data.toString();
       const lines = text.split(/\r?\n/);
@@ -482,8 +485,8 @@ class Diagnostics {
     if (line === "debug1: Connection established.") {
       this.onConnected?.(performance.now() - this.#connectingAt);
     }
-    if (/^(debug1: )?Authenticated to/.test(line)) {
-      this.authenticated = true;
+    if (!this.authenticated && this.#isVesselAuthenticated(line)) {
+      this.authenticated = line;
       this.onAuthenticated?.();
     }
     if (line.startsWith("debug") || !line.trim()) return;
@@ -657,9 +660,10 @@ function describeKey(line: string): string {
 
 /** How ssh logged in, named as the builtin client names it. */
 function authInfo(diagnostics: Diagnostics): string {
-  const method = diagnostics.match(/Authenticated to .* using "([^"]+)"/) ?? "unknown";
+  // The vessel's own line, and its key the last accepted: a jump host's login comes first.
+  const method = /using "([^"]+)"/.exec(diagnostics.authenticated ?? "")?.[1] ?? "unknown";
   if (method !== "publickey") return method;
-  const key = diagnostics.match(/Server accepts key: (.+)$/);
+  const key = diagnostics.matchAll(/Server accepts key: (.+)$/).at(-1);
   return key ? describeKey(key) : method;
 }
 

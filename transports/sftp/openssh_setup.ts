@@ -36,6 +36,13 @@ export interface OpenSshSetup {
   readonly hostKeyPolicy: string;
   /** The known_hosts files ssh reads, for messages. */
   readonly knownHosts: string;
+  /**
+   * Whether `line`, of ssh's stderr, says that the vessel accepted the login.
+   * Behind a jump host (ProxyJump) the jump host's ssh writes to the same
+   * stderr, and its own "Authenticated to" came first: the login's secrets
+   * were removed then, before the vessel asked for its password.
+   */
+  isVesselAuthenticated(line: string): boolean;
   /** The environment of every `ssh` run. */
   readonly env: Record<string, string>;
   /** A private (0700) directory for control sockets; removed by {@linkcode dispose}. */
@@ -215,6 +222,9 @@ export async function prepareOpenSsh(
   const user = resolved.get("user") ?? vessel.username;
   const hostname = resolved.get("hostname") ?? host;
   const port = resolved.get("port") ?? String(vessel.port);
+  const proxied = ["proxyjump", "proxycommand"].some((key) =>
+    (resolved.get(key) ?? "none") !== "none"
+  );
   if (secrets) {
     env.SSH_ASKPASS = askpass;
     env.SSH_ASKPASS_REQUIRE = "force";
@@ -222,9 +232,6 @@ export async function prepareOpenSsh(
     // host's ssh (ProxyJump, or ssh in a ProxyCommand) inherits this environment and asked
     // the helper too: it was handed the vessel's password.
     env.CONTENTMONSTER_LOGIN = `${user}@${resolved.get("hostkeyalias") ?? hostname}`;
-    const proxied = ["proxyjump", "proxycommand"].some((key) =>
-      (resolved.get(key) ?? "none") !== "none"
-    );
     if (proxied) env.CONTENTMONSTER_PROXIED = "1";
     else delete env.CONTENTMONSTER_PROXIED;
   }
@@ -236,6 +243,11 @@ export async function prepareOpenSsh(
     target: `${user}@${hostname}:${port}`,
     hostKeyPolicy,
     knownHosts: resolved.get("userknownhostsfile") ?? vessel.knownHostsFile,
+    // ssh's own connection is not a socket behind a proxy, and it says so; a jump host's
+    // ssh names its [address]:port instead (and a second jump host its own name).
+    isVesselAuthenticated: (line) =>
+      /^(debug1: )?Authenticated to /.test(line) &&
+      (!proxied || line.includes(`Authenticated to ${hostname} (via proxy) `)),
     env,
     dir,
     async exposeSecrets() {

@@ -315,7 +315,7 @@ Deno.test({
 async function withJumpHost(
   servers: { jump: Parameters<typeof startOpenSsh>[0]; vessel: Parameters<typeof startOpenSsh>[0] },
   jumpLines: (jump: TestServer) => string[],
-  fn: (vessel: SftpVessel) => Promise<void>,
+  fn: (vessel: SftpVessel, server: TestServer) => Promise<void>,
 ): Promise<void> {
   await withServer(servers.jump, (jump) =>
     withServer(servers.vessel, async (server) => {
@@ -338,6 +338,7 @@ async function withJumpHost(
       ]);
       await fn(
         openssh(server, { address: "vessel", knownHostsFile: knownHosts, sshConfigFile: config }),
+        server,
       );
     }));
 }
@@ -371,6 +372,51 @@ Deno.test({
           await setup.dispose();
         }
       },
+    ),
+});
+
+Deno.test({
+  name: "OpenSSH carrier logs in with a password behind a ProxyJump host that took a key",
+  ignore,
+  fn: () =>
+    withJumpHost(
+      { jump: {}, vessel: { rootPassword: "behind-s3cret-73" } },
+      (jump) => [`IdentityFile ${jump.identityFile}`, "IdentitiesOnly yes"],
+      (vessel, server) =>
+        withoutKeys(server, async () => {
+          // The jump host's ssh says "Authenticated to" first: the secrets were removed then,
+          // before the vessel asked for the password.
+          const withPassword = {
+            ...vessel,
+            identityFile: undefined,
+            password: secret("behind-s3cret-73"),
+          };
+          const setup = await prepareOpenSsh(withPassword, findSsh()!);
+          let authenticated = 0;
+          try {
+            const connection = await openOpenSsh({
+              vessel: withPassword,
+              log: silentLogger,
+              setup,
+              controlPath: `${setup.dir}/c0`,
+              onAuthenticated: () => authenticated++,
+            });
+            try {
+              assert.equal(connection.info.auth, "password");
+              assert.equal(authenticated, 1);
+              assert.deepEqual(
+                await connection.exec("echo hi", 10_000).then((r) => r.stdout),
+                "hi\n",
+              );
+            } finally {
+              await connection.close();
+            }
+            const names = await Array.fromAsync(Deno.readDir(setup.dir), (entry) => entry.name);
+            assert.ok(!names.some((name) => name.startsWith("login")), `left: ${names}`);
+          } finally {
+            await setup.dispose();
+          }
+        }),
     ),
 });
 
