@@ -121,11 +121,26 @@ export async function removeStaleDirectories(tmp = temporaryDirectory()): Promis
       const info = await Deno.lstat(path);
       // Only this user's, closed to others: nobody else can have planted its owner file.
       if (!info.isDirectory || info.uid !== Deno.uid() || (info.mode! & 0o077)) continue;
-      if (Date.now() - (info.mtime?.getTime() ?? 0) < STALE_AFTER_MS) continue;
       if (await ownerRuns(path)) continue;
+      if (Date.now() - (info.mtime?.getTime() ?? 0) < STALE_AFTER_MS) {
+        // Too young to go whole, but a login's secrets are written only once the owner file
+        // is locked: these are a dead process's. A daemon killed mid-login and restarted by
+        // systemd 5 s later kept them on disk for as long as the new one ran.
+        await removeSecretFiles(path);
+        continue;
+      }
       await Deno.remove(path, { recursive: true });
     } catch {
       // Gone already, or not ours.
+    }
+  }
+}
+
+/** Removes the copies of secrets (`login<N>.password`, `.passphrase`) in `dir`. */
+async function removeSecretFiles(dir: string): Promise<void> {
+  for await (const entry of Deno.readDir(dir)) {
+    if (/^login\d+\.(password|passphrase)$/.test(entry.name)) {
+      await Deno.remove(`${dir}/${entry.name}`).catch(() => {});
     }
   }
 }

@@ -46,6 +46,41 @@ Deno.test("only old directories whose owner no longer holds its lock are removed
   }
 });
 
+Deno.test("a dead process's secrets go at once, however young its directory", async () => {
+  // A daemon killed with -9 mid-login and restarted 5 s later (systemd) kept the copies of its
+  // password and passphrase on disk for as long as the new one ran: the directory was young.
+  const tmp = await Deno.makeTempDir();
+  const held = await Deno.open(`${tmp}/held.lock`, { write: true, create: true });
+  try {
+    const dead = `${tmp}/contentmonster-ssh-1001-dead`;
+    const running = `${tmp}/contentmonster-ssh-1002-running`;
+    for (const dir of [dead, running]) {
+      await Deno.mkdir(dir, { mode: 0o700 });
+      for (const name of ["askpass", "login3.password", "login3.passphrase"]) {
+        await Deno.writeTextFile(`${dir}/${name}`, "secret", { mode: 0o600 });
+      }
+    }
+    await Deno.writeTextFile(`${dead}/owner.lock`, "");
+    await Deno.link(`${tmp}/held.lock`, `${running}/owner.lock`);
+    await held.lock(true);
+
+    await removeStaleDirectories(tmp);
+
+    const names = async (dir: string) =>
+      (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+    assert.deepEqual(await names(dead), ["askpass", "owner.lock"]);
+    assert.deepEqual(await names(running), [
+      "askpass",
+      "login3.passphrase",
+      "login3.password",
+      "owner.lock",
+    ]);
+  } finally {
+    held.close();
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
 Deno.test("a private directory emptied meanwhile is made again, 0700 and locked again", async () => {
   const tmp = await Deno.makeTempDir();
   try {
