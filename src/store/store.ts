@@ -145,11 +145,15 @@ export class Store {
    * `DatabaseLockedError` at once when another process holds it.
    */
   static async open(path: string, options: { exclusive?: boolean } = {}): Promise<Store> {
+    // It names, sizes and hashes files of Locations that may be closed to other users: a new
+    // database and the directories made for it are the daemon user's alone (SQLite gives its
+    // -wal and -shm the database's mode). One that exists keeps the mode it has.
     const slash = path.lastIndexOf("/");
-    if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
+    if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true, mode: 0o700 });
     const lock = options.exclusive ? await InstanceLock.acquire(path) : undefined;
     let db: DatabaseSync | undefined;
     try {
+      createPrivate(path);
       db = new DatabaseSync(path);
       // First, so that the statements below wait for another process instead of failing.
       db.exec("PRAGMA busy_timeout = 5000");
@@ -777,4 +781,13 @@ function toDelivery(row: Row): DeliveryRecord {
     lastError: row.last_error === null ? null : String(row.last_error),
     file: toFile(row),
   };
+}
+
+/** Creates `path` empty and 0600 unless it exists (SQLite takes an empty file for a new database). */
+function createPrivate(path: string): void {
+  try {
+    Deno.openSync(path, { createNew: true, write: true, mode: 0o600 }).close();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+  }
 }

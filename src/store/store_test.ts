@@ -69,6 +69,18 @@ Deno.test("Store.open() creates the database, its directory and the schema", asy
   });
 });
 
+Deno.test("Store.open() creates the database and its directory closed to other users", async () => {
+  await withStore(async (store, path) => {
+    // File names, sizes and hashes of Locations that may be closed to others.
+    await store.grouped(() => store.enqueue("d", "secret-plans.pdf", 1, 1, ["v"]));
+    const mode = async (name: string) => ((await Deno.stat(name)).mode! & 0o777).toString(8);
+    assert.equal(await mode(path.slice(0, path.lastIndexOf("/"))), "700");
+    for (const name of [path, `${path}-wal`, `${path}-shm`]) {
+      assert.equal(await mode(name), "600", name);
+    }
+  });
+});
+
 Deno.test("Store.open() again keeps the data and the instance id", async () => {
   await withStore(async (store, path) => {
     const { fileId } = store.enqueue("out", "a.bin", 10, 1000, ["a"], {
