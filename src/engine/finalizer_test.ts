@@ -144,27 +144,41 @@ async function finalizeRepeatedly(
   return { processed, refused };
 }
 
+/**
+ * Finalizes sub/d/passwd for 2 s while another process swaps sub/d for a link
+ * to a directory outside Location that holds a file of the same name, and
+ * returns how often that file was gone (deleted or moved) after a try.
+ */
+async function outsideLossesWhileSwapped(
+  dir: string,
+  location: string,
+  finalize: (relpath: string) => Promise<string>,
+): Promise<number> {
+  await Deno.mkdir(`${location}/sub/d`, { recursive: true });
+  await Deno.mkdir(`${dir}/victim`);
+  let losses = 0;
+  await whileSwapped(`${location}/sub/d`, `${dir}/victim`, async () => {
+    const counts = await finalizeRepeatedly(2_000, async () => {
+      await Deno.writeTextFile(`${dir}/victim/passwd`, "root:x:0:0");
+      await Deno.writeTextFile(`${location}/sub/d/passwd`, "queued");
+      return "sub/d/passwd";
+    }, async (relpath) => {
+      try {
+        return await finalize(relpath);
+      } finally {
+        if ((await Deno.lstat(`${dir}/victim/passwd`).catch(() => undefined)) === undefined) {
+          losses++;
+        }
+      }
+    });
+    assert.ok(counts.processed > 0, `no file was processed (${counts.refused} refused)`);
+  });
+  return losses;
+}
+
 Deno.test("finalizeFile() deletes nothing outside Location while a subdirectory is swapped for a symlink", async () => {
   await withLocation(async (dir, location, finalize) => {
-    // The file to finalize lives in sub/d; a user who can write sub swaps d for a link to victim,
-    // which holds a file of the same name: it must survive every move.
-    await Deno.mkdir(`${location}/sub/d`, { recursive: true });
-    await Deno.mkdir(`${dir}/victim`);
-    let deleted = 0;
-    await whileSwapped(`${location}/sub/d`, `${dir}/victim`, async () => {
-      const counts = await finalizeRepeatedly(2_000, async () => {
-        await Deno.writeTextFile(`${dir}/victim/passwd`, "root:x:0:0");
-        await Deno.writeTextFile(`${location}/sub/d/passwd`, "queued");
-        return "sub/d/passwd";
-      }, async (relpath) => {
-        const result = await finalize(relpath);
-        if ((await Deno.lstat(`${dir}/victim/passwd`).catch(() => undefined)) === undefined) {
-          deleted++;
-        }
-        return result;
-      });
-      assert.ok(counts.processed > 0, `no file was processed (${counts.refused} refused)`);
-    });
+    const deleted = await outsideLossesWhileSwapped(dir, location, finalize);
     assert.equal(deleted, 0, `a file outside Location was deleted ${deleted} times`);
   });
 });
@@ -268,25 +282,7 @@ Deno.test("finalizeFile() without hard links moves no file outside Location whil
   };
   try {
     await withLocation(async (dir, location, finalize) => {
-      await Deno.mkdir(`${location}/sub/d`, { recursive: true });
-      await Deno.mkdir(`${dir}/victim`);
-      let moved = 0;
-      await whileSwapped(`${location}/sub/d`, `${dir}/victim`, async () => {
-        const counts = await finalizeRepeatedly(2_000, async () => {
-          await Deno.writeTextFile(`${dir}/victim/passwd`, "root:x:0:0");
-          await Deno.writeTextFile(`${location}/sub/d/passwd`, "queued");
-          return "sub/d/passwd";
-        }, async (relpath) => {
-          try {
-            return await finalize(relpath);
-          } finally {
-            if ((await Deno.lstat(`${dir}/victim/passwd`).catch(() => undefined)) === undefined) {
-              moved++;
-            }
-          }
-        });
-        assert.ok(counts.processed > 0, `no file was processed (${counts.refused} refused)`);
-      });
+      const moved = await outsideLossesWhileSwapped(dir, location, finalize);
       assert.equal(moved, 0, `a file outside Location was moved ${moved} times`);
     });
   } finally {
