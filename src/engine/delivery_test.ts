@@ -452,6 +452,25 @@ class CutPublish extends LocalTransport {
   }
 }
 
+/**
+ * Lands the cut publish's rename now, and checks that it failed for want of
+ * its copy and that the destination still holds `expected`.
+ */
+async function assertLateRenameLost(
+  transport: CutPublish,
+  destination: string,
+  expected: Uint8Array,
+  message: string,
+): Promise<void> {
+  const late = await transport.lateRename(destination).catch((error) => error);
+  assert.equal(
+    sha256(await Deno.readFile(`${transport.root}${destination}`)),
+    sha256(expected),
+    message,
+  );
+  assert.ok(late instanceof Deno.errors.NotFound, `the late rename: ${late}`);
+}
+
 Deno.test("runDelivery() of a new version after a publish whose rename may still land removes the copy it named before publishing", async () => {
   for (const size of [100, 3 * CHUNK]) {
     // The new version is seen by the attempt (the stat at its start), or by the watcher first.
@@ -473,13 +492,12 @@ Deno.test("runDelivery() of a new version after a publish whose rename may still
         assert.equal(await attempt(fileId), "delivered");
         assert.equal(sha256(await Deno.readFile(`${transport.root}${destination}`)), sha256(newer));
 
-        const late = await transport.lateRename(destination).catch((error) => error);
-        assert.equal(
-          sha256(await Deno.readFile(`${transport.root}${destination}`)),
-          sha256(newer),
+        await assertLateRenameLost(
+          transport,
+          destination,
+          newer,
           `${size} bytes, seen by the ${seenBy}: the older version was published over the newer`,
         );
-        assert.ok(late instanceof Deno.errors.NotFound, `the late rename: ${late}`);
       }, { vessel: (dir) => new CutPublish(dir) });
     }
   }
@@ -513,13 +531,12 @@ Deno.test("runDelivery() after a publish whose rename may still land, of a copy 
       });
       assert.equal(await attempt(fileId), "delivered");
 
-      const late = await transport.lateRename(destination).catch((error) => error);
-      assert.equal(
-        sha256(await Deno.readFile(`${transport.root}${destination}`)),
-        sha256(data),
+      await assertLateRenameLost(
+        transport,
+        destination,
+        data,
         `${size} bytes: the altered copy was published`,
       );
-      assert.ok(late instanceof Deno.errors.NotFound, `the late rename: ${late}`);
     }, { vessel: (dir) => new CutPublish(dir) });
   }
 });
@@ -541,13 +558,12 @@ Deno.test("runDelivery() that finds its file at the destination after a publish 
       const newer = bytes(size + 7, 2);
       assert.equal(await attempt(await queue("f.bin", newer)), "delivered");
 
-      const late = await transport.lateRename(destination).catch((error) => error);
-      assert.equal(
-        sha256(await Deno.readFile(`${transport.root}${destination}`)),
-        sha256(newer),
+      await assertLateRenameLost(
+        transport,
+        destination,
+        newer,
         `${size} bytes: the older file was published over the newer`,
       );
-      assert.ok(late instanceof Deno.errors.NotFound, `the late rename: ${late}`);
     }, { vessel: (dir) => new CutPublish(dir) });
   }
 });
