@@ -502,6 +502,23 @@ class Diagnostics {
     });
   }
 
+  /**
+   * The first capture group of `pattern` in the last of the connection's
+   * first lines it matches, looking at lines `from` on only.
+   */
+  last(pattern: RegExp, from = 0): string | undefined {
+    for (let index = this.#head.length - 1; index >= Math.max(0, from); index--) {
+      const found = pattern.exec(this.#head[index]);
+      if (found) return found[1];
+    }
+    return undefined;
+  }
+
+  /** Where the last of the connection's first lines that `pattern` matches is (-1: none). */
+  lastIndex(pattern: RegExp): number {
+    return this.#head.findLastIndex((line) => pattern.test(line));
+  }
+
   /** The first capture group of `pattern` in the connection's first lines. */
   match(pattern: RegExp): string | undefined {
     for (const line of this.#head) {
@@ -619,8 +636,8 @@ function hostKeyError(
   diagnostics: Diagnostics,
   setup: OpenSshSetup,
 ): TransportError {
-  const offered = diagnostics.match(/Server host key: (\S+ \S+)/);
-  const offending = diagnostics.match(/Offending \S+ key in (\S+)/);
+  const offered = diagnostics.last(/Server host key: (\S+ \S+)/);
+  const offending = diagnostics.last(/Offending \S+ key in (\S+)/);
   const finding = diagnostics.match(/(REVOKED HOST KEY)/i)
     ? "its key is marked @revoked in known hosts"
     : diagnostics.match(/(REMOTE HOST IDENTIFICATION HAS CHANGED)/)
@@ -667,13 +684,21 @@ function authInfo(diagnostics: Diagnostics): string {
   return key ? describeKey(key) : method;
 }
 
+/**
+ * The vessel's host key as ssh checked it. Behind jump hosts each one's ssh
+ * writes its own key exchange to the same stderr, before the vessel's: the
+ * vessel's lines are the last.
+ */
 function hostKeyInfo(diagnostics: Diagnostics, setup: OpenSshSetup): string {
-  const offered = diagnostics.match(/Server host key: (\S+ \S+)/) ?? "unknown key";
-  const line = diagnostics.match(/Found key in (\S+)/);
-  if (diagnostics.match(/(Permanently added)/)) return `${offered} (new; added to known hosts)`;
+  const offered = diagnostics.last(/Server host key: (\S+ \S+)/) ?? "unknown key";
+  const vesselsFrom = diagnostics.lastIndex(/Server host key: /);
+  const line = diagnostics.last(/Found key in (\S+)/, vesselsFrom);
+  if (diagnostics.last(/(Permanently added)/, vesselsFrom)) {
+    return `${offered} (new; added to known hosts)`;
+  }
   if (
     setup.hostKeyPolicy === "no" &&
-    diagnostics.match(/(REMOTE HOST IDENTIFICATION HAS CHANGED|WARNING)/)
+    diagnostics.last(/(REMOTE HOST IDENTIFICATION HAS CHANGED|WARNING)/, vesselsFrom)
   ) {
     return `${offered} (CHANGED; accepted: StrictHostKeyChecking = no)`;
   }

@@ -343,6 +343,53 @@ async function withJumpHost(
     }));
 }
 
+/** The SHA256 fingerprint `ssh-keygen -l` gives a public key line (`"ssh-ed25519 AAAA..."`). */
+async function fingerprint(publicKey: string): Promise<string> {
+  const output = await new Deno.Command("ssh-keygen", {
+    args: ["-l", "-f", "-"],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const writer = output.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(`${publicKey}\n`));
+  await writer.close();
+  const text = new TextDecoder().decode((await output.output()).stdout);
+  return text.split(" ")[1];
+}
+
+Deno.test({
+  name: "OpenSSH carrier names the vessel's host key behind a ProxyJump host, not the jump host's",
+  ignore,
+  fn: () =>
+    withJumpHost(
+      { jump: {}, vessel: {} },
+      (jump) => [`IdentityFile ${jump.identityFile}`, "IdentitiesOnly yes"],
+      async (vessel, server) => {
+        const setup = await prepareOpenSsh(vessel, findSsh()!);
+        try {
+          const connection = await openOpenSsh({
+            vessel,
+            log: silentLogger,
+            setup,
+            controlPath: `${setup.dir}/c0`,
+          });
+          try {
+            // `contentmonster check` shows this: an operator compares it with the vessel's.
+            const expected = await fingerprint(server.hostPublicKey);
+            assert.ok(
+              connection.info.hostKey.includes(expected),
+              `${connection.info.hostKey} is not the vessel's key ${expected}`,
+            );
+          } finally {
+            await connection.close();
+          }
+        } finally {
+          await setup.dispose();
+        }
+      },
+    ),
+});
+
 Deno.test({
   name: "OpenSSH carrier gives the vessel's password to no ProxyJump host",
   ignore,
