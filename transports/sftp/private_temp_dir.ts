@@ -1,15 +1,28 @@
 /**
  * TempDir and part directories on an SFTP vessel: created 0700, and checked
- * (without following links) to be private to the login user before any part
- * is written in them. See `../private_dir.ts` for why.
+ * (without following links) to be private to the login user, below
+ * directories no one else can change, before any part is written in them.
+ * See `../private_dir.ts` for why.
  *
  * @module
  */
 import type { Stats } from "./_ssh2.ts";
 import { parentOf, TransportError } from "../transport.ts";
-import { type DirectoryStat, privateDirProblem, unsafeTempDir } from "../private_dir.ts";
+import {
+  ANCESTOR_DIR_MODE,
+  checkAncestors,
+  type DirectoryStat,
+  privateDirProblem,
+  unsafeTempDir,
+} from "../private_dir.ts";
 import { hasStatus, type RunCommand, SFTP_STATUS, type SshConnection } from "./connection.ts";
-import { lstatPath, makeDirectories, makePrivateDirectory, removeDirectory } from "./sftp_ops.ts";
+import {
+  lstatPath,
+  makeDirectories,
+  makePrivateDirectory,
+  realPath,
+  removeDirectory,
+} from "./sftp_ops.ts";
 
 /** The uid the login user's files get on the vessel (`id -u`). */
 export async function loginUid(run: RunCommand, deadlineMs: number): Promise<number> {
@@ -33,25 +46,80 @@ export async function loginUid(run: RunCommand, deadlineMs: number): Promise<num
 }
 
 /**
- * Makes sure `dir` is a directory private to the login user: creates it 0700
- * (with its parents when `parents`), or checks the one there. Throws an
+ * Judges the directories above `tempDir` (see `checkAncestors` in
+ * `../private_dir.ts`): their lstats leave together before this returns, so
+ * after `connection.sftp()` they go ahead of the requests made next.
+ * Resolves to whether all were there.
+ */
+export function checkTempDirAncestors(
+  connection: SshConnection,
+  tempDir: string,
+  options: { vessel: string; uid: number | Promise<number> },
+): Promise<boolean> {
+  return checkAncestors(tempDir, {
+    ...options,
+    lookup: {
+      lstat: async (path) => {
+        const stats = await lstatPath(connection, path);
+        return stats && directoryStat(stats);
+      },
+      realPath: (path) => realPath(connection, path),
+    },
+  });
+}
+
+/**
+ * Makes sure TempDir and the directories above it are safe: judges those
+ * above (unless `ancestorsPassed`: the caller just found them all there and
+ * safe), creates what is
+ * missing (TempDir 0700, the directories above it 0755) or checks the
+ * TempDir there. Throws an `"unsafe"` TransportError naming the problem and
+ * its fix.
+ */
+export async function ensureTempDir(
+  connection: SshConnection,
+  tempDir: string,
+  options: { vessel: string; uid: number; ancestorsPassed?: boolean },
+): Promise<void> {
+  const { vessel, uid } = options;
+  let complete = options.ancestorsPassed ||
+    await checkTempDirAncestors(connection, tempDir, { vessel, uid });
+  const stats = await lstatPath(connection, tempDir);
+  if (!stats && !(await lstatPath(connection, parentOf(tempDir)))) {
+    await makeDirectories(connection, parentOf(tempDir), ANCESTOR_DIR_MODE);
+    // Ours once made, but below a sticky directory (/tmp) another user may have been first.
+    complete = false;
+  }
+  if (!complete && !(await checkTempDirAncestors(connection, tempDir, { vessel, uid }))) {
+    throw new Error(`a directory above ${JSON.stringify(tempDir)} vanished as it was checked`);
+  }
+  mustBePrivate(tempDir, stats ?? await makeAndLook(connection, tempDir), options);
+}
+
+/**
+ * Makes sure `dir`, in a TempDir already checked, is a directory private to
+ * the login user: creates it 0700, or checks the one there. Throws an
  * `"unsafe"` TransportError naming the problem and its fix.
  */
 export async function ensurePrivateDirectory(
   connection: SshConnection,
   dir: string,
-  options: { vessel: string; uid: number; parents: boolean },
+  options: { vessel: string; uid: number },
 ): Promise<void> {
-  let stats = await lstatPath(connection, dir);
-  if (!stats) {
-    if (options.parents && !(await lstatPath(connection, parentOf(dir)))) {
-      await makeDirectories(connection, parentOf(dir));
-    }
-    await makePrivateDirectory(connection, dir);
-    // Looked at again: someone may have been faster between the lstat and the mkdir.
-    stats = await lstatPath(connection, dir);
-    if (!stats) throw new Error(`${JSON.stringify(dir)} vanished right after mkdir`);
-  }
+  const stats = await lstatPath(connection, dir) ?? await makeAndLook(connection, dir);
+  mustBePrivate(dir, stats, options);
+}
+
+/** Creates `dir` 0700 and lstats it. */
+async function makeAndLook(connection: SshConnection, dir: string): Promise<Stats> {
+  await makePrivateDirectory(connection, dir);
+  // Looked at again: someone may have been faster between the lstat and the mkdir.
+  const stats = await lstatPath(connection, dir);
+  if (!stats) throw new Error(`${JSON.stringify(dir)} vanished right after mkdir`);
+  return stats;
+}
+
+function mustBePrivate(dir: string, stats: Stats, options: { vessel: string; uid: number }): void {
   const problem = privateDirProblem(dir, directoryStat(stats), options.uid);
   if (problem) throw unsafeTempDir(options.vessel, problem);
 }
@@ -67,47 +135,67 @@ export async function ensurePartDirectory(
   options: { vessel: string; uid: number },
 ): Promise<boolean> {
   if (await makePrivateDirectory(connection, dir)) return true;
-  await ensurePrivateDirectory(connection, dir, { ...options, parents: false });
+  await ensurePrivateDirectory(connection, dir, options);
   return false;
 }
 
 /**
- * Makes sure `tempDir` is private (as {@linkcode ensurePrivateDirectory})
- * and creates the part directory `partDir` in it, in one round trip when
- * TempDir's parent is there and the part directory is not: TempDir's mkdir
- * (which fails harmlessly when it is there), its lstat and the part
- * directory's mkdir leave together, and the server answers them in order,
- * so the lstat shows TempDir as the part directory's mkdir found it. A part
- * directory made in a TempDir that fails the check is removed before the
- * error. Returns whether the part directory is new (so holds no parts).
+ * Makes sure `tempDir` is private (as {@linkcode ensureTempDir}) and creates
+ * the part directory `partDir` in it, in one round trip when TempDir's parent
+ * is there and the part directory is not: TempDir's mkdir (which fails
+ * harmlessly when it is there), its lstat and the part directory's mkdir
+ * leave together, and the server answers them in order, so the lstat shows
+ * TempDir as the part directory's mkdir found it. On a connection not in
+ * `ancestorsChecked` yet, the lstats of the directories above TempDir go
+ * first in that round trip, and it joins the set once they pass: only root
+ * or the login user can change them, so once per connection is enough. A
+ * directory made where the check fails is removed before the error. Returns
+ * whether the part directory is new (so holds no parts).
  */
 export async function preparePartDirectory(
   connection: SshConnection,
   tempDir: string,
   partDir: string,
-  options: { vessel: string; uid: Promise<number> },
+  options: { vessel: string; uid: Promise<number>; ancestorsChecked: WeakSet<SshConnection> },
 ): Promise<boolean> {
   await connection.sftp(); // From here on requests leave in the order they are made.
-  const [, tempStats, made] = await Promise.allSettled([
+  const { vessel } = options;
+  const [ancestors, tempMade, tempStats, made] = await Promise.allSettled([
+    options.ancestorsChecked.has(connection) ||
+    checkTempDirAncestors(connection, tempDir, { vessel, uid: options.uid }),
     makePrivateDirectory(connection, tempDir),
     lstatPath(connection, tempDir),
     makePrivateDirectory(connection, partDir),
   ]);
-  if (tempStats.status === "rejected") throw tempStats.reason;
   const madePartDir = made.status === "fulfilled" && made.value;
+  const removeMade = async (tempDirToo: boolean) => {
+    if (madePartDir) await removeDirectory(connection, partDir).catch(() => {});
+    if (tempDirToo && tempMade.status === "fulfilled" && tempMade.value) {
+      await removeDirectory(connection, tempDir).catch(() => {});
+    }
+  };
+  if (ancestors.status === "rejected") {
+    await removeMade(true);
+    throw ancestors.reason;
+  }
+  if (tempStats.status === "rejected") throw tempStats.reason;
   if (tempStats.value) {
     const problem = privateDirProblem(tempDir, directoryStat(tempStats.value), await options.uid);
     if (problem) {
-      if (madePartDir) await removeDirectory(connection, partDir).catch(() => {});
-      throw unsafeTempDir(options.vessel, problem);
+      await removeMade(false);
+      throw unsafeTempDir(vessel, problem);
     }
-    if (madePartDir) return true;
+    if (madePartDir && ancestors.value) {
+      options.ancestorsChecked.add(connection);
+      return true;
+    }
   } else if (made.status === "rejected" && !hasStatus(made.reason, SFTP_STATUS.NO_SUCH_FILE)) {
     throw made.reason;
   }
   // TempDir's parent is missing, or the part directory is there already: step by step.
-  const checked = { vessel: options.vessel, uid: await options.uid };
-  await ensurePrivateDirectory(connection, tempDir, { ...checked, parents: true });
+  const checked = { vessel, uid: await options.uid };
+  await ensureTempDir(connection, tempDir, { ...checked, ancestorsPassed: ancestors.value });
+  options.ancestorsChecked.add(connection);
   return await ensurePartDirectory(connection, partDir, checked);
 }
 

@@ -10,7 +10,7 @@ import { joinPath, parentOf, type ProbeItem, TransportError } from "../transport
 import { EMPTY_SHA256, parseSha256, PROBE_COMMAND } from "./commands.ts";
 import type { SshConnection } from "./connection.ts";
 import { freeBytes, removeFile, statPath, writeFile } from "./sftp_ops.ts";
-import { ensurePrivateDirectory, loginUid } from "./private_temp_dir.ts";
+import { ensureTempDir, loginUid } from "./private_temp_dir.ts";
 import { slowStartAdvice } from "./slow_start.ts";
 
 /** Probes `vessel` through a connection from `connect`. */
@@ -88,11 +88,7 @@ export async function probeVessel(
       (command, deadlineMs) => connection.exec(command, deadlineMs),
       vessel.timeout * 3000,
     );
-    await ensurePrivateDirectory(connection, vessel.tempDir, {
-      vessel: vessel.name,
-      uid,
-      parents: true,
-    });
+    await ensureTempDir(connection, vessel.tempDir, { vessel: vessel.name, uid });
     await probeWrite(connection, vessel.tempDir);
     add("TempDir", true, `${JSON.stringify(vessel.tempDir)} is writable`);
   } catch (error) {

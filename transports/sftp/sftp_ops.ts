@@ -45,6 +45,11 @@ export async function lstatPath(
   }
 }
 
+/** `path` with every symbolic link in it resolved, by the server. */
+export function realPath(connection: SshConnection, path: string): Promise<string> {
+  return connection.request<string>("realpath", (sftp, done) => sftp.realpath(path, done));
+}
+
 /** Whether `stats` describe a file of `uid` that only they may read or write (0600). */
 export function isPrivateFileOf(stats: Stats, uid: number): boolean {
   return stats.uid === uid && (stats.mode & 0o7777) === PRIVATE_FILE_MODE;
@@ -178,14 +183,19 @@ export async function readDirectory(
 }
 
 /**
- * Creates `path` and missing parents (`mkdir -p`), one level at a time. The
- * mkdir and a stat leave together (the server answers in order): a
- * directory there already costs one round trip, not two.
+ * Creates `path` and missing parents (`mkdir -p`), one level at a time, with
+ * `mode` (less the server's umask) when given. The mkdir and a stat leave
+ * together (the server answers in order): a directory there already costs
+ * one round trip, not two.
  */
-export async function makeDirectories(connection: SshConnection, path: string): Promise<void> {
+export async function makeDirectories(
+  connection: SshConnection,
+  path: string,
+  mode?: number,
+): Promise<void> {
   await connection.sftp(); // From here on requests leave in the order they are made.
   const [made, stats] = await Promise.allSettled([
-    connection.request<void>("mkdir", (sftp, done) => sftp.mkdir(path, done)),
+    mkdir(connection, path, mode),
     statPath(connection, path),
   ]);
   if (made.status === "fulfilled") return;
@@ -196,8 +206,8 @@ export async function makeDirectories(connection: SshConnection, path: string): 
   if (found?.isDirectory()) return;
   if (found) throw new Error(`${JSON.stringify(path)} exists and is not a directory`);
   if (hasStatus(made.reason, SFTP_STATUS.NO_SUCH_FILE) && path !== "/") {
-    await makeDirectories(connection, parentOf(path));
-    await makeDirectory(connection, path);
+    await makeDirectories(connection, parentOf(path), mode);
+    await makeDirectory(connection, path, mode);
     return;
   }
   throw made.reason;
@@ -213,12 +223,23 @@ export function makeDirectoryAhead(connection: SshConnection, path: string): voi
 }
 
 /** Creates one directory; no error if a directory is there already. */
-async function makeDirectory(connection: SshConnection, path: string): Promise<void> {
+async function makeDirectory(
+  connection: SshConnection,
+  path: string,
+  mode?: number,
+): Promise<void> {
   try {
-    await connection.request<void>("mkdir", (sftp, done) => sftp.mkdir(path, done));
+    await mkdir(connection, path, mode);
   } catch (error) {
     await mustBeDirectory(connection, path, error);
   }
+}
+
+function mkdir(connection: SshConnection, path: string, mode?: number): Promise<void> {
+  return connection.request<void>(
+    "mkdir",
+    (sftp, done) => mode === undefined ? sftp.mkdir(path, done) : sftp.mkdir(path, { mode }, done),
+  );
 }
 
 /** Succeeds if `path` is a directory (mkdir failed since it exists), else throws. */

@@ -168,6 +168,8 @@ export class SftpTransport implements Transport {
   readonly #makingDirectories = new Map<string, Promise<void>>();
   /** Per connection, the directories it has sent a file's create or a mkdir to. */
   readonly #directoriesSeen = new WeakMap<SshConnection, Set<string>>();
+  /** Connections that found the directories above TempDir safe (see preparePartDirectory). */
+  readonly #ancestorsChecked = new WeakSet<SshConnection>();
 
   /** Connects lazily: nothing happens until the first call. */
   constructor(vessel: SftpVessel, options: SftpTransportOptions = {}) {
@@ -211,6 +213,7 @@ export class SftpTransport implements Transport {
         preparePartDirectory(connection, this.#config.tempDir, partDir, {
           vessel: this.vessel,
           uid: this.#loginUid((command, deadlineMs) => connection.exec(command, deadlineMs)),
+          ancestorsChecked: this.#ancestorsChecked,
         }),
         makeDirectories(connection, parentOf(destination)),
       ]);
