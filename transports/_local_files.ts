@@ -5,7 +5,7 @@
  * @module
  */
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from "./private_dir.ts";
-import type { DirectoryStat } from "./private_dir.ts";
+import type { AncestorLookup, DirectoryStat } from "./private_dir.ts";
 
 /**
  * Creates `path` exclusively with mode 0600 and opens it for reading and
@@ -54,6 +54,16 @@ export async function makePrivateDirectory(path: string): Promise<boolean> {
     throw error;
   }
 }
+
+/** {@linkcode checkAncestors} on this machine's filesystem. */
+export const localLookup: AncestorLookup = {
+  lstat: (path) =>
+    Deno.lstat(path).then(directoryStat, (error) => {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      throw error;
+    }),
+  realPath: (path) => Deno.realPath(path),
+};
 
 /** What {@linkcode privateDirProblem} needs, from `Deno.lstat`. */
 export function directoryStat(info: Deno.FileInfo): DirectoryStat {

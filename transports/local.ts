@@ -30,10 +30,16 @@ import { ignoreNotFound, LocalAssembly, writeAll } from "./_local_assembly.ts";
 import {
   createPrivateFile,
   directoryStat,
+  localLookup,
   makePrivateDirectory,
   setModeOf,
 } from "./_local_files.ts";
-import { privateDirProblem, unsafeTempDir } from "./private_dir.ts";
+import {
+  ANCESTOR_DIR_MODE,
+  checkAncestors,
+  privateDirProblem,
+  unsafeTempDir,
+} from "./private_dir.ts";
 
 const COPY_BUFFER = 1 << 20;
 
@@ -55,6 +61,8 @@ export class LocalTransport implements Transport {
   readonly #root: string;
   readonly #tempDir: string;
   readonly #fsync: boolean;
+  /** Whether the directories above TempDir passed {@linkcode checkAncestors}. */
+  #ancestorsChecked = false;
 
   constructor(vessel: LocalVessel) {
     if (!vessel.root) throw new TypeError(`Vessel "${vessel.name}" has no Root`);
@@ -85,8 +93,8 @@ export class LocalTransport implements Transport {
 
   async prepare(key: string, destination: string): Promise<Set<number>> {
     try {
-      await this.#privateDirectory(this.#tempDir, true);
-      await this.#privateDirectory(joinPath(this.#tempDir, key), false);
+      await this.#ensureTempDir();
+      await this.#privateDirectory(joinPath(this.#tempDir, key));
       await Deno.mkdir(this.#local(parentOf(destination)), { recursive: true });
     } catch (error) {
       if (error instanceof TransportError) throw error;
@@ -95,10 +103,32 @@ export class LocalTransport implements Transport {
     return await this.listParts(key);
   }
 
+  /**
+   * Creates TempDir (0700, the directories above it 0755) or checks the one
+   * there. The directories above it, up to this machine's `/` (Root's too),
+   * are judged by the first call (only root or we can change them once they
+   * pass), and again whenever some were missing: below a sticky directory
+   * (/tmp) another user may have made them first.
+   */
+  async #ensureTempDir(): Promise<void> {
+    const local = this.#local(this.#tempDir);
+    const check = () =>
+      checkAncestors(local, { vessel: this.vessel, uid: Deno.uid() ?? -1, lookup: localLookup });
+    let complete = this.#ancestorsChecked || await check();
+    if (!(await localLookup.lstat(parentOf(local)))) {
+      await Deno.mkdir(parentOf(local), { recursive: true, mode: ANCESTOR_DIR_MODE });
+      complete = false;
+    }
+    if (!complete && !(await check())) {
+      throw new Error(`a directory above ${JSON.stringify(local)} vanished as it was checked`);
+    }
+    this.#ancestorsChecked = true;
+    await this.#privateDirectory(this.#tempDir);
+  }
+
   /** Creates `dir` (0700) or checks that the one there is private to us. */
-  async #privateDirectory(dir: string, parents: boolean): Promise<void> {
+  async #privateDirectory(dir: string): Promise<void> {
     const local = this.#local(dir);
-    if (parents) await Deno.mkdir(this.#local(parentOf(dir)), { recursive: true });
     await makePrivateDirectory(local);
     const problem = privateDirProblem(
       dir,
@@ -262,7 +292,7 @@ export class LocalTransport implements Transport {
       return items;
     }
     try {
-      await this.#privateDirectory(this.#tempDir, true);
+      await this.#ensureTempDir();
       items.push(await this.#probeWritable("TempDir", this.#tempDir));
     } catch (error) {
       const detail = error instanceof TransportError
