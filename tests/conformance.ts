@@ -25,6 +25,8 @@ export interface ConformanceTarget {
   list(vesselPath: string): Promise<string[]>;
   /** Where a vessel path lies on this machine, to plant links and read modes. */
   localPath(vesselPath: string): string;
+  /** Another transport to the same vessel, with TempDir `tempDir`; the caller closes it. */
+  withTempDir(tempDir: string): Transport;
   cleanup(): Promise<void>;
 }
 
@@ -595,6 +597,73 @@ export function transportConformance(
             await transport.prepare(key, destination);
             assert.equal((await Deno.lstat(local)).mode! & 0o777, 0o700);
             await transport.removeParts(key);
+          },
+        );
+
+        await t.step(
+          "a TempDir below a directory others may rename it in refuses the vessel, in check too, " +
+            "and leaves nothing there; below a sticky one it is used",
+          async () => {
+            const shared = `${base}/shared`;
+            const local = target.localPath(shared);
+            const named = RegExp.escape(JSON.stringify(local));
+            const tempDir = `${shared}/cm/tmp`;
+            // A new transport each time: the directories above TempDir are judged once per
+            // connection, and a refusal only on a connection that has not passed yet.
+            const refused = async (pattern: RegExp, tempDirUsed = tempDir) => {
+              const other = target.withTempDir(tempDirUsed);
+              try {
+                await assert.rejects(
+                  () => other.prepare(freshKey(), `${base}/refused.bin`),
+                  isUnsafe(pattern),
+                );
+                const item = (await other.probe([base])).find((i) => i.check === "TempDir");
+                assert.ok(item && !item.ok, JSON.stringify(item));
+                assert.match(item.detail, pattern);
+              } finally {
+                await other.close();
+              }
+              assert.deepEqual(await target.list(`${shared}/cm`), [], "made below it");
+            };
+            await Deno.mkdir(`${local}/cm`, { recursive: true, mode: 0o700 });
+            try {
+              await Deno.chmod(local, 0o777);
+              const writable = new RegExp(
+                `${named} above TempDir is writable by group or others without the sticky bit ` +
+                  `\\(mode 0777\\).*chmod go-w`,
+              );
+              await refused(writable);
+              // Reached through a link, which its owner may keep: where it leads is judged.
+              await Deno.symlink(local, target.localPath(`${base}/link`));
+              await refused(writable, `${base}/link/cm/tmp`);
+              if (Deno.uid() === 0) {
+                await Deno.chmod(local, 0o755);
+                await Deno.chown(local, 65534, 65534);
+                await refused(
+                  new RegExp(`${named} above TempDir belongs to uid 65534, not to root`),
+                );
+                await Deno.chown(local, 0, 0);
+              }
+              // Others may not rename in a sticky directory what is not theirs (as in /tmp).
+              await Deno.chmod(local, 0o1777);
+              for (const used of [tempDir, `${base}/link/cm/tmp`]) {
+                const other = target.withTempDir(used);
+                try {
+                  const key = freshKey();
+                  await other.prepare(key, `${base}/sticky.bin`);
+                  await other.putPart(key, 0, bytes(10, 7));
+                  assert.deepEqual([...await other.listParts(key)], [0]);
+                  const item = (await other.probe([base])).find((i) => i.check === "TempDir");
+                  assert.ok(item?.ok, JSON.stringify(item));
+                  await other.removeParts(key);
+                } finally {
+                  await other.close();
+                }
+              }
+            } finally {
+              await Deno.remove(target.localPath(`${base}/link`)).catch(() => {});
+              await Deno.remove(local, { recursive: true });
+            }
           },
         );
 

@@ -18,6 +18,7 @@ transportConformance("local", async () => {
       }
     },
     localPath: (path) => root + path,
+    withTempDir: (tempDir) => new LocalTransport({ ...vessel, tempDir }),
     cleanup: () => Deno.remove(root, { recursive: true }),
   };
 });

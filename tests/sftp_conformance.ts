@@ -29,6 +29,7 @@ export function sftpConformance(kind: ServerKind, label: string, carrier: SshCli
       read: readLocal,
       list: listLocal,
       localPath: (path) => path,
+      withTempDir: (tempDir) => new SftpTransport({ ...vessel, tempDir }),
       cleanup: () => server.stop(),
     };
   }, { ignore: unavailable !== undefined });
