@@ -400,7 +400,10 @@ ${tempDirB}
     const config = await ws.config(text("TempDir = /file-not-dir/tmp"));
     const bad = await runCli(["check", "--config", config]);
     assert.equal(bad.code, 1, show(bad));
-    assert.match(bad.stdout, /^b\s+TempDir\s+FAIL\s+"\/file-not-dir\/tmp"/m);
+    assert.match(
+      bad.stdout,
+      /^b\s+TempDir\s+FAIL\s+Cannot use TempDir on vessel "b": "[^"]*\/vessel-b\/file-not-dir" above TempDir is not a directory/m,
+    );
     assert.match(bad.stdout, /^a\s+TempDir\s+ok\s/m);
     assert.match(bad.stdout, /^FAIL vessel "b": TempDir: /m);
     assert.doesNotMatch(bad.stdout, /FAIL vessel "a"/);
