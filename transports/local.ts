@@ -36,8 +36,8 @@ import {
 } from "./_local_files.ts";
 import {
   ANCESTOR_DIR_MODE,
-  checkAncestors,
   privateDirProblem,
+  readyAncestors,
   unsafeTempDir,
 } from "./private_dir.ts";
 
@@ -104,24 +104,19 @@ export class LocalTransport implements Transport {
   }
 
   /**
-   * Creates TempDir (0700, the directories above it 0755) or checks the one
-   * there. The directories above it, up to this machine's `/` (Root's too),
-   * are judged by the first call (only root or we can change them once they
-   * pass), and again whenever some were missing: below a sticky directory
-   * (/tmp) another user may have made them first.
+   * Creates TempDir (0700) or checks the one there, and readies the way to it
+   * (see {@linkcode readyAncestors}), up to this machine's `/` (Root's
+   * directories too): judged by the first call (only root or we can change
+   * them once they pass), and again whenever some were missing.
    */
   async #ensureTempDir(): Promise<void> {
-    const local = this.#local(this.#tempDir);
-    const check = () =>
-      checkAncestors(local, { vessel: this.vessel, uid: Deno.uid() ?? -1, lookup: localLookup });
-    let complete = this.#ancestorsChecked || await check();
-    if (!(await localLookup.lstat(parentOf(local)))) {
-      await Deno.mkdir(parentOf(local), { recursive: true, mode: ANCESTOR_DIR_MODE });
-      complete = false;
-    }
-    if (!complete && !(await check())) {
-      throw new Error(`a directory above ${JSON.stringify(local)} vanished as it was checked`);
-    }
+    await readyAncestors(this.#local(this.#tempDir), {
+      vessel: this.vessel,
+      uid: Deno.uid() ?? -1,
+      lookup: localLookup,
+      passed: this.#ancestorsChecked,
+      makeParents: (dir) => Deno.mkdir(dir, { recursive: true, mode: ANCESTOR_DIR_MODE }),
+    });
     this.#ancestorsChecked = true;
     await this.#privateDirectory(this.#tempDir);
   }

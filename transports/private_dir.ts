@@ -153,6 +153,38 @@ export async function checkAncestors(
   return true;
 }
 
+/**
+ * Readies the way to `tempDir` alike for every transport: judges the
+ * directories above it (unless `passed`: the caller just found them all there
+ * and safe), makes TempDir's parent and its missing ancestors with
+ * `makeParents` (mode {@linkcode ANCESTOR_DIR_MODE}) when neither TempDir nor
+ * its parent is there, and judges again once something was missing: below a
+ * sticky directory (/tmp) another user may have been first to make them.
+ * Resolves to TempDir's lstat, `undefined` when it is not there yet.
+ */
+export async function readyAncestors(
+  tempDir: string,
+  options: {
+    vessel: string;
+    uid: number;
+    lookup: AncestorLookup;
+    passed?: boolean;
+    makeParents(dir: string): Promise<void>;
+  },
+): Promise<DirectoryStat | undefined> {
+  const check = () => checkAncestors(tempDir, options);
+  let complete = options.passed || await check();
+  const stat = await options.lookup.lstat(tempDir);
+  if (!stat && !(await options.lookup.lstat(parentOf(tempDir)))) {
+    await options.makeParents(parentOf(tempDir));
+    complete = false;
+  }
+  if (!complete && !(await check())) {
+    throw new Error(`a directory above ${JSON.stringify(tempDir)} vanished as it was checked`);
+  }
+  return stat;
+}
+
 function modeText(mode: number): string {
   return (mode & 0o7777).toString(8).padStart(4, "0");
 }

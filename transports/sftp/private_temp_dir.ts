@@ -7,12 +7,14 @@
  * @module
  */
 import type { Stats } from "./_ssh2.ts";
-import { parentOf, TransportError } from "../transport.ts";
+import { TransportError } from "../transport.ts";
 import {
   ANCESTOR_DIR_MODE,
+  type AncestorLookup,
   checkAncestors,
   type DirectoryStat,
   privateDirProblem,
+  readyAncestors,
   unsafeTempDir,
 } from "../private_dir.ts";
 import { hasStatus, type RunCommand, SFTP_STATUS, type SshConnection } from "./connection.ts";
@@ -46,54 +48,38 @@ export async function loginUid(run: RunCommand, deadlineMs: number): Promise<num
 }
 
 /**
- * Judges the directories above `tempDir` (see `checkAncestors` in
- * `../private_dir.ts`): their lstats leave together before this returns, so
- * after `connection.sftp()` they go ahead of the requests made next.
- * Resolves to whether all were there.
+ * How {@linkcode checkAncestors} looks at the vessel over `connection`: the
+ * lstats of one check leave together, so after `connection.sftp()` they go
+ * ahead of the requests made next.
  */
-export function checkTempDirAncestors(
-  connection: SshConnection,
-  tempDir: string,
-  options: { vessel: string; uid: number | Promise<number> },
-): Promise<boolean> {
-  return checkAncestors(tempDir, {
-    ...options,
-    lookup: {
-      lstat: async (path) => {
-        const stats = await lstatPath(connection, path);
-        return stats && directoryStat(stats);
-      },
-      realPath: (path) => realPath(connection, path),
+function vesselLookup(connection: SshConnection): AncestorLookup {
+  return {
+    lstat: async (path) => {
+      const stats = await lstatPath(connection, path);
+      return stats && directoryStat(stats);
     },
-  });
+    realPath: (path) => realPath(connection, path),
+  };
 }
 
 /**
- * Makes sure TempDir and the directories above it are safe: judges those
- * above (unless `ancestorsPassed`: the caller just found them all there and
- * safe), creates what is
- * missing (TempDir 0700, the directories above it 0755) or checks the
- * TempDir there. Throws an `"unsafe"` TransportError naming the problem and
- * its fix.
+ * Makes sure TempDir and the directories above it are safe (see
+ * `readyAncestors` in `../private_dir.ts`; `ancestorsPassed`: the caller just
+ * found those above all there and safe), creating TempDir 0700 when missing.
+ * Throws an `"unsafe"` TransportError naming the problem and its fix.
  */
 export async function ensureTempDir(
   connection: SshConnection,
   tempDir: string,
   options: { vessel: string; uid: number; ancestorsPassed?: boolean },
 ): Promise<void> {
-  const { vessel, uid } = options;
-  let complete = options.ancestorsPassed ||
-    await checkTempDirAncestors(connection, tempDir, { vessel, uid });
-  const stats = await lstatPath(connection, tempDir);
-  if (!stats && !(await lstatPath(connection, parentOf(tempDir)))) {
-    await makeDirectories(connection, parentOf(tempDir), ANCESTOR_DIR_MODE);
-    // Ours once made, but below a sticky directory (/tmp) another user may have been first.
-    complete = false;
-  }
-  if (!complete && !(await checkTempDirAncestors(connection, tempDir, { vessel, uid }))) {
-    throw new Error(`a directory above ${JSON.stringify(tempDir)} vanished as it was checked`);
-  }
-  mustBePrivate(tempDir, stats ?? await makeAndLook(connection, tempDir), options);
+  const stat = await readyAncestors(tempDir, {
+    ...options,
+    passed: options.ancestorsPassed,
+    lookup: vesselLookup(connection),
+    makeParents: (dir) => makeDirectories(connection, dir, ANCESTOR_DIR_MODE),
+  });
+  mustBePrivate(tempDir, stat ?? await makeAndLook(connection, tempDir), options);
 }
 
 /**
@@ -106,21 +92,25 @@ export async function ensurePrivateDirectory(
   dir: string,
   options: { vessel: string; uid: number },
 ): Promise<void> {
-  const stats = await lstatPath(connection, dir) ?? await makeAndLook(connection, dir);
-  mustBePrivate(dir, stats, options);
+  const stats = await lstatPath(connection, dir);
+  mustBePrivate(dir, stats ? directoryStat(stats) : await makeAndLook(connection, dir), options);
 }
 
 /** Creates `dir` 0700 and lstats it. */
-async function makeAndLook(connection: SshConnection, dir: string): Promise<Stats> {
+async function makeAndLook(connection: SshConnection, dir: string): Promise<DirectoryStat> {
   await makePrivateDirectory(connection, dir);
   // Looked at again: someone may have been faster between the lstat and the mkdir.
   const stats = await lstatPath(connection, dir);
   if (!stats) throw new Error(`${JSON.stringify(dir)} vanished right after mkdir`);
-  return stats;
+  return directoryStat(stats);
 }
 
-function mustBePrivate(dir: string, stats: Stats, options: { vessel: string; uid: number }): void {
-  const problem = privateDirProblem(dir, directoryStat(stats), options.uid);
+function mustBePrivate(
+  dir: string,
+  stat: DirectoryStat,
+  options: { vessel: string; uid: number },
+): void {
+  const problem = privateDirProblem(dir, stat, options.uid);
   if (problem) throw unsafeTempDir(options.vessel, problem);
 }
 
@@ -162,7 +152,7 @@ export async function preparePartDirectory(
   const { vessel } = options;
   const [ancestors, tempMade, tempStats, made] = await Promise.allSettled([
     options.ancestorsChecked.has(connection) ||
-    checkTempDirAncestors(connection, tempDir, { vessel, uid: options.uid }),
+    checkAncestors(tempDir, { vessel, uid: options.uid, lookup: vesselLookup(connection) }),
     makePrivateDirectory(connection, tempDir),
     lstatPath(connection, tempDir),
     makePrivateDirectory(connection, partDir),
