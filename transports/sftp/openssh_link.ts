@@ -690,8 +690,8 @@ function authInfo(diagnostics: Diagnostics): string {
  * vessel's lines are the last.
  */
 function hostKeyInfo(diagnostics: Diagnostics, setup: OpenSshSetup): string {
-  const offered = diagnostics.last(/Server host key: (\S+ \S+)/) ?? "unknown key";
   const vesselsFrom = diagnostics.lastIndex(/Server host key: /);
+  const offered = diagnostics.last(/Server host key: (\S+ \S+)/, vesselsFrom) ?? "unknown key";
   const line = diagnostics.last(/Found key in (\S+)/, vesselsFrom);
   if (diagnostics.last(/(Permanently added)/, vesselsFrom)) {
     return `${offered} (new; added to known hosts)`;
