@@ -251,7 +251,11 @@ export interface Transport {
    * was removed or the database lost): part directories in TempDir named
    * like delivery keys ({@linkcode LEFTOVER_KEY}), except those in `keep`,
    * and `.contentmonster-*.tmp` files below `destinations`. Nothing is
-   * followed through a symbolic link. Resolves with how many it removed.
+   * followed through a symbolic link. TempDir is never created, and is held
+   * to the rule {@linkcode Transport.prepare} holds it to (private to the
+   * login user, below directories no one else can change): when it fails,
+   * rejects with the same `"unsafe"` error and removes nothing, below
+   * `destinations` neither. Resolves with how many it removed.
    */
   removeLeftovers?(options: LeftoverOptions): Promise<number>;
 }

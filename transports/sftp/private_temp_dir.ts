@@ -83,6 +83,28 @@ export async function ensureTempDir(
 }
 
 /**
+ * Judges TempDir and the directories above it as {@linkcode ensureTempDir}
+ * does, but creates nothing: for a cleanup, which a missing TempDir spares.
+ * The lstats leave together, in one round trip. Throws the `"unsafe"`
+ * TransportError; resolves to whether TempDir is there, safe, to list.
+ */
+export async function checkTempDir(
+  connection: SshConnection,
+  tempDir: string,
+  options: { vessel: string; uid: Promise<number> },
+): Promise<boolean> {
+  await connection.sftp(); // From here on requests leave in the order they are made.
+  const [complete, stats] = await Promise.all([
+    checkAncestors(tempDir, { ...options, lookup: vesselLookup(connection) }),
+    lstatPath(connection, tempDir),
+  ]);
+  if (!stats) return false;
+  mustBePrivate(tempDir, directoryStat(stats), { ...options, uid: await options.uid });
+  // Something above it was missing or moved as it was looked at: list it another time.
+  return complete;
+}
+
+/**
  * Makes sure `dir`, in a TempDir already checked, is a directory private to
  * the login user: creates it 0700, or checks the one there. Throws an
  * `"unsafe"` TransportError naming the problem and its fix.

@@ -47,7 +47,7 @@ import { hashGroups, startHasher } from "./resident_hasher.ts";
 import { SmallFileGate } from "./small_file_gate.ts";
 import { type ResumeCheck, resumeCheck } from "./resume.ts";
 import { SftpAssembly } from "./stream_assembly.ts";
-import { loginUid, preparePartDirectory } from "./private_temp_dir.ts";
+import { checkTempDir, loginUid, preparePartDirectory } from "./private_temp_dir.ts";
 import {
   closeHandle,
   freeBytes,
@@ -465,10 +465,17 @@ export class SftpTransport implements Transport {
 
   async removeLeftovers(options: LeftoverOptions): Promise<number> {
     const action = `Cannot remove old leftovers on vessel "${this.vessel}"`;
-    const entries = await this.connections.run(
-      action,
-      (connection) => readDirectory(connection, this.#config.tempDir),
-    ) ?? [];
+    const { tempDir } = this.#config;
+    // A vessel judged unsafe gets no cleanup at all, below destinations neither: deliveries
+    // to it are refused too, whoever could plant in TempDir may have planted there as well,
+    // and the error tells the operator what to fix.
+    const entries = await this.connections.run(action, async (connection) => {
+      const there = await checkTempDir(connection, tempDir, {
+        vessel: this.vessel,
+        uid: this.#loginUid((command, deadlineMs) => connection.exec(command, deadlineMs)),
+      });
+      return there ? await readDirectory(connection, tempDir) : undefined;
+    }) ?? [];
     let removed = 0;
     for (const entry of entries) {
       if (!LEFTOVER_KEY.test(entry.name) || options.keep.has(entry.name)) continue;
