@@ -729,6 +729,62 @@ export function transportConformance(
           await Deno.remove(local(`${base}/left`), { recursive: true });
         });
 
+        await t.step(
+          "removeLeftovers on an unsafe TempDir removes nothing; a missing one is not made",
+          async () => {
+            if (!transport.removeLeftovers) return;
+            const local = (path: string) => target.localPath(path);
+            const twoDaysAgo = new Date(Date.now() - 2 * 86_400_000);
+            const exists = (path: string) => Deno.lstat(local(path)).then(() => true, () => false);
+            const temp = `${base}/unsafe-left/.contentmonster-0123456789ab-7.tmp`;
+            await Deno.mkdir(local(`${base}/unsafe-left`));
+            await Deno.writeFile(local(temp), bytes(10, 2));
+            await Deno.utime(local(temp), twoDaysAgo, twoDaysAgo);
+            const withOld = {
+              olderThanMs: 86_400_000,
+              keep: new Set<string>(),
+              destinations: [`${base}/unsafe-left`],
+            };
+            /** An old part directory in `dir` (a vessel path), which `tempDir` must keep. */
+            const refused = async (tempDir: string, dir: string, pattern: RegExp) => {
+              const key = `${dir}/0123456789ab-7`;
+              await Deno.mkdir(local(key), { recursive: true, mode: 0o700 });
+              await Deno.writeFile(local(`${key}/0.part`), bytes(10, 1));
+              await Deno.utime(local(key), twoDaysAgo, twoDaysAgo);
+              const other = target.withTempDir(tempDir);
+              try {
+                await assert.rejects(() => other.removeLeftovers!(withOld), isUnsafe(pattern));
+              } finally {
+                await other.close();
+              }
+              assert.equal(await exists(`${key}/0.part`), true, "removed through it");
+              assert.equal(await exists(temp), true, "removed below a destination");
+            };
+            const real = `${base}/real-tmp`;
+            await Deno.symlink(local(real), local(`${base}/linked-tmp`));
+            await refused(`${base}/linked-tmp`, real, /is a symbolic link/);
+            const shared = `${base}/open-above`;
+            await Deno.mkdir(local(`${shared}/tmp`), { recursive: true, mode: 0o700 });
+            await Deno.chmod(local(shared), 0o777);
+            await refused(
+              `${shared}/tmp`,
+              `${shared}/tmp`,
+              /above TempDir is writable by group or others without the sticky bit/,
+            );
+            const missing = target.withTempDir(`${base}/no-temp/tmp`);
+            try {
+              assert.equal(await missing.removeLeftovers!(withOld), 1);
+            } finally {
+              await missing.close();
+            }
+            assert.equal(await exists(temp), false);
+            assert.equal(await exists(`${base}/no-temp`), false, "TempDir or above made");
+            for (const dir of ["linked-tmp", "real-tmp", "open-above", "unsafe-left"]) {
+              await Deno.remove(local(`${base}/${dir}`), { recursive: true });
+            }
+          },
+        );
+
         await t.step("free space and probe report the vessel", async () => {
           const space = await transport.freeSpace(`${base}/x`);
           if (space !== undefined) assert.ok(space.freeBytes > 0);
