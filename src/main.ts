@@ -6,7 +6,7 @@
 import denoJson from "../deno.json" with { type: "json" };
 import { loadConfig } from "./config/config.ts";
 import { ConfigError } from "./config/errors.ts";
-import { describeError, log, print, setLogLevel } from "./log/logger.ts";
+import { describeError, flushLog, log, print, setLogLevel } from "./log/logger.ts";
 import { parseInvocation } from "./cli/args.ts";
 import { COMMAND_HELP, MAIN_HELP } from "./cli/help.ts";
 import { UsageError } from "./cli/usage_error.ts";
@@ -81,5 +81,6 @@ if (import.meta.main) {
     log("error", "", describeError(error));
     if (error instanceof UsageError) log("error", "", "see `contentmonster --help`");
   }
+  flushLog();
   Deno.exit(status);
 }

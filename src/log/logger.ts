@@ -26,8 +26,27 @@ export function log(level: Level, subject: string, message: string): void {
   const line = journald
     ? `<${PRIORITY[level]}>${text}`
     : `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${text}`;
+  pending.push(line.replaceAll("\n", "\\n"));
+  // An error or warning may be the last words of a process about to die: it goes at once.
+  if (PRIORITY[level] <= PRIORITY.warn) flushLog();
+  else if (pending.length === 1) queueMicrotask(flushLog);
+}
+
+/**
+ * Lines of this turn not yet written: written together at its end, one
+ * system call for a turn's lines instead of one each (1000 small files log
+ * 2000 lines, and each write to a pipe wakes its reader: 565-605 ms against
+ * 582-695 for `once` of them over an in-memory transport, 5 pairs).
+ */
+let pending: string[] = [];
+
+/** Writes the lines logged so far; before the process exits, since `Deno.exit` ends this turn. */
+export function flushLog(): void {
+  if (pending.length === 0) return;
+  const text = pending.join("\n");
+  pending = [];
   // deno-lint-ignore no-console
-  console.error(line.replaceAll("\n", "\\n"));
+  console.error(text);
 }
 
 /** A logger bound to one subject. */
