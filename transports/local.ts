@@ -34,14 +34,7 @@ import {
   makePrivateDirectory,
   setModeOf,
 } from "./_local_files.ts";
-import {
-  ANCESTOR_DIR_MODE,
-  checkAncestors,
-  type DirectoryStat,
-  privateDirProblem,
-  readyAncestors,
-  unsafeTempDir,
-} from "./private_dir.ts";
+import { ANCESTOR_DIR_MODE, judgeTempDir, mustBePrivate, readyAncestors } from "./private_dir.ts";
 
 const COPY_BUFFER = 1 << 20;
 
@@ -123,34 +116,14 @@ export class LocalTransport implements Transport {
     await this.#privateDirectory(this.#tempDir);
   }
 
-  /**
-   * Judges TempDir and the directories above it as `#ensureTempDir`
-   * does, but creates nothing: for a cleanup, which a missing TempDir spares.
-   * Throws the `"unsafe"` TransportError; resolves to whether TempDir is
-   * there, safe, to list.
-   */
-  async #checkTempDir(): Promise<boolean> {
-    const local = this.#local(this.#tempDir);
-    const [complete, stat] = await Promise.all([
-      checkAncestors(local, { vessel: this.vessel, uid: Deno.uid() ?? -1, lookup: localLookup }),
-      localLookup.lstat(local),
-    ]);
-    if (!stat) return false;
-    this.#mustBePrivate(this.#tempDir, stat);
-    // Something above it was missing or moved as it was looked at: list it another time.
-    return complete;
-  }
-
   /** Creates `dir` (0700) or checks that the one there is private to us. */
   async #privateDirectory(dir: string): Promise<void> {
     const local = this.#local(dir);
     await makePrivateDirectory(local);
-    this.#mustBePrivate(dir, directoryStat(await Deno.lstat(local)));
-  }
-
-  #mustBePrivate(dir: string, stat: DirectoryStat): void {
-    const problem = privateDirProblem(dir, stat, Deno.uid() ?? -1);
-    if (problem) throw unsafeTempDir(this.vessel, problem);
+    mustBePrivate(dir, directoryStat(await Deno.lstat(local)), {
+      vessel: this.vessel,
+      uid: Deno.uid() ?? -1,
+    });
   }
 
   async listParts(key: string): Promise<Set<number>> {
@@ -343,7 +316,12 @@ export class LocalTransport implements Transport {
     // A vessel judged unsafe gets no cleanup at all, below destinations neither: deliveries
     // to it are refused too, whoever could plant in TempDir may have planted there as well,
     // and the error tells the operator what to fix.
-    const there = await this.#checkTempDir();
+    const there = await judgeTempDir(tempDir, {
+      vessel: this.vessel,
+      uid: Deno.uid() ?? -1,
+      lookup: localLookup,
+      shownAs: this.#tempDir,
+    });
     for (const entry of there ? await listQuietly(tempDir) : []) {
       if (!LEFTOVER_KEY.test(entry.name) || options.keep.has(entry.name)) continue;
       const path = `${tempDir}/${entry.name}`;

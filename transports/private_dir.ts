@@ -189,6 +189,43 @@ function modeText(mode: number): string {
   return (mode & 0o7777).toString(8).padStart(4, "0");
 }
 
+/** Throws the `"unsafe"` error when `stat` of `dir` may not hold parts (see {@linkcode privateDirProblem}). */
+export function mustBePrivate(
+  dir: string,
+  stat: DirectoryStat,
+  options: { vessel: string; uid: number },
+): void {
+  const problem = privateDirProblem(dir, stat, options.uid);
+  if (problem) throw unsafeTempDir(options.vessel, problem);
+}
+
+/**
+ * Judges TempDir and the directories above it as {@linkcode readyAncestors}
+ * and the check of TempDir do, but creates nothing: for a cleanup, which a
+ * missing TempDir spares. The lstats are all made before the first wait (one
+ * round trip over SFTP). Throws the `"unsafe"` error; resolves to whether
+ * TempDir is there, and everything above it was, to list. `shownAs` names
+ * TempDir in the message, when `tempDir` is where this machine finds it.
+ */
+export async function judgeTempDir(
+  tempDir: string,
+  options: {
+    vessel: string;
+    uid: number | Promise<number>;
+    lookup: AncestorLookup;
+    shownAs?: string;
+  },
+): Promise<boolean> {
+  const [complete, stat] = await Promise.all([
+    checkAncestors(tempDir, options),
+    options.lookup.lstat(tempDir),
+  ]);
+  if (!stat) return false;
+  mustBePrivate(options.shownAs ?? tempDir, stat, { ...options, uid: await options.uid });
+  // Something above it was missing or moved as it was looked at: list it another time.
+  return complete;
+}
+
 /** The `"unsafe"` error that refuses a vessel whose TempDir fails the check. */
 export function unsafeTempDir(vessel: string, problem: string): TransportError {
   return new TransportError(

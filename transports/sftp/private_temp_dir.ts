@@ -13,6 +13,8 @@ import {
   type AncestorLookup,
   checkAncestors,
   type DirectoryStat,
+  judgeTempDir,
+  mustBePrivate,
   privateDirProblem,
   readyAncestors,
   unsafeTempDir,
@@ -82,26 +84,14 @@ export async function ensureTempDir(
   mustBePrivate(tempDir, stat ?? await makeAndLook(connection, tempDir), options);
 }
 
-/**
- * Judges TempDir and the directories above it as {@linkcode ensureTempDir}
- * does, but creates nothing: for a cleanup, which a missing TempDir spares.
- * The lstats leave together, in one round trip. Throws the `"unsafe"`
- * TransportError; resolves to whether TempDir is there, safe, to list.
- */
+/** {@linkcode judgeTempDir} on the vessel over `connection`, for a cleanup. */
 export async function checkTempDir(
   connection: SshConnection,
   tempDir: string,
   options: { vessel: string; uid: Promise<number> },
 ): Promise<boolean> {
   await connection.sftp(); // From here on requests leave in the order they are made.
-  const [complete, stats] = await Promise.all([
-    checkAncestors(tempDir, { ...options, lookup: vesselLookup(connection) }),
-    lstatPath(connection, tempDir),
-  ]);
-  if (!stats) return false;
-  mustBePrivate(tempDir, directoryStat(stats), { ...options, uid: await options.uid });
-  // Something above it was missing or moved as it was looked at: list it another time.
-  return complete;
+  return await judgeTempDir(tempDir, { ...options, lookup: vesselLookup(connection) });
 }
 
 /**
@@ -125,15 +115,6 @@ async function makeAndLook(connection: SshConnection, dir: string): Promise<Dire
   const stats = await lstatPath(connection, dir);
   if (!stats) throw new Error(`${JSON.stringify(dir)} vanished right after mkdir`);
   return directoryStat(stats);
-}
-
-function mustBePrivate(
-  dir: string,
-  stat: DirectoryStat,
-  options: { vessel: string; uid: number },
-): void {
-  const problem = privateDirProblem(dir, stat, options.uid);
-  if (problem) throw unsafeTempDir(options.vessel, problem);
 }
 
 /**
