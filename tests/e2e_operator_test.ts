@@ -66,9 +66,10 @@ BandwidthLimit = ${64 * KiB}
     for (const [, percent] of progress) {
       assert.ok(Number(percent) > 0 && Number(percent) < 100, `${percent}% in:\n${daemon.log}`);
     }
-    assert.match(
-      daemon.log,
+    // The delivery line may reach the test's pipe after the move it precedes shows on disk.
+    await daemon.waitForLog(
       /vessel "a": "outbox\/slow\.bin": delivered 512 KiB in [\d.]+ s \([\d.]+ KiB\/s\), 32 parts\n/,
+      5_000,
     );
     // Files move to processed/ in groups; the group's lines follow the moves.
     await daemon.waitForLog(/"outbox\/slow\.bin": delivered to a, moved to processed\/\n/, 5_000);
@@ -281,8 +282,11 @@ BandwidthLimit = ${128 * KiB}
 
     second = new CliProcess(["run", "--config", config], env);
     await waitProcessed(ws, ["resume.bin"], second);
-    const resumed = /"outbox\/resume\.bin": delivered 512 KiB in .*, (\d+) of 32 parts resumed\n/
-      .exec(second.log);
+    const deliveredLine =
+      /"outbox\/resume\.bin": delivered 512 KiB in .*, (\d+) of 32 parts resumed\n/;
+    // The delivery line may reach the test's pipe after the move it precedes shows on disk.
+    await second.waitForLog(deliveredLine, 5_000);
+    const resumed = deliveredLine.exec(second.log);
     assert.ok(resumed, second.log);
     assert.ok(Number(resumed[1]) >= 8 && Number(resumed[1]) < 32, `${resumed[1]} resumed`);
 
