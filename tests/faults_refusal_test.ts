@@ -74,7 +74,8 @@ faultTest(
       // starts at most 2 logins (its part directory and the free space are asked together).
       // Each part of the file used to log in again once the one before failed: 35.
       assert.ok(refused <= 14, `${refused} connection attempts while down: the back-off leaks`);
-      assert.match(daemon.log, new RegExp(`"outbox/${relpath}": delivered`));
+      // The delivery line may reach the test's pipe after the move it precedes shows on disk.
+      await daemon.waitForLog(new RegExp(`"outbox/${relpath}": delivered`), 5_000);
     } finally {
       await rig.cleanup();
     }
