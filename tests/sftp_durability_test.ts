@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { SftpTransport } from "../transports/sftp/sftp_transport.ts";
 import { serverUnavailable, skipNotice, startOpenSsh } from "./servers.ts";
 import { STRACE, straceMissing } from "./strace.ts";
+import { silentLogger } from "../transports/transport.ts";
 
 const SFTP_SERVER = "/usr/lib/openssh/sftp-server";
 const unavailable = serverUnavailable("openssh") ?? straceMissing;
@@ -106,5 +107,115 @@ Deno.test({
       await server.stop();
       await Deno.remove(dir, { recursive: true });
     }
+  },
+});
+
+/**
+ * A vessel whose `sync` (first on sshd's PATH) notes, for each `sync -f DIR`,
+ * the directory and every temp file in it with its size, and fails for `-f`
+ * when `refuseBatch`; its sftp-server traced for fsync. Puts `count` small
+ * files at once after one first file (which tells the link's round trip).
+ */
+async function putSmallFilesWithFsync(count: number, refuseBatch: boolean) {
+  const dir = await Deno.makeTempDir({ prefix: "cm-flush-" });
+  await Deno.mkdir(`${dir}/bin`);
+  await Deno.writeTextFile(
+    `${dir}/bin/sync`,
+    `#!/bin/sh\nif [ "$1" = -f ]; then\n` +
+      `  { echo "@ $3"; for f in "$3"/.*.tmp; do [ -f "$f" ] && echo "$f $(wc -c < "$f")"; done; }` +
+      ` >> ${dir}/flushes\n` +
+      (refuseBatch ? `  exit 1\n` : "") +
+      `fi\nexec /bin/sync "$@"\n`,
+    { mode: 0o755 },
+  );
+  const trace = `${dir}/sftp.trace`;
+  const wrapper = `${dir}/sftp-server`;
+  await Deno.writeTextFile(
+    wrapper,
+    `#!/bin/sh\nexec ${STRACE} -f -qq -e trace=openat,fsync -o ${trace}.$$ ${SFTP_SERVER} "$@"\n`,
+    { mode: 0o755 },
+  );
+  const server = await startOpenSsh({
+    sftpServer: wrapper,
+    sshdConfig: [`SetEnv PATH=${dir}/bin:/usr/bin:/bin`],
+  });
+  const warnings: string[] = [];
+  const transport = new SftpTransport(server.vesselConfig({ fsync: true }), {
+    log: { ...silentLogger, warn: (line) => warnings.push(line) },
+  });
+  try {
+    const data = (index: number) => new Uint8Array(1000 + index).fill(index);
+    const put = (index: number) =>
+      transport.putWhole(`flush${index}`, `${server.dir}/inbox/f${index}.bin`, data(index), 0o644);
+    const first = await put(0);
+    const assembled = [
+      first,
+      ...await Promise.all(Array.from({ length: count }, (_, i) => put(i + 1))),
+    ];
+    await transport.close();
+    const flushes = (await Deno.readTextFile(`${dir}/flushes`).catch(() => "")).trim();
+    // sftp-server's fsyncs of the files, by the temp path each descriptor was opened for.
+    const fsynced = new Set<string>();
+    for await (const entry of Deno.readDir(dir)) {
+      if (!entry.name.startsWith("sftp.trace.")) continue;
+      const opened = new Map<string, string>();
+      for (const line of (await Deno.readTextFile(`${dir}/${entry.name}`)).split("\n")) {
+        const open = /openat\(AT_FDCWD, "([^"]+)", .*= (\d+)$/.exec(line);
+        if (open) opened.set(open[2], open[1]);
+        const fsync = /fsync\((\d+)\)\s*= 0/.exec(line);
+        if (fsync && opened.has(fsync[1])) fsynced.add(opened.get(fsync[1])!);
+      }
+    }
+    return {
+      assembled,
+      sizes: assembled.map((_, i) => data(i).length),
+      flushes,
+      fsynced,
+      warnings,
+    };
+  } finally {
+    await transport.close();
+    await server.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test({
+  name:
+    "SftpTransport with Fsync on a short link flushes small files together with sync -f, each whole before it is reported",
+  ignore: unavailable !== undefined,
+  fn: async () => {
+    const count = 24;
+    const { assembled, sizes, flushes, fsynced, warnings } = await putSmallFilesWithFsync(
+      count,
+      false,
+    );
+    assert.deepEqual(warnings, []);
+    const flushCount = flushes.split("\n").filter((line) => line.startsWith("@ ")).length;
+    // The first file goes alone (the link's round trip is not known yet); the others together.
+    assert.ok(flushCount >= 1 && flushCount < count / 2, `${flushCount} flushes:\n${flushes}`);
+    const lines = new Set(flushes.split("\n"));
+    for (const [index, file] of assembled.entries()) {
+      if (index === 0 && fsynced.has(file.tempPath)) continue;
+      assert.ok(
+        lines.has(`${file.tempPath} ${sizes[index]}`),
+        `${file.tempPath} was not whole in a flush before it was reported:\n${flushes}`,
+      );
+      assert.ok(!fsynced.has(file.tempPath), `${file.tempPath} got an fsync of its own too`);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "SftpTransport with Fsync gives each small file its own fsync on a vessel whose sync -f fails, and says so once",
+  ignore: unavailable !== undefined,
+  fn: async () => {
+    const { assembled, fsynced, warnings } = await putSmallFilesWithFsync(8, true);
+    for (const file of assembled) {
+      assert.ok(fsynced.has(file.tempPath), `${file.tempPath} was never flushed`);
+    }
+    assert.equal(warnings.length, 1, warnings.join("\n"));
+    assert.match(warnings[0], /could not flush small files together .*fsync of its own/);
   },
 });

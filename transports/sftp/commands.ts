@@ -268,17 +268,24 @@ export function parseBatchHashes(output: string): Map<string, string> {
 
 /**
  * A hasher that stays, so that hashing a batch costs one round trip instead
- * of a new session's two or three. It reads requests on stdin (see {@linkcode residentHashRequest}): a tag
- * (digits), a directory, names in it one per line, and a line `.`. For each
- * it prints `@ TAG`, one hasher line per file it could read, and `= TAG`,
- * and it ends with its input. What it reads reaches the hasher only as
- * quoted words (`cd -- "$d"`, `"$@"`): nothing read is evaluated.
+ * of a new session's two or three. It reads requests on stdin (see
+ * {@linkcode residentHashRequest} and {@linkcode residentFlushRequest}): a
+ * tag (digits, then ` s` to flush the directory's file system after), a
+ * directory, names in it one per line, and a line `.`. For each it prints
+ * `@ TAG`, one hasher line per file it could read, `s TAG` once `sync -f`
+ * flushed the directory's file system (one flush for every file written
+ * there: `syncfs(2)`, where an fsync per file commits the journal once per
+ * file), and `= TAG`; it ends with its input. What it reads reaches the
+ * hasher and `sync` only as quoted words (`cd -- "$d"`, `"$@"`): nothing
+ * read is evaluated.
  */
 export const RESIDENT_HASHER_COMMAND = `${PICK_HASHER}; ` +
-  `while IFS= read -r t; do case $t in ''|*[!0-9]*) exit ${EXIT_STOPPED} ;; esac; ` +
+  `while IFS= read -r t; do s=; case $t in *' s') s=1; t=\${t% s} ;; esac; ` +
+  `case $t in ''|*[!0-9]*) exit ${EXIT_STOPPED} ;; esac; ` +
   `IFS= read -r d || exit ${EXIT_STOPPED}; set --; ` +
   `while IFS= read -r n && [ "$n" != . ]; do set -- "$@" "$n"; done; ` +
   `echo "@ $t"; [ $# = 0 ] || (cd -- "$d" && exec $h "$@") </dev/null 2>/dev/null; ` +
+  `if [ -n "$s" ] && sync -f -- "$d" </dev/null >/dev/null 2>&1; then echo "s $t"; fi; ` +
   `echo "= $t"; done`;
 
 /**
@@ -294,15 +301,28 @@ export function residentHashRequest(tag: number, group: HashGroup): string | und
   return `${tag}\n${group.dir}\n${group.names.join("\n")}\n.\n`;
 }
 
+/**
+ * The request that has {@linkcode RESIDENT_HASHER_COMMAND} flush the file
+ * system holding `dir`, or `undefined` when `dir` holds a line break.
+ */
+export function residentFlushRequest(tag: number, dir: string): string | undefined {
+  assertAbsolute(dir);
+  if (!Number.isSafeInteger(tag) || tag < 0) throw new RangeError(`Bad flush request tag ${tag}`);
+  if (dir.includes("\n")) return undefined;
+  return `${tag} s\n${dir}\n.\n`;
+}
+
 /** One line of {@linkcode RESIDENT_HASHER_COMMAND}'s output, if it is one of its own. */
 export type ResidentHasherLine =
-  | { readonly kind: "start" | "end"; readonly tag: number }
+  | { readonly kind: "start" | "end" | "flushed"; readonly tag: number }
   | { readonly kind: "hash"; readonly name: string; readonly sha256: string };
+
+const MARKERS = { "@": "start", "=": "end", "s": "flushed" } as const;
 
 /** Reads one line the resident hasher printed (without its line break). */
 export function parseResidentHasherLine(line: string): ResidentHasherLine | undefined {
-  const marker = /^([@=]) (\d+)$/.exec(line);
-  if (marker) return { kind: marker[1] === "@" ? "start" : "end", tag: Number(marker[2]) };
+  const marker = /^([@=s]) (\d+)$/.exec(line);
+  if (marker) return { kind: MARKERS[marker[1] as keyof typeof MARKERS], tag: Number(marker[2]) };
   const hashed = HASH_LINE.exec(line);
   return hashed ? { kind: "hash", name: hashed[2], sha256: hashed[1] } : undefined;
 }

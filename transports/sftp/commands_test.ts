@@ -13,6 +13,7 @@ import {
   prefixCopyCommand,
   PROBE_COMMAND,
   RESIDENT_HASHER_COMMAND,
+  residentFlushRequest,
   residentHashRequest,
   streamAssemblyCommand,
 } from "./commands.ts";
@@ -577,4 +578,55 @@ Deno.test("streamAssemblyCommand() hashes the bytes it wrote to the temp file, n
       await writer.status;
     }
   });
+});
+
+for (const shell of ["/bin/sh", "/bin/bash"]) {
+  Deno.test(`RESIDENT_HASHER_COMMAND under ${shell} flushes a directory's file system when asked, and says so only if sync -f succeeded`, async () => {
+    const root = await Deno.makeTempDir();
+    try {
+      // A `sync` first on PATH that notes its arguments, and fails for the directory "bad".
+      const bin = `${root}/bin`;
+      await Deno.mkdir(bin);
+      await Deno.writeTextFile(
+        `${bin}/sync`,
+        `#!/bin/sh\nprintf '%s|' "$@" >> ${root}/synced; echo >> ${root}/synced\n` +
+          `case "$3" in */bad) exit 1 ;; esac\nexec /bin/sync "$@"\n`,
+        { mode: 0o755 },
+      );
+      const hostile = `${root}/ lead 'q' $HOME \`id\` -x Ünï `;
+      const bad = `${root}/bad`;
+      for (const dir of [hostile, bad]) await Deno.mkdir(dir);
+      const name = ".contentmonster-0123456789ab-1.tmp";
+      await Deno.writeTextFile(`${hostile}/${name}`, "x");
+      const input = residentFlushRequest(3, hostile)! + residentFlushRequest(4, bad)! +
+        residentHashRequest(5, { dir: hostile, names: [name] });
+      const run = await shWithInput(RESIDENT_HASHER_COMMAND, input, shell, {
+        PATH: `${bin}:/usr/bin:/bin`,
+      });
+      assert.equal(run.code, 0, run.stderr);
+      assert.deepEqual(run.stdout.trimEnd().split("\n").map(parseResidentHasherLine), [
+        { kind: "start", tag: 3 },
+        { kind: "flushed", tag: 3 },
+        { kind: "end", tag: 3 },
+        { kind: "start", tag: 4 },
+        { kind: "end", tag: 4 },
+        { kind: "start", tag: 5 },
+        { kind: "hash", name, sha256: sha256(new TextEncoder().encode("x")) },
+        { kind: "end", tag: 5 },
+      ]);
+      // Each directory reached sync as one word, after `--`; a hash request flushes nothing.
+      assert.equal(
+        await Deno.readTextFile(`${root}/synced`),
+        `-f|--|${hostile}|\n-f|--|${bad}|\n`,
+      );
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  });
+}
+
+Deno.test("residentFlushRequest() leaves a directory with a line break to another way", () => {
+  assert.equal(residentFlushRequest(2, "/a b"), "2 s\n/a b\n.\n");
+  assert.equal(residentFlushRequest(0, `/${HOSTILE_DIR}`), undefined);
+  assert.throws(() => residentFlushRequest(0, "relative"), TypeError);
 });

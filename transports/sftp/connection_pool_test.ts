@@ -473,6 +473,39 @@ Deno.test({
 });
 
 Deno.test({
+  name: "small files on a LAN get an fsync each when the vessel cannot run the flush command",
+  ignore,
+  fn: async () => {
+    const server = await startOpenSsh({ sshdConfig: ["ForceCommand internal-sftp"] });
+    const warnings: string[] = [];
+    const log = { ...silentLogger, warn: (line: string) => void warnings.push(line) };
+    const transport = new SftpTransport(server.vesselConfig({ connections: 1, fsync: true }), {
+      log,
+    });
+    try {
+      for (const round of [0, 1, 2]) {
+        const files = Array.from({ length: 4 }, (_, i) => part(round * 4 + i).subarray(0, 30_000));
+        const assembled = await Promise.all(
+          files.map((data, index) =>
+            transport.putWhole(`lan-only-${round}-${index}`, `${server.dir}/lan/${index}`, data)
+          ),
+        );
+        for (const [index, data] of files.entries()) {
+          assert.equal(assembled[index].sha256, sha256(data), `round ${round}, file ${index}`);
+          assert.equal(sha256(await Deno.readFile(assembled[index].tempPath)), sha256(data));
+        }
+      }
+      const flushWarnings = warnings.filter((line) => line.includes("could not flush"));
+      assert.equal(flushWarnings.length, 1, warnings.join("\n"));
+      assert.match(flushWarnings[0], /fsync of its own/);
+    } finally {
+      await transport.close();
+      await server.stop();
+    }
+  },
+});
+
+Deno.test({
   name: "connecting ahead logs in once, before any call, and the calls use that login",
   ignore,
   fn: async () => {

@@ -5,7 +5,9 @@
  * waiting for replies: an exclusive create in one round trip, then writes,
  * reads back, fsync and close in the next; or, on a long link, writes,
  * fstat, fsync and close, and the vessel hashes the file in a batch with
- * others (see hash_batch.ts).
+ * others (see hash_batch.ts). On a short link a small file's fsync can wait
+ * for one flush of the vessel's file system with others (see
+ * flush_batch.ts).
  *
  * @module
  */
@@ -50,6 +52,8 @@ export interface PutWholeOptions {
   readonly resume?: ResumeCheck;
   /** Hashes small files on the vessel with others, when the link makes that pay. */
   readonly hashBatch?: BatchHashing;
+  /** Flushes small files read back on the vessel with others instead of one by one. */
+  readonly flushBatch?: BatchFlushing;
   /** Hears that the vessel holds every byte, before the file is hashed. */
   readonly written?: () => void;
   /** Permission bits the file gets once every byte is written (0600 until then). */
@@ -71,6 +75,18 @@ export interface BatchHashing {
    * is then read back instead). Rejects if the link failed.
    */
   hash(path: string, bytes: number, connection: SshConnection): Promise<string | undefined>;
+}
+
+/** Small files made durable on the vessel together (see flush_batch.ts). */
+export interface BatchFlushing {
+  /** Whether it pays now (asked once the file's create is answered). */
+  pays(): boolean;
+  /**
+   * Resolves `true` once the vessel file `path`, closed on `connection`, is
+   * on disk; `false` when the vessel could not flush it so (it gets an fsync
+   * of its own then). Rejects if the link failed.
+   */
+  flush(path: string, connection: SshConnection): Promise<boolean>;
 }
 
 /**
@@ -127,12 +143,16 @@ export async function putWholeFile(
       return { sha256, size };
     }
     if (small) {
+      const flushLater = fsyncOverSftp && options.flushBatch?.pays() === true;
       const stored = await writeReadBack(connection, handle, data, {
         writeLength,
         readLength,
-        fsync: fsyncOverSftp,
+        fsync: fsyncOverSftp && !flushLater,
         close,
       }) ?? await readFile(connection, path, data.byteLength);
+      if (flushLater && !await options.flushBatch!.flush(path, connection)) {
+        await fsyncPath(connection, path);
+      }
       return { sha256: sha256Of(stored), size: stored.length };
     }
     await connection.writeAll(handle, data, offset);
@@ -194,6 +214,12 @@ async function openFresh(
       if (handle) return { handle, offset };
     } else throw unlinked.status === "rejected" ? unlinked.reason : error;
   }
+}
+
+/** Flushes the file at `path` to the vessel's disk. */
+async function fsyncPath(connection: SshConnection, path: string): Promise<void> {
+  const handle = await openHandle(connection, path, "r");
+  await settleAll([fsyncHandle(connection, handle), closeHandle(connection, handle)]);
 }
 
 /**

@@ -16,6 +16,7 @@ import {
   parseBatchHashes,
   parseResidentHasherLine,
   RESIDENT_HASHER_COMMAND,
+  residentFlushRequest,
   residentHashRequest,
 } from "./commands.ts";
 import type { ExecResult, RunningCommand, SshConnection } from "./connection.ts";
@@ -57,6 +58,20 @@ export async function hashGroups(
 }
 
 /**
+ * Flushes the file systems holding `dirs` on `connection`'s vessel (`sync
+ * -f`, by its resident hasher): resolves `true` once every one is flushed,
+ * `false` when the vessel could not (no `sync -f` there, or a directory name
+ * with a line break). Rejects like {@linkcode hashGroups}.
+ */
+export async function flushDirectories(
+  connection: SshConnection,
+  dirs: readonly string[],
+  deadlineMs: number,
+): Promise<boolean> {
+  return await hasherOf(connection).flush(dirs, deadlineMs);
+}
+
+/**
  * Starts `connection`'s hasher if it is not running, so that a batch asked
  * for a round trip or two later finds it ready: its session takes two or
  * three round trips to open, more than the writes of a small file.
@@ -94,16 +109,34 @@ class ResidentHasher {
       return { tag, text: residentHashRequest(tag, group) };
     });
     if (requests.some((request) => request.text === undefined)) return undefined;
-    let session = await this.start(deadlineMs);
-    if (!session.open) session = await this.start(deadlineMs);
-    const answers = await Promise.all(
-      requests.map((request) => session.ask(request.tag, request.text!, deadlineMs)),
-    );
+    const answers = await this.#ask(requests as { tag: number; text: string }[], deadlineMs);
     const hashes = new Map<string, string>();
     for (const [index, answer] of answers.entries()) {
-      for (const [name, sha256] of answer) hashes.set(`${index}/${name}`, sha256);
+      for (const [name, sha256] of answer.hashes) hashes.set(`${index}/${name}`, sha256);
     }
     return { hashes, detail: "the vessel's hasher could not read it" };
+  }
+
+  /** Whether every file system of `dirs` was flushed. */
+  async flush(dirs: readonly string[], deadlineMs: number): Promise<boolean> {
+    const requests = dirs.map((dir) => {
+      const tag = this.#nextTag++;
+      return { tag, text: residentFlushRequest(tag, dir) };
+    });
+    if (requests.some((request) => request.text === undefined)) return false;
+    const answers = await this.#ask(requests as { tag: number; text: string }[], deadlineMs);
+    return answers.every((answer) => answer.flushed);
+  }
+
+  async #ask(
+    requests: readonly { tag: number; text: string }[],
+    deadlineMs: number,
+  ): Promise<Answer[]> {
+    let session = await this.start(deadlineMs);
+    if (!session.open) session = await this.start(deadlineMs);
+    return await Promise.all(
+      requests.map((request) => session.ask(request.tag, request.text, deadlineMs)),
+    );
   }
 
   /** The running session, started if there is none. */
@@ -120,8 +153,16 @@ class ResidentHasher {
   }
 }
 
+/** What the hasher answered to one request. */
+interface Answer {
+  /** Hashes of the files it could read, by name. */
+  readonly hashes: Map<string, string>;
+  /** Whether it flushed the directory's file system, as asked. */
+  flushed: boolean;
+}
+
 interface Asked {
-  readonly resolve: (hashes: Map<string, string>) => void;
+  readonly resolve: (answer: Answer) => void;
   readonly reject: (error: unknown) => void;
 }
 
@@ -131,7 +172,7 @@ class Session {
   readonly #ended: () => void;
   readonly #lines = new OutputLines((line) => this.#read(line));
   readonly #asked = new Map<number, Asked>();
-  #answering?: { tag: number; hashes: Map<string, string> };
+  #answering?: { tag: number; answer: Answer };
   #deadline?: number;
   #idle?: ReturnType<typeof setTimeout>;
   #failure?: unknown;
@@ -173,8 +214,8 @@ class Session {
     return this.#failure === undefined;
   }
 
-  /** Sends `request` (tagged `tag`); resolves with the hashes of its files, by name. */
-  ask(tag: number, request: string, deadlineMs: number): Promise<Map<string, string>> {
+  /** Sends `request` (tagged `tag`); resolves with the hasher's answer. */
+  ask(tag: number, request: string, deadlineMs: number): Promise<Answer> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     clearTimeout(this.#idle);
     // Requests are answered in order: each one's time adds to those before it.
@@ -189,18 +230,28 @@ class Session {
   #read(line: string): void {
     const parsed = parseResidentHasherLine(line);
     if (!parsed) return;
-    if (parsed.kind === "start") this.#answering = { tag: parsed.tag, hashes: new Map() };
-    else if (parsed.kind === "hash") this.#answering?.hashes.set(parsed.name, parsed.sha256);
-    else if (this.#answering?.tag === parsed.tag) {
-      const asked = this.#asked.get(parsed.tag);
-      this.#asked.delete(parsed.tag);
-      asked?.resolve(this.#answering.hashes);
-      this.#answering = undefined;
-      if (this.#asked.size === 0) {
-        this.#deadline = undefined;
-        this.#command.setDeadline(undefined);
-        this.#idleSoon();
-      }
+    if (parsed.kind === "start") {
+      this.#answering = { tag: parsed.tag, answer: { hashes: new Map(), flushed: false } };
+      return;
+    }
+    if (parsed.kind === "hash") {
+      this.#answering?.answer.hashes.set(parsed.name, parsed.sha256);
+      return;
+    }
+    const answering = this.#answering;
+    if (answering?.tag !== parsed.tag) return;
+    if (parsed.kind === "flushed") {
+      answering.answer.flushed = true;
+      return;
+    }
+    const asked = this.#asked.get(parsed.tag);
+    this.#asked.delete(parsed.tag);
+    asked?.resolve(answering.answer);
+    this.#answering = undefined;
+    if (this.#asked.size === 0) {
+      this.#deadline = undefined;
+      this.#command.setDeadline(undefined);
+      this.#idleSoon();
     }
   }
 

@@ -41,9 +41,10 @@ import { hasStatus, type RunCommand, SFTP_STATUS, type SshConnection } from "./c
 import { type RunBody, type RunOptions, SshPool } from "./ssh_pool.ts";
 import { probeVessel } from "./probe.ts";
 import { DirectorySyncs } from "./directory_sync.ts";
-import { type BatchHashing, putWholeFile } from "./put_whole.ts";
+import { type BatchFlushing, type BatchHashing, putWholeFile } from "./put_whole.ts";
+import { FlushBatcher } from "./flush_batch.ts";
 import { HashBatcher } from "./hash_batch.ts";
-import { hashGroups, startHasher } from "./resident_hasher.ts";
+import { flushDirectories, hashGroups, startHasher } from "./resident_hasher.ts";
 import { SmallFileGate } from "./small_file_gate.ts";
 import { type ResumeCheck, resumeCheck } from "./resume.ts";
 import { SftpAssembly } from "./stream_assembly.ts";
@@ -149,6 +150,33 @@ export class SftpTransport implements Transport {
         return undefined;
       }),
   };
+  /** Set once the vessel could not flush small files together: each gets an fsync from then on. */
+  #batchFlushFailed = false;
+  readonly #flushBatching: BatchFlushing = {
+    // Where small files are hashed in batches they get an fsync each, sent with their writes:
+    // a flush would wait for its turn, a round trip or more.
+    pays: () =>
+      this.#config.fsync && !this.#batchFlushFailed &&
+      (this.connections.roundTripMs ?? Infinity) < this.#batchHashFromMs,
+    flush: async (path, connection) => {
+      // The hasher reads a directory per line.
+      if (path.includes("\n")) return false;
+      const flushed = await this.#flushBatcher.flush(path, connection).catch((error) => {
+        if (error instanceof TransportError && error.code === "connection") throw error;
+        this.#flushBatchCannot(errorMessage(error));
+        return false;
+      });
+      if (!flushed) this.#flushBatchCannot("`sync -f` failed there");
+      return flushed;
+    },
+  };
+  readonly #flushBatcher = new FlushBatcher<SshConnection>((dirs, on) =>
+    this.connections.run(
+      `Cannot flush small files on vessel "${this.vessel}"`,
+      (connection) => flushDirectories(connection, dirs, this.#deadline(0)),
+      { on },
+    )
+  );
   readonly #hashBatcher = new HashBatcher((groups, bytes, on) =>
     this.connections.run(
       `Cannot hash a batch of small files on vessel "${this.vessel}"`,
@@ -385,6 +413,7 @@ export class SftpTransport implements Transport {
               directoryMayBeNew: this.#firstVisit(connection, parentOf(destination)),
               resume: this.#resumeCheck(connection),
               hashBatch: this.#hashBatching,
+              flushBatch: this.#flushBatching,
               mode,
               written: () => {
                 leave?.();
@@ -611,6 +640,15 @@ export class SftpTransport implements Transport {
   }
 
   /** How long a command reading `bytes` may run before the connection is dropped. */
+  #flushBatchCannot(why: string): void {
+    if (this.#batchFlushFailed) return;
+    this.#batchFlushFailed = true;
+    this.#log.warn(
+      `vessel "${this.vessel}" could not flush small files together (${why}); ` +
+        "each gets an fsync of its own instead",
+    );
+  }
+
   #deadline(bytes: number): number {
     return this.#config.timeout * 1000 * (3 + bytes / BYTES_PER_TIMEOUT);
   }
