@@ -21,7 +21,12 @@ export async function proxyTo(
 /** A transport through a fresh proxy, the lines it logged (not debug), and cleanup. */
 export async function proxiedTransport(
   server: TestServer,
-  options: { connections?: number; vessel?: Partial<VesselConfig>; batchHashFromMs?: number } = {},
+  options: {
+    connections?: number;
+    vessel?: Partial<VesselConfig>;
+    batchHashFromMs?: number;
+    flushTogetherBelowMs?: number;
+  } = {},
 ) {
   const { proxy, knownHostsFile } = await proxyTo(server);
   const lines: string[] = [];
@@ -36,6 +41,7 @@ export async function proxiedTransport(
     connections: options.connections ?? 1,
     log,
     batchHashFromMs: options.batchHashFromMs,
+    flushTogetherBelowMs: options.flushTogetherBelowMs,
   });
   return {
     proxy,

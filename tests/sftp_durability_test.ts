@@ -14,7 +14,8 @@ const unavailable = serverUnavailable("openssh") ?? straceMissing;
 if (unavailable) skipNotice("directory fsync over SFTP", unavailable);
 
 Deno.test({
-  name: "SftpTransport.publish() with Fsync fsyncs the destination directory after the rename",
+  name:
+    "SftpTransport.publish() with Fsync, where the vessel hashes small files, fsyncs the destination directory after the rename",
   ignore: unavailable !== undefined,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "cm-fsync-" });
@@ -28,7 +29,10 @@ Deno.test({
       { mode: 0o755 },
     );
     const server = await startOpenSsh({ sftpServer: wrapper });
-    const transport = new SftpTransport(server.vesselConfig({ fsync: true }));
+    // Taken for a long link, where a directory's fsync leaves with the rename.
+    const transport = new SftpTransport(server.vesselConfig({ fsync: true }), {
+      batchHashFromMs: 0,
+    });
     try {
       const destination = `${server.dir}/inbox/durable.bin`;
       const assembled = await transport.putWhole("fsync1", destination, new Uint8Array(100), 0o644);
@@ -112,9 +116,10 @@ Deno.test({
 
 /**
  * A vessel whose `sync` (first on sshd's PATH) notes, for each `sync -f DIR`,
- * the directory and every temp file in it with its size, and fails for `-f`
- * when `refuseBatch`; its sftp-server traced for fsync. Puts `count` small
- * files at once after one first file (which tells the link's round trip).
+ * the directory and every file in it with its size, and fails for `-f` when
+ * `refuseBatch`; its sftp-server traced for fsync. Puts `count` small files
+ * at once after one first file (which tells the link's round trip), then
+ * publishes them all.
  */
 async function putSmallFilesWithFsync(count: number, refuseBatch: boolean) {
   const dir = await Deno.makeTempDir({ prefix: "cm-flush-" });
@@ -122,8 +127,8 @@ async function putSmallFilesWithFsync(count: number, refuseBatch: boolean) {
   await Deno.writeTextFile(
     `${dir}/bin/sync`,
     `#!/bin/sh\nif [ "$1" = -f ]; then\n` +
-      `  { echo "@ $3"; for f in "$3"/.*.tmp; do [ -f "$f" ] && echo "$f $(wc -c < "$f")"; done; }` +
-      ` >> ${dir}/flushes\n` +
+      `  { echo "@ $3"; for f in "$3"/* "$3"/.*.tmp; do ` +
+      `[ -f "$f" ] && echo "$f $(wc -c < "$f")"; done; } >> ${dir}/flushes\n` +
       (refuseBatch ? `  exit 1\n` : "") +
       `fi\nexec /bin/sync "$@"\n`,
     { mode: 0o755 },
@@ -143,18 +148,24 @@ async function putSmallFilesWithFsync(count: number, refuseBatch: boolean) {
   const transport = new SftpTransport(server.vesselConfig({ fsync: true }), {
     log: { ...silentLogger, warn: (line) => warnings.push(line) },
   });
+  const inbox = `${server.dir}/inbox`;
   try {
     const data = (index: number) => new Uint8Array(1000 + index).fill(index);
+    const destinations = Array.from({ length: count + 1 }, (_, index) => `${inbox}/f${index}.bin`);
     const put = (index: number) =>
-      transport.putWhole(`flush${index}`, `${server.dir}/inbox/f${index}.bin`, data(index), 0o644);
+      transport.putWhole(`flush${index}`, destinations[index], data(index), 0o644);
     const first = await put(0);
     const assembled = [
       first,
       ...await Promise.all(Array.from({ length: count }, (_, i) => put(i + 1))),
     ];
+    const flushed = () => Deno.readTextFile(`${dir}/flushes`).catch(() => "");
+    const flushesBeforePublish = await flushed();
+    await Promise.all(
+      assembled.map((file, index) => transport.publish(file.tempPath, destinations[index])),
+    );
     await transport.close();
-    const flushes = (await Deno.readTextFile(`${dir}/flushes`).catch(() => "")).trim();
-    // sftp-server's fsyncs of the files, by the temp path each descriptor was opened for.
+    // sftp-server's fsyncs, by the path each descriptor was opened for.
     const fsynced = new Set<string>();
     for await (const entry of Deno.readDir(dir)) {
       if (!entry.name.startsWith("sftp.trace.")) continue;
@@ -168,10 +179,13 @@ async function putSmallFilesWithFsync(count: number, refuseBatch: boolean) {
     }
     return {
       assembled,
-      sizes: assembled.map((_, i) => data(i).length),
-      flushes,
+      destinations,
+      sizes: assembled.map((_, index) => data(index).length),
+      flushesBeforePublish,
+      flushesAfter: (await flushed()).slice(flushesBeforePublish.length),
       fsynced,
       warnings,
+      inbox,
     };
   } finally {
     await transport.close();
@@ -180,42 +194,54 @@ async function putSmallFilesWithFsync(count: number, refuseBatch: boolean) {
   }
 }
 
+const countFlushes = (text: string) =>
+  text.split("\n").filter((line) => line.startsWith("@ ")).length;
+
 Deno.test({
   name:
-    "SftpTransport with Fsync on a short link flushes small files together with sync -f, each whole before it is reported",
+    "SftpTransport with Fsync on a short link flushes small files and their renames together with sync -f",
   ignore: unavailable !== undefined,
   fn: async () => {
     const count = 24;
-    const { assembled, sizes, flushes, fsynced, warnings } = await putSmallFilesWithFsync(
-      count,
-      false,
-    );
-    assert.deepEqual(warnings, []);
-    const flushCount = flushes.split("\n").filter((line) => line.startsWith("@ ")).length;
+    const run = await putSmallFilesWithFsync(count, false);
+    assert.deepEqual(run.warnings, []);
     // The first file goes alone (the link's round trip is not known yet); the others together.
-    assert.ok(flushCount >= 1 && flushCount < count / 2, `${flushCount} flushes:\n${flushes}`);
-    const lines = new Set(flushes.split("\n"));
-    for (const [index, file] of assembled.entries()) {
-      if (index === 0 && fsynced.has(file.tempPath)) continue;
+    const before = countFlushes(run.flushesBeforePublish);
+    assert.ok(before >= 1 && before < count / 2, run.flushesBeforePublish);
+    const whole = new Set(run.flushesBeforePublish.split("\n"));
+    for (const [index, file] of run.assembled.entries()) {
+      if (index === 0 && run.fsynced.has(file.tempPath)) continue;
       assert.ok(
-        lines.has(`${file.tempPath} ${sizes[index]}`),
-        `${file.tempPath} was not whole in a flush before it was reported:\n${flushes}`,
+        whole.has(`${file.tempPath} ${run.sizes[index]}`),
+        `${file.tempPath} was not whole in a flush before it was reported:\n` +
+          run.flushesBeforePublish,
       );
-      assert.ok(!fsynced.has(file.tempPath), `${file.tempPath} got an fsync of its own too`);
+      assert.ok(!run.fsynced.has(file.tempPath), `${file.tempPath} got an fsync of its own too`);
     }
+    // Each rename was flushed with others: its name was there when a later flush ran.
+    const renamed = new Set(run.flushesAfter.split("\n"));
+    for (const [index, path] of run.destinations.entries()) {
+      assert.ok(
+        renamed.has(`${path} ${run.sizes[index]}`),
+        `${path} was not flushed after its rename:\n${run.flushesAfter}`,
+      );
+    }
+    assert.ok(countFlushes(run.flushesAfter) < count / 2, run.flushesAfter);
+    assert.ok(!run.fsynced.has(run.inbox), "the directory got an fsync of its own too");
   },
 });
 
 Deno.test({
   name:
-    "SftpTransport with Fsync gives each small file its own fsync on a vessel whose sync -f fails, and says so once",
+    "SftpTransport with Fsync gives each small file and rename its own fsync on a vessel whose sync -f fails, and says so once",
   ignore: unavailable !== undefined,
   fn: async () => {
-    const { assembled, fsynced, warnings } = await putSmallFilesWithFsync(8, true);
-    for (const file of assembled) {
-      assert.ok(fsynced.has(file.tempPath), `${file.tempPath} was never flushed`);
+    const run = await putSmallFilesWithFsync(8, true);
+    for (const file of run.assembled) {
+      assert.ok(run.fsynced.has(file.tempPath), `${file.tempPath} was never flushed`);
     }
-    assert.equal(warnings.length, 1, warnings.join("\n"));
-    assert.match(warnings[0], /could not flush small files together .*fsync of its own/);
+    assert.ok(run.fsynced.has(run.inbox), "the directory was never flushed after the renames");
+    assert.equal(run.warnings.length, 1, run.warnings.join("\n"));
+    assert.match(run.warnings[0], /could not flush small files together .*fsync of its own/);
   },
 });

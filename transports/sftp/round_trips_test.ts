@@ -29,7 +29,9 @@ async function behindProxy(
   options?: Parameters<typeof proxiedTransport>[1],
 ): Promise<void> {
   const server = await startOpenSsh();
-  const proxied = await proxiedTransport(server, options);
+  // These count a long link's round trips, on a link made long once logged in: its files and
+  // renames are flushed as on a long link, not together as on the short one it started as.
+  const proxied = await proxiedTransport(server, { flushTogetherBelowMs: 0, ...options });
   try {
     await body({ ...proxied, server });
   } finally {

@@ -76,6 +76,11 @@ export interface SftpTransportOptions {
    * batches instead of read back (default {@linkcode BATCH_HASH_FROM_MS}).
    */
   readonly batchHashFromMs?: number;
+  /**
+   * Below this round trip, with `Fsync`, small files and renames share one
+   * flush of the vessel's file system (default {@linkcode BATCH_HASH_FROM_MS}).
+   */
+  readonly flushTogetherBelowMs?: number;
 }
 
 /** Commands get `Timeout` seconds per this many bytes they read, plus a base. */
@@ -130,6 +135,7 @@ export class SftpTransport implements Transport {
   readonly #partsRemovedOn = new Map<string, SshConnection>();
   #uid?: Promise<number>;
   readonly #batchHashFromMs: number;
+  readonly #flushTogetherBelowMs: number;
   readonly #smallFiles = new SmallFileGate(() => this.connections.upCount());
   /** Set once the vessel could not hash a batch: small files are read back from then on. */
   #batchHashFailed = false;
@@ -157,7 +163,7 @@ export class SftpTransport implements Transport {
     // a flush would wait for its turn, a round trip or more.
     pays: () =>
       this.#config.fsync && !this.#batchFlushFailed &&
-      (this.connections.roundTripMs ?? Infinity) < this.#batchHashFromMs,
+      (this.connections.roundTripMs ?? Infinity) < this.#flushTogetherBelowMs,
     flush: async (path, connection) => {
       // The hasher reads a directory per line.
       if (path.includes("\n")) return false;
@@ -208,6 +214,7 @@ export class SftpTransport implements Transport {
     this.#config = vessel;
     this.#log = options.log ?? silentLogger;
     this.#batchHashFromMs = options.batchHashFromMs ?? BATCH_HASH_FROM_MS;
+    this.#flushTogetherBelowMs = options.flushTogetherBelowMs ?? BATCH_HASH_FROM_MS;
     this.connections = new SshPool(vessel, {
       connections: options.connections,
       authEnvironment: options.authEnvironment,
@@ -465,6 +472,15 @@ export class SftpTransport implements Transport {
           "unsupported",
         );
       }
+      if (syncDirectory && this.#flushBatching.pays()) {
+        // On a short link the rename waits for a flush of the file system shared with the
+        // files closed or renamed meanwhile: one journal commit, where a directory's fsync
+        // commits it for the few files renamed into that directory together.
+        await renameOver(connection, tempPath, destination);
+        if (await this.#flushBatching.flush(destination, connection)) return;
+        await this.#directorySyncs.sync(connection, parentOf(destination));
+        return;
+      }
       // Requests leave in the order they are made, and the server handles them in that order:
       // the directory's fsync (shared with the files renamed into it meanwhile) after the
       // rename. Two round trips in all, or one when the directory was opened ahead.
@@ -485,6 +501,7 @@ export class SftpTransport implements Transport {
   #publishAhead(connection: SshConnection, tempPath: string, destination: string): void {
     if (!this.#config.fsync) return;
     remember(this.#assembledOn, tempPath, connection);
+    if (this.#flushBatching.pays()) return; // No directory fsync: see publish().
     void connection.hasExtension("fsync@openssh.com").then((has) => {
       if (has && !connection.closed) {
         this.#directorySyncs.openAhead(connection, parentOf(destination));
