@@ -15,7 +15,7 @@ if (unavailable) skipNotice("directory fsync over SFTP", unavailable);
 
 Deno.test({
   name:
-    "SftpTransport.publish() with Fsync, where the vessel hashes small files, fsyncs the destination directory after the rename",
+    "SftpTransport.publish() with Fsync fsyncs the destination directory after the rename, on a link taken for long",
   ignore: unavailable !== undefined,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "cm-fsync-" });
@@ -31,7 +31,7 @@ Deno.test({
     const server = await startOpenSsh({ sftpServer: wrapper });
     // Taken for a long link, where a directory's fsync leaves with the rename.
     const transport = new SftpTransport(server.vesselConfig({ fsync: true }), {
-      batchHashFromMs: 0,
+      flushTogetherBelowMs: 0,
     });
     try {
       const destination = `${server.dir}/inbox/durable.bin`;

@@ -85,6 +85,12 @@ export interface SftpTransportOptions {
 
 /** Commands get `Timeout` seconds per this many bytes they read, plus a base. */
 const BYTES_PER_TIMEOUT = 16 << 20;
+/**
+ * Bytes one flush of a vessel's file system is given time for: it writes out
+ * every dirty page there, a large file's being assembled beside too, and a
+ * command past its deadline costs its connection.
+ */
+const FLUSH_BYTES = 1 << 30;
 const KEY_PATTERN = /^[A-Za-z0-9_-]+$/;
 /**
  * The round trip from which a small file is hashed on the vessel in a batch
@@ -179,7 +185,7 @@ export class SftpTransport implements Transport {
   readonly #flushBatcher = new FlushBatcher<SshConnection>((dirs, on) =>
     this.connections.run(
       `Cannot flush small files on vessel "${this.vessel}"`,
-      (connection) => flushDirectories(connection, dirs, this.#deadline(0)),
+      (connection) => flushDirectories(connection, dirs, this.#deadline(FLUSH_BYTES)),
       { on },
     )
   );
