@@ -662,7 +662,6 @@ export class SftpTransport implements Transport {
     return true;
   }
 
-  /** How long a command reading `bytes` may run before the connection is dropped. */
   #flushBatchCannot(why: string): void {
     if (this.#batchFlushFailed) return;
     this.#batchFlushFailed = true;
@@ -672,6 +671,7 @@ export class SftpTransport implements Transport {
     );
   }
 
+  /** How long a command reading `bytes` may run before the connection is dropped. */
   #deadline(bytes: number): number {
     return this.#config.timeout * 1000 * (3 + bytes / BYTES_PER_TIMEOUT);
   }
