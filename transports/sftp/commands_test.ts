@@ -619,6 +619,23 @@ for (const shell of ["/bin/sh", "/bin/bash"]) {
         await Deno.readTextFile(`${root}/synced`),
         `-f|--|${hostile}|\n-f|--|${bad}|\n`,
       );
+      // Before Linux 5.8 syncfs(2) reports no failed write: no flush is claimed there.
+      for (const [system, release] of [["Linux", "5.4.0-150-generic"], ["FreeBSD", "14.1"]]) {
+        await Deno.writeTextFile(
+          `${bin}/uname`,
+          `#!/bin/sh\nif [ "$1" = -s ]; then echo ${system}; else echo ${release}; fi\n`,
+          { mode: 0o755 },
+        );
+        const old = await shWithInput(
+          RESIDENT_HASHER_COMMAND,
+          residentFlushRequest(6, hostile)!,
+          shell,
+          {
+            PATH: `${bin}:/usr/bin:/bin`,
+          },
+        );
+        assert.equal(old.stdout, "@ 6\n= 6\n", `${system} ${release}`);
+      }
     } finally {
       await Deno.remove(root, { recursive: true });
     }

@@ -178,7 +178,12 @@ export class SftpTransport implements Transport {
         this.#flushBatchCannot(errorMessage(error));
         return false;
       });
-      if (!flushed) this.#flushBatchCannot("`sync -f` failed there");
+      if (!flushed) {
+        this.#flushBatchCannot(
+          "its `sync -f` failed, or its Linux is older than 5.8, whose syncfs does not report " +
+            "a failed write",
+        );
+      }
       return flushed;
     },
   };
