@@ -267,14 +267,14 @@ export function parseBatchHashes(output: string): Map<string, string> {
 }
 
 /**
- * Sets `f` when the vessel's `syncfs(2)` reports a failed write: Linux 5.8
+ * Succeeds when the vessel's `syncfs(2)` reports a failed write: Linux 5.8
  * and later. Before, it returned 0 whatever writeback met, where an fsync of
  * the file would have failed.
  */
-const CAN_REPORT_SYNCFS = `f=; v=$(uname -r 2>/dev/null); v1=\${v%%.*}; v2=\${v#*.}; ` +
-  `v2=\${v2%%[!0-9]*}; if [ "$(uname -s 2>/dev/null)" = Linux ] && ` +
+const SYNCFS_REPORTS_FAILURES = `[ "$(uname -s 2>/dev/null)" = Linux ] && ` +
+  `v=$(uname -r 2>/dev/null) && v1=\${v%%.*} && v2=\${v#*.} && v2=\${v2%%[!0-9]*} && ` +
   `[ "$v1" -eq "$v1" ] 2>/dev/null && [ "$v2" -eq "$v2" ] 2>/dev/null && ` +
-  `{ [ "$v1" -gt 5 ] || { [ "$v1" -eq 5 ] && [ "$v2" -ge 8 ]; }; }; then f=1; fi`;
+  `{ [ "$v1" -gt 5 ] || { [ "$v1" -eq 5 ] && [ "$v2" -ge 8 ]; }; }`;
 
 /**
  * A hasher that stays, so that hashing a batch costs one round trip instead
@@ -286,18 +286,19 @@ const CAN_REPORT_SYNCFS = `f=; v=$(uname -r 2>/dev/null); v1=\${v%%.*}; v2=\${v#
  * flushed the directory's file system (one flush for every file written
  * there: `syncfs(2)`, where an fsync per file commits the journal once per
  * file; only where a failed write would be reported, see
- * {@linkcode CAN_REPORT_SYNCFS}), and `= TAG`; it ends with its input. What it reads reaches the
+ * {@linkcode SYNCFS_REPORTS_FAILURES}, asked at the first flush: most
+ * hashers flush nothing), and `= TAG`; it ends with its input. What it reads reaches the
  * hasher and `sync` only as quoted words (`cd -- "$d"`, `"$@"`): nothing
  * read is evaluated.
  */
-export const RESIDENT_HASHER_COMMAND = `${PICK_HASHER}; ${CAN_REPORT_SYNCFS}; ` +
+export const RESIDENT_HASHER_COMMAND = `${PICK_HASHER}; f=; ` +
   `while IFS= read -r t; do s=; case $t in *' s') s=1; t=\${t% s} ;; esac; ` +
   `case $t in ''|*[!0-9]*) exit ${EXIT_STOPPED} ;; esac; ` +
   `IFS= read -r d || exit ${EXIT_STOPPED}; set --; ` +
   `while IFS= read -r n && [ "$n" != . ]; do set -- "$@" "$n"; done; ` +
   `echo "@ $t"; [ $# = 0 ] || (cd -- "$d" && exec $h "$@") </dev/null 2>/dev/null; ` +
-  `if [ -n "$s" ] && [ -n "$f" ] && sync -f -- "$d" </dev/null >/dev/null 2>&1; ` +
-  `then echo "s $t"; fi; ` +
+  `if [ -n "$s" ]; then [ -n "$f" ] || { f=n; ${SYNCFS_REPORTS_FAILURES} && f=y; }; ` +
+  `[ "$f" = y ] && sync -f -- "$d" </dev/null >/dev/null 2>&1 && echo "s $t"; fi; ` +
   `echo "= $t"; done`;
 
 /**

@@ -171,20 +171,19 @@ export class SftpTransport implements Transport {
       this.#config.fsync && !this.#batchFlushFailed &&
       (this.connections.roundTripMs ?? Infinity) < this.#flushTogetherBelowMs,
     flush: async (path, connection) => {
-      // The hasher reads a directory per line.
+      // The hasher reads a directory per line: such a path is flushed alone, nothing failed.
       if (path.includes("\n")) return false;
-      const flushed = await this.#flushBatcher.flush(path, connection).catch((error) => {
-        if (error instanceof TransportError && error.code === "connection") throw error;
-        this.#flushBatchCannot(errorMessage(error));
-        return false;
-      });
-      if (!flushed) {
+      try {
+        if (await this.#flushBatcher.flush(path, connection)) return true;
         this.#flushBatchCannot(
           "its `sync -f` failed, or its Linux is older than 5.8, whose syncfs does not report " +
             "a failed write",
         );
+      } catch (error) {
+        if (error instanceof TransportError && error.code === "connection") throw error;
+        this.#flushBatchCannot(errorMessage(error));
       }
-      return flushed;
+      return false;
     },
   };
   readonly #flushBatcher = new FlushBatcher<SshConnection>((dirs, on) =>
