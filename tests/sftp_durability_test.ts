@@ -245,3 +245,41 @@ Deno.test({
     assert.match(run.warnings[0], /could not flush small files together .*fsync of its own/);
   },
 });
+
+Deno.test({
+  name: "SftpTransport waits for a slow shared flush without dropping its connection",
+  ignore: unavailable !== undefined,
+  fn: async () => {
+    // A flush that outlasts 3 Timeouts, as one writing out a large file's dirty pages would.
+    const dir = await Deno.makeTempDir({ prefix: "cm-slow-flush-" });
+    await Deno.mkdir(`${dir}/bin`);
+    await Deno.writeTextFile(
+      `${dir}/bin/sync`,
+      `#!/bin/sh\nif [ "$1" = -f ]; then echo "$3" >> ${dir}/flushes; sleep 3.5; fi\n` +
+        `exec /bin/sync "$@"\n`,
+      { mode: 0o755 },
+    );
+    const server = await startOpenSsh({ sshdConfig: [`SetEnv PATH=${dir}/bin:/usr/bin:/bin`] });
+    const warnings: string[] = [];
+    const transport = new SftpTransport(server.vesselConfig({ fsync: true, timeout: 1 }), {
+      log: { ...silentLogger, warn: (line) => warnings.push(line) },
+    });
+    try {
+      const put = (index: number) =>
+        transport.putWhole(
+          `slow${index}`,
+          `${server.dir}/inbox/s${index}.bin`,
+          new Uint8Array(500),
+        );
+      await put(0); // tells the link's round trip
+      await Promise.all([1, 2, 3].map(put));
+      const flushes = await Deno.readTextFile(`${dir}/flushes`).catch(() => "");
+      assert.ok(flushes.includes(`${server.dir}/inbox`), "no shared flush was asked for");
+      assert.deepEqual(warnings, []);
+    } finally {
+      await transport.close();
+      await server.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
