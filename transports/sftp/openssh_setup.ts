@@ -65,6 +65,11 @@ const AES_FIRST = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com";
  * PATH), or `undefined` if there is none.
  */
 export function findSsh(command = "ssh"): string | undefined {
+  return findExecutable(command);
+}
+
+/** The executable `command` (an absolute path, or a name looked up on PATH), if there is one. */
+export function findExecutable(command: string): string | undefined {
   const candidates = command.includes("/")
     ? [command]
     : (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":").filter(Boolean).map((dir) =>

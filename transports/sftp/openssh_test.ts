@@ -17,7 +17,7 @@ import {
 import { silentLogger, TransportError } from "../transport.ts";
 import { sftpInternalsPresent } from "./_sftp_pipe.ts";
 import type { SshConnection } from "./connection.ts";
-import { openOpenSsh } from "./openssh_link.ts";
+import { openOpenSsh, spawnInOwnSession } from "./openssh_link.ts";
 import { findSsh, prepareOpenSsh } from "./openssh_setup.ts";
 import type { SecretValue, SftpVessel } from "./options.ts";
 import { SftpTransport } from "./sftp_transport.ts";
@@ -624,6 +624,70 @@ Deno.test({
         assert.match(error.message, /control socket .* is gone/);
         assert.equal(await pathExists(marker), false, "ssh logged in by itself and ran it");
       })),
+});
+
+/** The command name, session and controlling terminal of process `pid`, from /proc. */
+async function sessionOf(pid: number): Promise<{ comm: string; session: number; tty: number }> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+  // After "(comm)": state ppid pgrp session tty_nr ...
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { comm, session: Number(fields[3]), tty: Number(fields[4]) };
+}
+
+/** The `ssh` children of this process. */
+async function sshChildren(): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = await Deno.readTextFile(`/proc/${entry.name}/stat`);
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === Deno.pid && stat.includes("(ssh)")) pids.push(Number(entry.name));
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  return pids;
+}
+
+Deno.test({
+  name: "OpenSSH carrier: the master and each command's ssh lead a session of their own, " +
+    "with no terminal, and are ssh itself (nothing forked in between)",
+  ignore,
+  fn: () =>
+    withServer({}, (server) =>
+      withConnection(server, async (connection) => {
+        const running = await connection.spawn("cat", { deadlineMs: 15_000 });
+        try {
+          const pids = await sshChildren();
+          assert.ok(pids.length >= 2, `ssh children: ${pids}`);
+          for (const pid of pids) {
+            assert.deepEqual(await sessionOf(pid), { comm: "ssh", session: pid, tty: 0 });
+          }
+        } finally {
+          running.end();
+          await running.result;
+        }
+      })),
+});
+
+Deno.test("spawnInOwnSession starts a command in a session of its own with setsid or without", async () => {
+  for (const setsid of [undefined, null]) {
+    const child = setsid === undefined
+      ? spawnInOwnSession("/bin/sleep", ["30"], undefined)
+      : spawnInOwnSession("/bin/sleep", ["30"], undefined, setsid);
+    try {
+      const pid = child.pid!;
+      // A setsid command has exec'd sleep once its name shows.
+      await waitFor(async () => (await sessionOf(pid)).comm === "sleep", 5_000, "sleep to start");
+      assert.deepEqual(await sessionOf(pid), { comm: "sleep", session: pid, tty: 0 });
+    } finally {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await exited;
+    }
+  }
 });
 
 const dropbearUnavailable = serverUnavailable("dropbear");
