@@ -254,10 +254,11 @@ let setsidCommand: string | null | undefined;
  * Starts `command` in a session of its own, where it has no terminal and so
  * nothing can prompt. node's `detached` gets there by forking this whole
  * process to call setsid() before the exec: 2-3 ms of this thread per child
- * in a small process, and 52 ms of the daemon's thread for the 10 `ssh` of a
- * 1000 x 16 KiB run. A `setsid` command is spawned as any other child (a
- * vfork and an exec) and calls setsid() itself; it is no process group
- * leader, so it does not fork, and the child's PID is `command`'s.
+ * in a small process, and 30-52 ms of the daemon's thread for the 10 `ssh` of
+ * a 1000 x 16 KiB run (12-18 ms through `setsid`). A `setsid` command is
+ * spawned as any other child (a vfork and an exec) and calls setsid() itself;
+ * it is no process group leader, so it does not fork, and the child's PID is
+ * `command`'s.
  */
 export function spawnInOwnSession(
   command: string,
