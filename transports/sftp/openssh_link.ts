@@ -95,6 +95,13 @@ function keepaliveOptions(withSftp: boolean, timeout: number): string[] {
   ];
 }
 
+/**
+ * The session of a connection for commands only. With none (`-N`) ssh never
+ * reads its stdin, so the master of a daemon killed with -9 stayed logged in
+ * for good; this one ends, and ssh with it, when the daemon's end closes it.
+ */
+const UNTIL_STDIN_ENDS = "exec cat >/dev/null";
+
 async function start(
   options: OpenSshOptions,
   withSftp: boolean,
@@ -113,7 +120,7 @@ async function start(
     "ControlPersist=no",
     "-o",
     `ControlPath=${options.controlPath}`,
-    ...(withSftp ? ["-s", "--", setup.host, "sftp"] : ["-N", "--", setup.host]),
+    ...(withSftp ? ["-s", "--", setup.host, "sftp"] : ["--", setup.host, UNTIL_STDIN_ENDS]),
   ], secrets.env);
   options.onStarted?.();
   const diagnostics = new Diagnostics(master, setup.isVesselAuthenticated);

@@ -690,6 +690,72 @@ Deno.test("spawnInOwnSession starts a command in a session of its own with setsi
   }
 });
 
+/** The `ssh` processes of this machine whose command line names `text`. */
+async function sshNaming(text: string): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const words = (await Deno.readTextFile(`/proc/${entry.name}/cmdline`)).split("\0");
+      if (words[0].endsWith("/ssh") && words.some((word) => word.includes(text))) {
+        pids.push(Number(entry.name));
+      }
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  return pids;
+}
+
+Deno.test({
+  name: "OpenSSH carrier: the ssh of a commands-only connection ends when its daemon is killed -9",
+  ignore,
+  fn: () =>
+    withServer({ sftpServer: false }, async (server) => {
+      // A daemon killed with -9 cannot stop its ssh: each must end when its stdin closes.
+      const script = `${server.dir}/hold.ts`;
+      await Deno.writeTextFile(
+        script,
+        `import { SftpTransport } from ${
+          JSON.stringify(import.meta.resolve("./sftp_transport.ts"))
+        };
+const transport = new SftpTransport(JSON.parse(Deno.args[0]), { connections: 1 });
+const items = await transport.probe(["/tmp"]);
+console.log(JSON.stringify(items.map((item) => item.check + ":" + item.ok)));
+await new Promise(() => {});
+`,
+      );
+      const holder = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", script, JSON.stringify(openssh(server))],
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      const ownDirectory = `contentmonster-ssh-${holder.pid}-`;
+      try {
+        const reader = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        const { value } = await reader.read();
+        assert.match(value ?? "", /"auth:true"/, `the holder's probe: ${value}`);
+        assert.ok((await sshNaming(ownDirectory)).length > 0, "the holder has no ssh running");
+        holder.kill("SIGKILL");
+        await holder.status;
+        await waitFor(
+          async () => (await sshNaming(ownDirectory)).length === 0,
+          10_000,
+          "the ssh of the killed holder to end",
+        ).catch(async (error) => {
+          for (const pid of await sshNaming(ownDirectory)) Deno.kill(pid, "SIGKILL");
+          throw error;
+        });
+      } finally {
+        try {
+          holder.kill("SIGKILL");
+        } catch {
+          // Killed above.
+        }
+      }
+    }),
+});
+
 const dropbearUnavailable = serverUnavailable("dropbear");
 if (dropbearUnavailable) skipNotice("OpenSSH carrier on Dropbear", dropbearUnavailable);
 
