@@ -77,7 +77,8 @@ const DROPBEAR = "/usr/sbin/dropbear";
 const DROPBEARKEY = "/usr/bin/dropbearkey";
 const SSH_KEYGEN = "/usr/bin/ssh-keygen";
 const UNSHARE = "/usr/bin/unshare";
-const SFTP_SERVER = "/usr/lib/openssh/sftp-server";
+/** OpenSSH's SFTP server, where Debian puts it. */
+export const SFTP_SERVER = "/usr/lib/openssh/sftp-server";
 /** Where Dropbear looks for its SFTP server (compiled in on Debian). */
 const DROPBEAR_SFTP_SERVER = "/usr/lib/sftp-server";
 

@@ -15,6 +15,7 @@ import type { Readable, Writable } from "node:stream";
 // @ts-types="./_sftp_class.d.ts"
 import sftpModule from "ssh2/lib/protocol/SFTP.js";
 import type { SFTPWrapper } from "./_ssh2.ts";
+import { textBeforeSftp, TextBeforeSftpError } from "./text_before_sftp.ts";
 
 /**
  * Bytes queued for the pipe before ssh2 is asked to hold further requests.
@@ -111,7 +112,10 @@ export function sftpOverPipes(
     });
   };
   let versioned: (() => void) | undefined;
+  // What came before the VERSION, to tell why a session never started.
+  let head: Buffer | undefined = Buffer.alloc(0);
   output.on("data", (data: Buffer) => {
+    if (head && head.length < 256) head = Buffer.concat([head, data]);
     sftp.push(data);
     versioned?.();
   });
@@ -132,12 +136,16 @@ export function sftpOverPipes(
     // request (0.6 s on a satellite link). Requests made meanwhile get its safe default sizes.
     versioned = () => {
       if (sftp._version === -1) return;
-      versioned = undefined;
+      versioned = head = undefined;
       resolve(sftp as unknown as SFTPWrapper);
     };
+    const fail = (error: Error) => {
+      const text = head && textBeforeSftp(head);
+      reject(text ? new TextBeforeSftpError(text) : error);
+    };
     sftp.once("ready", () => resolve(sftp as unknown as SFTPWrapper));
-    sftp.once("error", (error) => reject(error));
-    sftp.once("close", () => reject(new Error("the SFTP session ended before it started")));
+    sftp.once("error", (error) => fail(error as Error));
+    sftp.once("close", () => fail(new Error("the SFTP session ended before it started")));
     sftp._init();
   });
 }

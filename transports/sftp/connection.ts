@@ -28,6 +28,7 @@ import {
   type TransportLogger as Logger,
 } from "../transport.ts";
 import type { ConnectionInfo, ConnectOptions } from "./handshake.ts";
+import { textBeforeSftpIn } from "./text_before_sftp.ts";
 
 export type { ConnectionInfo, ConnectOptions } from "./handshake.ts";
 
@@ -356,7 +357,7 @@ export class SshConnection {
         }); check the Subsystem sftp line of sshd_config`
         : /Unable to start subsystem/i.test(error.message)
         ? "the vessel has no SFTP subsystem (sshd_config needs a Subsystem sftp line)"
-        : error.message;
+        : textBeforeSftpIn(error.message) ?? error.message;
       throw new TransportError(`Cannot start SFTP on ${this.where}: ${why}`, "unsupported", {
         cause: error,
       });

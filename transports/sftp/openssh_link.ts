@@ -27,6 +27,7 @@ import {
 } from "./connection.ts";
 import type { ConnectionInfo } from "./handshake.ts";
 import { findExecutable, type OpenSshSetup } from "./openssh_setup.ts";
+import { TextBeforeSftpError } from "./text_before_sftp.ts";
 
 /** Lines of ssh's stderr kept for messages. */
 const STDERR_LINES = 40;
@@ -164,7 +165,10 @@ async function start(
   if (options.signal?.aborted) abort();
   options.signal?.addEventListener("abort", abort, { once: true });
   const first = await Promise.race([
-    started.then((sftp) => ({ sftp }), () => "failed" as const),
+    started.then(
+      (sftp) => ({ sftp }),
+      (error) => error instanceof TextBeforeSftpError ? error : "failed" as const,
+    ),
     exited.then(() => "exited" as const),
     timedOut,
     aborted,
@@ -174,6 +178,10 @@ async function start(
   if (first === "aborted") {
     await stop(master, exited);
     throw closedDuringLogin(where);
+  }
+  if (first instanceof TextBeforeSftpError) {
+    await stop(master, exited);
+    return new SftpUnavailableError(`Cannot start SFTP on ${where}: ${first.message}`);
   }
   if (typeof first === "object" && diagnostics.match(/(REVOKED HOST KEY)/i)) {
     // OpenSSH goes on with a revoked key under StrictHostKeyChecking=no; the builtin client
@@ -208,6 +216,11 @@ async function start(
   // The session failed or ssh exited: ssh's exit status and stderr say why.
   const ended = await Promise.race([exited.then(() => true), delay(2000).then(() => false)]);
   if (!ended) await stop(master, exited);
+  // The session reports its end once ssh's exit is known: text it got first is the cause.
+  const failure = await Promise.race([started.then(() => undefined, (error) => error), delay(100)]);
+  if (failure instanceof TextBeforeSftpError) {
+    return new SftpUnavailableError(`Cannot start SFTP on ${where}: ${failure.message}`);
+  }
   const error = openError(where, diagnostics, master, setup, vessel.timeout);
   if (error instanceof SftpUnavailableError) return error;
   throw error;

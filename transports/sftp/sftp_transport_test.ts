@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { Secret } from "../../src/config/secret.ts";
 import {
   serverUnavailable,
+  SFTP_SERVER,
   skipNotice,
   startDropbear,
   startOpenSsh,
@@ -684,6 +685,38 @@ for (
       }),
   });
 }
+
+Deno.test({
+  name: "SftpTransport names a login shell's text before SFTP as the cause, on both carriers",
+  ignore,
+  fn: async () => {
+    // What a vessel whose .bashrc echoes sends: sshd runs the subsystem through the shell.
+    const dir = await Deno.makeTempDir();
+    const noisy = `${dir}/noisy-sftp-server`;
+    await Deno.writeTextFile(noisy, `#!/bin/sh\necho 'Welcome aboard'\nexec ${SFTP_SERVER}\n`);
+    await Deno.chmod(noisy, 0o755);
+    try {
+      await withServer(() => startOpenSsh({ sftpServer: noisy }), async (server) => {
+        for (
+          const [sshClient, shown] of [["openssh", "Welcome aboard"], ["builtin", "Welc…"]] as const
+        ) {
+          const transport = new SftpTransport(server.vesselConfig({ sshClient }));
+          await withTransport(transport, async () => {
+            const error = await rejection(transport.listParts("k"));
+            assert.equal(error.code, "unsupported", error.message);
+            assert.ok(
+              error.message.includes(`text before SFTP ("${shown}")`) &&
+                error.message.includes(".bashrc"),
+              `${sshClient}: ${error.message}`,
+            );
+          });
+        }
+      });
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
 
 Deno.test({
   name: "test servers with binds give two vessels the same absolute path, each its own",
