@@ -38,9 +38,9 @@ export function textBeforeSftp(head: Uint8Array, whole = true): string | undefin
   if (!/^[\x20-\x7e\t]+$/.test(line)) return undefined;
   const cut = line.length > SHOWN || (!whole && rest.length === 0);
   const shown = `${line.slice(0, SHOWN)}${cut ? "…" : ""}`;
-  return `the vessel sent text before SFTP ("${shown}"): a startup file of the login ` +
-    "shell (.bashrc, .profile, /etc/profile.d) prints it even when not interactive; make it " +
-    "print only in interactive shells";
+  return `the vessel sent text before SFTP ("${shown}"): something it runs at login prints ` +
+    "it (a startup file of the login shell such as .bashrc, .profile or /etc/profile.d, or " +
+    "a ForceCommand); make that print only in interactive shells";
 }
 
 /**
