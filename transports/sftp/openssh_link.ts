@@ -179,9 +179,11 @@ async function start(
     await stop(master, exited);
     throw closedDuringLogin(where);
   }
+  const notSftp = (error: TextBeforeSftpError) =>
+    new SftpUnavailableError(`Cannot start SFTP on ${where}: ${error.message}`);
   if (first instanceof TextBeforeSftpError) {
     await stop(master, exited);
-    return new SftpUnavailableError(`Cannot start SFTP on ${where}: ${first.message}`);
+    return notSftp(first);
   }
   if (typeof first === "object" && diagnostics.match(/(REVOKED HOST KEY)/i)) {
     // OpenSSH goes on with a revoked key under StrictHostKeyChecking=no; the builtin client
@@ -218,9 +220,7 @@ async function start(
   if (!ended) await stop(master, exited);
   // The session reports its end once ssh's exit is known: text it got first is the cause.
   const failure = await Promise.race([started.then(() => undefined, (error) => error), delay(100)]);
-  if (failure instanceof TextBeforeSftpError) {
-    return new SftpUnavailableError(`Cannot start SFTP on ${where}: ${failure.message}`);
-  }
+  if (failure instanceof TextBeforeSftpError) return notSftp(failure);
   const error = openError(where, diagnostics, master, setup, vessel.timeout);
   if (error instanceof SftpUnavailableError) return error;
   throw error;

@@ -104,12 +104,11 @@ class ResidentHasher {
 
   /** The hashes, or `undefined` if a directory's name cannot go to the hasher as a line. */
   async hash(groups: readonly HashGroup[], deadlineMs: number): Promise<BatchHashes | undefined> {
-    const requests = groups.map((group) => {
-      const tag = this.#nextTag++;
-      return { tag, text: residentHashRequest(tag, group) };
-    });
-    if (requests.some((request) => request.text === undefined)) return undefined;
-    const answers = await this.#ask(requests as { tag: number; text: string }[], deadlineMs);
+    const answers = await this.#ask(
+      groups.map((group) => (tag) => residentHashRequest(tag, group)),
+      deadlineMs,
+    );
+    if (!answers) return undefined;
     const hashes = new Map<string, string>();
     for (const [index, answer] of answers.entries()) {
       for (const [name, sha256] of answer.hashes) hashes.set(`${index}/${name}`, sha256);
@@ -119,23 +118,30 @@ class ResidentHasher {
 
   /** Whether every file system of `dirs` was flushed. */
   async flush(dirs: readonly string[], deadlineMs: number): Promise<boolean> {
-    const requests = dirs.map((dir) => {
-      const tag = this.#nextTag++;
-      return { tag, text: residentFlushRequest(tag, dir) };
-    });
-    if (requests.some((request) => request.text === undefined)) return false;
-    const answers = await this.#ask(requests as { tag: number; text: string }[], deadlineMs);
-    return answers.every((answer) => answer.flushed);
+    const answers = await this.#ask(
+      dirs.map((dir) => (tag) => residentFlushRequest(tag, dir)),
+      deadlineMs,
+    );
+    return answers?.every((answer) => answer.flushed) ?? false;
   }
 
+  /**
+   * Sends the requests `requests` write for their tags; their answers, or
+   * `undefined` (nothing sent) when one cannot be written.
+   */
   async #ask(
-    requests: readonly { tag: number; text: string }[],
+    requests: readonly ((tag: number) => string | undefined)[],
     deadlineMs: number,
-  ): Promise<Answer[]> {
+  ): Promise<Answer[] | undefined> {
+    const tagged = requests.map((request) => {
+      const tag = this.#nextTag++;
+      return { tag, text: request(tag) };
+    });
+    if (tagged.some((request) => request.text === undefined)) return undefined;
     let session = await this.start(deadlineMs);
     if (!session.open) session = await this.start(deadlineMs);
     return await Promise.all(
-      requests.map((request) => session.ask(request.tag, request.text, deadlineMs)),
+      tagged.map((request) => session.ask(request.tag, request.text!, deadlineMs)),
     );
   }
 

@@ -245,9 +245,12 @@ export class SshPool implements ConnectionPool {
     return this.#acknowledged.bytes;
   }
 
+  // Asked several times per small file: a loop, not arrays made to find a minimum.
   get roundTripMs(): number | undefined {
-    const times = this.#slots.map((slot) => live(slot)?.roundTripMs ?? Infinity);
-    const quickest = Math.min(...times);
+    let quickest = Infinity;
+    for (const slot of this.#slots) {
+      quickest = Math.min(quickest, live(slot)?.roundTripMs ?? Infinity);
+    }
     return Number.isFinite(quickest) ? quickest : this.#loginRoundTripMs;
   }
 
