@@ -635,20 +635,27 @@ async function sessionOf(pid: number): Promise<{ comm: string; session: number; 
   return { comm, session: Number(fields[3]), tty: Number(fields[4]) };
 }
 
-/** The `ssh` children of this process. */
-async function sshChildren(): Promise<number[]> {
-  const pids: number[] = [];
+/** The `ssh` processes of this machine: PID, parent PID and command line. */
+async function sshProcesses(): Promise<{ pid: number; ppid: number; words: string[] }[]> {
+  const found = [];
   for await (const entry of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
     try {
+      const words = (await Deno.readTextFile(`/proc/${entry.name}/cmdline`)).split("\0");
+      if (!words[0].endsWith("/ssh")) continue;
       const stat = await Deno.readTextFile(`/proc/${entry.name}/stat`);
       const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === Deno.pid && stat.includes("(ssh)")) pids.push(Number(entry.name));
+      found.push({ pid: Number(entry.name), ppid, words });
     } catch {
       // Exited meanwhile.
     }
   }
-  return pids;
+  return found;
+}
+
+/** The `ssh` children of this process. */
+async function sshChildren(): Promise<number[]> {
+  return (await sshProcesses()).filter((ssh) => ssh.ppid === Deno.pid).map((ssh) => ssh.pid);
 }
 
 Deno.test({
@@ -692,19 +699,9 @@ Deno.test("spawnInOwnSession starts a command in a session of its own with setsi
 
 /** The `ssh` processes of this machine whose command line names `text`. */
 async function sshNaming(text: string): Promise<number[]> {
-  const pids: number[] = [];
-  for await (const entry of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const words = (await Deno.readTextFile(`/proc/${entry.name}/cmdline`)).split("\0");
-      if (words[0].endsWith("/ssh") && words.some((word) => word.includes(text))) {
-        pids.push(Number(entry.name));
-      }
-    } catch {
-      // Exited meanwhile.
-    }
-  }
-  return pids;
+  return (await sshProcesses())
+    .filter((ssh) => ssh.words.some((word) => word.includes(text)))
+    .map((ssh) => ssh.pid);
 }
 
 Deno.test({
