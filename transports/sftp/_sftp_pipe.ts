@@ -41,19 +41,35 @@ interface SftpInternals {
   readonly outgoing: { state: string };
 }
 
+/** An SFTP session over pipes: see {@linkcode sftpOverPipes}. */
+export interface PipeSession {
+  /**
+   * Takes requests at once: they leave right behind the INIT, a round trip
+   * before the server's VERSION could bring them (0.6 s on a satellite
+   * link). The server handles them after the INIT, in order; their replies
+   * follow its VERSION.
+   */
+  readonly sftp: SFTPWrapper;
+  /**
+   * Resolves once the server answered the version exchange (its extensions
+   * are known from then on); rejects if the session ends first, with a
+   * {@linkcode TextBeforeSftpError} when text came instead of SFTP.
+   */
+  readonly answered: Promise<void>;
+}
+
 /**
  * Starts an SFTP session on `input` (requests to the server) and `output`
- * (its replies) and resolves once the server answered the version exchange.
- * `close` is called when the session ends from our side. The session emits
- * `close` when `output` has ended and `ended` resolved (the carrier's exit, so
- * that its reason is known first).
+ * (its replies). `close` is called when the session ends from our side. The
+ * session emits `close` when `output` has ended and `ended` resolved (the
+ * carrier's exit, so that its reason is known first).
  */
 export function sftpOverPipes(
   input: Writable,
   output: Readable,
   close: () => void,
   ended: Promise<void> = Promise.resolve(),
-): Promise<SFTPWrapper> {
+): PipeSession {
   const open = Number.MAX_SAFE_INTEGER;
   const outgoing = {
     id: 0,
@@ -130,24 +146,25 @@ export function sftpOverPipes(
       sftp._chunkcb?.();
     }
   });
-  return new Promise<SFTPWrapper>((resolve, reject) => {
+  const answered = new Promise<void>((resolve, reject) => {
     // Requests may follow the server's VERSION at once. ssh2 then asks limits@openssh.com and
     // says "ready" only once that is answered: a round trip more before every session's first
     // request (0.6 s on a satellite link). Requests made meanwhile get its safe default sizes.
     versioned = () => {
       if (sftp._version === -1) return;
       versioned = head = undefined;
-      resolve(sftp as unknown as SFTPWrapper);
+      resolve();
     };
     const fail = (error: Error) => {
       const text = head && textBeforeSftp(head);
       reject(text ? new TextBeforeSftpError(text) : error);
     };
-    sftp.once("ready", () => resolve(sftp as unknown as SFTPWrapper));
+    sftp.once("ready", () => resolve());
     sftp.once("error", (error) => fail(error as Error));
     sftp.once("close", () => fail(new Error("the SFTP session ended before it started")));
-    sftp._init();
   });
+  sftp._init();
+  return { sftp: sftp as unknown as SFTPWrapper, answered };
 }
 
 /** Whether the SFTP internals this module needs are where it expects them. */

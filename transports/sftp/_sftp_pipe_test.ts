@@ -25,7 +25,8 @@ async function withSftpServer(
   }) as typeof input.write;
   const exited = new Promise((resolve) => child.once("exit", resolve));
   try {
-    const sftp = await sftpOverPipes(input, child.stdout!, () => input.end());
+    const { sftp, answered } = sftpOverPipes(input, child.stdout!, () => input.end());
+    await answered;
     await work(sftp, dir, () => writes);
     sftp.end();
   } finally {
@@ -119,10 +120,9 @@ Deno.test({
     const input = child.stdin!;
     try {
       const timeout = new Promise<"waited">((resolve) => setTimeout(() => resolve("waited"), 3000));
-      const started = sftpOverPipes(input, replies, () => input.end());
-      const first = await Promise.race([started, timeout]);
+      const { sftp, answered } = sftpOverPipes(input, replies, () => input.end());
+      const first = await Promise.race([answered, timeout]);
       assert.notEqual(first, "waited", "the session waited for the limits' answer");
-      const sftp = first as SFTPWrapper;
       // A request made now is answered once the held limits' answer has gone through.
       const stat = call<{ isDirectory(): boolean }>((done) => sftp.stat("/", done));
       for (const chunk of held) replies.write(chunk);
@@ -132,6 +132,39 @@ Deno.test({
       assert.ok((await stat).isDirectory());
       const writeLength = (sftp as unknown as { _maxWriteLen: number })._maxWriteLen;
       assert.ok(writeLength > 34000, `writes stay at ${writeLength} bytes: limits not applied`);
+      sftp.end();
+    } finally {
+      input.end();
+      await exited;
+    }
+  },
+});
+
+Deno.test({
+  name: "sftpOverPipes() sends a request made at once behind the INIT, before the server's VERSION",
+  ignore,
+  async fn() {
+    const child = spawn(SFTP_SERVER, [], { stdio: ["pipe", "pipe", "inherit"] });
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    const input = child.stdin!;
+    const sent: number[] = []; // the types of the packets written, in order
+    const write = input.write.bind(input) as (chunk: Uint8Array) => boolean;
+    input.write = ((chunk: Uint8Array) => {
+      const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      for (let at = 0; at + 5 <= chunk.byteLength; at += 4 + view.getUint32(at)) {
+        sent.push(chunk[at + 4]);
+      }
+      return write(chunk);
+    }) as typeof input.write;
+    const replies = new PassThrough(); // nothing the server says gets through yet
+    try {
+      const { sftp, answered } = sftpOverPipes(input, replies, () => input.end());
+      const stat = call<{ isDirectory(): boolean }>((done) => sftp.stat("/", done));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.deepEqual(sent, [1, 17], "INIT, then STAT, with no VERSION heard");
+      child.stdout!.pipe(replies);
+      await answered;
+      assert.ok((await stat).isDirectory());
       sftp.end();
     } finally {
       input.end();

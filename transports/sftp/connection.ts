@@ -20,6 +20,7 @@
  */
 import type { ClientChannel, SFTPWrapper } from "./_ssh2.ts";
 import { Buffer } from "node:buffer";
+import { errorMessage } from "../../lib/error_message.ts";
 import type { SftpVessel } from "./options.ts";
 import {
   partBytes,
@@ -170,6 +171,13 @@ export interface SshLink {
    * reply. Absent, an idle link is not probed.
    */
   ping?(answered: () => void): boolean;
+  /**
+   * Settles once the SFTP server answered the version exchange, where
+   * {@linkcode sftp} answers before that (requests then leave with the
+   * session's start); its extensions are known only from then on. Absent,
+   * `sftp` answers once they are.
+   */
+  readonly sftpAnswered?: Promise<unknown>;
 }
 
 /** What a connection needs besides its link. */
@@ -232,6 +240,8 @@ export class SshConnection {
   readonly #watchEveryMs: number;
   #sftp?: Promise<SFTPWrapper>;
   #sftpOpen?: SFTPWrapper;
+  /** The SFTP server answered the version exchange (see {@linkcode SshLink.sftpAnswered}). */
+  #sftpAnswered = false;
   #closed?: TransportError;
   #socketClosed = false;
   #lastError?: Error;
@@ -276,6 +286,9 @@ export class SshConnection {
     this.#acknowledged = options.acknowledged ?? { bytes: 0 };
     this.#linkProgress = options.linkProgress ?? { at: 0 };
     this.info = info;
+    if (client.sftpAnswered) {
+      void client.sftpAnswered.then(() => this.#sftpAnswered = true, () => {});
+    } else this.#sftpAnswered = true;
     client.on("error", (error: Error) => {
       this.#lastError = error;
     });
@@ -320,6 +333,15 @@ export class SshConnection {
     // ssh2's client loads only for the builtin client: a daemon over OpenSSH starts sooner.
     const { handshake } = await import("./handshake.ts");
     return await handshake(options, (client, info) => new SshConnection(client, options, info));
+  }
+
+  /**
+   * The SFTP server answered the version exchange: false while a connection
+   * handed out during its login still starts its session, and for good if
+   * that never started.
+   */
+  get sftpStarted(): boolean {
+    return this.#sftpAnswered;
   }
 
   /** Marks SFTP as impossible on this connection: every SFTP call rejects with `error`. */
@@ -465,22 +487,38 @@ export class SshConnection {
 
   /** Whether the SFTP server announced `extension` (e.g. `posix-rename@openssh.com`). */
   async hasExtension(extension: string): Promise<boolean> {
-    return announced(await this.sftp(), extension);
+    return announced(await this.#answeredSftp(), extension);
   }
 
   /**
-   * {@linkcode hasExtension} without waiting, once the SFTP session is up
+   * {@linkcode hasExtension} without waiting, once the SFTP server answered
    * (else `undefined`): a request that depends on it can leave in this turn,
    * ahead of requests made after it.
    */
   extensionNow(extension: string): boolean | undefined {
-    return this.#sftpOpen && announced(this.#sftpOpen, extension);
+    return this.#sftpAnswered && this.#sftpOpen ? announced(this.#sftpOpen, extension) : undefined;
   }
 
   /** The SFTP extensions the server announced. */
   async extensions(): Promise<string[]> {
-    const sftp = await this.sftp();
+    const sftp = await this.#answeredSftp();
     return Object.keys((sftp as unknown as { _extensions?: object })._extensions ?? {});
+  }
+
+  /** The SFTP session once its server answered the version exchange: its extensions are known. */
+  async #answeredSftp(): Promise<SFTPWrapper> {
+    const sftp = await this.sftp();
+    if (!this.#sftpAnswered) {
+      // Failing, the login reports why; a call here is lost with the connection, to be tried again.
+      await this.#client.sftpAnswered?.catch((error) => {
+        throw this.#closed ?? new TransportError(
+          `Cannot start the SFTP subsystem on ${this.where}: ${errorMessage(error)}`,
+          "connection",
+          { cause: error },
+        );
+      });
+    }
+    return sftp;
   }
 
   /**
@@ -495,9 +533,13 @@ export class SshConnection {
   ): Promise<T> {
     const open = this.#sftpOpen;
     const started = performance.now();
+    // A request made before the server answered waits for the session's start too.
+    const timing = this.#sftpAnswered === true;
     const timed = (value: T) => {
       // The quickest reply so far is the round trip (others wait behind writes or disks).
-      this.#roundTripMs = Math.min(this.#roundTripMs ?? Infinity, performance.now() - started);
+      if (timing) {
+        this.#roundTripMs = Math.min(this.#roundTripMs ?? Infinity, performance.now() - started);
+      }
       return value;
     };
     if (open) return this.#track<T>(what, true, (done) => call(open, done)).then(timed);
@@ -789,7 +831,8 @@ export class SshConnection {
     const progress = Math.max(this.#lastReply, this.#lastMoved);
     const linkProgress = Math.max(progress, this.#linkProgress.at);
     if (
-      this.#sftpInFlight > 0 &&
+      // Until the session started, the login's own limit (3 x Timeout) holds, and ends it.
+      this.#sftpAnswered && this.#sftpInFlight > 0 &&
       (now - linkProgress > this.#timeoutMs || now - progress > ALONE_TIMEOUTS * this.#timeoutMs)
     ) {
       const seconds = Math.round((now - progress) / 1000);

@@ -53,6 +53,16 @@ export interface OpenSshOptions extends ConnectionOptions {
   /** Hears that the vessel accepted the login, before the session starts. */
   readonly onAuthenticated?: () => void;
   /**
+   * Gets the connection as soon as the vessel accepted the login, while its
+   * SFTP session still starts: requests made on it then leave with the
+   * session's INIT, a round trip sooner than after the server's VERSION. If
+   * the session does not start, the connection is lost (its calls fail), and
+   * the login ends as without this.
+   */
+  readonly onEarlyConnection?: (connection: SshConnection) => void;
+  /** Hears that the vessel's SFTP server answered this connection's session. */
+  readonly onSftpStarted?: () => void;
+  /**
    * Gets a way to run commands as soon as ssh listens on its control socket,
    * once logged in: on a long link the session and the SFTP server take
    * several round trips more, and a command can run meanwhile.
@@ -151,15 +161,40 @@ async function start(
     timer = setTimeout(() => resolve("timeout"), timeoutMs);
   });
   // The session's end is reported once ssh has exited, so its own words are known by then.
-  const started = withSftp
+  const session = withSftp
     // Loaded while ssh logs in: ssh2's modules take longer to load than the rest of the daemon.
     ? import("./_sftp_pipe.ts").then(({ sftpOverPipes }) =>
       sftpOverPipes(master.stdin!, master.stdout!, () => master.stdin?.end(), linkReported)
     )
+    : undefined;
+  const started = session
+    ? session.then(({ sftp, answered }) => answered.then(() => sftp))
     : authenticated.then(() => controlSocketReady(options.controlPath, exited)).then(() =>
       undefined
     );
   started.catch(() => {}); // Judged below, from ssh's own words once it exited.
+  let connection: SshConnection | undefined;
+  const connect = (sftp: SFTPWrapper | undefined) => {
+    if (connection) return connection;
+    void hideSecrets();
+    linked = true;
+    const link = new OpenSshLink(master, sftp, diagnostics, options, exited, reported, started);
+    const info: ConnectionInfo = {
+      server: diagnostics.match(/remote software version (\S+)/) ?? "unknown server",
+      cipher: diagnostics.match(/kex: client->server cipher: (\S+)/) ?? "unknown cipher",
+      hostKey: hostKeyInfo(diagnostics, setup),
+      auth: authInfo(diagnostics),
+    };
+    return connection = new SshConnection(link, { ...options, target: setup.target }, info);
+  };
+  let settled = false;
+  const onEarly = options.onEarlyConnection;
+  if (session && onEarly) {
+    void Promise.all([session, authenticated]).then(([{ sftp }]) => {
+      // OpenSSH goes on with a revoked key under StrictHostKeyChecking=no (checked below).
+      if (!settled && !diagnostics.match(/(REVOKED HOST KEY)/i)) onEarly(connect(sftp));
+    }, () => {});
+  }
   let abort!: () => void;
   const aborted = new Promise<"aborted">((resolve) => abort = () => resolve("aborted"));
   if (options.signal?.aborted) abort();
@@ -173,8 +208,24 @@ async function start(
     timedOut,
     aborted,
   ]);
+  settled = true;
   clearTimeout(timer);
   options.signal?.removeEventListener("abort", abort);
+  if (typeof first === "object" && !(first instanceof TextBeforeSftpError)) {
+    if (diagnostics.match(/(REVOKED HOST KEY)/i)) {
+      // OpenSSH goes on with a revoked key under StrictHostKeyChecking=no; the builtin client
+      // never does, and neither do we.
+      await stop(master, exited);
+      throw hostKeyError(where, diagnostics, setup);
+    }
+    const up = connect(first.sftp);
+    if (first.sftp) options.onSftpStarted?.();
+    options.log.debug(
+      `connected to ${setup.target} (${up.info.server}, ${up.info.cipher}, ${up.info.auth}, OpenSSH client)`,
+    );
+    return up;
+  }
+  // The session did not start: a connection handed out early is lost with it (its calls fail).
   if (first === "aborted") {
     await stop(master, exited);
     throw closedDuringLogin(where);
@@ -184,27 +235,6 @@ async function start(
   if (first instanceof TextBeforeSftpError) {
     await stop(master, exited);
     return notSftp(first);
-  }
-  if (typeof first === "object" && diagnostics.match(/(REVOKED HOST KEY)/i)) {
-    // OpenSSH goes on with a revoked key under StrictHostKeyChecking=no; the builtin client
-    // never does, and neither do we.
-    await stop(master, exited);
-    throw hostKeyError(where, diagnostics, setup);
-  }
-  if (typeof first === "object") {
-    void hideSecrets();
-    linked = true;
-    const link = new OpenSshLink(master, first.sftp, diagnostics, options, exited, reported);
-    const info: ConnectionInfo = {
-      server: diagnostics.match(/remote software version (\S+)/) ?? "unknown server",
-      cipher: diagnostics.match(/kex: client->server cipher: (\S+)/) ?? "unknown cipher",
-      hostKey: hostKeyInfo(diagnostics, setup),
-      auth: authInfo(diagnostics),
-    };
-    options.log.debug(
-      `connected to ${setup.target} (${info.server}, ${info.cipher}, ${info.auth}, OpenSSH client)`,
-    );
-    return new SshConnection(link, { ...options, target: setup.target }, info);
   }
   if (first === "timeout") {
     await stop(master, exited);
@@ -369,6 +399,7 @@ class OpenSshLink extends EventEmitter implements SshLink {
   readonly #commands = new Set<ChildProcess>();
   readonly #reported: () => void;
   readonly #exited: Promise<void>;
+  readonly sftpAnswered: Promise<unknown>;
   #lost = false;
 
   constructor(
@@ -378,10 +409,12 @@ class OpenSshLink extends EventEmitter implements SshLink {
     options: OpenSshOptions,
     exited: Promise<void>,
     reported: () => void,
+    sftpAnswered: Promise<unknown>,
   ) {
     super();
     this.#master = master;
     this.#sftp = sftp;
+    this.sftpAnswered = sftpAnswered;
     this.#options = options;
     this.#reported = reported;
     this.#exited = exited;

@@ -107,19 +107,32 @@ export async function putWholeFile(
 ): Promise<{ sha256: string; size: number }> {
   // From here on requests leave in the order they are made (see SshConnection.request).
   await connection.sftp();
-  const fsyncOverSftp = options.fsync && await connection.hasExtension("fsync@openssh.com");
-  const small = data.byteLength <= SMALL_FILE && (fsyncOverSftp || !options.fsync);
+  // The create leaves before the server's extensions are known, which decide what follows
+  // it: on a connection still starting, it leaves with the SFTP session's INIT.
+  if (options.directoryMayBeNew) makeDirectoryAhead(connection, parentOf(path));
+  const fsyncAnnounced = options.fsync
+    ? connection.hasExtension("fsync@openssh.com")
+    : Promise.resolve(false);
+  fsyncAnnounced.catch(() => {}); // Awaited below.
+  const isSmall = (fsyncOverSftp: boolean) =>
+    data.byteLength <= SMALL_FILE && (fsyncOverSftp || !options.fsync);
+  const resumeCheck = options.resume;
+  // A small file is written (and read back) in one round trip: never worth resuming.
+  const resume = resumeCheck &&
+    (async (...args: Parameters<ResumeCheck>) =>
+      isSmall(await fsyncAnnounced) ? 0 : await resumeCheck(...args));
+  const opening = openFresh(connection, path, data, options.makeDirectory, resume);
+  opening.catch(() => {}); // Awaited below.
+  const fsyncOverSftp = await fsyncAnnounced;
+  const small = isSmall(fsyncOverSftp);
   const [writeLength, readLength] = await Promise.all([
     connection.writeLength(),
     connection.maxReadLength(),
   ]);
-  // A small file is written (and read back) in one round trip: never worth resuming.
-  const resume = small ? undefined : options.resume;
-  if (options.directoryMayBeNew) makeDirectoryAhead(connection, parentOf(path));
   // The vessel's hasher session takes three round trips to answer (sshd opens its window
   // only once the command runs): started beside the create, it is ready for the hash.
   if (small && options.hashBatch?.pays()) options.hashBatch.prepare(connection);
-  const { handle, offset } = await openFresh(connection, path, data, options.makeDirectory, resume);
+  const { handle, offset } = await opening;
   // Never close twice: the server may already have given the handle's number to another file.
   let closing: Promise<void> | undefined;
   // The mode goes with the close, behind every write (the server handles them in order).

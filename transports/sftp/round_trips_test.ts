@@ -464,6 +464,34 @@ Deno.test({
     }, { vessel: { sshClient: "openssh" } }),
 });
 
+Deno.test({
+  name:
+    "a call waiting for a login has its first request leave with the SFTP session's start, not after the server's VERSION",
+  ignore: unavailable !== undefined,
+  fn: () =>
+    behindProxy(async ({ proxy, transport }) => {
+      const roundTrip = 2 * ONE_WAY_MS;
+      proxy.latency(ONE_WAY_MS); // long from the first packet on
+      let authenticatedAt: number | undefined;
+      const poll = setInterval(() => {
+        if (transport.connections.roundTripMs !== undefined) authenticatedAt ??= performance.now();
+      }, 10);
+      await transport.listParts("absent"); // logs in, then one SFTP request
+      const done = performance.now();
+      clearInterval(poll);
+      assert.ok(authenticatedAt, "the login's round trip was never known");
+      // Once authenticated: the session's open, the subsystem's start, and the INIT with the
+      // request (their answers behind the VERSION). After the VERSION it would be a fourth.
+      const took = done - authenticatedAt;
+      assert.ok(
+        took < 3.5 * roundTrip,
+        `the request was answered ${took.toFixed(0)} ms, ${
+          (took / roundTrip).toFixed(1)
+        } round trips, after the login`,
+      );
+    }, { vessel: { sshClient: "openssh" } }),
+});
+
 /** This machine's own setting, read here rather than by the code under test. */
 async function machineRestartsSlowStart(): Promise<boolean> {
   return (await Deno.readTextFile("/proc/sys/net/ipv4/tcp_slow_start_after_idle")).trim() === "1";

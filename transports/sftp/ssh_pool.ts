@@ -118,6 +118,11 @@ interface Slot {
   opening?: Promise<SshConnection>;
   /** The login under way has authenticated (sshd no longer counts it against MaxStartups). */
   authenticated?: boolean;
+  /**
+   * The connection of the login under way, once it takes requests: they
+   * leave with its SFTP session's start (see OpenSshOptions.onEarlyConnection).
+   */
+  early?: Promise<SshConnection>;
   /** Calls waiting for the login, or running on the connection. */
   calls: number;
   /** Parts under way on it. */
@@ -285,7 +290,9 @@ export class SshPool implements ConnectionPool {
 
   /** A connection for `check`: the first up, or a new login. */
   async anyConnection(): Promise<SshConnection> {
-    return (await this.#connection(this.#pick())).connection;
+    // The login's outcome, not a connection handed out before its session started.
+    const { connection, login } = await this.#connection(this.#pick());
+    return await (login ?? connection);
   }
 
   /** Which SSH client carries this vessel's connections, for logs and `check`. */
@@ -389,7 +396,7 @@ export class SshPool implements ConnectionPool {
     let part = false;
     let pending = 0;
     try {
-      let used: { slot: Slot; connection: SshConnection };
+      let used: { slot: Slot; connection: SshConnection; login?: Promise<SshConnection> };
       for (;;) {
         const pinned = this.#unloadedSlotOf(options.on);
         slot = pinned ?? this.#pick(options.spread);
@@ -420,7 +427,7 @@ export class SshPool implements ConnectionPool {
           on.rate.busy(on.answeredAt);
         }
       }
-      return await body(connection, (bytes, resumed = false) => {
+      const answered: Parameters<RunBody<T>>[1] = (bytes, resumed = false) => {
         const now = performance.now();
         const wasStalled = stalled(on, now);
         on.answeredAt = now;
@@ -430,7 +437,17 @@ export class SshPool implements ConnectionPool {
         // Bytes a cut try left on the vessel crossed the link then, not now.
         if (!resumed) on.rate.answered(bytes);
         if (wasStalled) this.#wakeWaitingParts();
-      });
+      };
+      try {
+        return await body(connection, answered);
+      } catch (error) {
+        if (!used.login || connection.sftpStarted) throw error;
+        // Taken while its login ran, the connection's SFTP session never started: the login
+        // says why, or carries commands only (a vessel without SFTP), as for a call that waited.
+        const loggedIn = await used.login;
+        if (loggedIn === connection) throw error;
+        return await body(loggedIn, answered);
+      }
     } catch (error) {
       throw classify(action, error);
     } finally {
@@ -560,7 +577,7 @@ export class SshPool implements ConnectionPool {
   async #connection(
     slot: Slot,
     pendingBytes = 0,
-  ): Promise<{ slot: Slot; connection: SshConnection }> {
+  ): Promise<{ slot: Slot; connection: SshConnection; login?: Promise<SshConnection> }> {
     const connection = live(slot);
     if (connection) return { slot, connection };
     const failedAhead = this.#failedAhead;
@@ -576,11 +593,15 @@ export class SshPool implements ConnectionPool {
     try {
       for (;;) {
         const first = await Promise.race([
-          opening.then(() => ({ up: slot, below: Infinity })),
-          this.#loggedIn.promise.then((up) => ({ up, below: TAKE_OVER_BELOW })),
-          this.#callEnded.promise.then((up) => ({ up, below: ROOM_BELOW })),
+          opening.then((connection) => ({ up: slot, below: Infinity, connection })),
+          (slot.early ?? opening).then((connection) => ({ up: slot, below: Infinity, connection })),
+          this.#loggedIn.promise.then((up) => ({ up, below: TAKE_OVER_BELOW, connection: null })),
+          this.#callEnded.promise.then((up) => ({ up, below: ROOM_BELOW, connection: null })),
         ]);
-        if (first.up === slot) return { slot, connection: await opening };
+        if (first.up === slot && first.connection) {
+          const login = first.connection === live(slot) ? undefined : opening;
+          return { slot, connection: first.connection, login };
+        }
         const firstConnection = live(first.up);
         if (
           firstConnection && first.up.calls < first.below && this.#usable().includes(first.up)
@@ -625,9 +646,11 @@ export class SshPool implements ConnectionPool {
   #startOpening(slot: Slot): Promise<SshConnection> {
     if (slot.opening) return slot.opening;
     slot.authenticated = false;
-    slot.opening = this.#open(slot).then(
+    const early = Promise.withResolvers<SshConnection>();
+    slot.early = early.promise;
+    slot.opening = this.#open(slot, early.resolve).then(
       (connection) => {
-        slot.opening = undefined;
+        slot.opening = slot.early = undefined;
         if (this.#closed) {
           void connection.close();
           throw this.#closedError();
@@ -644,7 +667,7 @@ export class SshPool implements ConnectionPool {
         return connection;
       },
       (error) => {
-        slot.opening = undefined;
+        slot.opening = slot.early = undefined;
         throw error;
       },
     );
@@ -699,8 +722,8 @@ export class SshPool implements ConnectionPool {
     return this.#slots.filter((slot) => slot.opening && !slot.authenticated).length;
   }
 
-  async #open(slot: Slot): Promise<SshConnection> {
-    if (this.carrier === "openssh") return await this.#openOpenSsh(slot);
+  async #open(slot: Slot, early: (connection: SshConnection) => void): Promise<SshConnection> {
+    if (this.carrier === "openssh") return await this.#openOpenSsh(slot, early);
     // Loaded here, with ssh2's client: a daemon over OpenSSH never needs them.
     this.#credentials ??= import("./auth.ts").then(({ loadCredentials }) =>
       loadCredentials(this.#config, this.#options.authEnvironment)
@@ -750,7 +773,10 @@ export class SshPool implements ConnectionPool {
     return this.#openSsh;
   }
 
-  async #openOpenSsh(slot: Slot): Promise<SshConnection> {
+  async #openOpenSsh(
+    slot: Slot,
+    early: (connection: SshConnection) => void,
+  ): Promise<SshConnection> {
     const command = this.#sshCommand;
     if (!command) {
       throw new TransportError(
@@ -783,6 +809,7 @@ export class SshPool implements ConnectionPool {
         this.#admitted = true;
         this.#openAhead();
       },
+      onEarlyConnection: early,
     });
   }
 
