@@ -534,7 +534,7 @@ export class SshConnection {
     const open = this.#sftpOpen;
     const started = performance.now();
     // A request made before the server answered waits for the session's start too.
-    const timing = this.#sftpAnswered === true;
+    const timing = this.#sftpAnswered;
     const timed = (value: T) => {
       // The quickest reply so far is the round trip (others wait behind writes or disks).
       if (timing) {
