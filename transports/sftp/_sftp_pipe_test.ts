@@ -10,24 +10,30 @@ import type { SFTPWrapper } from "./_ssh2.ts";
 const SFTP_SERVER = "/usr/lib/openssh/sftp-server";
 const ignore = !(await Deno.stat(SFTP_SERVER).then(() => true, () => false));
 
+/** A local sftp-server, and the chunks written into its stdin, as they were written. */
+function startSftpServer() {
+  const child = spawn(SFTP_SERVER, [], { stdio: ["pipe", "pipe", "inherit"] });
+  const input = child.stdin!;
+  const written: Uint8Array[] = [];
+  const write = input.write.bind(input) as (chunk: Uint8Array) => boolean;
+  input.write = ((chunk: Uint8Array) => {
+    written.push(chunk);
+    return write(chunk);
+  }) as typeof input.write;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  return { input, output: child.stdout!, written, exited };
+}
+
 /** Runs `work` on an SFTP session with a local sftp-server, counting writes into its stdin. */
 async function withSftpServer(
   work: (sftp: SFTPWrapper, dir: string, writes: () => number) => Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "cm-pipe-" });
-  const child = spawn(SFTP_SERVER, [], { stdio: ["pipe", "pipe", "inherit"] });
-  const input = child.stdin!;
-  let writes = 0;
-  const write = input.write.bind(input) as (chunk: Uint8Array) => boolean;
-  input.write = ((chunk: Uint8Array) => {
-    writes++;
-    return write(chunk);
-  }) as typeof input.write;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
+  const { input, output, written, exited } = startSftpServer();
   try {
-    const { sftp, answered } = sftpOverPipes(input, child.stdout!, () => input.end());
+    const { sftp, answered } = sftpOverPipes(input, output, () => input.end());
     await answered;
-    await work(sftp, dir, () => writes);
+    await work(sftp, dir, () => written.length);
     sftp.end();
   } finally {
     input.end();
@@ -103,21 +109,19 @@ Deno.test({
   name: "sftpOverPipes() is ready at the server's VERSION, before its limits are answered",
   ignore,
   async fn() {
-    const child = spawn(SFTP_SERVER, [], { stdio: ["pipe", "pipe", "inherit"] });
-    const exited = new Promise((resolve) => child.once("exit", resolve));
+    const { input, output, exited } = startSftpServer();
     // The server's first reply (its VERSION) goes through; the next (the limits@openssh.com
     // answer) waits, as it does for a round trip on a long link.
     const replies = new PassThrough();
     const held: Buffer[] = [];
     let holding = false;
-    child.stdout!.on("data", (chunk: Buffer) => {
+    output.on("data", (chunk: Buffer) => {
       if (holding) held.push(chunk);
       else {
         replies.write(chunk);
         holding = true;
       }
     });
-    const input = child.stdin!;
     try {
       const timeout = new Promise<"waited">((resolve) => setTimeout(() => resolve("waited"), 3000));
       const { sftp, answered } = sftpOverPipes(input, replies, () => input.end());
@@ -127,8 +131,8 @@ Deno.test({
       const stat = call<{ isDirectory(): boolean }>((done) => sftp.stat("/", done));
       for (const chunk of held) replies.write(chunk);
       holding = false;
-      child.stdout!.removeAllListeners("data");
-      child.stdout!.pipe(replies);
+      output.removeAllListeners("data");
+      output.pipe(replies);
       assert.ok((await stat).isDirectory());
       const writeLength = (sftp as unknown as { _maxWriteLen: number })._maxWriteLen;
       assert.ok(writeLength > 34000, `writes stay at ${writeLength} bytes: limits not applied`);
@@ -144,25 +148,14 @@ Deno.test({
   name: "sftpOverPipes() sends a request made at once behind the INIT, before the server's VERSION",
   ignore,
   async fn() {
-    const child = spawn(SFTP_SERVER, [], { stdio: ["pipe", "pipe", "inherit"] });
-    const exited = new Promise((resolve) => child.once("exit", resolve));
-    const input = child.stdin!;
-    const sent: number[] = []; // the types of the packets written, in order
-    const write = input.write.bind(input) as (chunk: Uint8Array) => boolean;
-    input.write = ((chunk: Uint8Array) => {
-      const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-      for (let at = 0; at + 5 <= chunk.byteLength; at += 4 + view.getUint32(at)) {
-        sent.push(chunk[at + 4]);
-      }
-      return write(chunk);
-    }) as typeof input.write;
+    const { input, output, written, exited } = startSftpServer();
     const replies = new PassThrough(); // nothing the server says gets through yet
     try {
       const { sftp, answered } = sftpOverPipes(input, replies, () => input.end());
       const stat = call<{ isDirectory(): boolean }>((done) => sftp.stat("/", done));
       await new Promise((resolve) => setTimeout(resolve, 50));
-      assert.deepEqual(sent, [1, 17], "INIT, then STAT, with no VERSION heard");
-      child.stdout!.pipe(replies);
+      assert.deepEqual(packetTypes(written), [1, 17], "INIT, then STAT, with no VERSION heard");
+      output.pipe(replies);
       await answered;
       assert.ok((await stat).isDirectory());
       sftp.end();
@@ -172,3 +165,15 @@ Deno.test({
     }
   },
 });
+
+/** The types of the SFTP packets in `chunks`, in order. */
+function packetTypes(chunks: readonly Uint8Array[]): number[] {
+  const types: number[] = [];
+  for (const chunk of chunks) {
+    const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    for (let at = 0; at + 5 <= chunk.byteLength; at += 4 + view.getUint32(at)) {
+      types.push(chunk[at + 4]);
+    }
+  }
+  return types;
+}

@@ -178,7 +178,9 @@ async function start(
     if (connection) return connection;
     void hideSecrets();
     linked = true;
-    const link = new OpenSshLink(master, sftp, diagnostics, options, exited, reported, started);
+    // A connection for commands only has no SFTP server to wait for.
+    const answered = sftp && started;
+    const link = new OpenSshLink(master, sftp, diagnostics, options, exited, reported, answered);
     const info: ConnectionInfo = {
       server: diagnostics.match(/remote software version (\S+)/) ?? "unknown server",
       cipher: diagnostics.match(/kex: client->server cipher: (\S+)/) ?? "unknown cipher",
@@ -187,12 +189,14 @@ async function start(
     };
     return connection = new SshConnection(link, { ...options, target: setup.target }, info);
   };
+  // OpenSSH goes on with a revoked key under StrictHostKeyChecking=no; the builtin client never
+  // does, and neither do we.
+  const revoked = () => diagnostics.match(/(REVOKED HOST KEY)/i) !== undefined;
   let settled = false;
   const onEarly = options.onEarlyConnection;
   if (session && onEarly) {
     void Promise.all([session, authenticated]).then(([{ sftp }]) => {
-      // OpenSSH goes on with a revoked key under StrictHostKeyChecking=no (checked below).
-      if (!settled && !diagnostics.match(/(REVOKED HOST KEY)/i)) onEarly(connect(sftp));
+      if (!settled && !revoked()) onEarly(connect(sftp));
     }, () => {});
   }
   let abort!: () => void;
@@ -212,9 +216,7 @@ async function start(
   clearTimeout(timer);
   options.signal?.removeEventListener("abort", abort);
   if (typeof first === "object" && !(first instanceof TextBeforeSftpError)) {
-    if (diagnostics.match(/(REVOKED HOST KEY)/i)) {
-      // OpenSSH goes on with a revoked key under StrictHostKeyChecking=no; the builtin client
-      // never does, and neither do we.
+    if (revoked()) {
       await stop(master, exited);
       throw hostKeyError(where, diagnostics, setup);
     }
@@ -399,7 +401,7 @@ class OpenSshLink extends EventEmitter implements SshLink {
   readonly #commands = new Set<ChildProcess>();
   readonly #reported: () => void;
   readonly #exited: Promise<void>;
-  readonly sftpAnswered: Promise<unknown>;
+  readonly sftpAnswered?: Promise<unknown>;
   #lost = false;
 
   constructor(
@@ -409,7 +411,7 @@ class OpenSshLink extends EventEmitter implements SshLink {
     options: OpenSshOptions,
     exited: Promise<void>,
     reported: () => void,
-    sftpAnswered: Promise<unknown>,
+    sftpAnswered: Promise<unknown> | undefined,
   ) {
     super();
     this.#master = master;
