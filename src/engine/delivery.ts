@@ -179,20 +179,24 @@ export async function runDelivery(
         transport.hash(earlier!),
         expectedHash!,
       ]);
+      // Its parts are under the key of the publish begun (see deliveryKey), not this try's.
+      const removeEarlierParts = () =>
+        count > 1 ? transport.removeParts(earlierKey, count) : undefined;
       if (remote === expected) {
-        // The vessel held these bytes before, say, and the rename is yet to land: once this
-        // file is finished, it would land over a later file of this name.
-        if (copy !== undefined) await transport.remove(earlier!);
+        await Promise.all([
+          // The vessel held these bytes before, say, and the rename is yet to land: once this
+          // file is finished, it would land over a later file of this name.
+          copy !== undefined ? transport.remove(earlier!) : undefined,
+          removeEarlierParts(),
+        ]);
         return finish();
       }
       if (copy === expected) {
-        await Promise.all([
-          transport.publish(earlier!, destination),
-          count > 1 ? transport.removeParts(earlierKey, count) : undefined,
-        ]);
+        await Promise.all([transport.publish(earlier!, destination), removeEarlierParts()]);
         return await finish(true);
       }
       removeEarlier();
+      await removeEarlierParts();
     }
 
     let assembled: Assembled;

@@ -121,6 +121,28 @@ Deno.test("runDelivery() in state publishing finds the vessel's copy and sends n
   });
 });
 
+Deno.test("runDelivery() in state publishing removes the parts of the copy it named, published or not", async () => {
+  for (const published of [true, false]) {
+    await withShore(async ({ store, transport, queue, attempt }) => {
+      const data = bytes(3 * CHUNK + 5);
+      const fileId = await queue("f.bin", data);
+      const delivery = store.nextDeliveries("fake", Date.now(), 10, [], true)[0];
+      store.startParts(delivery.id, delivery.file.version);
+      transport.parts.set(
+        deliveryKey(store, delivery.id, 0),
+        new Map([0, 1, 2, 3].map((i) => [i, data.slice(i * CHUNK, (i + 1) * CHUNK)])),
+      );
+      // The shore died after the publish began, before the parts' removal beside it was
+      // answered: the rename landed, or neither it nor its copy is there.
+      assert.ok(store.markPublishing(delivery.id, 1, sha256(data)));
+      if (published) transport.files.set("/srv/in/f.bin", data);
+      assert.equal(await attempt(fileId), "delivered");
+      assert.equal(sha256(transport.files.get("/srv/in/f.bin")!), sha256(data));
+      assert.deepEqual([...transport.parts.keys()], [], `published ${published}: parts left`);
+    });
+  }
+});
+
 Deno.test("runDelivery() of a corrupted copy publishes nothing and succeeds on the next attempt", async () => {
   await withShore(async ({ transport, queue, attempt }) => {
     const data = bytes(2 * CHUNK);
